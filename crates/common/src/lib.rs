@@ -1,0 +1,7 @@
+//! ikit-common: what every crate of infisical-kit shares. Domain types (`SecretRef`,
+//! `SecretValue`), configuration as a pure function over a file and an env map, telemetry, and the
+//! tamper-evident audit log. It knows nothing about HTTP or Infisical's wire format.
+
+pub mod secret;
+
+pub use secret::{SecretRef, SecretRefError, SecretValue};
