@@ -1,0 +1,29 @@
+# infisical-kit: every automation entry point. `make help` lists the targets.
+SHELL := /usr/bin/env bash
+CARGO ?= cargo
+export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+export TEST_REDIS_URL ?= redis://127.0.0.1:6379
+
+.DEFAULT_GOAL := help
+.PHONY: help test fmt fmt-check lint bench services-check
+
+help: ## list the targets with their one-line description
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
+
+test: services-check ## run every test of the workspace against real PostgreSQL and Redis
+	$(CARGO) test --workspace --all-targets --locked
+
+fmt: ## format the whole workspace
+	$(CARGO) fmt --all
+
+fmt-check: ## fail when anything is not formatted
+	$(CARGO) fmt --all -- --check
+
+lint: ## clippy over every target with warnings as errors
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+bench: ## run the criterion benches and print their figures
+	$(CARGO) bench --workspace -- --warm-up-time 1 --measurement-time 3
+
+services-check: ## fail early, with a hint, when PostgreSQL or Redis is not reachable
+	@scripts/services-check
