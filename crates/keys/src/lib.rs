@@ -1,4 +1,17 @@
 //! ikit-keys: JWT signing keys published as JWKS with an overlap window, an AES-256-GCM key ring
 //! for tokens at rest, and rotation as a persisted, crash-safe state machine.
 //!
-//! Not built yet: this crate holds only its description until its issue lands.
+//! Layout: [`jwt`], [`cipher`] and [`rotation`] are pure (bytes, `now` and an RNG in, values
+//! out). [`store`] is the storage trait the keys live behind (Infisical in production, a file
+//! store locally), [`lock`] the one-leader lock, [`audit`] the audit sink, and [`manager`] the
+//! stateful [`KeyManager`] that ties them together and serves readers from an atomically swapped
+//! ring.
+
+pub mod audit;
+pub mod cipher;
+pub mod clock;
+pub mod error;
+pub mod jwt;
+pub mod store;
+
+pub use error::{Error, Result};

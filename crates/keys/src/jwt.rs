@@ -1,0 +1,605 @@
+//! JWT signing keys, pure: generation, PKCS#8 PEM in and out, public keys as JWK with the RFC
+//! 7638 thumbprint as `kid`, signing, and verification against a set of published keys where the
+//! algorithm always comes from the key, never from the token header. No IO, no clock: `now` and
+//! the RNG are parameters.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ikit_common::SecretValue;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::{CryptoRng, RngCore};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// The signing algorithms supported. ES256 is the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    #[default]
+    ES256,
+    RS256,
+    EdDSA,
+}
+
+impl JwtAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ES256 => "ES256",
+            Self::RS256 => "RS256",
+            Self::EdDSA => "EdDSA",
+        }
+    }
+
+    fn jsonwebtoken(self) -> Algorithm {
+        match self {
+            Self::ES256 => Algorithm::ES256,
+            Self::RS256 => Algorithm::RS256,
+            Self::EdDSA => Algorithm::EdDSA,
+        }
+    }
+}
+
+impl fmt::Display for JwtAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JwtAlgorithm {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "ES256" => Ok(Self::ES256),
+            "RS256" => Ok(Self::RS256),
+            "EdDSA" => Ok(Self::EdDSA),
+            other => Err(Error::InvalidKey(format!("unsupported jwt algorithm {other:?}"))),
+        }
+    }
+}
+
+/// RSA modulus size used when generating RS256 keys.
+pub const RSA_BITS: usize = 2048;
+
+/// The public half of a signing key's JWK parameters.
+#[derive(Clone, PartialEq, Eq)]
+enum JwkParams {
+    Ec { x: String, y: String },
+    Rsa { n: String, e: String },
+    Okp { x: String },
+}
+
+impl JwkParams {
+    /// The RFC 7638 canonical form: required members only, sorted, no whitespace.
+    fn canonical(&self) -> String {
+        let s = |v: &str| Value::String(v.to_owned()).to_string();
+        match self {
+            Self::Ec { x, y } => {
+                format!(r#"{{"crv":"P-256","kty":"EC","x":{},"y":{}}}"#, s(x), s(y))
+            }
+            Self::Rsa { n, e } => format!(r#"{{"e":{},"kty":"RSA","n":{}}}"#, s(e), s(n)),
+            Self::Okp { x } => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":{}}}"#, s(x)),
+        }
+    }
+
+    fn thumbprint(&self) -> String {
+        URL_SAFE_NO_PAD.encode(Sha256::digest(self.canonical().as_bytes()))
+    }
+
+    fn algorithm(&self) -> JwtAlgorithm {
+        match self {
+            Self::Ec { .. } => JwtAlgorithm::ES256,
+            Self::Rsa { .. } => JwtAlgorithm::RS256,
+            Self::Okp { .. } => JwtAlgorithm::EdDSA,
+        }
+    }
+
+    fn from_json(jwk: &Value) -> Result<Self> {
+        let field = |name: &str| {
+            jwk.get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| Error::InvalidKey(format!("jwk has no string member {name:?}")))
+        };
+        match field("kty")?.as_str() {
+            "EC" => {
+                let crv = field("crv")?;
+                if crv != "P-256" {
+                    return Err(Error::InvalidKey(format!("unsupported ec curve {crv:?}")));
+                }
+                Ok(Self::Ec { x: field("x")?, y: field("y")? })
+            }
+            "RSA" => Ok(Self::Rsa { n: field("n")?, e: field("e")? }),
+            "OKP" => {
+                let crv = field("crv")?;
+                if crv != "Ed25519" {
+                    return Err(Error::InvalidKey(format!("unsupported okp curve {crv:?}")));
+                }
+                Ok(Self::Okp { x: field("x")? })
+            }
+            other => Err(Error::InvalidKey(format!("unsupported jwk kty {other:?}"))),
+        }
+    }
+
+    fn decoding_key(&self) -> Result<DecodingKey> {
+        let key = match self {
+            Self::Ec { x, y } => DecodingKey::from_ec_components(x, y),
+            Self::Rsa { n, e } => DecodingKey::from_rsa_components(n, e),
+            Self::Okp { x } => DecodingKey::from_ed_components(x),
+        };
+        key.map_err(|e| Error::InvalidKey(format!("jwk is not a usable public key: {e}")))
+    }
+}
+
+/// Computes the RFC 7638 SHA-256 thumbprint of a public JWK (EC P-256, RSA or OKP Ed25519).
+pub fn rfc7638_thumbprint(jwk: &Value) -> Result<String> {
+    Ok(JwkParams::from_json(jwk)?.thumbprint())
+}
+
+/// A published verification key: a public JWK with its `kid` and `alg`.
+#[derive(Clone)]
+pub struct PublicJwk {
+    kid: String,
+    params: JwkParams,
+    decoding: DecodingKey,
+}
+
+impl fmt::Debug for PublicJwk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublicJwk").field("kid", &self.kid).field("alg", &self.algorithm()).finish()
+    }
+}
+
+impl PartialEq for PublicJwk {
+    fn eq(&self, other: &Self) -> bool {
+        self.kid == other.kid && self.params == other.params
+    }
+}
+
+impl PublicJwk {
+    fn from_params(params: JwkParams) -> Result<Self> {
+        let decoding = params.decoding_key()?;
+        Ok(Self { kid: params.thumbprint(), params, decoding })
+    }
+
+    /// Parses a JWK. A `kid` member, when present, must equal the RFC 7638 thumbprint and an
+    /// `alg` member must match the key type: a published key cannot claim another algorithm.
+    pub fn from_json(jwk: &Value) -> Result<Self> {
+        let key = Self::from_params(JwkParams::from_json(jwk)?)?;
+        if let Some(kid) = jwk.get("kid").and_then(Value::as_str) {
+            if kid != key.kid {
+                return Err(Error::InvalidKey(format!(
+                    "jwk kid {kid:?} is not its thumbprint {:?}",
+                    key.kid
+                )));
+            }
+        }
+        if let Some(alg) = jwk.get("alg").and_then(Value::as_str) {
+            if alg != key.algorithm().as_str() {
+                return Err(Error::InvalidKey(format!(
+                    "jwk alg {alg:?} does not fit a {} key",
+                    key.algorithm()
+                )));
+            }
+        }
+        Ok(key)
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn algorithm(&self) -> JwtAlgorithm {
+        self.params.algorithm()
+    }
+
+    /// The JWK as published in JWKS: `kty`, curve or modulus members, `kid`, `alg`, `use`.
+    pub fn to_json(&self) -> Value {
+        let (kid, alg) = (self.kid.as_str(), self.algorithm().as_str());
+        match &self.params {
+            JwkParams::Ec { x, y } => json!({
+                "kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": alg, "use": "sig"
+            }),
+            JwkParams::Rsa { n, e } => json!({
+                "kty": "RSA", "n": n, "e": e, "kid": kid, "alg": alg, "use": "sig"
+            }),
+            JwkParams::Okp { x } => json!({
+                "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": alg, "use": "sig"
+            }),
+        }
+    }
+}
+
+/// A private signing key: PKCS#8 PEM text, its public JWK and a ready encoding key.
+#[derive(Clone)]
+pub struct JwtKey {
+    pem: SecretValue,
+    encoding: EncodingKey,
+    public: PublicJwk,
+}
+
+impl fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtKey")
+            .field("kid", &self.public.kid)
+            .field("alg", &self.public.algorithm())
+            .field("private", &"[REDACTED]")
+            .finish()
+    }
+}
+
+fn invalid(what: &str) -> impl Fn(String) -> Error + '_ {
+    move |e| Error::InvalidKey(format!("{what}: {e}"))
+}
+
+impl JwtKey {
+    /// Generates a new key for `alg`.
+    pub fn generate(alg: JwtAlgorithm, rng: &mut (impl RngCore + CryptoRng)) -> Result<Self> {
+        use p256::pkcs8::{EncodePrivateKey, LineEnding};
+        let pem = match alg {
+            JwtAlgorithm::ES256 => p256::SecretKey::random(rng)
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(|e| invalid("cannot encode p-256 key")(e.to_string()))?,
+            JwtAlgorithm::RS256 => rsa::RsaPrivateKey::new(rng, RSA_BITS)
+                .map_err(|e| invalid("cannot generate rsa key")(e.to_string()))?
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(|e| invalid("cannot encode rsa key")(e.to_string()))?,
+            JwtAlgorithm::EdDSA => ed25519_dalek::SigningKey::generate(rng)
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(|e| invalid("cannot encode ed25519 key")(e.to_string()))?,
+        };
+        Self::from_pem(&pem)
+    }
+
+    /// Reads a private key from PEM: PKCS#8 (`PRIVATE KEY`) for any supported algorithm, and for
+    /// imports also PKCS#1 (`RSA PRIVATE KEY`) and SEC1 (`EC PRIVATE KEY`), which are converted to
+    /// PKCS#8. The algorithm is found from the key itself.
+    pub fn from_pem(pem: &str) -> Result<Self> {
+        use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+        use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
+        use rsa::traits::PublicKeyParts;
+
+        let pem = pem.trim();
+        if let Ok(key) =
+            p256::SecretKey::from_pkcs8_pem(pem).or_else(|_| p256::SecretKey::from_sec1_pem(pem))
+        {
+            use p256::elliptic_curve::sec1::ToEncodedPoint;
+            let point = key.public_key().to_encoded_point(false);
+            let (Some(x), Some(y)) = (point.x(), point.y()) else {
+                return Err(Error::InvalidKey("p-256 public point is the identity".into()));
+            };
+            let params =
+                JwkParams::Ec { x: URL_SAFE_NO_PAD.encode(x), y: URL_SAFE_NO_PAD.encode(y) };
+            let der = key
+                .to_pkcs8_der()
+                .map_err(|e| invalid("cannot encode p-256 key")(e.to_string()))?;
+            let pem = key
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(|e| invalid("cannot encode p-256 key")(e.to_string()))?;
+            return Self::assemble(&pem, EncodingKey::from_ec_der(der.as_bytes()), params);
+        }
+        if let Ok(key) = ed25519_dalek::SigningKey::from_pkcs8_pem(pem) {
+            let params =
+                JwkParams::Okp { x: URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes()) };
+            let der = key
+                .to_pkcs8_der()
+                .map_err(|e| invalid("cannot encode ed25519 key")(e.to_string()))?;
+            let pem = key
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(|e| invalid("cannot encode ed25519 key")(e.to_string()))?;
+            return Self::assemble(&pem, EncodingKey::from_ed_der(der.as_bytes()), params);
+        }
+        let rsa = rsa::RsaPrivateKey::from_pkcs8_pem(pem)
+            .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(pem));
+        if let Ok(key) = rsa {
+            if key.size() * 8 < RSA_BITS {
+                return Err(Error::InvalidKey(format!(
+                    "rsa key has {} bits, at least {RSA_BITS} are required",
+                    key.size() * 8
+                )));
+            }
+            let params = JwkParams::Rsa {
+                n: URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
+                e: URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
+            };
+            let der =
+                key.to_pkcs1_der().map_err(|e| invalid("cannot encode rsa key")(e.to_string()))?;
+            let pem = key
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(|e| invalid("cannot encode rsa key")(e.to_string()))?;
+            return Self::assemble(&pem, EncodingKey::from_rsa_der(der.as_bytes()), params);
+        }
+        Err(Error::InvalidKey(
+            "not a pkcs#8, pkcs#1 or sec1 pem private key for p-256, rsa or ed25519".into(),
+        ))
+    }
+
+    fn assemble(pem: &str, encoding: EncodingKey, params: JwkParams) -> Result<Self> {
+        Ok(Self { pem: SecretValue::new(pem), encoding, public: PublicJwk::from_params(params)? })
+    }
+
+    /// The private key as PKCS#8 PEM.
+    pub fn pem(&self) -> &SecretValue {
+        &self.pem
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.public.kid
+    }
+
+    pub fn algorithm(&self) -> JwtAlgorithm {
+        self.public.algorithm()
+    }
+
+    pub fn public(&self) -> &PublicJwk {
+        &self.public
+    }
+
+    /// Signs `claims` as a compact JWS with `alg`, `kid` and `typ: JWT` in the header.
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String> {
+        let mut header = Header::new(self.algorithm().jsonwebtoken());
+        header.kid = Some(self.kid().to_owned());
+        header.typ = Some("JWT".to_owned());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|e| Error::Sign(e.to_string()))
+    }
+}
+
+/// The verification keys published at one time, by kid.
+#[derive(Clone, Debug, Default)]
+pub struct JwkSet {
+    keys: BTreeMap<String, PublicJwk>,
+    order: Vec<String>,
+}
+
+impl JwkSet {
+    pub fn new(keys: impl IntoIterator<Item = PublicJwk>) -> Self {
+        let mut set = Self::default();
+        for key in keys {
+            set.insert(key);
+        }
+        set
+    }
+
+    /// Adds a key; a key already present (same kid) is kept once, in its first position.
+    pub fn insert(&mut self, key: PublicJwk) {
+        if !self.keys.contains_key(&key.kid) {
+            self.order.push(key.kid.clone());
+            self.keys.insert(key.kid.clone(), key);
+        }
+    }
+
+    pub fn get(&self, kid: &str) -> Option<&PublicJwk> {
+        self.keys.get(kid)
+    }
+
+    pub fn contains(&self, kid: &str) -> bool {
+        self.keys.contains_key(kid)
+    }
+
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.order.iter().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// `{"keys":[...]}` in publication order.
+    pub fn to_json(&self) -> Value {
+        json!({ "keys": self.order.iter().map(|k| self.keys[k].to_json()).collect::<Vec<_>>() })
+    }
+
+    /// Parses `{"keys":[...]}`; every key must be a valid public JWK whose kid is its thumbprint.
+    pub fn from_json(jwks: &Value) -> Result<Self> {
+        let keys = jwks
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| Error::InvalidKey("jwks has no \"keys\" array".into()))?;
+        Ok(Self::new(keys.iter().map(PublicJwk::from_json).collect::<Result<Vec<_>>>()?))
+    }
+
+    /// Verifies a compact JWS at time `now` (seconds) and returns its claims. The key is chosen
+    /// by the header's `kid` among this set; its algorithm must equal the key's own, whatever the
+    /// header says. `exp` and `nbf`, when present, are checked with `leeway` seconds of skew.
+    pub fn verify_at<T: DeserializeOwned>(&self, token: &str, now: i64, leeway: i64) -> Result<T> {
+        let header_b64 = token
+            .split('.')
+            .next()
+            .filter(|_| token.split('.').count() == 3)
+            .ok_or_else(|| Error::MalformedToken("not three dot-separated parts".into()))?;
+        let header_bytes = URL_SAFE_NO_PAD
+            .decode(header_b64)
+            .map_err(|e| Error::MalformedToken(format!("header is not base64url: {e}")))?;
+        let header: Value = serde_json::from_slice(&header_bytes)
+            .map_err(|e| Error::MalformedToken(format!("header is not json: {e}")))?;
+        let kid = header.get("kid").and_then(Value::as_str).ok_or(Error::MissingKid)?;
+        let key = self.keys.get(kid).ok_or_else(|| Error::UnknownKid(kid.to_owned()))?;
+        let expected = key.algorithm();
+        let found = header.get("alg").and_then(Value::as_str).unwrap_or("");
+        if found != expected.as_str() {
+            return Err(Error::AlgorithmMismatch {
+                kid: kid.to_owned(),
+                expected: expected.as_str().to_owned(),
+                found: found.to_owned(),
+            });
+        }
+        let mut validation = Validation::new(expected.jsonwebtoken());
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        let data = jsonwebtoken::decode::<Value>(token, &key.decoding, &validation).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => Error::InvalidSignature,
+                _ => Error::MalformedToken(e.to_string()),
+            },
+        )?;
+        let claims = data.claims;
+        let number = |name: &str| -> Result<Option<i64>> {
+            match claims.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v.as_f64().map(|f| Some(f.floor() as i64)).ok_or_else(|| {
+                    Error::MalformedToken(format!("claim {name:?} is not a number"))
+                }),
+            }
+        };
+        if let Some(exp) = number("exp")? {
+            if now >= exp.saturating_add(leeway) {
+                return Err(Error::TokenExpired);
+            }
+        }
+        if let Some(nbf) = number("nbf")? {
+            if now < nbf.saturating_sub(leeway) {
+                return Err(Error::TokenNotYetValid);
+            }
+        }
+        serde_json::from_value(claims).map_err(|e| Error::MalformedToken(format!("claims: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn rng() -> StdRng {
+        StdRng::seed_from_u64(7)
+    }
+
+    #[test]
+    fn rfc7638_example_thumbprint() {
+        let jwk = json!({
+            "kty": "RSA",
+            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+            "e": "AQAB",
+            "alg": "RS256",
+            "kid": "2011-04-29"
+        });
+        assert_eq!(
+            rfc7638_thumbprint(&jwk).unwrap(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+        // the published form refuses a kid that is not the thumbprint
+        assert!(matches!(PublicJwk::from_json(&jwk), Err(Error::InvalidKey(_))));
+    }
+
+    #[test]
+    fn each_algorithm_signs_verifies_and_round_trips_pem() {
+        let mut rng = rng();
+        for alg in [JwtAlgorithm::ES256, JwtAlgorithm::EdDSA, JwtAlgorithm::RS256] {
+            let key = JwtKey::generate(alg, &mut rng).unwrap();
+            assert_eq!(key.algorithm(), alg);
+            assert!(key.pem().expose().starts_with("-----BEGIN PRIVATE KEY-----"), "{alg}");
+            let again = JwtKey::from_pem(key.pem().expose()).unwrap();
+            assert_eq!(again.kid(), key.kid());
+            let jwk = key.public().to_json();
+            assert_eq!(jwk["kid"], key.kid());
+            assert_eq!(jwk["alg"], alg.as_str());
+            assert_eq!(jwk["use"], "sig");
+            assert_eq!(rfc7638_thumbprint(&jwk).unwrap(), key.kid());
+            let set = JwkSet::from_json(&JwkSet::new([key.public().clone()]).to_json()).unwrap();
+            let token = key.sign(&json!({"sub": "u1", "exp": 2_000})).unwrap();
+            let claims: Value = set.verify_at(&token, 1_000, 0).unwrap();
+            assert_eq!(claims["sub"], "u1");
+            assert!(matches!(set.verify_at::<Value>(&token, 2_000, 0), Err(Error::TokenExpired)));
+            assert!(set.verify_at::<Value>(&token, 2_000, 5).is_ok());
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_private_key() {
+        let key = JwtKey::generate(JwtAlgorithm::ES256, &mut rng()).unwrap();
+        let debug = format!("{key:?}");
+        assert!(!debug.contains("PRIVATE"), "{debug}");
+        assert!(debug.contains(key.kid()));
+    }
+
+    fn forge(header: &Value, token: &str) -> String {
+        let rest = token.split_once('.').unwrap().1;
+        format!("{}.{rest}", URL_SAFE_NO_PAD.encode(header.to_string()))
+    }
+
+    #[test]
+    fn algorithm_comes_from_the_key_not_the_header() {
+        let mut rng = rng();
+        let key = JwtKey::generate(JwtAlgorithm::ES256, &mut rng).unwrap();
+        let set = JwkSet::new([key.public().clone()]);
+        let token = key.sign(&json!({"sub": "u1"})).unwrap();
+        for alg in ["HS256", "none", "RS256", "ES384", "EdDSA"] {
+            let forged = forge(&json!({"alg": alg, "kid": key.kid(), "typ": "JWT"}), &token);
+            match set.verify_at::<Value>(&forged, 0, 0) {
+                Err(Error::AlgorithmMismatch { found, expected, .. }) => {
+                    assert_eq!((found.as_str(), expected.as_str()), (alg, "ES256"));
+                }
+                other => panic!("{alg}: {other:?}"),
+            }
+        }
+        // an HS256 token made with the public key bytes as the secret is refused too
+        let secret = key.public().to_json().to_string();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(key.kid().to_owned());
+        let hs = jsonwebtoken::encode(
+            &header,
+            &json!({"sub":"x"}),
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
+        assert!(matches!(set.verify_at::<Value>(&hs, 0, 0), Err(Error::AlgorithmMismatch { .. })));
+        // unsigned "none" token with an empty signature
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(json!({"alg":"none","kid":key.kid()}).to_string()),
+            URL_SAFE_NO_PAD.encode("{}")
+        );
+        assert!(matches!(
+            set.verify_at::<Value>(&none, 0, 0),
+            Err(Error::AlgorithmMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn tampered_unknown_and_malformed_tokens_are_rejected() {
+        let mut rng = rng();
+        let key = JwtKey::generate(JwtAlgorithm::ES256, &mut rng).unwrap();
+        let other = JwtKey::generate(JwtAlgorithm::ES256, &mut rng).unwrap();
+        let set = JwkSet::new([key.public().clone()]);
+        let token = key.sign(&json!({"sub": "u1", "admin": false})).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let evil = URL_SAFE_NO_PAD.encode(json!({"sub": "u1", "admin": true}).to_string());
+        let tampered = format!("{}.{evil}.{}", parts[0], parts[2]);
+        assert!(matches!(set.verify_at::<Value>(&tampered, 0, 0), Err(Error::InvalidSignature)));
+        let foreign = other.sign(&json!({"sub": "u1"})).unwrap();
+        assert!(
+            matches!(set.verify_at::<Value>(&foreign, 0, 0), Err(Error::UnknownKid(k)) if k == other.kid())
+        );
+        let no_kid = forge(&json!({"alg": "ES256"}), &token);
+        assert!(matches!(set.verify_at::<Value>(&no_kid, 0, 0), Err(Error::MissingKid)));
+        assert!(matches!(set.verify_at::<Value>("a.b", 0, 0), Err(Error::MalformedToken(_))));
+        let nbf = key.sign(&json!({"nbf": 100})).unwrap();
+        assert!(matches!(set.verify_at::<Value>(&nbf, 50, 10), Err(Error::TokenNotYetValid)));
+        assert!(set.verify_at::<Value>(&nbf, 95, 10).is_ok());
+    }
+
+    #[test]
+    fn imports_pkcs1_and_sec1_and_refuses_junk() {
+        use p256::elliptic_curve::pkcs8::LineEnding;
+        let sec1 = p256::SecretKey::random(&mut rng()).to_sec1_pem(LineEnding::LF).unwrap();
+        let key = JwtKey::from_pem(&sec1).unwrap();
+        assert_eq!(key.algorithm(), JwtAlgorithm::ES256);
+        assert!(key.pem().expose().contains("BEGIN PRIVATE KEY"));
+        assert!(matches!(JwtKey::from_pem("hello"), Err(Error::InvalidKey(_))));
+    }
+}
