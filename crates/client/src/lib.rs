@@ -1,5 +1,52 @@
-//! ikit-client: the Infisical client every service and the CLI read secrets through: machine
-//! identity auth, token renewal, the v4/v3 secrets API, retries, a two-level cache and an encrypted
-//! offline snapshot.
+//! ikit-client: the Infisical client every service and the CLI read secrets through.
 //!
-//! Not built yet: this crate holds only its description until its issue lands.
+//! It owns machine-identity auth (universal, kubernetes, oidc, jwt, aws-iam, azure, gcp-id-token,
+//! fixed and service tokens), the token lifecycle (renew at 80%, log in again instead of renewing
+//! past the max TTL, re-authenticate once on 401 or 403 `TokenError`), the secrets, folders and
+//! projects API in the v4 and v3 `raw` dialects, and the reliability rules (timeouts, budget,
+//! circuit breaker, full-jitter retries that honour `Retry-After`).
+//!
+//! Code map: pure logic lives in `token` (lifecycle decisions), `retry` (backoff, `Retry-After`,
+//! bucket, breaker), `wire` (lenient decoding, import merge), `error` (classification), `sigv4`
+//! and `api` (request builders); IO lives in `auth` (credential sources), `transport` (one
+//! exchange with retries) and `client` (token manager and operations). Time and randomness are
+//! injected through [`Clock`], [`Sleeper`] and a seed.
+//!
+//! Invariants: no secret value or token reaches a log, a metric label or a `Debug` string;
+//! [`Client::fetch_folder`] is the one network path for folder reads.
+
+mod api;
+mod auth;
+mod client;
+mod clock;
+mod config;
+mod error;
+mod retry;
+mod sigv4;
+mod token;
+mod transport;
+mod wire;
+
+pub use api::{ApiVersion, FolderQuery, GetOptions, NewSecret, Scope, SecretUpdate};
+pub use auth::{
+    AuthMethod, Credential, DEFAULT_AZURE_IMDS_URL, DEFAULT_AZURE_RESOURCE,
+    DEFAULT_GCP_METADATA_URL, DEFAULT_K8S_TOKEN_PATH,
+};
+pub use client::{
+    Client, METRIC_FETCH_DURATION, METRIC_FETCH_ERRORS, METRIC_FETCH_TOTAL,
+    METRIC_TOKEN_EXPIRES_IN, Source,
+};
+pub use clock::{Clock, ManualClock, SleepFuture, Sleeper, SystemClock, TokioSleeper};
+pub use config::{ClientConfig, DEFAULT_API_URL, normalize_api_url, parse_custom_headers};
+pub use error::ClientError;
+pub use ikit_common::{SecretRef, SecretValue};
+pub use retry::{
+    BreakerConfig, BudgetConfig, CircuitBreaker, RetryPolicy, TokenBucket, parse_retry_after,
+};
+pub use sigv4::{AwsCredentials, STS_BODY, aws_login_body, sign_get_caller_identity};
+pub use token::{AccessToken, RENEW_AT, TokenAction, TokenTimes};
+pub use transport::METRIC_RATE_LIMIT_WAIT;
+pub use wire::{
+    Environment, Folder, FolderSecrets, HIDDEN_VALUE, Import, ImportOrder, Project, Secret,
+    SecretType, Tag, decode_list, decode_many, decode_one,
+};

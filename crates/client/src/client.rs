@@ -1,0 +1,448 @@
+//! The client: the token manager (one login or renewal in flight at a time, never wedged) and the
+//! secrets, folders and projects operations, with the v4 to v3 fallback remembered per client.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ikit_common::{SecretRef, SecretValue};
+use reqwest::Method;
+use zeroize::Zeroizing;
+
+use crate::api::{self, ApiVersion, FolderQuery, GetOptions, NewSecret, Scope, SecretUpdate};
+use crate::auth::{self, AuthMethod};
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+use crate::token::{AccessToken, TokenAction, TokenState, TokenTimes};
+use crate::transport::{Call, Failure, Transport};
+use crate::wire::{self, Folder, FolderSecrets, ImportOrder, Project, Secret, SecretType};
+
+/// Successful folder fetches, by source (`network`, `cache`, `snapshot`) and folder path.
+pub const METRIC_FETCH_TOTAL: &str = "infisical_fetch_total";
+/// Failed folder fetches, by folder path and error kind.
+pub const METRIC_FETCH_ERRORS: &str = "infisical_fetch_errors_total";
+/// Folder fetch latency, by folder path.
+pub const METRIC_FETCH_DURATION: &str = "infisical_fetch_duration_seconds";
+/// `expiresIn` of the current access token when it was obtained.
+pub const METRIC_TOKEN_EXPIRES_IN: &str = "infisical_token_expires_in_seconds";
+
+/// Where a value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Network,
+    Cache,
+    Snapshot,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Network => "network",
+            Self::Cache => "cache",
+            Self::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// Holds the current token and obtains new ones. The tokio mutex is held across a login or
+/// renewal, so concurrent callers wait for the one in flight instead of starting their own;
+/// every path out of the lock returns (errors propagate), so it cannot wedge.
+struct TokenManager {
+    auth: AuthMethod,
+    org_slug: Option<String>,
+    state: tokio::sync::Mutex<Option<TokenState>>,
+}
+
+impl TokenManager {
+    async fn current(&self, transport: &Transport) -> Result<AccessToken, ClientError> {
+        if let Some(token) = self.auth.static_token() {
+            return Ok(token.clone());
+        }
+        let mut state = self.state.lock().await;
+        let now = transport.clock.now();
+        let action = state.as_ref().map_or(TokenAction::Login, |s| s.times.decide(now));
+        let fresh = match (action, state.as_ref()) {
+            (TokenAction::Use, Some(s)) => return Ok(s.token.clone()),
+            (TokenAction::Renew, Some(s)) => match self.renew(transport, s).await {
+                Ok(renewed) => renewed,
+                Err(e) => {
+                    tracing::warn!(error = e.kind(), "token renewal failed, logging in again");
+                    self.login(transport).await?
+                }
+            },
+            _ => self.login(transport).await?,
+        };
+        let token = fresh.token.clone();
+        *state = Some(fresh);
+        Ok(token)
+    }
+
+    /// Forgets `used` if it is still the current token, so the next call logs in.
+    async fn invalidate(&self, used: &AccessToken) {
+        let mut state = self.state.lock().await;
+        if state.as_ref().is_some_and(|s| &s.token == used) {
+            *state = None;
+        }
+    }
+
+    async fn login(&self, transport: &Transport) -> Result<TokenState, ClientError> {
+        let sent_at = transport.clock.now();
+        let request =
+            auth::login_request(&self.auth, transport.http(), self.org_slug.as_deref(), sent_at)
+                .await?;
+        let mut call = Call::new(Method::POST, &["v1", "auth", request.method, "login"]);
+        call.body = Some(request.body);
+        let body = transport.send(&call, None).await.map_err(|f| login_error(f, "login"))?;
+        let login = wire::decode_login(&body)?;
+        tracing::info!(
+            method = self.auth.name(),
+            expires_in = login.expires_in,
+            "logged in to infisical"
+        );
+        Ok(self.state_from(login, sent_at, sent_at))
+    }
+
+    async fn renew(
+        &self,
+        transport: &Transport,
+        old: &TokenState,
+    ) -> Result<TokenState, ClientError> {
+        let sent_at = transport.clock.now();
+        let mut call = Call::new(Method::POST, &["v1", "auth", "token", "renew"]);
+        call.body = Some(Zeroizing::new(
+            serde_json::json!({ "accessToken": old.token.expose() }).to_string(),
+        ));
+        call.idempotent = true;
+        let body = transport.send(&call, None).await.map_err(|f| login_error(f, "renewal"))?;
+        let renewed = wire::decode_login(&body)?;
+        tracing::debug!(expires_in = renewed.expires_in, "renewed infisical access token");
+        Ok(self.state_from(renewed, old.times.login_at, sent_at))
+    }
+
+    fn state_from(
+        &self,
+        r: wire::LoginResponse,
+        login_at: std::time::SystemTime,
+        obtained_at: std::time::SystemTime,
+    ) -> TokenState {
+        if r.expires_in > 0 && r.expires_in < 60 {
+            tracing::warn!(expires_in = r.expires_in, "access token ttl is under 60 s");
+        }
+        metrics::gauge!(METRIC_TOKEN_EXPIRES_IN).set(r.expires_in as f64);
+        TokenState {
+            token: r.access_token,
+            times: TokenTimes {
+                login_at,
+                obtained_at,
+                expires_in: Duration::from_secs(r.expires_in),
+                max_ttl: Duration::from_secs(r.max_ttl),
+            },
+        }
+    }
+}
+
+fn login_error(f: Failure, what: &str) -> ClientError {
+    match f {
+        Failure::ReAuth(message) => {
+            ClientError::Auth { message: format!("{what} refused: {message}") }
+        }
+        Failure::RouteNotFound => {
+            ClientError::Auth { message: format!("{what} route not found on this server") }
+        }
+        Failure::Error(ClientError::PermissionDenied { message }) => {
+            ClientError::Auth { message: format!("{what} refused: {message}") }
+        }
+        Failure::Error(e) => e,
+    }
+}
+
+struct Inner {
+    transport: Transport,
+    tokens: TokenManager,
+    /// Set once a server showed it has no v4 secrets routes.
+    v3: AtomicBool,
+    import_order: ImportOrder,
+}
+
+/// The Infisical client. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("auth", &self.inner.tokens.auth.name())
+            .field("api_version", &self.api_version())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        let transport = Transport::new(&config)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                transport,
+                tokens: TokenManager {
+                    auth: config.auth,
+                    org_slug: config.organization_slug,
+                    state: tokio::sync::Mutex::new(None),
+                },
+                v3: AtomicBool::new(false),
+                import_order: config.import_order,
+            }),
+        })
+    }
+
+    /// The secrets dialect in use: v4 until the server shows it lacks it.
+    pub fn api_version(&self) -> ApiVersion {
+        if self.inner.v3.load(Ordering::Relaxed) { ApiVersion::V3 } else { ApiVersion::V4 }
+    }
+
+    pub fn import_order(&self) -> ImportOrder {
+        self.inner.import_order
+    }
+
+    /// True while the circuit breaker refuses requests.
+    pub fn circuit_open(&self) -> bool {
+        self.inner.transport.breaker_open()
+    }
+
+    /// Makes sure a valid token is held: logs in or renews as due. Useful at start-up and for a
+    /// background refresher; every request does this anyway.
+    pub async fn ensure_token(&self) -> Result<(), ClientError> {
+        self.inner.tokens.current(&self.inner.transport).await.map(|_| ())
+    }
+
+    /// Sends an authenticated call built for the current dialect; on a route-not-found from v4
+    /// switches this client to v3 for good; on a token error logs in again once and retries.
+    async fn execute(
+        &self,
+        versioned: bool,
+        build: impl Fn(ApiVersion) -> Call,
+    ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        let mut reauthenticated = false;
+        let mut fell_back = false;
+        loop {
+            let version = self.api_version();
+            let token = self.inner.tokens.current(&self.inner.transport).await?;
+            let call = build(version);
+            match self.inner.transport.send(&call, Some(&token)).await {
+                Ok(body) => return Ok(body),
+                Err(Failure::RouteNotFound)
+                    if versioned && version == ApiVersion::V4 && !fell_back =>
+                {
+                    fell_back = true;
+                    if !self.inner.v3.swap(true, Ordering::Relaxed) {
+                        tracing::info!(
+                            route = call.route(),
+                            "server has no v4 secrets routes, using v3 raw"
+                        );
+                    }
+                }
+                Err(Failure::RouteNotFound) => {
+                    return Err(ClientError::NotFound {
+                        message: format!("route {} {} not found", call.method, call.route()),
+                    });
+                }
+                Err(Failure::ReAuth(message)) => {
+                    if reauthenticated || self.inner.tokens.auth.static_token().is_some() {
+                        return Err(ClientError::Auth { message });
+                    }
+                    tracing::info!(route = call.route(), "token rejected, logging in again");
+                    reauthenticated = true;
+                    self.inner.tokens.invalidate(&token).await;
+                }
+                Err(Failure::Error(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Fetches one folder listing from Infisical. The single network path for folder reads: the
+    /// cache of part 2 wraps it. Records `infisical_fetch_*` metrics labelled by folder path.
+    pub async fn fetch_folder(&self, query: &FolderQuery) -> Result<FolderSecrets, ClientError> {
+        let started = Instant::now();
+        let result = self
+            .execute(true, |v| api::list(v, query))
+            .await
+            .and_then(|body| wire::decode_list(&body));
+        let path = query.path.clone();
+        metrics::histogram!(METRIC_FETCH_DURATION, "path" => path.clone())
+            .record(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => {
+                metrics::counter!(METRIC_FETCH_TOTAL, "source" => Source::Network.as_str(), "path" => path)
+                    .increment(1);
+            }
+            Err(e) => {
+                metrics::counter!(METRIC_FETCH_ERRORS, "path" => path, "error" => e.kind())
+                    .increment(1);
+            }
+        }
+        result
+    }
+
+    /// Lists a folder (alias of [`Client::fetch_folder`]).
+    pub async fn list_secrets(&self, query: &FolderQuery) -> Result<FolderSecrets, ClientError> {
+        self.fetch_folder(query).await
+    }
+
+    /// Reads one secret through its folder listing (imports merged, references expanded), the
+    /// way the CLI does.
+    pub async fn get(&self, secret: &SecretRef) -> Result<(Secret, Source), ClientError> {
+        let query = FolderQuery::new(secret.project(), secret.environment(), secret.folder());
+        let folder = self.fetch_folder(&query).await?;
+        folder
+            .find(secret.key(), self.inner.import_order)
+            .cloned()
+            .map(|s| (s, Source::Network))
+            .ok_or_else(|| ClientError::NotFound {
+                message: format!("secret {} not found in {}", secret.key(), secret.folder()),
+            })
+    }
+
+    /// Reads one value; see [`Client::get`].
+    pub async fn get_value(&self, secret: &SecretRef) -> Result<SecretValue, ClientError> {
+        self.get(secret).await.map(|(s, _)| s.value)
+    }
+
+    /// Reads one secret by name (optionally an older version).
+    pub async fn get_secret(
+        &self,
+        scope: &Scope,
+        key: &str,
+        options: &GetOptions,
+    ) -> Result<Secret, ClientError> {
+        let body = self.execute(true, |v| api::get(v, scope, key, options)).await?;
+        wire::decode_one(&body)
+    }
+
+    /// Creates a secret. `Err(PendingApproval)` when a change policy holds it.
+    pub async fn create_secret(
+        &self,
+        scope: &Scope,
+        secret: &NewSecret,
+    ) -> Result<Secret, ClientError> {
+        let body = self.execute(true, |v| api::create(v, scope, secret)).await?;
+        wire::decode_one(&body)
+    }
+
+    /// Updates (and optionally renames) a secret.
+    pub async fn update_secret(
+        &self,
+        scope: &Scope,
+        update: &SecretUpdate,
+    ) -> Result<Secret, ClientError> {
+        let body = self.execute(true, |v| api::update(v, scope, update)).await?;
+        wire::decode_one(&body)
+    }
+
+    pub async fn delete_secret(
+        &self,
+        scope: &Scope,
+        key: &str,
+        secret_type: SecretType,
+    ) -> Result<Secret, ClientError> {
+        let body = self.execute(true, |v| api::delete(v, scope, key, secret_type)).await?;
+        wire::decode_one(&body)
+    }
+
+    pub async fn batch_create(
+        &self,
+        scope: &Scope,
+        items: &[NewSecret],
+    ) -> Result<Vec<Secret>, ClientError> {
+        let body = self.execute(true, |v| api::batch_create(v, scope, items)).await?;
+        wire::decode_many(&body)
+    }
+
+    /// Creates or updates every item (`mode: upsert`).
+    pub async fn batch_upsert(
+        &self,
+        scope: &Scope,
+        items: &[NewSecret],
+    ) -> Result<Vec<Secret>, ClientError> {
+        let body = self.execute(true, |v| api::batch_upsert(v, scope, items)).await?;
+        wire::decode_many(&body)
+    }
+
+    pub async fn batch_delete(
+        &self,
+        scope: &Scope,
+        keys: &[String],
+    ) -> Result<Vec<Secret>, ClientError> {
+        let body = self.execute(true, |v| api::batch_delete(v, scope, keys)).await?;
+        wire::decode_many(&body)
+    }
+
+    pub async fn list_folders(
+        &self,
+        project_id: &str,
+        environment: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<Vec<Folder>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Folders {
+            folders: Vec<Folder>,
+        }
+        let body = self
+            .execute(false, |_| api::list_folders(project_id, environment, path, recursive))
+            .await?;
+        Ok(wire::decode_json::<Folders>(&body)?.folders)
+    }
+
+    /// Creates folder `name` under `parent`.
+    pub async fn create_folder(
+        &self,
+        project_id: &str,
+        environment: &str,
+        parent: &str,
+        name: &str,
+    ) -> Result<Folder, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct One {
+            folder: Folder,
+        }
+        let body = self
+            .execute(false, |_| api::create_folder(project_id, environment, parent, name))
+            .await?;
+        Ok(wire::decode_json::<One>(&body)?.folder)
+    }
+
+    pub async fn delete_folder(
+        &self,
+        project_id: &str,
+        environment: &str,
+        parent: &str,
+        name: &str,
+    ) -> Result<Folder, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct One {
+            folder: Folder,
+        }
+        let body = self
+            .execute(false, |_| api::delete_folder(project_id, environment, parent, name))
+            .await?;
+        Ok(wire::decode_json::<One>(&body)?.folder)
+    }
+
+    /// Projects visible to the identity (`/api/v1/projects`, or `/api/v1/workspace` on servers
+    /// without it), each with its environments.
+    pub async fn list_projects(&self) -> Result<Vec<Project>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Projects {
+            #[serde(default, alias = "workspaces")]
+            projects: Vec<Project>,
+        }
+        let body = match self.execute(false, |_| api::list_projects(ApiVersion::V4)).await {
+            Err(ClientError::NotFound { message }) if message.starts_with("route ") => {
+                self.execute(false, |_| api::list_projects(ApiVersion::V3)).await?
+            }
+            other => other?,
+        };
+        Ok(wire::decode_json::<Projects>(&body)?.projects)
+    }
+}

@@ -1,0 +1,331 @@
+//! One HTTP exchange with Infisical, with the reliability rules around it: request budget,
+//! circuit breaker, retries with full-jitter backoff on network errors, 429, 502, 503 and 504
+//! (only when the request is safe to repeat), `Retry-After` honoured, errors classified.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use url::Url;
+use zeroize::Zeroizing;
+
+use crate::clock::{Clock, Sleeper};
+use crate::config::ClientConfig;
+use crate::error::{ClientError, ErrorClass, classify, proves_not_processed};
+use crate::retry::{CircuitBreaker, RetryPolicy, TokenBucket, parse_retry_after};
+use crate::token::AccessToken;
+use crate::wire::ErrorBody;
+
+/// Seconds spent waiting because of server rate limits or the client budget.
+pub const METRIC_RATE_LIMIT_WAIT: &str = "infisical_rate_limit_wait_seconds_total";
+
+/// A request, described independently of the wire. No `Debug`: the body may hold a secret.
+pub(crate) struct Call {
+    pub(crate) method: Method,
+    /// Path segments under the API base, e.g. `["v4", "secrets", "KEY"]`; encoded on use.
+    pub(crate) segments: Vec<String>,
+    pub(crate) query: Vec<(&'static str, String)>,
+    /// JSON text.
+    pub(crate) body: Option<Zeroizing<String>>,
+    /// Safe to send twice (GET, an update that sets a value, a delete, an upsert).
+    pub(crate) idempotent: bool,
+}
+
+impl Call {
+    pub(crate) fn new(method: Method, segments: &[&str]) -> Self {
+        Self {
+            method,
+            segments: segments.iter().map(|s| (*s).to_owned()).collect(),
+            query: Vec::new(),
+            body: None,
+            idempotent: false,
+        }
+    }
+
+    /// The route for logs: the path without query, secret names included (they are not values).
+    pub(crate) fn route(&self) -> String {
+        format!("/api/{}", self.segments.join("/"))
+    }
+}
+
+/// How an exchange failed, as far as the layer above needs to know.
+pub(crate) enum Failure {
+    /// 401 or 403 `TokenError`.
+    ReAuth(String),
+    /// The server has no such route.
+    RouteNotFound,
+    Error(ClientError),
+}
+
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    base: Url,
+    custom_headers: Vec<(HeaderName, HeaderValue)>,
+    retry: RetryPolicy,
+    bucket: Mutex<TokenBucket>,
+    breaker: Mutex<CircuitBreaker>,
+    rng: Mutex<StdRng>,
+    pub(crate) clock: Arc<dyn Clock>,
+    sleeper: Arc<dyn Sleeper>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What one attempt produced.
+enum Attempt {
+    Done(Zeroizing<Vec<u8>>),
+    Fail { failure: Failure, retry: Option<Option<Duration>>, breaker_failure: bool },
+}
+
+impl Transport {
+    pub(crate) fn new(config: &ClientConfig) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .user_agent(config.user_agent.clone())
+            .build()
+            .map_err(|e| ClientError::Config(format!("cannot build http client: {e}")))?;
+        let now = config.clock.now();
+        let rng = match config.rng_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_entropy(),
+        };
+        Ok(Self {
+            http,
+            base: config.api_url.clone(),
+            custom_headers: config.custom_headers.clone(),
+            retry: config.retry,
+            bucket: Mutex::new(TokenBucket::new(config.budget, now)),
+            breaker: Mutex::new(CircuitBreaker::new(config.breaker)),
+            rng: Mutex::new(rng),
+            clock: config.clock.clone(),
+            sleeper: config.sleeper.clone(),
+        })
+    }
+
+    /// The plain HTTP client, for cloud metadata services (no Infisical headers).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(crate) fn breaker_open(&self) -> bool {
+        lock(&self.breaker).is_open()
+    }
+
+    fn url(&self, call: &Call) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().extend(call.segments.iter());
+        }
+        if !call.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(call.query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        url
+    }
+
+    /// Waits for the budget; refuses at once while the circuit is open.
+    async fn admit(&self) -> Result<(), ClientError> {
+        loop {
+            let now = self.clock.now();
+            if let Err(retry_in) = lock(&self.breaker).allow(now) {
+                return Err(ClientError::CircuitOpen { retry_in });
+            }
+            let wait = match lock(&self.bucket).try_take(now) {
+                Ok(()) => return Ok(()),
+                Err(wait) => wait,
+            };
+            if wait > self.retry.max_retry_after {
+                return Err(ClientError::RateLimited { retry_after: Some(wait) });
+            }
+            tracing::debug!(wait_ms = wait.as_millis() as u64, "request budget exhausted, waiting");
+            metrics::counter!(METRIC_RATE_LIMIT_WAIT).increment(wait.as_secs_f64().ceil() as u64);
+            self.sleeper.sleep(wait).await;
+        }
+    }
+
+    /// Sends a call, retrying where safe.
+    pub(crate) async fn send(
+        &self,
+        call: &Call,
+        bearer: Option<&AccessToken>,
+    ) -> Result<Zeroizing<Vec<u8>>, Failure> {
+        let route = call.route();
+        let mut attempt: u32 = 0;
+        loop {
+            self.admit().await.map_err(Failure::Error)?;
+            let outcome = self.attempt(call, bearer).await;
+            let (failure, retry) = match outcome {
+                Attempt::Done(body) => {
+                    lock(&self.breaker).on_success();
+                    return Ok(body);
+                }
+                Attempt::Fail { failure, retry, breaker_failure } => {
+                    if breaker_failure {
+                        lock(&self.breaker).on_failure(self.clock.now());
+                    } else {
+                        lock(&self.breaker).on_success();
+                    }
+                    (failure, retry)
+                }
+            };
+            attempt += 1;
+            let Some(retry_after) = retry else { return Err(failure) };
+            if attempt >= self.retry.max_attempts {
+                tracing::warn!(method = %call.method, route, attempts = attempt, "giving up after retries");
+                return Err(failure);
+            }
+            let delay = match retry_after {
+                Some(wait) if wait > self.retry.max_retry_after => return Err(failure),
+                Some(wait) => {
+                    metrics::counter!(METRIC_RATE_LIMIT_WAIT)
+                        .increment(wait.as_secs_f64().ceil() as u64);
+                    wait
+                }
+                None => self.retry.backoff(attempt - 1, &mut *lock(&self.rng)),
+            };
+            tracing::debug!(
+                method = %call.method, route, attempt, delay_ms = delay.as_millis() as u64,
+                "retrying infisical request"
+            );
+            self.sleeper.sleep(delay).await;
+        }
+    }
+
+    async fn attempt(&self, call: &Call, bearer: Option<&AccessToken>) -> Attempt {
+        let mut request = self.http.request(call.method.clone(), self.url(call));
+        for (name, value) in &self.custom_headers {
+            request = request.header(name, value);
+        }
+        if let Some(token) = bearer {
+            let header = Zeroizing::new(format!("Bearer {}", token.expose()));
+            match HeaderValue::from_str(&header) {
+                Ok(mut value) => {
+                    value.set_sensitive(true);
+                    request = request.header(AUTHORIZATION, value);
+                }
+                Err(_) => {
+                    return Attempt::Fail {
+                        failure: Failure::Error(ClientError::Auth {
+                            message: "access token is not a valid header value".into(),
+                        }),
+                        retry: None,
+                        breaker_failure: false,
+                    };
+                }
+            }
+        }
+        if let Some(body) = &call.body {
+            request =
+                request.header(CONTENT_TYPE, "application/json").body(Vec::from(body.as_bytes()));
+        }
+        let route = call.route();
+        tracing::trace!(method = %call.method, route, "sending infisical request");
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return self.network_failure(call, &e, true),
+        };
+        let status = response.status().as_u16();
+        let retry_after_header =
+            response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = match response.bytes().await {
+            Ok(b) => Zeroizing::new(Vec::from(b)),
+            Err(e) => return self.network_failure(call, &e, false),
+        };
+        tracing::debug!(method = %call.method, route, status, "infisical response");
+        if (200..300).contains(&status) {
+            return Attempt::Done(body);
+        }
+        let error = ErrorBody::decode(&body);
+        let message = error.message_text();
+        let class = classify(status, &error);
+        let repeatable = call.idempotent || proves_not_processed(status, &error);
+        match class {
+            ErrorClass::RateLimited => {
+                let wait = parse_retry_after(
+                    retry_after_header.as_deref(),
+                    Some(&message),
+                    self.clock.now(),
+                );
+                tracing::info!(
+                    route,
+                    retry_after_ms = wait.map(|w| w.as_millis() as u64),
+                    "rate limited by infisical"
+                );
+                Attempt::Fail {
+                    failure: Failure::Error(ClientError::RateLimited { retry_after: wait }),
+                    // With no hint, fall back to backoff.
+                    retry: repeatable.then_some(wait),
+                    breaker_failure: false,
+                }
+            }
+            ErrorClass::Unavailable => {
+                let wait = retry_after_header
+                    .as_deref()
+                    .and_then(|h| parse_retry_after(Some(h), None, self.clock.now()));
+                Attempt::Fail {
+                    failure: Failure::Error(ClientError::Unavailable {
+                        status: Some(status),
+                        reason: if message.is_empty() {
+                            format!("status {status}")
+                        } else {
+                            message
+                        },
+                    }),
+                    retry: repeatable.then_some(wait),
+                    breaker_failure: true,
+                }
+            }
+            ErrorClass::ServerError => Attempt::Fail {
+                failure: Failure::Error(ClientError::Unavailable {
+                    status: Some(status),
+                    reason: if message.is_empty() { format!("status {status}") } else { message },
+                }),
+                retry: None,
+                breaker_failure: true,
+            },
+            other => {
+                let failure = match other {
+                    ErrorClass::ReAuth => Failure::ReAuth(message),
+                    ErrorClass::RouteNotFound => Failure::RouteNotFound,
+                    ErrorClass::NotFound => Failure::Error(ClientError::NotFound { message }),
+                    ErrorClass::PermissionDenied => {
+                        Failure::Error(ClientError::PermissionDenied { message })
+                    }
+                    ErrorClass::InvalidInput => {
+                        Failure::Error(ClientError::InvalidInput { message })
+                    }
+                    _ => Failure::Error(ClientError::Api {
+                        status,
+                        error: error.error.clone().unwrap_or_default(),
+                        message,
+                    }),
+                };
+                Attempt::Fail { failure, retry: None, breaker_failure: false }
+            }
+        }
+    }
+
+    /// A transport error. A refused connection proves the request never reached the server, so
+    /// even a create may be sent again; anything later only for repeatable requests.
+    fn network_failure(&self, call: &Call, e: &reqwest::Error, before_response: bool) -> Attempt {
+        let never_sent = before_response && e.is_connect();
+        let reason = if e.is_timeout() {
+            "request timed out".to_owned()
+        } else if e.is_connect() {
+            "connection failed".to_owned()
+        } else {
+            "connection error".to_owned()
+        };
+        tracing::debug!(method = %call.method, route = call.route(), reason, "infisical request failed");
+        Attempt::Fail {
+            failure: Failure::Error(ClientError::Unavailable { status: None, reason }),
+            retry: (call.idempotent || never_sent).then_some(None),
+            breaker_failure: true,
+        }
+    }
+}
