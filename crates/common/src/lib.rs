@@ -2,6 +2,10 @@
 //! `SecretValue`), configuration as a pure function over a file and an env map, telemetry, and the
 //! tamper-evident audit log. It knows nothing about HTTP or Infisical's wire format.
 
+pub mod audit;
+pub mod clock;
 pub mod secret;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 
 pub use secret::{SecretRef, SecretRefError, SecretValue};

@@ -1,0 +1,314 @@
+//! The SQL side of the audit log: one code path for PostgreSQL and SQLite (the `dispatch!` macro
+//! type-checks the same body once per backend), embedded migrations, the chained append, queries
+//! and the row walk behind `verify_chain()`.
+
+use sqlx::{PgPool, Row, SqlitePool};
+
+use super::chain::{ChainRow, ChainStatus, Verifier};
+use super::{AuditError, AuditEvent, AuditFilter, AuditRecord, Outcome};
+
+/// Migrations, in order: (version, description, PostgreSQL text, SQLite text).
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "audit log",
+    include_str!("../../migrations/postgres/0001_audit_log.sql"),
+    include_str!("../../migrations/sqlite/0001_audit_log.sql"),
+)];
+
+const COMPONENT: &str = "audit";
+/// `pg_advisory_xact_lock` key taken while migrating.
+const MIGRATION_LOCK: i64 = 0x696b_6974_6175_6474;
+const VERIFY_BATCH: i64 = 1_000;
+const COLUMNS: &str =
+    "seq, time_ms, actor, action, target, outcome, request_id, details, prev_hash, hash";
+
+#[derive(Debug, Clone)]
+pub(crate) enum Store {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+macro_rules! dispatch {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Postgres($pool) => $body,
+            Store::Sqlite($pool) => $body,
+        }
+    };
+}
+
+impl Store {
+    fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
+    /// PostgreSQL serialises writers on the head row; SQLite takes the write lock at `BEGIN`.
+    fn begin_sql(&self) -> &'static str {
+        if self.is_postgres() { "BEGIN" } else { "BEGIN IMMEDIATE" }
+    }
+
+    fn head_sql(&self) -> &'static str {
+        if self.is_postgres() {
+            "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+        } else {
+            "SELECT seq, hash FROM audit_head WHERE id = 1"
+        }
+    }
+
+    /// Applies the embedded migrations not applied yet, in one transaction, under a lock.
+    pub(crate) async fn migrate(&self) -> Result<(), AuditError> {
+        let postgres = self.is_postgres();
+        dispatch!(self, pool => {
+            let mut tx = pool.begin_with(self.begin_sql()).await?;
+            if postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(MIGRATION_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::raw_sql(
+                "CREATE TABLE IF NOT EXISTS ikit_schema_migrations (\
+                 component TEXT NOT NULL, version BIGINT NOT NULL, description TEXT NOT NULL, \
+                 PRIMARY KEY (component, version))",
+            )
+            .execute(&mut *tx)
+            .await?;
+            let applied: Vec<i64> = sqlx::query(
+                "SELECT version FROM ikit_schema_migrations WHERE component = $1",
+            )
+            .bind(COMPONENT)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?;
+            for (version, description, pg_sql, sqlite_sql) in MIGRATIONS {
+                if applied.contains(version) {
+                    continue;
+                }
+                sqlx::raw_sql(if postgres { pg_sql } else { sqlite_sql }).execute(&mut *tx).await?;
+                sqlx::query(
+                    "INSERT INTO ikit_schema_migrations (component, version, description) \
+                     VALUES ($1, $2, $3)",
+                )
+                .bind(COMPONENT)
+                .bind(*version)
+                .bind(*description)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Appends one event at the head of the chain; returns its `seq`.
+    pub(crate) async fn append(&self, event: &AuditEvent) -> Result<i64, AuditError> {
+        dispatch!(self, pool => {
+            let mut tx = pool.begin_with(self.begin_sql()).await?;
+            let head = sqlx::query(self.head_sql()).fetch_one(&mut *tx).await?;
+            let mut row = event.to_row(head.try_get::<i64, _>(0)? + 1, head.try_get(1)?);
+            row.hash = row.expected_hash();
+            sqlx::query(
+                "INSERT INTO audit_log (seq, time_ms, actor, action, target, outcome, \
+                 request_id, details, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(row.seq)
+            .bind(row.time_ms)
+            .bind(&row.actor)
+            .bind(&row.action)
+            .bind(&row.target)
+            .bind(&row.outcome)
+            .bind(&row.request_id)
+            .bind(&row.details)
+            .bind(&row.prev_hash)
+            .bind(&row.hash)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(row.seq)
+                .bind(&row.hash)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(row.seq)
+        })
+    }
+
+    pub(crate) async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, AuditError> {
+        let (sql, binds) = filter_sql(filter);
+        let rows = dispatch!(self, pool => {
+            let mut q = sqlx::query(&sql);
+            for bind in binds {
+                q = match bind {
+                    Bind::Text(s) => q.bind(s),
+                    Bind::Int(i) => q.bind(i),
+                };
+            }
+            q.fetch_all(pool).await?.iter().map(|r| read_row(r)).collect::<Result<Vec<_>, _>>()?
+        });
+        rows.into_iter().map(AuditRecord::try_from).collect()
+    }
+
+    /// Walks every row in `seq` order, in batches, and compares the end with the head row.
+    pub(crate) async fn verify(&self) -> Result<ChainStatus, AuditError> {
+        let mut verifier = Verifier::default();
+        let mut after = 0i64;
+        loop {
+            let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
+            let batch = dispatch!(self, pool => {
+                sqlx::query(&sql)
+                    .bind(after)
+                    .bind(VERIFY_BATCH)
+                    .fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(|r| read_row(r))
+                    .collect::<Result<Vec<_>, _>>()?
+            });
+            for row in &batch {
+                if let Some(broken) = verifier.check(row) {
+                    return Ok(broken);
+                }
+            }
+            match batch.last() {
+                Some(last) if batch.len() as i64 == VERIFY_BATCH => after = last.seq,
+                _ => break,
+            }
+        }
+        let (seq, hash): (i64, String) = dispatch!(self, pool => {
+            let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_one(pool)
+                .await?;
+            (head.try_get(0)?, head.try_get(1)?)
+        });
+        Ok(verifier.finish(seq, &hash))
+    }
+}
+
+fn read_row<R: Row>(r: &R) -> Result<ChainRow, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(ChainRow {
+        seq: r.try_get("seq")?,
+        time_ms: r.try_get("time_ms")?,
+        actor: r.try_get("actor")?,
+        action: r.try_get("action")?,
+        target: r.try_get("target")?,
+        outcome: r.try_get("outcome")?,
+        request_id: r.try_get("request_id")?,
+        details: r.try_get("details")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// Builds the `SELECT` for a filter with numbered placeholders (valid in both backends).
+fn filter_sql(filter: &AuditFilter) -> (String, Vec<Bind>) {
+    let mut clauses = Vec::new();
+    let mut binds = Vec::new();
+    let mut push = |clause: &str, bind: Bind| {
+        binds.push(bind);
+        clauses.push(format!("{clause} ${}", binds.len()));
+    };
+    if let Some(v) = &filter.action {
+        push("action =", Bind::Text(v.clone()));
+    }
+    if let Some(v) = &filter.actor {
+        push("actor =", Bind::Text(v.clone()));
+    }
+    if let Some(v) = &filter.target {
+        push("target =", Bind::Text(v.clone()));
+    }
+    if let Some(v) = filter.outcome {
+        push("outcome =", Bind::Text(v.as_str().to_owned()));
+    }
+    if let Some(v) = filter.since_ms {
+        push("time_ms >=", Bind::Int(v));
+    }
+    if let Some(v) = filter.until_ms {
+        push("time_ms <", Bind::Int(v));
+    }
+    let mut sql = format!("SELECT {COLUMNS} FROM audit_log");
+    if !clauses.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&clauses.join(" AND "));
+    }
+    sql.push_str(if filter.newest_first { " ORDER BY seq DESC" } else { " ORDER BY seq" });
+    binds.push(Bind::Int(i64::from(filter.effective_limit())));
+    sql.push_str(&format!(" LIMIT ${}", binds.len()));
+    (sql, binds)
+}
+
+impl TryFrom<ChainRow> for AuditRecord {
+    type Error = AuditError;
+
+    fn try_from(row: ChainRow) -> Result<Self, AuditError> {
+        let corrupt = |what: &str| AuditError::CorruptRow { seq: row.seq, reason: what.to_owned() };
+        let outcome: Outcome = row.outcome.parse().map_err(|_| corrupt("unknown outcome"))?;
+        let details = serde_json::from_str(&row.details).map_err(|_| corrupt("details not json"))?;
+        Ok(AuditRecord {
+            seq: row.seq,
+            hash: row.hash,
+            event: AuditEvent {
+                time_ms: row.time_ms,
+                actor: row.actor,
+                action: row.action,
+                target: row.target,
+                outcome,
+                request_id: row.request_id,
+                details,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_sql_numbers_placeholders_in_order() {
+        let filter = AuditFilter {
+            action: Some("rotate".into()),
+            target: Some("/auth/jwt".into()),
+            since_ms: Some(10),
+            until_ms: Some(20),
+            limit: Some(5),
+            newest_first: true,
+            ..AuditFilter::default()
+        };
+        let (sql, binds) = filter_sql(&filter);
+        assert!(
+            sql.ends_with(
+                "WHERE action = $1 AND target = $2 AND time_ms >= $3 AND time_ms < $4 \
+                 ORDER BY seq DESC LIMIT $5"
+            ),
+            "{sql}"
+        );
+        assert_eq!(
+            binds,
+            [
+                Bind::Text("rotate".into()),
+                Bind::Text("/auth/jwt".into()),
+                Bind::Int(10),
+                Bind::Int(20),
+                Bind::Int(5)
+            ]
+        );
+        let (sql, binds) = filter_sql(&AuditFilter::default());
+        assert!(sql.ends_with("FROM audit_log ORDER BY seq LIMIT $1"), "{sql}");
+        assert_eq!(binds, [Bind::Int(i64::from(AuditFilter::DEFAULT_LIMIT))]);
+    }
+}
