@@ -1,0 +1,217 @@
+//! Secret reference expansion (spec 2.6) and the import precedence it looks through (2.3).
+//!
+//! `${KEY}` names a key of the same folder; `${env.a.b.KEY}` names `KEY` in folder `/a/b` of
+//! environment `env`. Expansion recurses up to [`MAX_DEPTH`]; circular, missing and too-deep
+//! references are left as text.
+
+/// How deep nested references are followed (newer servers; older ones used 5).
+pub const MAX_DEPTH: usize = 10;
+
+/// Finds the value a reference points at.
+pub trait Lookup {
+    /// The value of `key` as seen from folder `path` of `env`: the folder's own secrets first,
+    /// then its imports in order ([`merge_first_wins`]).
+    fn find(&self, env: &str, path: &str, key: &str) -> Option<String>;
+}
+
+/// One reference target: environment, folder path, key.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Target {
+    pub env: String,
+    pub path: String,
+    pub key: String,
+}
+
+/// Parses the inside of `${...}` relative to the folder it appears in.
+pub fn parse_reference(body: &str, env: &str, path: &str) -> Option<Target> {
+    if body.is_empty() {
+        return None;
+    }
+    let parts: Vec<&str> = body.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    if parts.len() == 1 {
+        return Some(Target { env: env.to_owned(), path: path.to_owned(), key: body.to_owned() });
+    }
+    let folders = &parts[1..parts.len() - 1];
+    Some(Target {
+        env: parts[0].to_owned(),
+        path: format!("/{}", folders.join("/")),
+        key: parts[parts.len() - 1].to_owned(),
+    })
+}
+
+/// Expands every reference in `value`, a secret of folder `path` in `env`. `origin` is the
+/// secret's own address so a self-reference counts as circular.
+pub fn expand(value: &str, origin: &Target, lookup: &dyn Lookup) -> String {
+    let mut stack = vec![origin.clone()];
+    expand_inner(value, &origin.env, &origin.path, lookup, &mut stack, 0)
+}
+
+fn expand_inner(
+    value: &str,
+    env: &str,
+    path: &str,
+    lookup: &dyn Lookup,
+    stack: &mut Vec<Target>,
+    depth: usize,
+) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let body_len = after
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            .count();
+        if body_len == 0 || after.as_bytes().get(body_len) != Some(&b'}') {
+            out.push_str("${");
+            rest = after;
+            continue;
+        }
+        let body = &after[..body_len];
+        let literal = &rest[start..start + 3 + body_len];
+        rest = &after[body_len + 1..];
+        let resolved = parse_reference(body, env, path).and_then(|target| {
+            if depth >= MAX_DEPTH || stack.contains(&target) {
+                return None;
+            }
+            let raw = lookup.find(&target.env, &target.path, &target.key)?;
+            stack.push(target.clone());
+            let expanded = expand_inner(&raw, &target.env, &target.path, lookup, stack, depth + 1);
+            stack.pop();
+            Some(expanded)
+        });
+        out.push_str(resolved.as_deref().unwrap_or(literal));
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The `formatMultiValueEnv` rule for `skipMultilineEncoding` secrets: a value holding newlines
+/// is quoted and its newlines written as the two characters `\n`.
+pub fn format_multiline(value: &str) -> String {
+    if value.contains('\n') {
+        format!("\"{}\"", value.replace('\n', "\\n"))
+    } else {
+        value.to_owned()
+    }
+}
+
+/// Merges a folder's own entries with its imports: own entries win, then earlier imports win
+/// (the go-sdk, rust-sdk and server-side lookup order).
+pub fn merge_first_wins<T: Clone>(
+    own: &[(String, T)],
+    imports: &[Vec<(String, T)>],
+) -> Vec<(String, T)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (key, item) in own.iter().chain(imports.iter().flatten()) {
+        if seen.insert(key.clone()) {
+            out.push((key.clone(), item.clone()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    struct Map(HashMap<(String, String, String), String>);
+
+    impl Map {
+        fn new(entries: &[(&str, &str, &str, &str)]) -> Self {
+            Self(
+                entries
+                    .iter()
+                    .map(|(e, p, k, v)| {
+                        ((e.to_string(), p.to_string(), k.to_string()), v.to_string())
+                    })
+                    .collect(),
+            )
+        }
+    }
+
+    impl Lookup for Map {
+        fn find(&self, env: &str, path: &str, key: &str) -> Option<String> {
+            self.0.get(&(env.to_owned(), path.to_owned(), key.to_owned())).cloned()
+        }
+    }
+
+    fn at(key: &str) -> Target {
+        Target { env: "dev".into(), path: "/".into(), key: key.into() }
+    }
+
+    #[test]
+    fn expands_local_and_cross_path_references() {
+        let map = Map::new(&[
+            ("dev", "/", "HOST", "db"),
+            ("dev", "/", "PORT", "5432"),
+            ("prod", "/", "KEY", "pk"),
+            ("dev", "/api/v2", "DB_URL", "postgres://${dev.HOST}:${PORT}"),
+            ("dev", "/api/v2", "PORT", "6543"),
+        ]);
+        assert_eq!(expand("${HOST}:${PORT}", &at("X"), &map), "db:5432");
+        assert_eq!(expand("k=${prod.KEY}", &at("X"), &map), "k=pk");
+        // Nested: the inner `${PORT}` is local to /api/v2, not to the referring folder.
+        assert_eq!(expand("${dev.api.v2.DB_URL}", &at("X"), &map), "postgres://db:6543");
+    }
+
+    #[test]
+    fn leaves_missing_circular_and_malformed_references_as_text() {
+        let map = Map::new(&[
+            ("dev", "/", "A", "${B}"),
+            ("dev", "/", "B", "${A}"),
+            ("dev", "/", "SELF", "x${SELF}"),
+        ]);
+        assert_eq!(expand("${MISSING}-${dev.nope.K}", &at("X"), &map), "${MISSING}-${dev.nope.K}");
+        assert_eq!(expand("${A}", &at("A"), &map), "${A}");
+        // B resolves to its own text, whose reference back to A is circular.
+        assert_eq!(expand("${B}", &at("A"), &map), "${A}");
+        assert_eq!(expand("x${SELF}", &at("SELF"), &map), "x${SELF}");
+        assert_eq!(expand("${bad key} ${} $HOME ${", &at("X"), &map), "${bad key} ${} $HOME ${");
+        assert_eq!(expand("${a..b}", &at("X"), &map), "${a..b}");
+    }
+
+    #[test]
+    fn stops_at_depth_ten() {
+        // K0 -> K1 -> ... -> K11 = "end"
+        let mut entries = Vec::new();
+        let names: Vec<String> = (0..12).map(|i| format!("K{i}")).collect();
+        let values: Vec<String> = (0..12)
+            .map(|i| if i == 11 { "end".to_owned() } else { format!("${{K{}}}", i + 1) })
+            .collect();
+        for i in 0..12 {
+            entries.push(("dev", "/", names[i].as_str(), values[i].as_str()));
+        }
+        let map = Map::new(&entries);
+        // From K2, ten hops reach K11: fully expanded.
+        assert_eq!(expand("${K3}", &at("K2"), &map), "end");
+        // From the top, the chain is eleven deep: the tenth-level reference stays text.
+        assert_eq!(expand("${K1}", &at("K0"), &map), "${K11}");
+    }
+
+    #[test]
+    fn formats_multiline_values() {
+        assert_eq!(format_multiline("a\nb"), "\"a\\nb\"");
+        assert_eq!(format_multiline("ab"), "ab");
+    }
+
+    #[test]
+    fn own_entries_then_earlier_imports_win() {
+        let own = vec![("A".to_owned(), 1)];
+        let imports = vec![
+            vec![("A".to_owned(), 2), ("B".to_owned(), 2)],
+            vec![("B".to_owned(), 3), ("C".to_owned(), 3)],
+        ];
+        assert_eq!(
+            merge_first_wins(&own, &imports),
+            vec![("A".to_owned(), 1), ("B".to_owned(), 2), ("C".to_owned(), 3)]
+        );
+    }
+}

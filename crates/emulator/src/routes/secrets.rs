@@ -1,0 +1,912 @@
+//! Secrets, v4 and v3 `raw` (spec 2.1 to 2.6): list with imports, recursion and reference
+//! expansion; get by name and version; create, update, delete; the batch routes; approvals.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Caller, Query, parse_body, validation_status};
+use crate::ApiVersion;
+use crate::error::{ApiError, issue};
+use crate::logic::expand::{Target, expand, format_multiline};
+use crate::logic::glob::{is_glob, path_matches};
+use crate::logic::time::iso_ms;
+use crate::logic::values::{normalize_path, trim_value, validate_key};
+use crate::server::App;
+use crate::store::{Actor, Secret, Store, new_id};
+use crate::webhook::notify_change;
+
+const HIDDEN: &str = "<hidden-by-infisical>";
+
+/// Which route generation a request came through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gen {
+    V3,
+    V4,
+}
+
+/// A resolved folder address.
+struct Place {
+    project_id: String,
+    env: String,
+    path: String,
+}
+
+fn vstatus(app: &App, generation: Gen) -> StatusCode {
+    validation_status(app, generation == Gen::V3)
+}
+
+/// Resolves the project from the generation's selector fields.
+fn project_id(
+    store: &Store,
+    generation: Gen,
+    id: Option<&str>,
+    slug: Option<&str>,
+) -> Result<String, ApiError> {
+    let id = id.filter(|s| !s.is_empty());
+    let slug = slug.filter(|s| !s.is_empty());
+    match (generation, id, slug) {
+        (_, Some(id), _) => Ok(id.to_owned()),
+        (Gen::V3, None, Some(slug)) => store
+            .project_by_slug(slug)
+            .map(|p| p.id.clone())
+            .ok_or_else(|| ApiError::not_found(format!("Project with slug '{slug}' not found"))),
+        (Gen::V3, None, None) => {
+            Err(ApiError::bad_request("You must provide workspaceSlug or workspaceId"))
+        }
+        (Gen::V4, None, _) => Err(ApiError::bad_request("Missing project id or environment")),
+    }
+}
+
+fn place(
+    app: &App,
+    store: &Store,
+    generation: Gen,
+    project_id: String,
+    env: Option<&str>,
+    path: Option<&str>,
+) -> Result<Place, ApiError> {
+    let env = env.filter(|e| !e.is_empty()).ok_or_else(|| {
+        if generation == Gen::V4 {
+            ApiError::bad_request("Missing project id or environment")
+        } else {
+            ApiError::validation(
+                vstatus(app, generation),
+                vec![issue("invalid_type", &["environment"], "Required")],
+            )
+        }
+    })?;
+    let path = normalize_path(path.unwrap_or("/")).ok_or_else(|| {
+        ApiError::validation(
+            vstatus(app, generation),
+            vec![issue("custom", &["secretPath"], "Invalid secret path")],
+        )
+    })?;
+    if store.project(&project_id).is_none() {
+        return Err(ApiError::not_found(format!("Project with ID '{project_id}' not found")));
+    }
+    if store.environment(&project_id, env).is_none() {
+        return Err(ApiError::not_found(format!(
+            "Environment with slug '{env}' in project with ID '{project_id}' not found"
+        )));
+    }
+    Ok(Place { project_id, env: env.to_owned(), path })
+}
+
+/// A service token with exactly one scope on a literal path replaces the request's project,
+/// environment and path with the scope's (spec 1.6).
+fn scope_override(caller: &Caller, place: &mut Place) {
+    if let Caller::ServiceToken { project_id, scopes, .. } = caller
+        && let [scope] = scopes.as_slice()
+        && !is_glob(&scope.secret_path)
+    {
+        place.project_id = project_id.clone();
+        place.env = scope.environment.clone();
+        place.path = normalize_path(&scope.secret_path).unwrap_or_else(|| "/".into());
+    }
+}
+
+fn authorize(caller: &Caller, place: &Place, action: &str) -> Result<(), ApiError> {
+    let allowed = match caller {
+        Caller::Identity { projects, .. } => projects.contains(&place.project_id),
+        Caller::ServiceToken { project_id, scopes, .. } => {
+            *project_id == place.project_id
+                && scopes.iter().any(|s| {
+                    s.environment == place.env && path_matches(&s.secret_path, &place.path)
+                })
+        }
+    };
+    if allowed { Ok(()) } else { Err(ApiError::permission_denied(action, "secrets")) }
+}
+
+fn folder_missing(app: &App, generation: Gen, place: &Place, creating: bool) -> ApiError {
+    let mut e = ApiError::not_found(format!(
+        "Folder with path '{}' in environment with slug '{}' not found",
+        place.path, place.env
+    ));
+    if creating && generation == Gen::V3 && app.api_version == ApiVersion::V2024 {
+        e.error = "CreateSecret".into();
+    }
+    e
+}
+
+/// The approval answer when a change policy covers the folder: nothing is written.
+fn approval(store: &Store, place: &Place, now_ms: i64) -> Option<Response> {
+    let policy = store.approval_policies.iter().find(|p| {
+        p.project_id == place.project_id
+            && p.env == place.env
+            && path_matches(&p.secret_path, &place.path)
+    })?;
+    let folder_id = store.folder(&place.project_id, &place.env, &place.path).map(|f| f.id.clone());
+    let at = iso_ms(now_ms);
+    let id = new_id();
+    Some(
+        Json(json!({"approval": {
+            "id": id,
+            "policyId": policy.id,
+            "hasMerged": false,
+            "status": "open",
+            "conflicts": [],
+            "slug": format!("{}-approval", &id[..8]),
+            "folderId": folder_id,
+            "isReplicated": false,
+            "committerUserId": null,
+            "statusChangedByUserId": null,
+            "bypassReason": null,
+            "createdAt": at,
+            "updatedAt": at,
+        }}))
+        .into_response(),
+    )
+}
+
+/// Renders one secret (`secretRawSchema` plus the list/get extras).
+fn secret_json(s: &Secret, value: Option<&str>, path: bool, dates: bool) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("id".into(), json!(s.id));
+    m.insert("_id".into(), json!(s.id));
+    m.insert("workspace".into(), json!(s.project_id));
+    m.insert("environment".into(), json!(s.env));
+    m.insert("version".into(), json!(s.version));
+    m.insert("type".into(), json!(s.kind));
+    m.insert("secretKey".into(), json!(s.key));
+    m.insert("secretValue".into(), json!(value.unwrap_or(HIDDEN)));
+    m.insert("secretComment".into(), json!(s.comment));
+    m.insert("secretReminderNote".into(), json!(s.reminder_note));
+    m.insert("secretReminderRepeatDays".into(), json!(s.reminder_repeat_days));
+    m.insert("skipMultilineEncoding".into(), json!(s.skip_multiline));
+    if dates {
+        m.insert("createdAt".into(), json!(iso_ms(s.created_at_ms)));
+        m.insert("updatedAt".into(), json!(iso_ms(s.updated_at_ms)));
+    }
+    m.insert(
+        "actor".into(),
+        s.actor
+            .as_ref()
+            .map_or(Value::Null, |a| json!({"actorId": a.id, "actorType": a.kind, "name": a.name})),
+    );
+    m.insert("isRotatedSecret".into(), json!(false));
+    m.insert("rotationId".into(), Value::Null);
+    if path {
+        m.insert("secretPath".into(), json!(s.path));
+    }
+    m.insert("secretValueHidden".into(), json!(value.is_none()));
+    m.insert("tags".into(), json!([]));
+    m.insert("secretMetadata".into(), json!(s.metadata));
+    Value::Object(m)
+}
+
+/// The value a reader sees: hidden, raw, or expanded (then multiline-formatted).
+fn shown_value(store: &Store, s: &Secret, view: bool, expand_refs: bool) -> Option<String> {
+    if !view {
+        return None;
+    }
+    if !expand_refs {
+        return Some(s.value.clone());
+    }
+    let origin = Target { env: s.env.clone(), path: s.path.clone(), key: s.key.clone() };
+    let expanded = expand(&s.value, &origin, &store.lookup(&s.project_id));
+    Some(if s.skip_multiline == Some(true) { format_multiline(&expanded) } else { expanded })
+}
+
+/// `GET /api/v4/secrets` and `GET /api/v3/secrets/raw`.
+pub(crate) async fn list(
+    generation: Gen,
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = Query::parse(raw.as_deref());
+    let status = vstatus(&app, generation);
+    let view = q.strict_bool("viewSecretValue", true, status)?;
+    let expand_refs = q.strict_bool("expandSecretReferences", false, status)?;
+    let recursive = q.strict_bool("recursive", false, status)?;
+    let snake = q.strict_bool("include_imports", false, status)?;
+    let include_imports =
+        if generation == Gen::V4 { q.strict_bool("includeImports", snake, status)? } else { snake };
+    if generation == Gen::V4 {
+        q.strict_bool("includePersonalOverrides", false, status)?;
+    }
+    let store = app.store.lock().expect("store lock");
+    let pid = match generation {
+        Gen::V4 => project_id(&store, generation, q.get("projectId"), None)?,
+        Gen::V3 => project_id(&store, generation, q.get("workspaceId"), q.get("workspaceSlug"))?,
+    };
+    let mut place =
+        place(&app, &store, generation, pid, q.get("environment"), q.get("secretPath"))?;
+    scope_override(&caller, &mut place);
+    authorize(&caller, &place, "read")?;
+    if store.folder(&place.project_id, &place.env, &place.path).is_none() {
+        return Ok(Json(json!({"secrets": [], "imports": []})).into_response());
+    }
+    let folders = if recursive {
+        store.subtree(&place.project_id, &place.env, &place.path)
+    } else {
+        vec![place.path.clone()]
+    };
+    let mut secrets = Vec::new();
+    for folder in &folders {
+        for s in store.secrets_in(&place.project_id, &place.env, folder) {
+            let value = shown_value(&store, s, view, expand_refs);
+            secrets.push(secret_json(s, value.as_deref(), true, true));
+        }
+    }
+    let mut body = serde_json::Map::new();
+    body.insert("secrets".into(), Value::Array(secrets));
+    if include_imports {
+        let imports: Vec<Value> = store
+            .imports_of(&place.project_id, &place.env, &place.path)
+            .into_iter()
+            .map(|i| {
+                let items: Vec<Value> = store
+                    .secrets_in(&place.project_id, &i.import_env, &i.import_path)
+                    .into_iter()
+                    .map(|s| {
+                        let value = shown_value(&store, s, view, expand_refs);
+                        secret_json(s, value.as_deref(), false, false)
+                    })
+                    .collect();
+                let mut entry = serde_json::Map::new();
+                entry.insert("secretPath".into(), json!(i.import_path));
+                entry.insert("environment".into(), json!(i.import_env));
+                if !i.omit_folder_id
+                    && let Some(f) = store.folder(&place.project_id, &i.import_env, &i.import_path)
+                {
+                    entry.insert("folderId".into(), json!(f.id));
+                }
+                entry.insert("secrets".into(), Value::Array(items));
+                Value::Object(entry)
+            })
+            .collect();
+        body.insert("imports".into(), Value::Array(imports));
+    }
+    Ok(Json(Value::Object(body)).into_response())
+}
+
+fn not_found_quoted(key: &str) -> ApiError {
+    ApiError::not_found(format!("Secret with name '{key}' not found"))
+}
+
+fn not_found_plain(key: &str) -> ApiError {
+    ApiError::not_found(format!("Secret with name {key} not found"))
+}
+
+/// `GET /api/v4/secrets/:name` and `GET /api/v3/secrets/raw/:name`.
+pub(crate) async fn get_one(
+    generation: Gen,
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = Query::parse(raw.as_deref());
+    let status = vstatus(&app, generation);
+    let view = q.strict_bool("viewSecretValue", true, status)?;
+    let expand_refs = q.strict_bool("expandSecretReferences", false, status)?;
+    let include_imports = q.strict_bool("include_imports", false, status)?;
+    let version = match q.get("version") {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            ApiError::validation(
+                status,
+                vec![issue("invalid_type", &["version"], "Expected number, received nan")],
+            )
+        })?),
+    };
+    let key = name.trim().to_owned();
+    let store = app.store.lock().expect("store lock");
+    let pid = match generation {
+        Gen::V4 => {
+            q.get("projectId").filter(|s| !s.is_empty()).map(str::to_owned).ok_or_else(|| {
+                ApiError::validation(
+                    status,
+                    vec![issue("invalid_type", &["projectId"], "Required")],
+                )
+            })?
+        }
+        Gen::V3 => project_id(&store, generation, q.get("workspaceId"), q.get("workspaceSlug"))?,
+    };
+    if q.get("environment").is_none_or(str::is_empty) && generation == Gen::V4 {
+        return Err(ApiError::bad_request("Missing environment"));
+    }
+    let mut place =
+        place(&app, &store, generation, pid, q.get("environment"), q.get("secretPath"))?;
+    scope_override(&caller, &mut place);
+    authorize(&caller, &place, "read")?;
+    let mut found = store.find_secret(&place.project_id, &place.env, &place.path, &key);
+    if found.is_none() && include_imports {
+        found = store.imports_of(&place.project_id, &place.env, &place.path).into_iter().find_map(
+            |i| store.find_secret(&place.project_id, &i.import_env, &i.import_path, &key),
+        );
+    }
+    let secret = found.ok_or_else(|| not_found_quoted(&key))?;
+    let secret = match version {
+        None => secret.clone(),
+        Some(v) => {
+            let old = secret.history.iter().find(|h| h.version == v).ok_or_else(|| {
+                ApiError::not_found(format!("Secret version {v} not found for secret '{key}'"))
+            })?;
+            Secret {
+                version: old.version,
+                key: old.key.clone(),
+                value: old.value.clone(),
+                comment: old.comment.clone(),
+                updated_at_ms: old.created_at_ms,
+                ..secret.clone()
+            }
+        }
+    };
+    let value = shown_value(&store, &secret, view, expand_refs);
+    Ok(Json(json!({"secret": secret_json(&secret, value.as_deref(), true, true)})).into_response())
+}
+
+/// `GET /api/v4/secrets/id/:id` (no service tokens) and the v3 equivalent.
+pub(crate) async fn get_by_id(
+    generation: Gen,
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let prefix =
+        if generation == Gen::V4 { "/api/v4/secrets/id/" } else { "/api/v3/secrets/raw/id/" };
+    if caller.is_service_token() {
+        return Err(super::auth::wrong_mode(&format!("{prefix}{id}")));
+    }
+    let store = app.store.lock().expect("store lock");
+    let secret = store
+        .secrets
+        .iter()
+        .find(|s| s.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("Secret with ID '{id}' not found")))?;
+    let place = Place {
+        project_id: secret.project_id.clone(),
+        env: secret.env.clone(),
+        path: secret.path.clone(),
+    };
+    authorize(&caller, &place, "read")?;
+    Ok(Json(json!({"secret": secret_json(secret, Some(&secret.value), true, true)}))
+        .into_response())
+}
+
+/// The project, environment and path fields of a write body in either generation.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Location {
+    project_id: Option<String>,
+    workspace_id: Option<String>,
+    project_slug: Option<String>,
+    environment: Option<String>,
+    secret_path: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+fn write_place(
+    app: &App,
+    store: &Store,
+    generation: Gen,
+    loc: &Location,
+) -> Result<Place, ApiError> {
+    let status = vstatus(app, generation);
+    let pid = match generation {
+        Gen::V4 => loc.project_id.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+            ApiError::validation(status, vec![issue("invalid_type", &["projectId"], "Required")])
+        })?,
+        Gen::V3 => {
+            project_id(store, generation, loc.workspace_id.as_deref(), loc.project_slug.as_deref())?
+        }
+    };
+    if loc.environment.as_deref().is_none_or(str::is_empty) {
+        return Err(ApiError::validation(
+            status,
+            vec![issue("invalid_type", &["environment"], "Required")],
+        ));
+    }
+    place(app, store, generation, pid, loc.environment.as_deref(), loc.secret_path.as_deref())
+}
+
+fn check_type(kind: Option<&str>) -> Result<(), ApiError> {
+    match kind {
+        None | Some("shared") => Ok(()),
+        Some("personal") => Err(ApiError::bad_request("Must be user to create personal secret")),
+        Some(other) => Err(ApiError::bad_request(format!("Invalid secret type '{other}'"))),
+    }
+}
+
+fn checked_key(app: &App, generation: Gen, key: &str, field: &str) -> Result<String, ApiError> {
+    let legacy = generation == Gen::V3 && app.api_version == ApiVersion::V2024;
+    validate_key(key, legacy).map_err(|message| {
+        ApiError::validation(vstatus(app, generation), vec![issue("custom", &[field], message)])
+    })
+}
+
+fn already_exists(app: &App) -> ApiError {
+    ApiError::bad_request(if app.api_version == ApiVersion::V2024 {
+        "Secret already exist"
+    } else {
+        "Secret already exists"
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateBody {
+    #[serde(flatten)]
+    loc: Location,
+    secret_value: String,
+    #[serde(default)]
+    secret_comment: String,
+    skip_multiline_encoding: Option<bool>,
+    #[serde(default)]
+    secret_metadata: Vec<Value>,
+    secret_reminder_note: Option<String>,
+    secret_reminder_repeat_days: Option<u64>,
+}
+
+fn changed(app: &Arc<App>, store: &mut Store, place: &Place, actor: &Actor) {
+    store.touch_folder(&place.project_id, &place.env, &place.path, app.clock.now_ms());
+    notify_change(app, &place.project_id, &place.env, &place.path, Some(actor.clone()));
+}
+
+pub(crate) async fn create(
+    generation: Gen,
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: CreateBody = parse_body(&body, vstatus(&app, generation))?;
+    let key = checked_key(&app, generation, &name, "secretName")?;
+    let now = app.clock.now_ms();
+    let mut store = app.store.lock().expect("store lock");
+    let place = write_place(&app, &store, generation, &input.loc)?;
+    check_type(input.loc.kind.as_deref())?;
+    authorize(&caller, &place, "create")?;
+    if store.folder(&place.project_id, &place.env, &place.path).is_none() {
+        return Err(folder_missing(&app, generation, &place, true));
+    }
+    if let Some(answer) = approval(&store, &place, now) {
+        return Ok(answer);
+    }
+    if store.find_secret(&place.project_id, &place.env, &place.path, &key).is_some() {
+        return Err(already_exists(&app));
+    }
+    let actor = caller.actor();
+    let mut secret = Secret::new(
+        &place.project_id,
+        &place.env,
+        &place.path,
+        &key,
+        trim_value(&input.secret_value),
+        input.secret_comment,
+        input.skip_multiline_encoding,
+        Some(actor.clone()),
+        now,
+    );
+    secret.metadata = input.secret_metadata;
+    secret.reminder_note = input.secret_reminder_note;
+    secret.reminder_repeat_days = input.secret_reminder_repeat_days;
+    let rendered = secret_json(&secret, Some(&secret.value), true, true);
+    store.secrets.push(secret);
+    changed(&app, &mut store, &place, &actor);
+    Ok(Json(json!({"secret": rendered})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateBody {
+    #[serde(flatten)]
+    loc: Location,
+    secret_value: Option<String>,
+    new_secret_name: Option<String>,
+    secret_comment: Option<String>,
+    skip_multiline_encoding: Option<bool>,
+    secret_metadata: Option<Vec<Value>>,
+    secret_reminder_note: Option<String>,
+    secret_reminder_repeat_days: Option<u64>,
+}
+
+struct Change {
+    value: Option<String>,
+    new_key: Option<String>,
+    comment: Option<String>,
+    skip_multiline: Option<bool>,
+    metadata: Option<Vec<Value>>,
+    reminder_note: Option<String>,
+    reminder_days: Option<u64>,
+}
+
+/// Applies an update to an existing secret and records a new version.
+fn apply(secret: &mut Secret, change: Change, actor: &Actor, now: i64) {
+    if let Some(v) = change.value {
+        secret.value = trim_value(&v);
+    }
+    if let Some(k) = change.new_key {
+        secret.key = k;
+    }
+    if let Some(c) = change.comment {
+        secret.comment = c;
+    }
+    if change.skip_multiline.is_some() {
+        secret.skip_multiline = change.skip_multiline;
+    }
+    if let Some(m) = change.metadata {
+        secret.metadata = m;
+    }
+    if change.reminder_note.is_some() {
+        secret.reminder_note = change.reminder_note;
+    }
+    if change.reminder_days.is_some() {
+        secret.reminder_repeat_days = change.reminder_days;
+    }
+    secret.actor = Some(actor.clone());
+    secret.bump(now);
+}
+
+pub(crate) async fn update(
+    generation: Gen,
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: UpdateBody = parse_body(&body, vstatus(&app, generation))?;
+    let key = name.trim().to_owned();
+    let new_key = match &input.new_secret_name {
+        Some(n) => Some(checked_key(&app, generation, n, "newSecretName")?),
+        None => None,
+    };
+    let now = app.clock.now_ms();
+    let mut store = app.store.lock().expect("store lock");
+    let place = write_place(&app, &store, generation, &input.loc)?;
+    check_type(input.loc.kind.as_deref())?;
+    authorize(&caller, &place, "edit")?;
+    if store.folder(&place.project_id, &place.env, &place.path).is_none() {
+        return Err(folder_missing(&app, generation, &place, false));
+    }
+    if let Some(answer) = approval(&store, &place, now) {
+        return Ok(answer);
+    }
+    if store.find_secret(&place.project_id, &place.env, &place.path, &key).is_none() {
+        return Err(not_found_plain(&key));
+    }
+    if let Some(n) = &new_key
+        && *n != key
+        && store.find_secret(&place.project_id, &place.env, &place.path, n).is_some()
+    {
+        return Err(ApiError::bad_request("Secret with the new name already exists"));
+    }
+    let actor = caller.actor();
+    let secret = store
+        .find_secret_mut(&place.project_id, &place.env, &place.path, &key)
+        .expect("checked above");
+    let change = Change {
+        value: input.secret_value,
+        new_key,
+        comment: input.secret_comment,
+        skip_multiline: input.skip_multiline_encoding,
+        metadata: input.secret_metadata,
+        reminder_note: input.secret_reminder_note,
+        reminder_days: input.secret_reminder_repeat_days,
+    };
+    apply(secret, change, &actor, now);
+    let rendered = secret_json(secret, Some(&secret.value), true, true);
+    changed(&app, &mut store, &place, &actor);
+    Ok(Json(json!({"secret": rendered})).into_response())
+}
+
+pub(crate) async fn delete(
+    generation: Gen,
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: Location = parse_body(&body, vstatus(&app, generation))?;
+    let key = name.trim().to_owned();
+    let now = app.clock.now_ms();
+    let mut store = app.store.lock().expect("store lock");
+    let place = write_place(&app, &store, generation, &input)?;
+    authorize(&caller, &place, "delete")?;
+    if store.folder(&place.project_id, &place.env, &place.path).is_none() {
+        return Err(folder_missing(&app, generation, &place, false));
+    }
+    if let Some(answer) = approval(&store, &place, now) {
+        return Ok(answer);
+    }
+    let secret = store
+        .find_secret(&place.project_id, &place.env, &place.path, &key)
+        .cloned()
+        .ok_or_else(|| not_found_plain(&key))?;
+    store.secrets.retain(|s| s.id != secret.id);
+    changed(&app, &mut store, &place, &caller.actor());
+    Ok(Json(json!({"secret": secret_json(&secret, Some(&secret.value), true, true)}))
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchCreateItem {
+    secret_key: String,
+    secret_value: String,
+    #[serde(default)]
+    secret_comment: String,
+    skip_multiline_encoding: Option<bool>,
+    #[serde(default)]
+    secret_metadata: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchCreateBody {
+    #[serde(flatten)]
+    loc: Location,
+    secrets: Vec<BatchCreateItem>,
+}
+
+fn at_least_one(app: &App, generation: Gen, n: usize) -> Result<(), ApiError> {
+    if n == 0 {
+        return Err(ApiError::validation(
+            vstatus(app, generation),
+            vec![issue("too_small", &["secrets"], "Array must contain at least 1 element(s)")],
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn batch_create(
+    generation: Gen,
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: BatchCreateBody = parse_body(&body, vstatus(&app, generation))?;
+    at_least_one(&app, generation, input.secrets.len())?;
+    let keys = input
+        .secrets
+        .iter()
+        .map(|s| checked_key(&app, generation, &s.secret_key, "secretKey"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let now = app.clock.now_ms();
+    let mut store = app.store.lock().expect("store lock");
+    let place = write_place(&app, &store, generation, &input.loc)?;
+    authorize(&caller, &place, "create")?;
+    if store.folder(&place.project_id, &place.env, &place.path).is_none() {
+        return Err(folder_missing(&app, generation, &place, true));
+    }
+    if let Some(answer) = approval(&store, &place, now) {
+        return Ok(answer);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for key in &keys {
+        if !seen.insert(key.clone())
+            || store.find_secret(&place.project_id, &place.env, &place.path, key).is_some()
+        {
+            return Err(already_exists(&app));
+        }
+    }
+    let actor = caller.actor();
+    let mut rendered = Vec::new();
+    for (item, key) in input.secrets.into_iter().zip(keys) {
+        let mut secret = Secret::new(
+            &place.project_id,
+            &place.env,
+            &place.path,
+            &key,
+            trim_value(&item.secret_value),
+            item.secret_comment,
+            item.skip_multiline_encoding,
+            Some(actor.clone()),
+            now,
+        );
+        secret.metadata = item.secret_metadata;
+        rendered.push(secret_json(&secret, Some(&secret.value), true, true));
+        store.secrets.push(secret);
+    }
+    changed(&app, &mut store, &place, &actor);
+    Ok(Json(json!({"secrets": rendered})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchUpdateItem {
+    secret_key: String,
+    secret_value: Option<String>,
+    secret_path: Option<String>,
+    secret_comment: Option<String>,
+    skip_multiline_encoding: Option<bool>,
+    new_secret_name: Option<String>,
+    secret_metadata: Option<Vec<Value>>,
+    secret_reminder_note: Option<String>,
+    secret_reminder_repeat_days: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchUpdateBody {
+    #[serde(flatten)]
+    loc: Location,
+    secrets: Vec<BatchUpdateItem>,
+    mode: Option<String>,
+}
+
+pub(crate) async fn batch_update(
+    generation: Gen,
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: BatchUpdateBody = parse_body(&body, vstatus(&app, generation))?;
+    at_least_one(&app, generation, input.secrets.len())?;
+    let mode = input.mode.clone().unwrap_or_else(|| "failOnNotFound".into());
+    if !matches!(mode.as_str(), "failOnNotFound" | "upsert" | "ignore") {
+        return Err(ApiError::validation(
+            vstatus(&app, generation),
+            vec![issue(
+                "invalid_enum_value",
+                &["mode"],
+                "Invalid enum value. Expected 'failOnNotFound' | 'upsert' | 'ignore'",
+            )],
+        ));
+    }
+    let now = app.clock.now_ms();
+    let mut store = app.store.lock().expect("store lock");
+    let base = write_place(&app, &store, generation, &input.loc)?;
+    // Resolve and check every item before writing anything.
+    let mut plan = Vec::new();
+    for item in input.secrets {
+        let key = item.secret_key.trim().to_owned();
+        let new_key = match &item.new_secret_name {
+            Some(n) => Some(checked_key(&app, generation, n, "newSecretName")?),
+            None => None,
+        };
+        let path = match &item.secret_path {
+            Some(p) => normalize_path(p).ok_or_else(|| {
+                ApiError::validation(
+                    vstatus(&app, generation),
+                    vec![issue("custom", &["secretPath"], "Invalid secret path")],
+                )
+            })?,
+            None => base.path.clone(),
+        };
+        let place = Place { project_id: base.project_id.clone(), env: base.env.clone(), path };
+        authorize(&caller, &place, "edit")?;
+        if store.folder(&place.project_id, &place.env, &place.path).is_none() {
+            return Err(folder_missing(&app, generation, &place, false));
+        }
+        if let Some(answer) = approval(&store, &place, now) {
+            return Ok(answer);
+        }
+        let exists = store.find_secret(&place.project_id, &place.env, &place.path, &key).is_some();
+        if !exists {
+            match mode.as_str() {
+                "failOnNotFound" => return Err(not_found_plain(&key)),
+                "ignore" => continue,
+                _ => checked_key(&app, generation, &key, "secretKey").map(|_| ())?,
+            }
+        }
+        if let Some(n) = &new_key
+            && *n != key
+            && store.find_secret(&place.project_id, &place.env, &place.path, n).is_some()
+        {
+            return Err(ApiError::bad_request("Secret with the new name already exists"));
+        }
+        plan.push((place, key, new_key, exists, item));
+    }
+    let actor = caller.actor();
+    let mut rendered = Vec::new();
+    let mut touched: Vec<Place> = Vec::new();
+    for (place, key, new_key, exists, item) in plan {
+        if exists {
+            let secret = store
+                .find_secret_mut(&place.project_id, &place.env, &place.path, &key)
+                .expect("checked");
+            let change = Change {
+                value: item.secret_value,
+                new_key,
+                comment: item.secret_comment,
+                skip_multiline: item.skip_multiline_encoding,
+                metadata: item.secret_metadata,
+                reminder_note: item.secret_reminder_note,
+                reminder_days: item.secret_reminder_repeat_days,
+            };
+            apply(secret, change, &actor, now);
+            rendered.push(secret_json(secret, Some(&secret.value), true, true));
+        } else {
+            let secret = Secret::new(
+                &place.project_id,
+                &place.env,
+                &place.path,
+                new_key.as_deref().unwrap_or(&key),
+                trim_value(item.secret_value.as_deref().unwrap_or("")),
+                item.secret_comment.unwrap_or_default(),
+                item.skip_multiline_encoding,
+                Some(actor.clone()),
+                now,
+            );
+            rendered.push(secret_json(&secret, Some(&secret.value), true, true));
+            store.secrets.push(secret);
+        }
+        if !touched.iter().any(|t| t.path == place.path) {
+            touched.push(place);
+        }
+    }
+    for place in &touched {
+        changed(&app, &mut store, place, &actor);
+    }
+    Ok(Json(json!({"secrets": rendered})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchDeleteItem {
+    secret_key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchDeleteBody {
+    #[serde(flatten)]
+    loc: Location,
+    secrets: Vec<BatchDeleteItem>,
+}
+
+pub(crate) async fn batch_delete(
+    generation: Gen,
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: BatchDeleteBody = parse_body(&body, vstatus(&app, generation))?;
+    at_least_one(&app, generation, input.secrets.len())?;
+    let now = app.clock.now_ms();
+    let mut store = app.store.lock().expect("store lock");
+    let place = write_place(&app, &store, generation, &input.loc)?;
+    authorize(&caller, &place, "delete")?;
+    if store.folder(&place.project_id, &place.env, &place.path).is_none() {
+        return Err(folder_missing(&app, generation, &place, false));
+    }
+    if let Some(answer) = approval(&store, &place, now) {
+        return Ok(answer);
+    }
+    let mut victims = Vec::new();
+    for item in &input.secrets {
+        let key = item.secret_key.trim();
+        let secret = store
+            .find_secret(&place.project_id, &place.env, &place.path, key)
+            .cloned()
+            .ok_or_else(|| not_found_plain(key))?;
+        victims.push(secret);
+    }
+    store.secrets.retain(|s| !victims.iter().any(|v| v.id == s.id));
+    changed(&app, &mut store, &place, &caller.actor());
+    let rendered: Vec<Value> =
+        victims.iter().map(|s| secret_json(s, Some(&s.value), true, true)).collect();
+    Ok(Json(json!({"secrets": rendered})).into_response())
+}

@@ -1,0 +1,377 @@
+//! The connection loop and the per-request pipeline around the router: trailing slashes,
+//! request counters, the rate limiter, faults, error bodies with request ids, ETags and 304s,
+//! persistence after writes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, header};
+use hyper_util::rt::TokioIo;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tower::ServiceExt;
+
+use crate::clock::EmulatorClock;
+use crate::error::{ApiError, EmulatorError};
+use crate::faults::Faults;
+use crate::logic::ratelimit::{Bucket, Buckets, Decision};
+use crate::store::Store;
+use crate::webhook::{Delivery, Dispatcher};
+use crate::{ApiVersion, EmulatorConfig, RunningEmulator, persist};
+
+/// Everything the handlers share.
+pub(crate) struct App {
+    pub store: Mutex<Store>,
+    pub clock: EmulatorClock,
+    pub faults: Faults,
+    pub api_version: ApiVersion,
+    pub admin_token: String,
+    pub counters: Mutex<BTreeMap<(String, String), u64>>,
+    pub logins: Mutex<HashMap<String, Vec<Value>>>,
+    pub rate_limiter: Mutex<Option<Buckets>>,
+    pub deliveries: Mutex<Vec<Delivery>>,
+    pub dispatcher: Dispatcher,
+    pub data_file: Option<std::path::PathBuf>,
+    pub rng: Mutex<StdRng>,
+}
+
+impl App {
+    pub(crate) fn request_count(&self, method: &str, route: &str) -> u64 {
+        let key = (method.to_ascii_uppercase(), route.to_owned());
+        self.counters.lock().expect("counters lock").get(&key).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn login_requests(&self, method: &str) -> Vec<Value> {
+        let method =
+            if method.ends_with("-auth") { method.to_owned() } else { format!("{method}-auth") };
+        self.logins.lock().expect("logins lock").get(&method).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn record_login(&self, method: &str, body: Value) {
+        self.logins.lock().expect("logins lock").entry(method.to_owned()).or_default().push(body);
+    }
+
+    pub(crate) fn set_rate_limit_mode(&self, on: bool) {
+        *self.rate_limiter.lock().expect("rate lock") = on.then(Buckets::default);
+    }
+
+    pub(crate) fn persist(&self) {
+        let Some(path) = &self.data_file else { return };
+        let store = self.store.lock().expect("store lock");
+        if let Err(e) = persist::save(path, &store) {
+            tracing::error!(error = %e, "failed to save emulator state");
+        }
+    }
+
+    fn req_id(&self) -> String {
+        const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let mut rng = self.rng.lock().expect("rng lock");
+        let id: String =
+            (0..14).map(|_| char::from(ALNUM[rng.gen_range(0..ALNUM.len())])).collect();
+        format!("req-{id}")
+    }
+}
+
+pub(crate) async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorError> {
+    let clock = config.clock.clone().unwrap_or_else(EmulatorClock::system);
+    let mut rng = match config.rng_seed {
+        Some(seed) => StdRng::seed_from_u64(seed),
+        None => StdRng::from_entropy(),
+    };
+    let loaded = match &config.data_file {
+        Some(path) => persist::load(path)?,
+        None => None,
+    };
+    let store = match loaded {
+        Some(store) => store,
+        None => {
+            let secret: [u8; 32] = rng.r#gen();
+            Store::from_seed(&config.seed, clock.now_ms(), hex::encode(secret))?
+        }
+    };
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .map_err(|source| EmulatorError::Bind { addr: config.addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| EmulatorError::Bind { addr: config.addr, source })?;
+    let app = Arc::new(App {
+        store: Mutex::new(store),
+        faults: Faults::new(clock.clone()),
+        clock,
+        api_version: config.api_version,
+        admin_token: config.admin_token,
+        counters: Mutex::default(),
+        logins: Mutex::default(),
+        rate_limiter: Mutex::new(config.rate_limit_mode.then(Buckets::default)),
+        deliveries: Mutex::default(),
+        dispatcher: Dispatcher::new(config.webhook_coalesce)?,
+        data_file: config.data_file,
+        rng: Mutex::new(rng),
+    });
+    app.persist();
+    let router = crate::routes::router(app.clone());
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, app.clone(), router, stop_rx));
+    tracing::info!(%addr, "emulator listening");
+    Ok(RunningEmulator { app, addr, stop, task })
+}
+
+/// Per-connection context handed to the pipeline.
+#[derive(Clone)]
+struct Conn {
+    remote: SocketAddr,
+    abort: Arc<Notify>,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => break,
+        };
+        let (stream, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let conn = Conn { remote, abort: Arc::new(Notify::new()) };
+        let (app, router, mut stop) = (app.clone(), router.clone(), stop.clone());
+        connections.spawn(async move {
+            let abort = conn.abort.clone();
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (app, router, conn) = (app.clone(), router.clone(), conn.clone());
+                async move { Ok::<_, Infallible>(pipeline(app, router, conn, req.map(Body::new)).await) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            // Dropping the connection future closes the socket without an answer.
+            tokio::select! {
+                _ = served => {}
+                _ = abort.notified() => {}
+                _ = stop.changed() => {}
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    connections.shutdown().await;
+}
+
+fn strip_trailing_slash(uri: &Uri) -> Option<Uri> {
+    let path = uri.path();
+    if path.len() <= 1 || !path.ends_with('/') {
+        return None;
+    }
+    let trimmed = path.trim_end_matches('/');
+    let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+    let pq = match uri.query() {
+        Some(q) => format!("{trimmed}?{q}"),
+        None => trimmed.to_owned(),
+    };
+    Uri::builder().path_and_query(pq).build().ok()
+}
+
+/// The URI as the client sent it, for Fastify's route-not-found message.
+#[derive(Clone)]
+pub(crate) struct OriginalUri(pub Uri);
+
+async fn pipeline(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Body>) -> Response {
+    let original = req.uri().clone();
+    req.extensions_mut().insert(OriginalUri(original.clone()));
+    if let Some(uri) = strip_trailing_slash(&original) {
+        *req.uri_mut() = uri;
+    }
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let is_admin = path == "/__emulator" || path.starts_with("/__emulator/");
+    let req_id = app.req_id();
+    let mut limit_headers = None;
+    if !is_admin {
+        *app.counters
+            .lock()
+            .expect("counters lock")
+            .entry((method.clone(), path.clone()))
+            .or_insert(0) += 1;
+        match rate_limit(&app, req.headers(), conn.remote.ip(), &method, &path) {
+            Ok(decision) => limit_headers = decision,
+            Err(decision) => {
+                let response = too_many_requests(decision.reset_secs, decision.limit);
+                return finish(&app, response, &req_id, &method, None).await;
+            }
+        }
+        let outcome = {
+            let mut rng = app.rng.lock().expect("rng lock");
+            app.faults.evaluate(&method, &path, &mut *rng)
+        };
+        if !outcome.latency.is_zero() {
+            tokio::time::sleep(outcome.latency).await;
+        }
+        if outcome.drop_connection {
+            conn.abort.notify_one();
+            return std::future::pending().await;
+        }
+        if let Some((status, retry_after)) = outcome.status {
+            let response = fault_response(status, retry_after);
+            return finish(&app, response, &req_id, &method, None).await;
+        }
+    }
+    let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
+    let response = match router.oneshot(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let mut response = finish(&app, response, &req_id, &method, if_none_match).await;
+    if let Some(d) = limit_headers {
+        add_limit_headers(response.headers_mut(), &d);
+    }
+    if !is_admin && method != "GET" && response.status().is_success() {
+        app.persist();
+    }
+    response
+}
+
+fn client_ip(headers: &HeaderMap, remote: IpAddr) -> String {
+    // trustProxy: the first address of x-forwarded-for is the client.
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| remote.to_string())
+}
+
+fn rate_limit(
+    app: &App,
+    headers: &HeaderMap,
+    remote: IpAddr,
+    method: &str,
+    path: &str,
+) -> Result<Option<Decision>, Decision> {
+    let mut guard = app.rate_limiter.lock().expect("rate lock");
+    let Some(buckets) = guard.as_mut() else { return Ok(None) };
+    let Some(bucket) = Bucket::for_route(method, path) else { return Ok(None) };
+    let ip = client_ip(headers, remote);
+    let now = app.clock.now_ms();
+    let global = buckets.hit(&ip, Bucket::Global, now);
+    if !global.allowed {
+        return Err(global);
+    }
+    let route = buckets.hit(&ip, bucket, now);
+    if route.allowed { Ok(Some(route)) } else { Err(route) }
+}
+
+fn add_limit_headers(headers: &mut HeaderMap, d: &Decision) {
+    headers.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
+    headers.insert("x-ratelimit-reset", HeaderValue::from(d.reset_secs));
+}
+
+/// The rate limiter's answer (spec 4.2).
+fn too_many_requests(retry_after: u64, limit: u32) -> Response {
+    let error = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RateLimitExceeded",
+        format!("Rate limit exceeded. Please try again in {retry_after} seconds"),
+    );
+    let mut response = error.into_response();
+    let headers = response.headers_mut();
+    add_limit_headers(
+        headers,
+        &Decision { allowed: false, limit, remaining: 0, reset_secs: retry_after },
+    );
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    response
+}
+
+fn fault_response(status: u16, retry_after: Option<u64>) -> Response {
+    match status {
+        429 => too_many_requests(retry_after.unwrap_or(1), 60),
+        503 => {
+            let body = json!({"status": "unavailable", "message": "Server is starting up, migrations in progress..."});
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+            if let Some(secs) = retry_after {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
+        }
+        other => {
+            let status = StatusCode::from_u16(other).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let (name, message) = match status.as_u16() {
+                400 => ("BadRequest", "Bad request"),
+                401 => ("UnauthorizedError", "You are not allowed to access this resource"),
+                403 => ("ForbiddenError", "You are not allowed to access this resource"),
+                404 => ("NotFound", "Not found"),
+                504 => ("GatewayTimeoutError", "Gateway timeout"),
+                _ => ("InternalServerError", "Something went wrong"),
+            };
+            ApiError::new(status, name, message).into_response()
+        }
+    }
+}
+
+/// Renders error bodies, adds the ETag of GET 200 answers and turns a matching
+/// `If-None-Match` into 304.
+async fn finish(
+    app: &App,
+    mut response: Response,
+    req_id: &str,
+    method: &str,
+    if_none_match: Option<HeaderValue>,
+) -> Response {
+    if let Some(error) = response.extensions_mut().remove::<ApiError>() {
+        let legacy = app.api_version == ApiVersion::V2024
+            && matches!(error.status.as_u16(), 401 | 403 | 404);
+        let body = error.body(if legacy { None } else { Some(req_id) });
+        let (mut parts, _) = response.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        let bytes = serde_json::to_vec(&body).expect("json values always serialise");
+        response = Response::from_parts(parts, Body::from(bytes));
+    }
+    if method != "GET" || response.status() != StatusCode::OK {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return ApiError::internal().into_response();
+    };
+    let digest = Sha256::digest(&bytes);
+    let etag = format!("\"{}\"", &hex::encode(digest)[..32]);
+    let etag_value = HeaderValue::from_str(&etag).expect("hex is a valid header value");
+    let matched = if_none_match.as_ref().and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(',').any(|candidate| {
+            let c = candidate.trim();
+            c == "*" || c == etag || c.strip_prefix("W/") == Some(etag.as_str())
+        })
+    });
+    parts.headers.insert(header::ETAG, etag_value);
+    if matched {
+        parts.status = StatusCode::NOT_MODIFIED;
+        parts.headers.remove(header::CONTENT_TYPE);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::empty());
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}

@@ -1,0 +1,9 @@
+//! Black-box tests of the emulator over HTTP, one module per area.
+
+mod auth;
+mod errors;
+mod faults;
+mod helpers;
+mod persistence;
+mod secrets;
+mod webhooks;
