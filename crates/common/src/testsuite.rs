@@ -69,9 +69,7 @@ impl TestDatabase {
                 let _ = conn.close().await;
                 admin_url.to_owned()
             }
-            Err(e) if is_unreachable(&e) => {
-                fallback_postgres(admin_url, e.to_string()).await?
-            }
+            Err(e) if is_unreachable(&e) => fallback_postgres(admin_url, e.to_string()).await?,
             Err(e) => return Err(setup("postgresql", e)),
         };
         let name = format!("ikit_test_{}", uuid::Uuid::new_v4().simple());
@@ -421,10 +419,10 @@ impl TestRedis {
 
 impl Drop for TestRedis {
     fn drop(&mut self) {
-        if !self.cleaned {
-            if let Err(e) = self.delete_keys_blocking() {
-                eprintln!("warning: test redis keys under {} were not deleted: {e}", self.prefix);
-            }
+        if !self.cleaned
+            && let Err(e) = self.delete_keys_blocking()
+        {
+            eprintln!("warning: test redis keys under {} were not deleted: {e}", self.prefix);
         }
     }
 }
@@ -435,10 +433,7 @@ mod tests {
 
     #[test]
     fn swaps_the_database_in_a_url() {
-        assert_eq!(
-            with_database("postgres://u@h:5432/postgres", "t1"),
-            "postgres://u@h:5432/t1"
-        );
+        assert_eq!(with_database("postgres://u@h:5432/postgres", "t1"), "postgres://u@h:5432/t1");
         assert_eq!(with_database("postgres://u@h:5432", "t1"), "postgres://u@h:5432/t1");
         assert_eq!(
             with_database("postgres://u@h/db?sslmode=disable", "t1"),

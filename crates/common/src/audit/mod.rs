@@ -308,13 +308,11 @@ impl AuditLog {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .busy_timeout(Duration::from_secs(5));
-            if let Some(parent) = connect.get_filename().parent() {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent).map_err(|source| AuditError::Spool {
-                        path: parent.to_path_buf(),
-                        source,
-                    })?;
-                }
+            if let Some(parent) = connect.get_filename().parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent)
+                    .map_err(|source| AuditError::Spool { path: parent.to_path_buf(), source })?;
             }
             let pool = SqlitePoolOptions::new()
                 .max_connections(5)

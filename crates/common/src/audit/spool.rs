@@ -92,9 +92,10 @@ impl Spool {
     pub(crate) fn peek(&self) -> Result<Option<AuditEvent>, AuditError> {
         let Some((_, path)) = self.entries.front() else { return Ok(None) };
         let bytes = fs::read(path).map_err(io_err(path))?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| AuditError::CorruptSpoolEntry { path: path.clone(), reason: e.to_string() })
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| AuditError::CorruptSpoolEntry {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// Moves the oldest entry aside as `<id>.corrupt` (kept for an operator, no longer flushed).

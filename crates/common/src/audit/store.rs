@@ -2,7 +2,7 @@
 //! type-checks the same body once per backend), embedded migrations, the chained append, queries
 //! and the row walk behind `verify_chain()`.
 
-use sqlx::{PgPool, Row, SqlitePool};
+use sqlx::{Executor, PgPool, Row, SqlitePool};
 
 use super::chain::{ChainRow, ChainStatus, Verifier};
 use super::{AuditError, AuditEvent, AuditFilter, AuditRecord, Outcome};
@@ -66,13 +66,13 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            sqlx::raw_sql(
-                "CREATE TABLE IF NOT EXISTS ikit_schema_migrations (\
-                 component TEXT NOT NULL, version BIGINT NOT NULL, description TEXT NOT NULL, \
-                 PRIMARY KEY (component, version))",
-            )
-            .execute(&mut *tx)
-            .await?;
+            (&mut *tx)
+                .execute(sqlx::raw_sql(
+                    "CREATE TABLE IF NOT EXISTS ikit_schema_migrations (\
+                     component TEXT NOT NULL, version BIGINT NOT NULL, description TEXT NOT NULL, \
+                     PRIMARY KEY (component, version))",
+                ))
+                .await?;
             let applied: Vec<i64> = sqlx::query(
                 "SELECT version FROM ikit_schema_migrations WHERE component = $1",
             )
@@ -82,18 +82,19 @@ impl Store {
             .iter()
             .map(|r| r.try_get::<i64, _>(0))
             .collect::<Result<_, _>>()?;
-            for (version, description, pg_sql, sqlite_sql) in MIGRATIONS {
-                if applied.contains(version) {
+            for &(version, description, pg_sql, sqlite_sql) in MIGRATIONS {
+                if applied.contains(&version) {
                     continue;
                 }
-                sqlx::raw_sql(if postgres { pg_sql } else { sqlite_sql }).execute(&mut *tx).await?;
+                let sql: &'static str = if postgres { pg_sql } else { sqlite_sql };
+                (&mut *tx).execute(sqlx::raw_sql(sql)).await?;
                 sqlx::query(
                     "INSERT INTO ikit_schema_migrations (component, version, description) \
                      VALUES ($1, $2, $3)",
                 )
                 .bind(COMPONENT)
-                .bind(*version)
-                .bind(*description)
+                .bind(version)
+                .bind(description)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -116,19 +117,19 @@ impl Store {
             )
             .bind(row.seq)
             .bind(row.time_ms)
-            .bind(&row.actor)
-            .bind(&row.action)
-            .bind(&row.target)
-            .bind(&row.outcome)
-            .bind(&row.request_id)
-            .bind(&row.details)
-            .bind(&row.prev_hash)
-            .bind(&row.hash)
+            .bind(row.actor.clone())
+            .bind(row.action.clone())
+            .bind(row.target.clone())
+            .bind(row.outcome.clone())
+            .bind(row.request_id.clone())
+            .bind(row.details.clone())
+            .bind(row.prev_hash.clone())
+            .bind(row.hash.clone())
             .execute(&mut *tx)
             .await?;
             sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
                 .bind(row.seq)
-                .bind(&row.hash)
+                .bind(row.hash.clone())
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -146,7 +147,7 @@ impl Store {
                     Bind::Int(i) => q.bind(i),
                 };
             }
-            q.fetch_all(pool).await?.iter().map(|r| read_row(r)).collect::<Result<Vec<_>, _>>()?
+            q.fetch_all(pool).await?.iter().map(read_row).collect::<Result<Vec<_>, _>>()?
         });
         rows.into_iter().map(AuditRecord::try_from).collect()
     }
@@ -156,7 +157,8 @@ impl Store {
         let mut verifier = Verifier::default();
         let mut after = 0i64;
         loop {
-            let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
+            let sql =
+                format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
             let batch = dispatch!(self, pool => {
                 sqlx::query(&sql)
                     .bind(after)
@@ -164,7 +166,7 @@ impl Store {
                     .fetch_all(pool)
                     .await?
                     .iter()
-                    .map(|r| read_row(r))
+                    .map(read_row)
                     .collect::<Result<Vec<_>, _>>()?
             });
             for row in &batch {
@@ -257,7 +259,8 @@ impl TryFrom<ChainRow> for AuditRecord {
     fn try_from(row: ChainRow) -> Result<Self, AuditError> {
         let corrupt = |what: &str| AuditError::CorruptRow { seq: row.seq, reason: what.to_owned() };
         let outcome: Outcome = row.outcome.parse().map_err(|_| corrupt("unknown outcome"))?;
-        let details = serde_json::from_str(&row.details).map_err(|_| corrupt("details not json"))?;
+        let details =
+            serde_json::from_str(&row.details).map_err(|_| corrupt("details not json"))?;
         Ok(AuditRecord {
             seq: row.seq,
             hash: row.hash,
@@ -310,5 +313,15 @@ mod tests {
         let (sql, binds) = filter_sql(&AuditFilter::default());
         assert!(sql.ends_with("FROM audit_log ORDER BY seq LIMIT $1"), "{sql}");
         assert_eq!(binds, [Bind::Int(i64::from(AuditFilter::DEFAULT_LIMIT))]);
+    }
+
+    /// Compile-time check: services spawn these futures, so they must be `Send`.
+    #[allow(dead_code)]
+    fn futures_are_send(s: &Store, e: &AuditEvent, f: &AuditFilter) {
+        fn is_send<T: Send>(_: T) {}
+        is_send(s.migrate());
+        is_send(s.append(e));
+        is_send(s.query(f));
+        is_send(s.verify());
     }
 }

@@ -1,0 +1,397 @@
+//! The audit log against PostgreSQL and SQLite: record, query, tamper detection, concurrent
+//! writers, and the spool while the database is away.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ikit_common::audit::{
+    AuditError, AuditEvent, AuditFilter, AuditLog, AuditOptions, BreakReason, ChainStatus, Outcome,
+    Recorded,
+};
+use ikit_common::clock::ManualClock;
+use ikit_common::testsuite::TestDatabase;
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{PgPool, SqlitePool};
+use tempfile::TempDir;
+
+use crate::proxy::Proxy;
+
+const T0: i64 = 1_700_000_000_000;
+
+/// Raw SQL access to the same database, for tampering.
+enum Raw {
+    Pg(PgPool),
+    Lite(SqlitePool),
+}
+
+impl Raw {
+    async fn exec(&self, sql: &str) -> Result<(), sqlx::Error> {
+        match self {
+            Raw::Pg(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
+            Raw::Lite(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
+        }
+    }
+
+    /// What an administrator with direct database access would do to get past the trigger.
+    async fn disable_append_only(&self) {
+        let sql = match self {
+            Raw::Pg(_) => "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only",
+            Raw::Lite(_) => "DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete",
+        };
+        self.exec(sql).await.unwrap();
+    }
+}
+
+struct Fixture {
+    log: AuditLog,
+    raw: Raw,
+    clock: Arc<ManualClock>,
+    spool: TempDir,
+    _db: Option<TestDatabase>,
+    _dir: Option<TempDir>,
+}
+
+fn options(spool: &Path, clock: &Arc<ManualClock>) -> AuditOptions {
+    AuditOptions::new(spool).spool_capacity(100).clock(clock.clone())
+}
+
+async fn sqlite_pool(path: &Path) -> SqlitePool {
+    let connect = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .busy_timeout(Duration::from_secs(10));
+    SqlitePoolOptions::new().max_connections(4).connect_with(connect).await.unwrap()
+}
+
+impl Fixture {
+    async fn postgres() -> Self {
+        let db = TestDatabase::postgres().await;
+        let clock = Arc::new(ManualClock::new(T0));
+        let spool = TempDir::new().unwrap();
+        let log = AuditLog::postgres(db.pool().clone(), options(spool.path(), &clock)).unwrap();
+        Self { log, raw: Raw::Pg(db.pool().clone()), clock, spool, _db: Some(db), _dir: None }
+    }
+
+    async fn sqlite() -> Self {
+        let dir = TempDir::new().unwrap();
+        let pool = sqlite_pool(&dir.path().join("audit.db")).await;
+        let clock = Arc::new(ManualClock::new(T0));
+        let spool = TempDir::new().unwrap();
+        let log = AuditLog::sqlite(pool.clone(), options(spool.path(), &clock)).unwrap();
+        Self { log, raw: Raw::Lite(pool), clock, spool, _db: None, _dir: Some(dir) }
+    }
+}
+
+fn event(n: i64) -> AuditEvent {
+    AuditEvent::new(T0 + n, "svc-a", "secret.read", format!("/auth/k{n}"), Outcome::Success)
+}
+
+async fn record_n(log: &AuditLog, n: i64) {
+    for i in 1..=n {
+        assert!(
+            matches!(log.record(event(i)).await.unwrap(), Recorded::Stored { seq } if seq == i)
+        );
+    }
+}
+
+async fn all_targets(log: &AuditLog) -> Vec<String> {
+    let filter = AuditFilter { limit: Some(10_000), ..AuditFilter::default() };
+    log.query(&filter).await.unwrap().into_iter().map(|r| r.event.target).collect()
+}
+
+async fn record_and_query(f: Fixture) {
+    let log = &f.log;
+    let events = [
+        AuditEvent::new(
+            T0 + 10,
+            "alice",
+            "secret.update",
+            "/auth/jwt/current_private_key",
+            Outcome::Success,
+        )
+        .with_request_id("req-1")
+        .with_details(json!({"version": 3, "reason": {"kind": "manual", "by": "ops"}})),
+        AuditEvent::new(T0 + 20, "scheduler", "key.rotate", "kid-abc", Outcome::Success),
+        AuditEvent::new(T0 + 30, "alice", "secret.update", "/db/password", Outcome::Denied),
+        AuditEvent::new(T0 + 40, "webhook", "webhook.receive", "evt-77", Outcome::Failure)
+            .with_details(json!({"status": 401})),
+        AuditEvent::new(T0 + 50, "alice", "key.rotate", "kid-def", Outcome::Success),
+    ];
+    for (i, e) in events.iter().enumerate() {
+        let got = log.record(e.clone()).await.unwrap();
+        assert_eq!(got, Recorded::Stored { seq: i as i64 + 1 });
+    }
+
+    let all = log.query(&AuditFilter::default()).await.unwrap();
+    assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    for (record, event) in all.iter().zip(&events) {
+        assert_eq!(&record.event, event, "round trip of seq {}", record.seq);
+        assert_eq!(record.hash.len(), 64);
+    }
+
+    let seqs = |filter: AuditFilter| async move {
+        log.query(&filter).await.unwrap().into_iter().map(|r| r.seq).collect::<Vec<_>>()
+    };
+    let by_action = AuditFilter { action: Some("key.rotate".into()), ..Default::default() };
+    assert_eq!(seqs(by_action).await, [2, 5]);
+    let by_actor = AuditFilter { actor: Some("alice".into()), ..Default::default() };
+    assert_eq!(seqs(by_actor).await, [1, 3, 5]);
+    let by_target = AuditFilter { target: Some("/db/password".into()), ..Default::default() };
+    assert_eq!(seqs(by_target).await, [3]);
+    let by_outcome = AuditFilter { outcome: Some(Outcome::Failure), ..Default::default() };
+    assert_eq!(seqs(by_outcome).await, [4]);
+    let window =
+        AuditFilter { since_ms: Some(T0 + 20), until_ms: Some(T0 + 50), ..Default::default() };
+    assert_eq!(seqs(window).await, [2, 3, 4]);
+    let latest_two = AuditFilter { limit: Some(2), newest_first: true, ..Default::default() };
+    assert_eq!(seqs(latest_two).await, [5, 4]);
+    let combined = AuditFilter {
+        actor: Some("alice".into()),
+        action: Some("secret.update".into()),
+        since_ms: Some(T0 + 15),
+        ..Default::default()
+    };
+    assert_eq!(seqs(combined).await, [3]);
+
+    assert_eq!(log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 5 });
+    assert!(log.status().is_healthy());
+}
+
+async fn refuses_updates_and_catches_them(f: Fixture) {
+    record_n(&f.log, 5).await;
+    // The append-only trigger refuses an ordinary UPDATE or DELETE.
+    let refused = f.raw.exec("UPDATE audit_log SET target = '/x' WHERE seq = 3").await;
+    assert!(refused.unwrap_err().to_string().contains("append-only"));
+    assert!(f.raw.exec("DELETE FROM audit_log WHERE seq = 3").await.is_err());
+    assert_eq!(f.log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 5 });
+
+    f.raw.disable_append_only().await;
+    f.raw.exec("UPDATE audit_log SET target = '/somewhere/else' WHERE seq = 3").await.unwrap();
+    assert_eq!(
+        f.log.verify_chain().await.unwrap(),
+        ChainStatus::Broken { seq: 3, reason: BreakReason::ContentChanged }
+    );
+}
+
+async fn catches_deleted_rows(f: Fixture) {
+    record_n(&f.log, 6).await;
+    f.raw.disable_append_only().await;
+    f.raw.exec("DELETE FROM audit_log WHERE seq = 6").await.unwrap();
+    assert_eq!(
+        f.log.verify_chain().await.unwrap(),
+        ChainStatus::Broken { seq: 6, reason: BreakReason::Missing }
+    );
+    f.raw.exec("DELETE FROM audit_log WHERE seq = 4").await.unwrap();
+    assert_eq!(
+        f.log.verify_chain().await.unwrap(),
+        ChainStatus::Broken { seq: 4, reason: BreakReason::Missing }
+    );
+}
+
+/// Two writers with their own pools (two replicas) never fork the chain.
+async fn concurrent_writers(f: Fixture, other: AuditLog) {
+    let mut tasks = Vec::new();
+    for (w, log) in [f.log.clone(), other].into_iter().enumerate() {
+        for i in 0..20 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let e = AuditEvent::new(
+                    T0,
+                    format!("writer-{w}"),
+                    "test.write",
+                    format!("{w}-{i}"),
+                    Outcome::Success,
+                );
+                log.record(e).await.unwrap()
+            }));
+        }
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Recorded::Stored { seq } => seqs.push(seq),
+            other => panic!("not stored: {other:?}"),
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+    assert_eq!(f.log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 40 });
+}
+
+#[tokio::test]
+async fn postgres_record_and_query() {
+    record_and_query(Fixture::postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_record_and_query() {
+    record_and_query(Fixture::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_update_is_caught() {
+    refuses_updates_and_catches_them(Fixture::postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_update_is_caught() {
+    refuses_updates_and_catches_them(Fixture::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_delete_is_caught() {
+    catches_deleted_rows(Fixture::postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_delete_is_caught() {
+    catches_deleted_rows(Fixture::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_concurrent_writers_keep_one_chain() {
+    let f = Fixture::postgres().await;
+    let db = f._db.as_ref().unwrap();
+    let pool = PgPoolOptions::new().max_connections(4).connect(db.url()).await.unwrap();
+    let spool = TempDir::new().unwrap();
+    let other = AuditLog::postgres(pool, options(spool.path(), &f.clock)).unwrap();
+    concurrent_writers(f, other).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_concurrent_writers_keep_one_chain() {
+    let f = Fixture::sqlite().await;
+    let pool = sqlite_pool(&f._dir.as_ref().unwrap().path().join("audit.db")).await;
+    let spool = TempDir::new().unwrap();
+    let other = AuditLog::sqlite(pool, options(spool.path(), &f.clock)).unwrap();
+    concurrent_writers(f, other).await;
+}
+
+/// PostgreSQL goes away behind a proxy and comes back: N events spool, then land in order.
+#[tokio::test]
+async fn postgres_outage_spools_then_flushes_in_order() {
+    const N: i64 = 5;
+    let db = TestDatabase::postgres().await;
+    let direct: PgConnectOptions = db.url().parse().unwrap();
+    let target = tokio::net::lookup_host((direct.get_host(), direct.get_port()))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = Proxy::start(target).await;
+    let via_proxy = direct.clone().host("127.0.0.1").port(proxy.addr().port());
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(via_proxy);
+    let clock = Arc::new(ManualClock::new(T0));
+    let spool = TempDir::new().unwrap();
+    let log = AuditLog::postgres(pool, options(spool.path(), &clock)).unwrap();
+
+    record_n(&log, 2).await;
+    proxy.set_up(false);
+    for i in 1..=N {
+        let got = log.record(event(100 + i)).await.unwrap();
+        assert_eq!(got, Recorded::Spooled { depth: i as usize });
+    }
+    let status = log.status();
+    assert_eq!(status.spooled, N as usize);
+    assert!(status.last_error.is_some(), "{status:?}");
+    assert!(!status.is_healthy());
+    let files = std::fs::read_dir(spool.path()).unwrap().count();
+    assert_eq!(files, N as usize);
+
+    // Nothing reached the database meanwhile.
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log").fetch_one(db.pool()).await.unwrap();
+    assert_eq!(rows, 2);
+
+    // Back up: the next record (once the retry delay has passed) flushes the spool first.
+    proxy.set_up(true);
+    clock.advance(AuditOptions::DEFAULT_RETRY_AFTER.as_millis() as i64 + 1);
+    let last = log.record(event(200)).await.unwrap();
+    assert_eq!(last, Recorded::Stored { seq: 2 + N + 1 });
+
+    let mut expected: Vec<String> = (1..=2).map(|i| format!("/auth/k{i}")).collect();
+    expected.extend((1..=N).map(|i| format!("/auth/k{}", 100 + i)));
+    expected.push("/auth/k200".into());
+    assert_eq!(all_targets(&log).await, expected);
+    assert_eq!(log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 2 + N as u64 + 1 });
+    assert!(log.status().is_healthy(), "{:?}", log.status());
+    assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0);
+}
+
+/// SQLite pool closed: N events spool; a log over a working pool and the same spool
+/// directory (the process after a restart) flushes exactly N rows, in order.
+#[tokio::test]
+async fn sqlite_outage_spools_then_flushes_in_order() {
+    const N: i64 = 7;
+    let f = Fixture::sqlite().await;
+    record_n(&f.log, 1).await;
+    let Raw::Lite(pool) = &f.raw else { unreachable!() };
+    pool.close().await;
+    for i in 1..=N {
+        let got = f.log.record(event(10 + i)).await.unwrap();
+        assert_eq!(got, Recorded::Spooled { depth: i as usize });
+    }
+    assert_eq!(f.log.status().spooled, N as usize);
+    drop(f.log);
+
+    let pool = sqlite_pool(&f._dir.as_ref().unwrap().path().join("audit.db")).await;
+    let log = AuditLog::sqlite(pool, options(f.spool.path(), &f.clock)).unwrap();
+    assert_eq!(log.status().spooled, N as usize);
+    assert_eq!(log.flush_spool().await.unwrap(), N as usize);
+    let mut expected = vec!["/auth/k1".to_owned()];
+    expected.extend((1..=N).map(|i| format!("/auth/k{}", 10 + i)));
+    assert_eq!(all_targets(&log).await, expected);
+    assert_eq!(log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 1 + N as u64 });
+    assert!(log.status().is_healthy());
+    assert_eq!(log.flush_spool().await.unwrap(), 0);
+}
+
+/// A full spool refuses the event with an error and says so in the status.
+#[tokio::test]
+async fn full_spool_is_an_error_not_a_drop() {
+    let dir = TempDir::new().unwrap();
+    let pool = sqlite_pool(&dir.path().join("audit.db")).await;
+    pool.close().await;
+    let clock = Arc::new(ManualClock::new(T0));
+    let spool = TempDir::new().unwrap();
+    let log = AuditLog::sqlite(pool, options(spool.path(), &clock).spool_capacity(3)).unwrap();
+    for i in 1..=3 {
+        assert_eq!(log.record(event(i)).await.unwrap(), Recorded::Spooled { depth: i as usize });
+    }
+    let err = log.record(event(4)).await.unwrap_err();
+    assert!(matches!(err, AuditError::SpoolFull { capacity: 3 }), "{err}");
+    let status = log.status();
+    assert!(status.is_spool_full());
+    assert_eq!((status.spooled, status.capacity), (3, 3));
+    assert!(status.last_error.as_deref().unwrap_or("").contains("full"), "{status:?}");
+}
+
+#[tokio::test]
+async fn refuses_events_the_database_would_choke_on() {
+    let f = Fixture::sqlite().await;
+    let bad = AuditEvent::new(T0, "svc\0", "a", "t", Outcome::Success);
+    assert!(matches!(f.log.record(bad).await, Err(AuditError::InvalidEvent(_))));
+    let empty = AuditEvent::new(T0, "svc", "", "t", Outcome::Success);
+    assert!(matches!(f.log.record(empty).await, Err(AuditError::InvalidEvent(_))));
+    assert!(f.log.query(&AuditFilter::default()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn connect_by_url_creates_the_sqlite_file() {
+    let dir = TempDir::new().unwrap();
+    let url = format!("sqlite://{}/nested/dir/audit.db", dir.path().display());
+    let spool = TempDir::new().unwrap();
+    let log = AuditLog::connect(&url, AuditOptions::new(spool.path())).unwrap();
+    assert!(matches!(log.record(event(1)).await.unwrap(), Recorded::Stored { seq: 1 }));
+    assert!(dir.path().join("nested/dir/audit.db").exists());
+    assert!(matches!(
+        AuditLog::connect("mysql://x", AuditOptions::new(spool.path())),
+        Err(AuditError::UnsupportedUrl)
+    ));
+}
