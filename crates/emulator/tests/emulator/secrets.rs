@@ -191,10 +191,7 @@ async fn writes_trim_values_and_keep_versions() {
     );
     // v3 raw reads the same data with workspaceId or workspaceSlug.
     let v3 = h
-        .get(
-            &format!("/api/v3/secrets/raw/NEW?workspaceSlug=demo&environment=dev&secretPath=/app"),
-            &token,
-        )
+        .get("/api/v3/secrets/raw/NEW?workspaceSlug=demo&environment=dev&secretPath=/app", &token)
         .await;
     assert_eq!(v3.body["secret"]["secretValue"], "v2");
     let dup = h.post("/api/v4/secrets/NEW", Some(&token), json!({"projectId": PROJECT, "environment": "dev", "secretPath": "/app", "secretValue": "x"})).await;
