@@ -173,21 +173,21 @@ impl PublicJwk {
     /// `alg` member must match the key type: a published key cannot claim another algorithm.
     pub fn from_json(jwk: &Value) -> Result<Self> {
         let key = Self::from_params(JwkParams::from_json(jwk)?)?;
-        if let Some(kid) = jwk.get("kid").and_then(Value::as_str) {
-            if kid != key.kid {
-                return Err(Error::InvalidKey(format!(
-                    "jwk kid {kid:?} is not its thumbprint {:?}",
-                    key.kid
-                )));
-            }
+        if let Some(kid) = jwk.get("kid").and_then(Value::as_str)
+            && kid != key.kid
+        {
+            return Err(Error::InvalidKey(format!(
+                "jwk kid {kid:?} is not its thumbprint {:?}",
+                key.kid
+            )));
         }
-        if let Some(alg) = jwk.get("alg").and_then(Value::as_str) {
-            if alg != key.algorithm().as_str() {
-                return Err(Error::InvalidKey(format!(
-                    "jwk alg {alg:?} does not fit a {} key",
-                    key.algorithm()
-                )));
-            }
+        if let Some(alg) = jwk.get("alg").and_then(Value::as_str)
+            && alg != key.algorithm().as_str()
+        {
+            return Err(Error::InvalidKey(format!(
+                "jwk alg {alg:?} does not fit a {} key",
+                key.algorithm()
+            )));
         }
         Ok(key)
     }
@@ -455,15 +455,15 @@ impl JwkSet {
                 }),
             }
         };
-        if let Some(exp) = number("exp")? {
-            if now >= exp.saturating_add(leeway) {
-                return Err(Error::TokenExpired);
-            }
+        if let Some(exp) = number("exp")?
+            && now >= exp.saturating_add(leeway)
+        {
+            return Err(Error::TokenExpired);
         }
-        if let Some(nbf) = number("nbf")? {
-            if now < nbf.saturating_sub(leeway) {
-                return Err(Error::TokenNotYetValid);
-            }
+        if let Some(nbf) = number("nbf")?
+            && now < nbf.saturating_sub(leeway)
+        {
+            return Err(Error::TokenNotYetValid);
         }
         serde_json::from_value(claims).map_err(|e| Error::MalformedToken(format!("claims: {e}")))
     }

@@ -12,6 +12,13 @@ pub mod cipher;
 pub mod clock;
 pub mod error;
 pub mod jwt;
+pub mod lock;
+pub mod manager;
+pub mod policy;
+pub mod rotation;
 pub mod store;
 
 pub use error::{Error, Result};
+pub use manager::{KeyManager, KeyManagerBuilder, RotationTarget, spawn_scheduler};
+pub use rotation::{KeyKind, Trigger};
+pub use store::{FileStore, KeyStore};

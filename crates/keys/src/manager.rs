@@ -1,0 +1,1049 @@
+//! The stateful key manager: loads the keys from the store into a ring that readers use without
+//! blocking (swapped atomically with `arc-swap`), runs rotation steps under the one-leader lock,
+//! repairs a folder left half-written by a crash, audits every step and counts rotations.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ikit_common::SecretValue;
+use rand::{CryptoRng, RngCore};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::audit::{AuditEntry, AuditSink, TracingAudit};
+use crate::cipher::{AesKey, AesKeyRing, AesKeyState, RingKey};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::jwt::{JwkSet, JwtKey};
+use crate::lock::{LocalLock, LockGuard, RotationLock};
+use crate::policy::Policy;
+use crate::rotation::{
+    AesStep, Check, JwtFolder, JwtKeys, JwtPhase, JwtState, JwtStep, KeyKind, Layout, Trigger,
+    Write, aes_activate, aes_add_pending, aes_layout, aes_names, aes_retire, next_aes_step,
+    next_jwt_step, verify_aes_folder, verify_jwt_folder,
+};
+use crate::store::KeyStore;
+
+/// A cryptographically secure RNG that can live behind a `Box`.
+pub trait SecureRng: RngCore + CryptoRng + Send {}
+impl<T: RngCore + CryptoRng + Send> SecureRng for T {}
+
+/// Which keys a rotation is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotationTarget {
+    Jwt,
+    Aes,
+    Both,
+}
+
+impl RotationTarget {
+    fn kinds(self) -> &'static [KeyKind] {
+        match self {
+            Self::Jwt => &[KeyKind::Jwt],
+            Self::Aes => &[KeyKind::Aes],
+            Self::Both => &[KeyKind::Jwt, KeyKind::Aes],
+        }
+    }
+}
+
+impl From<KeyKind> for RotationTarget {
+    fn from(kind: KeyKind) -> Self {
+        match kind {
+            KeyKind::Jwt => Self::Jwt,
+            KeyKind::Aes => Self::Aes,
+        }
+    }
+}
+
+/// Folders and policy.
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    pub jwt_folder: String,
+    pub aes_folder: String,
+    pub policy: Policy,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            jwt_folder: "/auth/jwt".into(),
+            aes_folder: "/auth/aes".into(),
+            policy: Policy::default(),
+        }
+    }
+}
+
+/// The JWT part of the ring.
+#[derive(Clone, Debug)]
+pub struct JwtRing {
+    pub keys: JwtKeys,
+    pub published: JwkSet,
+}
+
+/// What readers use: the keys as last loaded. Immutable; replaced whole on reload.
+#[derive(Clone, Debug, Default)]
+pub struct KeyRing {
+    pub jwt: Option<JwtRing>,
+    pub aes: Option<AesKeyRing>,
+    pub loaded_at: Option<i64>,
+}
+
+/// One step a rotation performed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AppliedStep {
+    pub kind: KeyKind,
+    /// `init`, `adopt`, `repair`, `publish_next`, `flip`, `retire`, `add_next`, `activate`,
+    /// `import`.
+    pub action: String,
+    pub kids: Vec<String>,
+    pub writes: usize,
+}
+
+/// What `rotate` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RotateOutcome {
+    /// The lock was held by another replica: nothing was done here.
+    pub busy: bool,
+    pub steps: Vec<AppliedStep>,
+}
+
+impl RotateOutcome {
+    /// How many keys started signing or encrypting (flips and replacing activations).
+    pub fn rotations(&self) -> usize {
+        self.steps.iter().filter(|s| s.action == "flip" || s.action == "activate_rotation").count()
+    }
+}
+
+/// The last rotation attempt of one kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LastOutcome {
+    pub at: i64,
+    pub trigger: Trigger,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct JwtHealth {
+    pub algorithm: String,
+    pub current_kid: String,
+    pub current_age_seconds: i64,
+    pub phase: String,
+    pub published_kids: Vec<String>,
+    /// When the state machine next has something to do (now or earlier when it is due).
+    pub next_step_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AesHealth {
+    pub active_kid: Option<String>,
+    pub active_age_seconds: Option<i64>,
+    pub pending_kid: Option<String>,
+    pub decrypt_only: usize,
+    pub retired: usize,
+    pub next_step_at: i64,
+}
+
+/// A health snapshot of both key systems.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeysHealth {
+    pub loaded_at: Option<i64>,
+    pub jwt: Option<JwtHealth>,
+    pub aes: Option<AesHealth>,
+    pub last_jwt: Option<LastOutcome>,
+    pub last_aes: Option<LastOutcome>,
+}
+
+/// The result of [`KeyManager::verify_rotation`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RotationReport {
+    pub jwt: Vec<Check>,
+    pub aes: Vec<Check>,
+}
+
+impl RotationReport {
+    pub fn ok(&self) -> bool {
+        self.jwt.iter().chain(&self.aes).all(|c| c.ok)
+    }
+
+    pub fn failures(&self) -> Vec<&Check> {
+        self.jwt.iter().chain(&self.aes).filter(|c| !c.ok).collect()
+    }
+}
+
+/// Builds a [`KeyManager`]; defaults: in-process lock, tracing audit, system clock, OS RNG.
+pub struct KeyManagerBuilder {
+    store: Arc<dyn KeyStore>,
+    lock: Arc<dyn RotationLock>,
+    audit: Arc<dyn AuditSink>,
+    clock: Arc<dyn Clock>,
+    rng: Box<dyn SecureRng>,
+    config: ManagerConfig,
+}
+
+impl KeyManagerBuilder {
+    pub fn lock(mut self, lock: Arc<dyn RotationLock>) -> Self {
+        self.lock = lock;
+        self
+    }
+
+    pub fn audit(mut self, audit: Arc<dyn AuditSink>) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn rng(mut self, rng: impl SecureRng + 'static) -> Self {
+        self.rng = Box::new(rng);
+        self
+    }
+
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.config.policy = policy;
+        self
+    }
+
+    pub fn folders(mut self, jwt: impl Into<String>, aes: impl Into<String>) -> Self {
+        self.config.jwt_folder = jwt.into();
+        self.config.aes_folder = aes.into();
+        self
+    }
+
+    /// Refuses an unsafe policy or invalid folders.
+    pub fn build(self) -> Result<KeyManager> {
+        self.config.policy.validate()?;
+        for folder in [&self.config.jwt_folder, &self.config.aes_folder] {
+            ikit_common::secret::normalize_folder(folder)
+                .map_err(|e| Error::UnsafePolicy(format!("invalid key folder: {e}")))?;
+        }
+        if self.config.jwt_folder == self.config.aes_folder {
+            return Err(Error::UnsafePolicy("jwt and aes keys need different folders".into()));
+        }
+        Ok(KeyManager {
+            store: self.store,
+            lock: self.lock,
+            audit: self.audit,
+            clock: self.clock,
+            rng: Mutex::new(self.rng),
+            config: self.config,
+            ring: ArcSwap::from_pointee(KeyRing::default()),
+            last: Mutex::new((None, None)),
+        })
+    }
+}
+
+/// The key manager. Share it in an `Arc`; every method takes `&self`.
+pub struct KeyManager {
+    store: Arc<dyn KeyStore>,
+    lock: Arc<dyn RotationLock>,
+    audit: Arc<dyn AuditSink>,
+    clock: Arc<dyn Clock>,
+    rng: Mutex<Box<dyn SecureRng>>,
+    config: ManagerConfig,
+    ring: ArcSwap<KeyRing>,
+    last: Mutex<(Option<LastOutcome>, Option<LastOutcome>)>,
+}
+
+impl std::fmt::Debug for KeyManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyManager").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+type Stored = BTreeMap<String, SecretValue>;
+
+/// Context of one run under the lock.
+struct Run<'a> {
+    guard: &'a mut Box<dyn LockGuard>,
+    trigger: &'a str,
+    reason: &'a str,
+}
+
+impl KeyManager {
+    pub fn builder(store: Arc<dyn KeyStore>) -> KeyManagerBuilder {
+        KeyManagerBuilder {
+            store,
+            lock: Arc::new(LocalLock::default()),
+            audit: Arc::new(TracingAudit),
+            clock: Arc::new(SystemClock),
+            rng: Box::new(rand::rngs::OsRng),
+            config: ManagerConfig::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ManagerConfig {
+        &self.config
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    // ---------------------------------------------------------------- readers (never block)
+
+    /// The ring as last loaded.
+    pub fn ring(&self) -> Arc<KeyRing> {
+        self.ring.load_full()
+    }
+
+    fn jwt_ring(&self) -> Result<arc_swap::Guard<Arc<KeyRing>>> {
+        let ring = self.ring.load();
+        if ring.jwt.is_none() { Err(Error::NotLoaded) } else { Ok(ring) }
+    }
+
+    /// Signs `claims` with the current key.
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String> {
+        let ring = self.jwt_ring()?;
+        let jwt = ring.jwt.as_ref().ok_or(Error::NotLoaded)?;
+        jwt.keys.current.sign(claims)
+    }
+
+    /// Verifies a token against every published key, at the clock's time with the policy's skew.
+    pub fn verify<T: DeserializeOwned>(&self, token: &str) -> Result<T> {
+        let ring = self.jwt_ring()?;
+        let jwt = ring.jwt.as_ref().ok_or(Error::NotLoaded)?;
+        jwt.published.verify_at(token, self.clock.now(), self.config.policy.clock_skew)
+    }
+
+    /// `{"keys":[...]}`: current, next and previous keys.
+    pub fn jwks(&self) -> Result<Value> {
+        let ring = self.jwt_ring()?;
+        Ok(ring.jwt.as_ref().ok_or(Error::NotLoaded)?.published.to_json())
+    }
+
+    fn aes(&self) -> Result<arc_swap::Guard<Arc<KeyRing>>> {
+        let ring = self.ring.load();
+        if ring.aes.is_none() { Err(Error::NotLoaded) } else { Ok(ring) }
+    }
+
+    /// Encrypts under the active key (nonce from the thread-local CSPRNG).
+    pub fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<String> {
+        self.encrypt_with(&mut rand::thread_rng(), plaintext, aad)
+    }
+
+    pub fn encrypt_with(
+        &self,
+        rng: &mut (impl RngCore + CryptoRng),
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<String> {
+        let ring = self.aes()?;
+        ring.aes.as_ref().ok_or(Error::NotLoaded)?.encrypt(rng, plaintext, aad)
+    }
+
+    /// Decrypts with any key that is not retired.
+    pub fn decrypt(&self, ciphertext: &str, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let ring = self.aes()?;
+        ring.aes.as_ref().ok_or(Error::NotLoaded)?.decrypt(ciphertext, aad)
+    }
+
+    /// Moves a ciphertext to the active key (unchanged when it is already there).
+    pub fn reencrypt(&self, ciphertext: &str, aad: &[u8]) -> Result<String> {
+        let ring = self.aes()?;
+        ring.aes.as_ref().ok_or(Error::NotLoaded)?.reencrypt(
+            &mut rand::thread_rng(),
+            ciphertext,
+            aad,
+        )
+    }
+
+    // ---------------------------------------------------------------- loading
+
+    async fn read(&self, folder: &str) -> Result<Stored> {
+        Ok(self.store.read_folder(folder).await?.into_iter().map(|(k, v)| (k, v.value)).collect())
+    }
+
+    fn build_ring(&self, jwt: &Stored, aes: &Stored) -> Result<KeyRing> {
+        let jwt = JwtFolder::parse(jwt)?
+            .resolve()?
+            .map(|keys| JwtRing { published: keys.published(), keys });
+        let aes = aes
+            .get(aes_names::KEYS_MAP)
+            .map(|m| AesKeyRing::from_keys_map(m.expose()))
+            .transpose()?
+            .filter(|r| r.active().is_some());
+        Ok(KeyRing { jwt, aes, loaded_at: Some(self.clock.now()) })
+    }
+
+    /// Re-reads both folders and swaps the ring in one atomic store. Never writes: this is the
+    /// path a change under `/auth/*` (the webhook) takes.
+    pub async fn reload(&self) -> Result<()> {
+        let (jwt, aes) =
+            (self.read(&self.config.jwt_folder).await?, self.read(&self.config.aes_folder).await?);
+        let ring = self.build_ring(&jwt, &aes)?;
+        self.ring.store(Arc::new(ring));
+        Ok(())
+    }
+
+    /// Loads the keys and brings the folders to a consistent state: creates keys in an empty
+    /// store, adopts a lone private key, finishes a step a crash interrupted after its commit and
+    /// drops material a crash left before its commit. Writes happen only under the lock; when
+    /// another replica holds it, the committed state is loaded as it is.
+    pub async fn load(&self) -> Result<RotateOutcome> {
+        let mut outcome = RotateOutcome::default();
+        match self.lock.try_acquire().await? {
+            None => outcome.busy = true,
+            Some(mut guard) => {
+                let result = async {
+                    let mut run = Run { guard: &mut guard, trigger: "load", reason: "load" };
+                    let mut steps = self.settle_jwt(&mut run).await?.1;
+                    steps.extend(self.settle_aes(&mut run).await?.1);
+                    Ok::<_, Error>(steps)
+                }
+                .await;
+                let released = guard.release().await;
+                outcome.steps = result?;
+                released?;
+            }
+        }
+        self.reload().await?;
+        Ok(outcome)
+    }
+
+    // ---------------------------------------------------------------- writing
+
+    async fn apply(
+        &self,
+        run: &mut Run<'_>,
+        folder: &str,
+        stored: &mut Stored,
+        writes: Vec<Write>,
+    ) -> Result<usize> {
+        let count = writes.len();
+        for write in writes {
+            run.guard.check().await?;
+            match write {
+                Write::Upsert(name, value) => {
+                    self.store.upsert(folder, vec![(name.clone(), value.clone())]).await?;
+                    stored.insert(name, value);
+                }
+                Write::Delete(names) => {
+                    self.store.delete(folder, names.clone()).await?;
+                    for name in names {
+                        stored.remove(&name);
+                    }
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    async fn audit(
+        &self,
+        (trigger, reason): (String, String),
+        action: String,
+        kids: Vec<String>,
+        outcome: String,
+    ) {
+        self.audit
+            .record(AuditEntry { at: self.clock.now(), action, trigger, reason, kids, outcome })
+            .await;
+    }
+
+    /// Writes `layout` as one step: the commit name (when given) first, then the rest in layout
+    /// order, then deletions. Audits the step, successful or not.
+    #[allow(clippy::too_many_arguments)]
+    async fn step(
+        &self,
+        run: &mut Run<'_>,
+        kind: KeyKind,
+        action: &str,
+        kids: Vec<String>,
+        folder: &str,
+        stored: &mut Stored,
+        layout: Layout,
+        commit_first: Option<&str>,
+    ) -> Result<AppliedStep> {
+        let mut writes = layout.writes_from(stored);
+        if let Some(commit) = commit_first
+            && let Some(i) =
+                writes.iter().position(|w| matches!(w, Write::Upsert(n, _) if n == commit))
+        {
+            let w = writes.remove(i);
+            writes.insert(0, w);
+        }
+        let name = format!("{}.{action}", kind.as_str());
+        let who = (run.trigger.to_owned(), run.reason.to_owned());
+        match self.apply(run, folder, stored, writes).await {
+            Ok(count) => {
+                self.audit(who, name, kids.clone(), "ok".into()).await;
+                Ok(AppliedStep { kind, action: action.to_owned(), kids, writes: count })
+            }
+            Err(e) => {
+                self.audit(who, name, kids, format!("failed: {e}")).await;
+                Err(e)
+            }
+        }
+    }
+
+    fn generate_jwt(&self) -> Result<JwtKey> {
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        JwtKey::generate(self.config.policy.jwt_algorithm, &mut *rng)
+    }
+
+    fn generate_aes(&self) -> AesKey {
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        AesKey::generate(&mut *rng)
+    }
+
+    /// Reads the JWT folder and brings it to its committed state (creating or adopting keys when
+    /// there is no state). Returns the keys, the folder as now stored, and the steps taken.
+    async fn settle_jwt(&self, run: &mut Run<'_>) -> Result<((JwtKeys, Stored), Vec<AppliedStep>)> {
+        let folder_name = self.config.jwt_folder.clone();
+        let mut stored = self.read(&folder_name).await?;
+        let folder = JwtFolder::parse(&stored)?;
+        let now = self.clock.now();
+        let mut steps = Vec::new();
+        let keys = match folder.resolve()? {
+            Some(keys) => {
+                let layout = keys.layout();
+                if !layout.writes_from(&stored).is_empty() {
+                    let kids = vec![keys.current.kid().to_owned()];
+                    steps.push(
+                        self.step(
+                            run,
+                            KeyKind::Jwt,
+                            "repair",
+                            kids,
+                            &folder_name,
+                            &mut stored,
+                            layout,
+                            None,
+                        )
+                        .await?,
+                    );
+                }
+                keys
+            }
+            None => {
+                let (current, action) =
+                    match folder.current_slot.as_ref().and_then(|kid| folder.privates.get(kid)) {
+                        Some(existing) => (existing.clone(), "adopt"),
+                        None => (self.generate_jwt()?, "init"),
+                    };
+                let keys = JwtKeys {
+                    state: JwtState::new(&current, now),
+                    current,
+                    next: None,
+                    previous: Vec::new(),
+                };
+                let kids = vec![keys.current.kid().to_owned()];
+                let layout = keys.layout();
+                steps.push(
+                    self.step(
+                        run,
+                        KeyKind::Jwt,
+                        action,
+                        kids,
+                        &folder_name,
+                        &mut stored,
+                        layout,
+                        None,
+                    )
+                    .await?,
+                );
+                keys
+            }
+        };
+        Ok(((keys, stored), steps))
+    }
+
+    async fn settle_aes(
+        &self,
+        run: &mut Run<'_>,
+    ) -> Result<((AesKeyRing, Stored), Vec<AppliedStep>)> {
+        let folder_name = self.config.aes_folder.clone();
+        let mut stored = self.read(&folder_name).await?;
+        let mut steps = Vec::new();
+        let mut ring = match stored.get(aes_names::KEYS_MAP) {
+            Some(map) => AesKeyRing::from_keys_map(map.expose())?,
+            None => AesKeyRing::default(),
+        };
+        if !ring.is_empty() {
+            let layout = aes_layout(&ring);
+            if !layout.writes_from(&stored).is_empty() {
+                let kids = ring.active().map(|k| vec![k.key.kid().to_owned()]).unwrap_or_default();
+                steps.push(
+                    self.step(
+                        run,
+                        KeyKind::Aes,
+                        "repair",
+                        kids,
+                        &folder_name,
+                        &mut stored,
+                        layout,
+                        None,
+                    )
+                    .await?,
+                );
+            }
+        }
+        // no active key yet (empty store, or a first key that was added but not activated)
+        if ring.active().is_none() {
+            if ring.pending().is_none() {
+                let key = self.generate_aes();
+                let kid = key.kid().to_owned();
+                ring = aes_add_pending(&ring, key, self.clock.now());
+                let layout = aes_layout(&ring);
+                steps.push(
+                    self.step(
+                        run,
+                        KeyKind::Aes,
+                        "init",
+                        vec![kid],
+                        &folder_name,
+                        &mut stored,
+                        layout,
+                        None,
+                    )
+                    .await?,
+                );
+            }
+            let kid = ring.pending().map(|k| k.key.kid().to_owned()).unwrap_or_default();
+            ring = aes_activate(&ring, &kid, self.clock.now())?;
+            let layout = aes_layout(&ring);
+            steps.push(
+                self.step(
+                    run,
+                    KeyKind::Aes,
+                    "activate",
+                    vec![kid],
+                    &folder_name,
+                    &mut stored,
+                    layout,
+                    None,
+                )
+                .await?,
+            );
+        }
+        Ok(((ring, stored), steps))
+    }
+
+    // ---------------------------------------------------------------- rotation
+
+    /// Runs the due steps of the rotation state machine for `target` under the lock. `force`
+    /// starts a rotation now and skips the overlap wait (JWT) or activation delay (AES) for one
+    /// rotation; it never retires a JWT key early, and it is required to retire an AES key that
+    /// is old enough by policy. Returns `busy` when another replica holds the lock.
+    pub async fn rotate(
+        &self,
+        target: RotationTarget,
+        force: bool,
+        reason: &str,
+        trigger: Trigger,
+    ) -> Result<RotateOutcome> {
+        let Some(mut guard) = self.lock.try_acquire().await? else {
+            tracing::info!(
+                trigger = trigger.as_str(),
+                "rotation skipped: another replica holds the lock"
+            );
+            return Ok(RotateOutcome { busy: true, steps: Vec::new() });
+        };
+        let mut steps = Vec::new();
+        let mut result = Ok(());
+        for &kind in target.kinds() {
+            let mut run = Run { guard: &mut guard, trigger: trigger.as_str(), reason };
+            let r = match kind {
+                KeyKind::Jwt => self.rotate_jwt(&mut run, force, trigger, &mut steps).await,
+                KeyKind::Aes => self.rotate_aes(&mut run, force, trigger, &mut steps).await,
+            };
+            let outcome = LastOutcome {
+                at: self.clock.now(),
+                trigger,
+                ok: r.is_ok(),
+                detail: match &r {
+                    Ok(()) => {
+                        let done: Vec<&str> = steps
+                            .iter()
+                            .filter(|s| s.kind == kind)
+                            .map(|s| s.action.as_str())
+                            .collect();
+                        if done.is_empty() { "nothing due".into() } else { done.join(", ") }
+                    }
+                    Err(e) => e.to_string(),
+                },
+            };
+            {
+                let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+                match kind {
+                    KeyKind::Jwt => last.0 = Some(outcome),
+                    KeyKind::Aes => last.1 = Some(outcome),
+                }
+            }
+            if let Err(e) = r {
+                result = Err(e);
+                break;
+            }
+        }
+        let released = guard.release().await;
+        result?;
+        released?;
+        self.reload().await?;
+        Ok(RotateOutcome { busy: false, steps })
+    }
+
+    async fn rotate_jwt(
+        &self,
+        run: &mut Run<'_>,
+        force: bool,
+        trigger: Trigger,
+        steps: &mut Vec<AppliedStep>,
+    ) -> Result<()> {
+        let folder = self.config.jwt_folder.clone();
+        let ((mut keys, mut stored), settled) = self.settle_jwt(run).await?;
+        steps.extend(settled);
+        let mut force = force;
+        let policy = &self.config.policy;
+        for _ in 0..8 {
+            let now = self.clock.now();
+            let (next, action, kids, commit_first) =
+                match next_jwt_step(&keys.state, now, policy, force) {
+                    JwtStep::Wait { .. } => break,
+                    JwtStep::PublishNext => {
+                        let next = self.generate_jwt()?;
+                        let kids = vec![next.kid().to_owned()];
+                        let state = keys.state.publish(&next, now);
+                        (
+                            JwtKeys { state, next: Some(next), ..keys.clone() },
+                            "publish_next",
+                            kids,
+                            false,
+                        )
+                    }
+                    JwtStep::Flip => {
+                        let next = keys
+                            .next
+                            .clone()
+                            .ok_or_else(|| Error::State("flip without a next key".into()))?;
+                        let state = keys.state.flip(keys.current.public().to_json(), now)?;
+                        let mut previous = keys.previous.clone();
+                        previous.push(keys.current.public().clone());
+                        let kids = vec![next.kid().to_owned(), keys.current.kid().to_owned()];
+                        (JwtKeys { state, current: next, next: None, previous }, "flip", kids, true)
+                    }
+                    JwtStep::Retire(kids) => {
+                        let state = keys.state.retire(&kids, now);
+                        let previous = keys
+                            .previous
+                            .iter()
+                            .filter(|p| !kids.iter().any(|k| k == p.kid()))
+                            .cloned()
+                            .collect();
+                        (JwtKeys { state, previous, ..keys.clone() }, "retire", kids, true)
+                    }
+                };
+            let layout = next.layout();
+            let commit = commit_first.then_some(crate::rotation::jwt_names::ROTATION_STATE);
+            steps.push(
+                self.step(run, KeyKind::Jwt, action, kids, &folder, &mut stored, layout, commit)
+                    .await?,
+            );
+            if action == "flip" {
+                metrics::counter!("jwt_key_rotation_total", "method" => trigger.as_str())
+                    .increment(1);
+                force = false;
+            }
+            keys = next;
+        }
+        Ok(())
+    }
+
+    async fn rotate_aes(
+        &self,
+        run: &mut Run<'_>,
+        force: bool,
+        trigger: Trigger,
+        steps: &mut Vec<AppliedStep>,
+    ) -> Result<()> {
+        let folder = self.config.aes_folder.clone();
+        let ((mut ring, mut stored), settled) = self.settle_aes(run).await?;
+        steps.extend(settled);
+        let mut force = force;
+        let policy = &self.config.policy;
+        for _ in 0..8 {
+            let now = self.clock.now();
+            let (next, action, kids) = match next_aes_step(&ring, now, policy, force) {
+                AesStep::Wait { .. } => break,
+                AesStep::AddNext => {
+                    let key = self.generate_aes();
+                    let kids = vec![key.kid().to_owned()];
+                    (aes_add_pending(&ring, key, now), "add_next", kids)
+                }
+                AesStep::Activate(kid) => {
+                    let mut kids = vec![kid.clone()];
+                    kids.extend(ring.active().map(|k| k.key.kid().to_owned()));
+                    (aes_activate(&ring, &kid, now)?, "activate_rotation", kids)
+                }
+                AesStep::Retire(kids) => (aes_retire(&ring, &kids, now), "retire", kids),
+            };
+            let layout = aes_layout(&next);
+            steps.push(
+                self.step(run, KeyKind::Aes, action, kids, &folder, &mut stored, layout, None)
+                    .await?,
+            );
+            if action == "activate_rotation" {
+                metrics::counter!("aes_key_rotation_total", "method" => trigger.as_str())
+                    .increment(1);
+                force = false;
+            }
+            ring = next;
+        }
+        Ok(())
+    }
+
+    /// The kinds whose state machine has a step due now, by the loaded ring.
+    pub fn due(&self) -> Vec<KeyKind> {
+        let ring = self.ring.load();
+        let (now, policy) = (self.clock.now(), &self.config.policy);
+        let mut due = Vec::new();
+        match &ring.jwt {
+            Some(jwt)
+                if matches!(
+                    next_jwt_step(&jwt.keys.state, now, policy, false),
+                    JwtStep::Wait { .. }
+                ) => {}
+            _ => due.push(KeyKind::Jwt),
+        }
+        match &ring.aes {
+            Some(aes) if matches!(next_aes_step(aes, now, policy, false), AesStep::Wait { .. }) => {
+            }
+            _ => due.push(KeyKind::Aes),
+        }
+        due
+    }
+
+    /// Runs the scheduled rotation for every kind that is due.
+    pub async fn run_due(&self) -> Result<RotateOutcome> {
+        let mut outcome = RotateOutcome::default();
+        for kind in self.due() {
+            let r =
+                self.rotate(kind.into(), false, "scheduled rotation", Trigger::Scheduled).await?;
+            outcome.busy |= r.busy;
+            outcome.steps.extend(r.steps);
+        }
+        Ok(outcome)
+    }
+
+    // ---------------------------------------------------------------- checks, imports, health
+
+    /// Checks the stored folders: JWKS holds what the state requires, public keys match private
+    /// ones, `active_kid` is in `keys_map` and `current_key` is its material.
+    pub async fn verify_rotation(&self) -> Result<RotationReport> {
+        let jwt = self.read(&self.config.jwt_folder).await?;
+        let aes = self.read(&self.config.aes_folder).await?;
+        Ok(RotationReport { jwt: verify_jwt_folder(&jwt), aes: verify_aes_folder(&aes) })
+    }
+
+    async fn with_lock<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Run<'_>) -> Result<T>,
+        trigger: &str,
+        reason: &str,
+    ) -> Result<T> {
+        let mut guard = self.lock.try_acquire().await?.ok_or_else(|| {
+            Error::RotationInProgress("another replica holds the rotation lock".into())
+        })?;
+        let result = {
+            let mut run = Run { guard: &mut guard, trigger, reason };
+            f(&mut run).await
+        };
+        let released = guard.release().await;
+        let value = result?;
+        released?;
+        self.reload().await?;
+        Ok(value)
+    }
+
+    /// Imports a signing key (PEM: PKCS#8, PKCS#1 or SEC1). Into an empty folder it becomes the
+    /// current key; otherwise it is published as the next key and flips after the overlap like
+    /// any rotation. Refused while another next key is published.
+    pub async fn import_jwt_key(&self, pem: &SecretValue, reason: &str) -> Result<AppliedStep> {
+        let key = JwtKey::from_pem(pem.expose())?;
+        self.with_lock(
+            async |run: &mut Run<'_>| {
+                let folder = self.config.jwt_folder.clone();
+                let mut stored = self.read(&folder).await?;
+                let parsed = JwtFolder::parse(&stored)?;
+                let now = self.clock.now();
+                let kids = vec![key.kid().to_owned()];
+                let keys = match parsed.resolve()? {
+                    None => JwtKeys {
+                        state: JwtState::new(&key, now),
+                        current: key.clone(),
+                        next: None,
+                        previous: Vec::new(),
+                    },
+                    Some(keys)
+                        if keys.current.kid() == key.kid()
+                            || keys.next.as_ref().is_some_and(|n| n.kid() == key.kid()) =>
+                    {
+                        keys
+                    }
+                    Some(keys) if keys.next.is_some() => {
+                        return Err(Error::RotationInProgress(
+                            "a next key is already published".into(),
+                        ));
+                    }
+                    Some(keys) => {
+                        let state = keys.state.publish(&key, now);
+                        JwtKeys { state, next: Some(key.clone()), ..keys }
+                    }
+                };
+                let layout = keys.layout();
+                self.step(run, KeyKind::Jwt, "import", kids, &folder, &mut stored, layout, None)
+                    .await
+            },
+            "import",
+            reason,
+        )
+        .await
+    }
+
+    /// Imports AES keys (kid -> base64 key) and makes `active` the active key; the keys already
+    /// there stay and the former active key becomes decrypt-only. A kid that exists with other
+    /// material is refused.
+    pub async fn import_aes_keys(
+        &self,
+        keys: &BTreeMap<String, SecretValue>,
+        active: &str,
+        reason: &str,
+    ) -> Result<AppliedStep> {
+        let imported = keys
+            .iter()
+            .map(|(kid, value)| AesKey::from_base64(kid.clone(), value.expose()))
+            .collect::<Result<Vec<_>>>()?;
+        self.with_lock(
+            async |run: &mut Run<'_>| {
+                let folder = self.config.aes_folder.clone();
+                let mut stored = self.read(&folder).await?;
+                let mut ring = match stored.get(aes_names::KEYS_MAP) {
+                    Some(map) => AesKeyRing::from_keys_map(map.expose())?,
+                    None => AesKeyRing::default(),
+                };
+                let now = self.clock.now();
+                for key in &imported {
+                    match ring.get(key.kid()) {
+                        Some(existing) if existing.key != *key => {
+                            return Err(Error::InvalidKey(format!(
+                                "kid {:?} already exists with other key material",
+                                key.kid()
+                            )));
+                        }
+                        Some(_) => {}
+                        None => ring.put(RingKey {
+                            key: key.clone(),
+                            state: AesKeyState::DecryptOnly,
+                            created_at: now,
+                            activated_at: None,
+                            deactivated_at: Some(now),
+                            retired_at: None,
+                        }),
+                    }
+                }
+                if ring.get(active).is_none() {
+                    return Err(Error::UnknownKid(active.to_owned()));
+                }
+                let ring = aes_activate(&ring, active, now)?;
+                let kids = imported.iter().map(|k| k.kid().to_owned()).collect();
+                self.step(
+                    run,
+                    KeyKind::Aes,
+                    "import",
+                    kids,
+                    &folder,
+                    &mut stored,
+                    aes_layout(&ring),
+                    None,
+                )
+                .await
+            },
+            "import",
+            reason,
+        )
+        .await
+    }
+
+    /// Key ages, state, next step and last outcome, from the loaded ring.
+    pub fn health(&self) -> KeysHealth {
+        let ring = self.ring.load();
+        let (now, policy) = (self.clock.now(), &self.config.policy);
+        let step_at = |wait: Option<i64>| wait.unwrap_or(now);
+        let jwt = ring.jwt.as_ref().map(|j| {
+            let state = &j.keys.state;
+            JwtHealth {
+                algorithm: state.algorithm.as_str().to_owned(),
+                current_kid: state.current_kid.clone(),
+                current_age_seconds: now - state.current_since,
+                phase: state.phase().as_str().to_owned(),
+                published_kids: j.published.kids().map(str::to_owned).collect(),
+                next_step_at: step_at(match next_jwt_step(state, now, policy, false) {
+                    JwtStep::Wait { until } => Some(until),
+                    _ => None,
+                }),
+            }
+        });
+        let aes = ring.aes.as_ref().map(|a| {
+            let count = |s: AesKeyState| a.keys().filter(|k| k.state == s).count();
+            AesHealth {
+                active_kid: a.active().map(|k| k.key.kid().to_owned()),
+                active_age_seconds: a
+                    .active()
+                    .map(|k| now - k.activated_at.unwrap_or(k.created_at)),
+                pending_kid: a.pending().map(|k| k.key.kid().to_owned()),
+                decrypt_only: count(AesKeyState::DecryptOnly),
+                retired: count(AesKeyState::Retired),
+                next_step_at: step_at(match next_aes_step(a, now, policy, false) {
+                    AesStep::Wait { until } => Some(until),
+                    _ => None,
+                }),
+            }
+        });
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        KeysHealth { loaded_at: ring.loaded_at, jwt, aes, last_jwt: last.0, last_aes: last.1 }
+    }
+
+    /// The JWT phase of the loaded ring.
+    pub fn jwt_phase(&self) -> Option<JwtPhase> {
+        self.ring.load().jwt.as_ref().map(|j| j.keys.state.phase())
+    }
+}
+
+/// Runs [`KeyManager::run_due`] at once and then every `every` until `shutdown` turns true (or
+/// its sender drops). Each tick's outcome is offered on the returned channel (dropped when nobody
+/// reads it); errors are logged and retried at the next tick.
+pub fn spawn_scheduler(
+    manager: Arc<KeyManager>,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> (tokio::task::JoinHandle<()>, tokio::sync::mpsc::Receiver<RotateOutcome>) {
+    let (reports, rx) = tokio::sync::mpsc::channel(16);
+    let task = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => match manager.run_due().await {
+                    Ok(outcome) => {
+                        let _ = reports.try_send(outcome);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "scheduled key rotation failed"),
+                },
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    (task, rx)
+}

@@ -1,0 +1,161 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+
+use futures_util::future::BoxFuture;
+use ikit_common::SecretValue;
+use ikit_keys::audit::MemoryAudit;
+use ikit_keys::clock::ManualClock;
+use ikit_keys::lock::RotationLock;
+use ikit_keys::policy::Policy;
+use ikit_keys::store::{Folder, KeyStore};
+use ikit_keys::{Error, FileStore, KeyManager};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+pub(crate) const T0: i64 = 1_800_000_000;
+
+/// Wraps a store and fails exactly one write: the one with index `fail_at` (0-based) counted
+/// from `arm`. The failed write is not performed, as if the process stopped just before it.
+pub(crate) struct FailingStore {
+    inner: Arc<dyn KeyStore>,
+    fail_at: AtomicI64,
+    writes: AtomicUsize,
+    injected: AtomicBool,
+}
+
+impl FailingStore {
+    pub(crate) fn new(inner: Arc<dyn KeyStore>) -> Self {
+        Self {
+            inner,
+            fail_at: AtomicI64::new(-1),
+            writes: AtomicUsize::new(0),
+            injected: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn arm(&self, index: usize) {
+        self.writes.store(0, Ordering::SeqCst);
+        self.injected.store(false, Ordering::SeqCst);
+        self.fail_at.store(index as i64, Ordering::SeqCst);
+    }
+
+    pub(crate) fn injected(&self) -> bool {
+        self.injected.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    fn gate(&self) -> Result<(), Error> {
+        let index = self.writes.fetch_add(1, Ordering::SeqCst) as i64;
+        if index == self.fail_at.load(Ordering::SeqCst) {
+            self.injected.store(true, Ordering::SeqCst);
+            return Err(Error::Store("injected failure".into()));
+        }
+        Ok(())
+    }
+}
+
+impl KeyStore for FailingStore {
+    fn read_folder<'a>(&'a self, folder: &'a str) -> BoxFuture<'a, ikit_keys::Result<Folder>> {
+        self.inner.read_folder(folder)
+    }
+
+    fn upsert<'a>(
+        &'a self,
+        folder: &'a str,
+        entries: Vec<(String, SecretValue)>,
+    ) -> BoxFuture<'a, ikit_keys::Result<()>> {
+        Box::pin(async move {
+            self.gate()?;
+            self.inner.upsert(folder, entries).await
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        folder: &'a str,
+        keys: Vec<String>,
+    ) -> BoxFuture<'a, ikit_keys::Result<()>> {
+        Box::pin(async move {
+            self.gate()?;
+            self.inner.delete(folder, keys).await
+        })
+    }
+}
+
+pub(crate) struct Env {
+    _dir: tempfile::TempDir,
+    pub(crate) store: Arc<FileStore>,
+    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) audit: Arc<MemoryAudit>,
+}
+
+impl Env {
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(FileStore::new(dir.path()));
+        Self {
+            _dir: dir,
+            store,
+            clock: Arc::new(ManualClock::new(T0)),
+            audit: Arc::new(MemoryAudit::default()),
+        }
+    }
+
+    pub(crate) fn manager(&self, seed: u64) -> KeyManager {
+        self.manager_on(self.store.clone(), seed, None)
+    }
+
+    pub(crate) fn manager_on(
+        &self,
+        store: Arc<dyn KeyStore>,
+        seed: u64,
+        lock: Option<Arc<dyn RotationLock>>,
+    ) -> KeyManager {
+        let mut builder = KeyManager::builder(store)
+            .clock(self.clock.clone())
+            .audit(self.audit.clone())
+            .rng(StdRng::seed_from_u64(seed))
+            .policy(policy());
+        if let Some(lock) = lock {
+            builder = builder.lock(lock);
+        }
+        builder.build().expect("safe policy")
+    }
+
+    /// Every secret of a folder as plain text (for comparisons).
+    pub(crate) async fn dump(&self, folder: &str) -> BTreeMap<String, String> {
+        self.store
+            .read_folder(folder)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.value.expose().to_owned()))
+            .collect()
+    }
+
+    pub(crate) fn actions(&self) -> Vec<String> {
+        self.audit.entries().into_iter().map(|e| e.action).collect()
+    }
+}
+
+pub(crate) fn policy() -> Policy {
+    Policy::default()
+}
+
+pub(crate) fn pg_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub(crate) fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub(crate) fn unique(prefix: &str) -> String {
+    use rand::Rng;
+    format!("{prefix}-{:016x}", rand::thread_rng().r#gen::<u64>())
+}
