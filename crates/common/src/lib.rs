@@ -4,8 +4,10 @@
 
 pub mod audit;
 pub mod clock;
+pub mod config;
 pub mod secret;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
+pub use config::{ConfigError, ConfigErrors, Settings, env_map_from_process};
 pub use secret::{SecretRef, SecretRefError, SecretValue};

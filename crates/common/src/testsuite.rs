@@ -15,6 +15,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
+use crate::config::redact_url;
+
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -169,22 +171,6 @@ pub fn with_database(url: &str, name: &str) -> String {
     match query {
         Some(q) => format!("{base}/{name}?{q}"),
         None => format!("{base}/{name}"),
-    }
-}
-
-/// `url` with any password replaced by `***`, for messages.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => match rest[..at].find(':') {
-            Some(colon) => {
-                format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..])
-            }
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
     }
 }
 
@@ -439,12 +425,5 @@ mod tests {
             with_database("postgres://u@h/db?sslmode=disable", "t1"),
             "postgres://u@h/t1?sslmode=disable"
         );
-    }
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact_url("postgres://u:pw@h:1/db"), "postgres://u:***@h:1/db");
-        assert_eq!(redact_url("redis://:pw@h:6379"), "redis://:***@h:6379");
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

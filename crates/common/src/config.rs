@@ -1,0 +1,1143 @@
+//! Settings: a pure function over an optional TOML file and an env map.
+//!
+//! Environment overrides the file, the file overrides defaults. The Infisical CLI's own variable
+//! names are read as the CLI reads them (`INFISICAL_TOKEN`, `INFISICAL_DOMAIN`, …), so CI
+//! recipes written for the CLI work unchanged; our own settings use `IKIT_*` names. A bad
+//! configuration reports every bad field at once, each naming the field and where its value came
+//! from, and never echoes a secret value. Nothing here reads the process environment: binaries
+//! pass [`env_map_from_process`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::secret::{SecretValue, validate_environment};
+
+pub const DEFAULT_API_URL: &str = "https://app.infisical.com/api";
+pub const DEFAULT_ENVIRONMENT: &str = "dev";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://.ikit-dev/ikit.db?mode=rwc";
+pub const DEFAULT_K8S_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+pub const DEFAULT_WEBHOOK_ADDR: &str = "0.0.0.0:8080";
+pub const DEFAULT_HEALTH_ADDR: &str = "0.0.0.0:8081";
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
+pub const DEFAULT_CACHE_MAX_STALE: Duration = Duration::from_secs(24 * 3600);
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// The process environment as a map; the one place that reads it. For binaries only.
+pub fn env_map_from_process() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// Everything a binary of infisical-kit is configured with.
+pub struct Settings {
+    pub infisical: InfisicalSettings,
+    /// `postgres://…` or `sqlite:…`; may hold a password (redacted in `Debug`).
+    pub database_url: String,
+    /// `redis://…`; optional (no L2 cache and no fan-out without it).
+    pub redis_url: Option<String>,
+    pub log_format: LogFormat,
+    /// An `EnvFilter` directive (`RUST_LOG`), `info` by default.
+    pub log_filter: String,
+    /// OTLP/HTTP collector base URL (`OTEL_EXPORTER_OTLP_ENDPOINT`); no export when unset.
+    pub otlp_endpoint: Option<String>,
+    pub webhook_addr: SocketAddr,
+    pub health_addr: SocketAddr,
+    pub cache_ttl: Duration,
+    pub cache_max_stale: Duration,
+    /// Bearer token for the admin endpoints; admin endpoints are off when unset.
+    pub admin_token: Option<SecretValue>,
+}
+
+/// Where Infisical is and how to log in.
+pub struct InfisicalSettings {
+    /// Base URL ending in `/api`.
+    pub api_url: String,
+    pub project_id: Option<String>,
+    pub environment: String,
+    pub auth: AuthMethod,
+    /// `INFISICAL_CUSTOM_HEADERS`, added to every API call. Values may be credentials.
+    pub custom_headers: Vec<(String, SecretValue)>,
+    pub disable_update_check: bool,
+}
+
+/// How to authenticate to Infisical, with the credentials each method needs.
+pub enum AuthMethod {
+    /// No login configured.
+    None,
+    /// A ready token: a service token (`st.…`) or a machine-identity access token.
+    Token(SecretValue),
+    UniversalAuth {
+        client_id: String,
+        client_secret: SecretValue,
+    },
+    /// The service-account token file is re-read at every login.
+    Kubernetes {
+        identity_id: String,
+        token_path: PathBuf,
+    },
+    OidcAuth {
+        identity_id: String,
+        jwt: SecretValue,
+    },
+    JwtAuth {
+        identity_id: String,
+        jwt: SecretValue,
+    },
+    AwsIam {
+        identity_id: String,
+    },
+    Azure {
+        identity_id: String,
+    },
+    GcpIdToken {
+        identity_id: String,
+    },
+}
+
+impl AuthMethod {
+    /// The name used in configuration (`universal-auth`, …), as the Infisical CLI spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Token(_) => "token",
+            Self::UniversalAuth { .. } => "universal-auth",
+            Self::Kubernetes { .. } => "kubernetes",
+            Self::OidcAuth { .. } => "oidc-auth",
+            Self::JwtAuth { .. } => "jwt-auth",
+            Self::AwsIam { .. } => "aws-iam",
+            Self::Azure { .. } => "azure",
+            Self::GcpIdToken { .. } => "gcp-id-token",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// One bad field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The setting, e.g. `infisical.api_url`.
+    pub field: &'static str,
+    /// Where the bad value came from, e.g. `env INFISICAL_API_URL` or `file key infisical.api_url`.
+    pub origin: String,
+    /// What is wrong; never contains a secret value.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.field, self.origin, self.message)
+    }
+}
+
+/// Every bad field of a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration ({} problems)", self.0.len())?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigErrors {
+    /// The error for `field`, if it is one of them.
+    pub fn field(&self, field: &str) -> Option<&ConfigError> {
+        self.0.iter().find(|e| e.field == field)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    Secret,
+}
+
+#[derive(Clone)]
+enum Origin {
+    Env(&'static str),
+    File(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Env(name) => write!(f, "env {name}"),
+            Origin::File(key) => write!(f, "file key {key}"),
+        }
+    }
+}
+
+/// Reads values by precedence and collects errors instead of stopping at the first.
+struct Loader<'a> {
+    env: &'a BTreeMap<String, String>,
+    file: BTreeMap<String, toml::Value>,
+    used: BTreeSet<String>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Loader<'a> {
+    fn error(
+        &mut self,
+        field: &'static str,
+        origin: impl fmt::Display,
+        message: impl Into<String>,
+    ) {
+        self.errors.push(ConfigError {
+            field,
+            origin: origin.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// The first non-empty env variable of `env_names`, else the file key, else `None`.
+    fn raw(
+        &mut self,
+        field: &'static str,
+        env_names: &[&'static str],
+        file_key: &'static str,
+        kind: Kind,
+    ) -> Option<(String, Origin)> {
+        self.used.insert(file_key.to_owned());
+        for name in env_names {
+            if let Some(v) = self.env.get(*name).filter(|v| !v.trim().is_empty()) {
+                return Some((v.clone(), Origin::Env(name)));
+            }
+        }
+        let origin = Origin::File(file_key.to_owned());
+        match self.file.get(file_key).cloned() {
+            None => None,
+            Some(toml::Value::String(s)) => Some((s, origin)),
+            Some(toml::Value::Integer(i)) if kind == Kind::Plain => Some((i.to_string(), origin)),
+            Some(toml::Value::Boolean(b)) if kind == Kind::Plain => Some((b.to_string(), origin)),
+            Some(other) => {
+                self.error(field, origin, format!("must be a string, not {}", other.type_str()));
+                None
+            }
+        }
+    }
+
+    fn string(
+        &mut self,
+        field: &'static str,
+        env: &[&'static str],
+        key: &'static str,
+    ) -> Option<String> {
+        self.raw(field, env, key, Kind::Plain).map(|(v, _)| v.trim().to_owned())
+    }
+
+    fn secret(
+        &mut self,
+        field: &'static str,
+        env: &[&'static str],
+        key: &'static str,
+    ) -> Option<(SecretValue, Origin)> {
+        self.raw(field, env, key, Kind::Secret).map(|(v, o)| (SecretValue::new(v), o))
+    }
+
+    /// A value parsed by `parse`; a parse error is reported with the field and origin. The
+    /// value itself is echoed (these fields are never secret).
+    fn parsed<T>(
+        &mut self,
+        field: &'static str,
+        env: &[&'static str],
+        key: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let (value, origin) = self.raw(field, env, key, Kind::Plain)?;
+        match parse(value.trim()) {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.error(field, origin, message);
+                None
+            }
+        }
+    }
+
+    fn required_error(&mut self, field: &'static str, env: &'static str, key: &str, method: &str) {
+        self.error(
+            field,
+            format!("env {env} or file key {key}"),
+            format!("is required for {method}"),
+        );
+    }
+}
+
+/// `file` flattened to dotted keys (`infisical.api_url`).
+fn flatten(prefix: &str, table: toml::Table, out: &mut BTreeMap<String, toml::Value>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            other => {
+                out.insert(key, other);
+            }
+        }
+    }
+}
+
+impl Settings {
+    /// Loads settings from an optional TOML text and an env map. Env wins over the file.
+    pub fn load(file: Option<&str>, env: &BTreeMap<String, String>) -> Result<Self, ConfigErrors> {
+        let mut loader =
+            Loader { env, file: BTreeMap::new(), used: BTreeSet::new(), errors: Vec::new() };
+        if let Some(text) = file {
+            match toml::from_str::<toml::Table>(text) {
+                Ok(table) => flatten("", table, &mut loader.file),
+                Err(e) => {
+                    // The message only: toml's own Display quotes the line, which may hold a secret.
+                    let line = e.span().map_or(0, |s| text[..s.start].matches('\n').count() + 1);
+                    let message = e.message().trim().to_owned();
+                    loader.error(
+                        "file",
+                        format!("line {line}"),
+                        format!("not valid TOML: {message}"),
+                    );
+                    return Err(ConfigErrors(loader.errors));
+                }
+            }
+        }
+        let l = &mut loader;
+
+        let api_url = l
+            .parsed(
+                "infisical.api_url",
+                &["INFISICAL_DOMAIN", "INFISICAL_API_URL"],
+                "infisical.api_url",
+                normalize_api_url,
+            )
+            .unwrap_or_else(|| DEFAULT_API_URL.to_owned());
+        let project_id =
+            l.string("infisical.project_id", &["INFISICAL_PROJECT_ID"], "infisical.project_id");
+        let environment = l
+            .parsed(
+                "infisical.environment",
+                &["IKIT_INFISICAL_ENVIRONMENT"],
+                "infisical.environment",
+                |v| validate_environment(v).map(|()| v.to_owned()).map_err(|e| e.to_string()),
+            )
+            .unwrap_or_else(|| DEFAULT_ENVIRONMENT.to_owned());
+        let auth = load_auth(l);
+        let custom_headers = match l.raw(
+            "infisical.custom_headers",
+            &["INFISICAL_CUSTOM_HEADERS"],
+            "infisical.custom_headers",
+            Kind::Secret,
+        ) {
+            Some((text, origin)) => match parse_custom_headers(&text) {
+                Ok(h) => h,
+                Err(message) => {
+                    l.error("infisical.custom_headers", origin, message);
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        let disable_update_check = l
+            .parsed(
+                "infisical.disable_update_check",
+                &["INFISICAL_DISABLE_UPDATE_CHECK"],
+                "infisical.disable_update_check",
+                // The CLI treats any non-empty value as "disable"; the file takes a boolean.
+                |v| Ok(v != "false"),
+            )
+            .unwrap_or(false);
+
+        let database_url = l
+            .parsed("database.url", &["IKIT_DATABASE_URL"], "database.url", |v| {
+                let ok =
+                    ["postgres://", "postgresql://", "sqlite:"].iter().any(|p| v.starts_with(p));
+                if ok {
+                    Ok(v.to_owned())
+                } else {
+                    Err("must start with postgres://, postgresql:// or sqlite:".into())
+                }
+            })
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        let redis_url = l.parsed("redis.url", &["IKIT_REDIS_URL"], "redis.url", |v| {
+            let ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|p| v.starts_with(p));
+            if ok {
+                Ok(v.to_owned())
+            } else {
+                Err("must start with redis://, rediss:// or unix://".into())
+            }
+        });
+        let log_format = l
+            .parsed("log.format", &["IKIT_LOG_FORMAT"], "log.format", |v| match v {
+                "json" => Ok(LogFormat::Json),
+                "pretty" => Ok(LogFormat::Pretty),
+                other => Err(format!("{other:?} is not a log format: use json or pretty")),
+            })
+            .unwrap_or(LogFormat::Json);
+        let log_filter = l
+            .parsed("log.filter", &["RUST_LOG"], "log.filter", |v| {
+                tracing_subscriber::EnvFilter::try_new(v)
+                    .map(|_| v.to_owned())
+                    .map_err(|e| format!("not a valid filter: {e}"))
+            })
+            .unwrap_or_else(|| "info".to_owned());
+        let otlp_endpoint = l.parsed(
+            "telemetry.otlp_endpoint",
+            &["OTEL_EXPORTER_OTLP_ENDPOINT"],
+            "telemetry.otlp_endpoint",
+            |v| http_url(v).map(|u| u.trim_end_matches('/').to_owned()),
+        );
+        let addr = |v: &str| {
+            v.parse::<SocketAddr>()
+                .map_err(|_| format!("{v:?} is not a socket address (e.g. 0.0.0.0:8080)"))
+        };
+        let webhook_addr = l
+            .parsed("listen.webhook", &["IKIT_WEBHOOK_ADDR"], "listen.webhook", addr)
+            .unwrap_or_else(|| DEFAULT_WEBHOOK_ADDR.parse().expect("valid default"));
+        let health_addr = l
+            .parsed("listen.health", &["IKIT_HEALTH_ADDR"], "listen.health", addr)
+            .unwrap_or_else(|| DEFAULT_HEALTH_ADDR.parse().expect("valid default"));
+        if webhook_addr == health_addr {
+            l.error(
+                "listen.health",
+                "env IKIT_HEALTH_ADDR or file key listen.health",
+                "must differ from listen.webhook",
+            );
+        }
+        let ttl = l.parsed("cache.ttl", &["IKIT_CACHE_TTL"], "cache.ttl", parse_duration);
+        let max_stale = l.parsed(
+            "cache.max_stale",
+            &["IKIT_CACHE_MAX_STALE"],
+            "cache.max_stale",
+            parse_duration,
+        );
+        let cache_ttl = ttl.unwrap_or(DEFAULT_CACHE_TTL);
+        let cache_max_stale = max_stale.unwrap_or(DEFAULT_CACHE_MAX_STALE.max(cache_ttl));
+        if cache_ttl.is_zero() {
+            l.error(
+                "cache.ttl",
+                "env IKIT_CACHE_TTL or file key cache.ttl",
+                "must be greater than zero",
+            );
+        }
+        if cache_max_stale < cache_ttl {
+            l.error(
+                "cache.max_stale",
+                "env IKIT_CACHE_MAX_STALE or file key cache.max_stale",
+                "must be at least cache.ttl",
+            );
+        }
+        let admin_token = match l.secret("admin.token", &["IKIT_ADMIN_TOKEN"], "admin.token") {
+            Some((token, origin)) if token.expose().trim().len() < MIN_ADMIN_TOKEN_LEN => {
+                l.error(
+                    "admin.token",
+                    origin,
+                    format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters"),
+                );
+                None
+            }
+            other => other.map(|(t, _)| t),
+        };
+
+        let unknown: Vec<String> =
+            l.file.keys().filter(|k| !l.used.contains(*k)).cloned().collect();
+        for key in unknown {
+            l.error("file", format!("file key {key}"), "unknown setting");
+        }
+
+        if !loader.errors.is_empty() {
+            return Err(ConfigErrors(loader.errors));
+        }
+        Ok(Settings {
+            infisical: InfisicalSettings {
+                api_url,
+                project_id,
+                environment,
+                auth,
+                custom_headers,
+                disable_update_check,
+            },
+            database_url,
+            redis_url,
+            log_format,
+            log_filter,
+            otlp_endpoint,
+            webhook_addr,
+            health_addr,
+            cache_ttl,
+            cache_max_stale,
+            admin_token,
+        })
+    }
+}
+
+fn load_auth(l: &mut Loader<'_>) -> AuthMethod {
+    const METHOD_ENV: &str = "IKIT_INFISICAL_AUTH_METHOD";
+    let explicit = l.string("infisical.auth_method", &[METHOD_ENV], "infisical.auth_method");
+    // `INFISICAL_UNIVERSAL_AUTH_ACCESS_TOKEN` wins over `INFISICAL_TOKEN`, as in the CLI.
+    let token = l.secret(
+        "infisical.token",
+        &["INFISICAL_UNIVERSAL_AUTH_ACCESS_TOKEN", "INFISICAL_TOKEN"],
+        "infisical.token",
+    );
+    let client_id = l.string(
+        "infisical.client_id",
+        &["INFISICAL_UNIVERSAL_AUTH_CLIENT_ID"],
+        "infisical.client_id",
+    );
+    let client_secret = l.secret(
+        "infisical.client_secret",
+        &["INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET"],
+        "infisical.client_secret",
+    );
+    let identity_id = l.string(
+        "infisical.identity_id",
+        &["INFISICAL_MACHINE_IDENTITY_ID"],
+        "infisical.identity_id",
+    );
+    let jwt = l.secret("infisical.jwt", &["INFISICAL_JWT"], "infisical.jwt");
+    let token_path = l
+        .string(
+            "infisical.service_account_token_path",
+            &["INFISICAL_KUBERNETES_SERVICE_ACCOUNT_TOKEN_PATH"],
+            "infisical.service_account_token_path",
+        )
+        .unwrap_or_else(|| DEFAULT_K8S_TOKEN_PATH.to_owned());
+
+    let method = match explicit.as_deref() {
+        Some(m) => m.to_owned(),
+        None if token.is_some() => "token".to_owned(),
+        None if client_id.is_some() || client_secret.is_some() => "universal-auth".to_owned(),
+        None if jwt.is_some() => "jwt-auth".to_owned(),
+        None => "none".to_owned(),
+    };
+    let identity = |l: &mut Loader<'_>, method: &str| match &identity_id {
+        Some(id) => id.clone(),
+        None => {
+            l.required_error(
+                "infisical.identity_id",
+                "INFISICAL_MACHINE_IDENTITY_ID",
+                "infisical.identity_id",
+                method,
+            );
+            String::new()
+        }
+    };
+    let need_jwt = |l: &mut Loader<'_>, method: &str| match &jwt {
+        Some((jwt, _)) => jwt.clone(),
+        None => {
+            l.required_error("infisical.jwt", "INFISICAL_JWT", "infisical.jwt", method);
+            SecretValue::new("")
+        }
+    };
+    match method.as_str() {
+        "none" => AuthMethod::None,
+        "token" => match token {
+            Some((t, _)) => AuthMethod::Token(t),
+            None => {
+                l.required_error("infisical.token", "INFISICAL_TOKEN", "infisical.token", "token");
+                AuthMethod::None
+            }
+        },
+        "universal-auth" => {
+            if client_id.is_none() {
+                l.required_error(
+                    "infisical.client_id",
+                    "INFISICAL_UNIVERSAL_AUTH_CLIENT_ID",
+                    "infisical.client_id",
+                    "universal-auth",
+                );
+            }
+            if client_secret.is_none() {
+                l.required_error(
+                    "infisical.client_secret",
+                    "INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET",
+                    "infisical.client_secret",
+                    "universal-auth",
+                );
+            }
+            AuthMethod::UniversalAuth {
+                client_id: client_id.unwrap_or_default(),
+                client_secret: client_secret
+                    .map(|(s, _)| s)
+                    .unwrap_or_else(|| SecretValue::new("")),
+            }
+        }
+        "kubernetes" => AuthMethod::Kubernetes {
+            identity_id: identity(l, "kubernetes"),
+            token_path: PathBuf::from(token_path),
+        },
+        "oidc-auth" => AuthMethod::OidcAuth {
+            identity_id: identity(l, "oidc-auth"),
+            jwt: need_jwt(l, "oidc-auth"),
+        },
+        "jwt-auth" => AuthMethod::JwtAuth {
+            identity_id: identity(l, "jwt-auth"),
+            jwt: need_jwt(l, "jwt-auth"),
+        },
+        "aws-iam" => AuthMethod::AwsIam { identity_id: identity(l, "aws-iam") },
+        "azure" => AuthMethod::Azure { identity_id: identity(l, "azure") },
+        "gcp-id-token" => AuthMethod::GcpIdToken { identity_id: identity(l, "gcp-id-token") },
+        other => {
+            l.error(
+                "infisical.auth_method",
+                format!("env {METHOD_ENV} or file key infisical.auth_method"),
+                format!(
+                    "{other:?} is not an auth method: use token, universal-auth, kubernetes, \
+                     oidc-auth, jwt-auth, aws-iam, azure, gcp-id-token or none"
+                ),
+            );
+            AuthMethod::None
+        }
+    }
+}
+
+fn http_url(v: &str) -> Result<&str, String> {
+    let rest = v.strip_prefix("https://").or_else(|| v.strip_prefix("http://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(v),
+        Some(_) => Err(format!("{v:?} has no host")),
+        None => Err(format!("{v:?} must start with http:// or https://")),
+    }
+}
+
+/// The CLI's rule: a domain without `/api` at the end gets it appended.
+pub fn normalize_api_url(v: &str) -> Result<String, String> {
+    let url = http_url(v)?.trim_end_matches('/');
+    Ok(if url.ends_with("/api") { url.to_owned() } else { format!("{url}/api") })
+}
+
+/// `250ms`, `30s`, `5m`, `1h`, `1d`, or a plain number of seconds.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let bad = || format!("{v:?} is not a duration (e.g. 30s, 5m, 1h, 1d)");
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => return Err(bad()),
+    };
+    ms.map(Duration::from_millis).ok_or_else(bad)
+}
+
+/// Parses `INFISICAL_CUSTOM_HEADERS` the way the Infisical CLI does: whitespace-separated
+/// `Name=value` pairs; a value may be wrapped in `"` or `'` (a backslash keeps the quote from
+/// closing it; an unclosed quote runs to the end); whitespace after `=` is skipped; later names
+/// replace earlier ones; `User-Agent` and `Accept` are ignored. Errors never include a value.
+pub fn parse_custom_headers(text: &str) -> Result<Vec<(String, SecretValue)>, String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut headers: Vec<(String, SecretValue)> = Vec::new();
+    let mut pos = 0;
+    let skip_space = |pos: &mut usize| {
+        while *pos < chars.len() && chars[*pos].is_whitespace() {
+            *pos += 1;
+        }
+    };
+    loop {
+        skip_space(&mut pos);
+        if pos >= chars.len() {
+            break;
+        }
+        let start = pos;
+        while pos < chars.len() && chars[pos] != '=' && !chars[pos].is_whitespace() {
+            pos += 1;
+        }
+        let name: String = chars[start..pos].iter().collect();
+        if pos >= chars.len() || chars[pos] != '=' {
+            return Err(format!(
+                "expected Name=value pairs separated by spaces; {name:?} has no '='"
+            ));
+        }
+        pos += 1;
+        skip_space(&mut pos);
+        let value: String = match chars.get(pos) {
+            Some(&quote) if quote == '"' || quote == '\'' => {
+                pos += 1;
+                let start = pos;
+                while pos < chars.len() && (chars[pos] != quote || chars[pos - 1] == '\\') {
+                    pos += 1;
+                }
+                let value = chars[start..pos].iter().collect();
+                pos += 1; // past the closing quote (or the end)
+                value
+            }
+            _ => {
+                let start = pos;
+                while pos < chars.len() && !chars[pos].is_whitespace() {
+                    pos += 1;
+                }
+                chars[start..pos].iter().collect()
+            }
+        };
+        if name.is_empty()
+            || name.eq_ignore_ascii_case("user-agent")
+            || name.eq_ignore_ascii_case("accept")
+        {
+            continue;
+        }
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+            return Err(format!("{name:?} is not a valid header name"));
+        }
+        if value.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(format!("the value of header {name:?} contains control characters"));
+        }
+        headers.retain(|(n, _)| n != &name);
+        headers.push((name, SecretValue::new(value)));
+    }
+    Ok(headers)
+}
+
+/// `url` with any password replaced by `***`, for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("infisical", &self.infisical)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("log_format", &self.log_format)
+            .field("log_filter", &self.log_filter)
+            .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("webhook_addr", &self.webhook_addr)
+            .field("health_addr", &self.health_addr)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_max_stale", &self.cache_max_stale)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "[REDACTED]"))
+            .finish()
+    }
+}
+
+impl fmt::Debug for InfisicalSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> =
+            self.custom_headers.iter().map(|(n, _)| (n.as_str(), "[REDACTED]")).collect();
+        f.debug_struct("InfisicalSettings")
+            .field("api_url", &self.api_url)
+            .field("project_id", &self.project_id)
+            .field("environment", &self.environment)
+            .field("auth", &self.auth)
+            .field("custom_headers", &headers)
+            .field("disable_update_check", &self.disable_update_check)
+            .finish()
+    }
+}
+
+impl fmt::Debug for AuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("AuthMethod");
+        s.field("method", &self.name());
+        match self {
+            Self::None | Self::Token(_) => {}
+            Self::UniversalAuth { client_id, .. } => {
+                s.field("client_id", client_id);
+            }
+            Self::Kubernetes { identity_id, token_path } => {
+                s.field("identity_id", identity_id).field("token_path", token_path);
+            }
+            Self::OidcAuth { identity_id, .. }
+            | Self::JwtAuth { identity_id, .. }
+            | Self::AwsIam { identity_id }
+            | Self::Azure { identity_id }
+            | Self::GcpIdToken { identity_id } => {
+                s.field("identity_id", identity_id);
+            }
+        }
+        s.finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_with_nothing_set() {
+        let s = Settings::load(None, &BTreeMap::new()).unwrap();
+        assert_eq!(s.infisical.api_url, DEFAULT_API_URL);
+        assert_eq!(s.infisical.environment, "dev");
+        assert!(matches!(s.infisical.auth, AuthMethod::None));
+        assert!(s.infisical.custom_headers.is_empty());
+        assert!(!s.infisical.disable_update_check);
+        assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(s.redis_url, None);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.log_filter, "info");
+        assert_eq!(s.otlp_endpoint, None);
+        assert_eq!(s.webhook_addr.to_string(), DEFAULT_WEBHOOK_ADDR);
+        assert_eq!(s.health_addr.to_string(), DEFAULT_HEALTH_ADDR);
+        assert_eq!((s.cache_ttl, s.cache_max_stale), (DEFAULT_CACHE_TTL, DEFAULT_CACHE_MAX_STALE));
+        assert!(s.admin_token.is_none());
+    }
+
+    #[test]
+    fn reads_the_infisical_cli_names() {
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("INFISICAL_API_URL", "https://legacy.example.com/api"),
+                ("INFISICAL_DOMAIN", "https://infisical.example.com/"),
+                ("INFISICAL_PROJECT_ID", "proj-123"),
+                ("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID", "client-abc"),
+                ("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET", "ua-secret-value"),
+                ("INFISICAL_CUSTOM_HEADERS", r#"CF-Access-Client-Id=id1 X-Note="two words""#),
+                ("INFISICAL_DISABLE_UPDATE_CHECK", "1"),
+                ("IKIT_INFISICAL_ENVIRONMENT", "prod-eu"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+                ("RUST_LOG", "ikit=debug,info"),
+            ]),
+        )
+        .unwrap();
+        let i = &s.infisical;
+        assert_eq!(i.api_url, "https://infisical.example.com/api", "domain wins, /api appended");
+        assert_eq!(i.project_id.as_deref(), Some("proj-123"));
+        assert_eq!(i.environment, "prod-eu");
+        match &i.auth {
+            AuthMethod::UniversalAuth { client_id, client_secret } => {
+                assert_eq!(client_id, "client-abc");
+                assert_eq!(client_secret.expose(), "ua-secret-value");
+            }
+            other => panic!("{other:?}"),
+        }
+        let headers: Vec<(&str, &str)> =
+            i.custom_headers.iter().map(|(n, v)| (n.as_str(), v.expose())).collect();
+        assert_eq!(headers, [("CF-Access-Client-Id", "id1"), ("X-Note", "two words")]);
+        assert!(i.disable_update_check);
+        assert_eq!(s.otlp_endpoint.as_deref(), Some("http://collector:4318"));
+        assert_eq!(s.log_filter, "ikit=debug,info");
+
+        let legacy = Settings::load(None, &env(&[("INFISICAL_API_URL", "http://localhost:8080")]));
+        assert_eq!(legacy.unwrap().infisical.api_url, "http://localhost:8080/api");
+    }
+
+    #[test]
+    fn picks_the_auth_method() {
+        let token = |pairs: &[(&str, &str)]| match Settings::load(None, &env(pairs))
+            .unwrap()
+            .infisical
+            .auth
+        {
+            AuthMethod::Token(t) => t.expose().to_owned(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(token(&[("INFISICAL_TOKEN", "st.abc")]), "st.abc");
+        assert_eq!(
+            token(&[
+                ("INFISICAL_TOKEN", "st.abc"),
+                ("INFISICAL_UNIVERSAL_AUTH_ACCESS_TOKEN", "jwt1")
+            ]),
+            "jwt1"
+        );
+
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("IKIT_INFISICAL_AUTH_METHOD", "kubernetes"),
+                ("INFISICAL_MACHINE_IDENTITY_ID", "ident-1"),
+            ]),
+        )
+        .unwrap();
+        match s.infisical.auth {
+            AuthMethod::Kubernetes { identity_id, token_path } => {
+                assert_eq!(identity_id, "ident-1");
+                assert_eq!(token_path, PathBuf::from(DEFAULT_K8S_TOKEN_PATH));
+            }
+            other => panic!("{other:?}"),
+        }
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("IKIT_INFISICAL_AUTH_METHOD", "kubernetes"),
+                ("INFISICAL_MACHINE_IDENTITY_ID", "ident-1"),
+                ("INFISICAL_KUBERNETES_SERVICE_ACCOUNT_TOKEN_PATH", "/tmp/sa-token"),
+            ]),
+        )
+        .unwrap();
+        assert!(
+            matches!(&s.infisical.auth, AuthMethod::Kubernetes { token_path, .. } if token_path == &PathBuf::from("/tmp/sa-token"))
+        );
+
+        let s = Settings::load(
+            None,
+            &env(&[("INFISICAL_JWT", "eyJ.jwt.sig"), ("INFISICAL_MACHINE_IDENTITY_ID", "ident-2")]),
+        )
+        .unwrap();
+        match s.infisical.auth {
+            AuthMethod::JwtAuth { identity_id, jwt } => {
+                assert_eq!((identity_id.as_str(), jwt.expose()), ("ident-2", "eyJ.jwt.sig"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("IKIT_INFISICAL_AUTH_METHOD", "oidc-auth"),
+                ("INFISICAL_JWT", "eyJ.oidc"),
+                ("INFISICAL_MACHINE_IDENTITY_ID", "ident-3"),
+            ]),
+        );
+        assert!(matches!(s.unwrap().infisical.auth, AuthMethod::OidcAuth { .. }));
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let file = r#"
+            [infisical]
+            api_url = "https://file.example.com"
+            project_id = "from-file"
+            environment = "staging"
+            auth_method = "universal-auth"
+            client_id = "file-client"
+            client_secret = "file-secret"
+
+            [database]
+            url = "postgres://audit:pw@db:5432/ikit"
+
+            [redis]
+            url = "redis://cache:6379"
+
+            [log]
+            format = "pretty"
+
+            [listen]
+            webhook = "127.0.0.1:9000"
+            health = "127.0.0.1:9001"
+
+            [cache]
+            ttl = "30s"
+            max_stale = 3600
+
+            [admin]
+            token = "file-admin-token-0123456789"
+        "#;
+        let s = Settings::load(Some(file), &BTreeMap::new()).unwrap();
+        assert_eq!(s.infisical.api_url, "https://file.example.com/api");
+        assert_eq!(s.infisical.project_id.as_deref(), Some("from-file"));
+        assert_eq!(s.infisical.environment, "staging");
+        assert!(
+            matches!(&s.infisical.auth, AuthMethod::UniversalAuth { client_id, .. } if client_id == "file-client")
+        );
+        assert_eq!(s.database_url, "postgres://audit:pw@db:5432/ikit");
+        assert_eq!(s.redis_url.as_deref(), Some("redis://cache:6379"));
+        assert_eq!(s.log_format, LogFormat::Pretty);
+        assert_eq!(s.webhook_addr.port(), 9000);
+        assert_eq!(s.cache_ttl, Duration::from_secs(30));
+        assert_eq!(s.cache_max_stale, Duration::from_secs(3600));
+        assert_eq!(s.admin_token.unwrap().expose(), "file-admin-token-0123456789");
+
+        let s = Settings::load(
+            Some(file),
+            &env(&[
+                ("INFISICAL_API_URL", "https://env.example.com/api"),
+                ("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET", "env-secret"),
+                ("IKIT_INFISICAL_ENVIRONMENT", "prod"),
+                ("IKIT_LOG_FORMAT", "json"),
+                ("IKIT_CACHE_TTL", "2m"),
+                // An empty variable counts as unset, as in the CLI.
+                ("INFISICAL_PROJECT_ID", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.infisical.api_url, "https://env.example.com/api");
+        assert_eq!(s.infisical.environment, "prod");
+        assert_eq!(s.infisical.project_id.as_deref(), Some("from-file"));
+        assert!(matches!(
+            &s.infisical.auth,
+            AuthMethod::UniversalAuth { client_id, client_secret }
+                if client_id == "file-client" && client_secret.expose() == "env-secret"
+        ));
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.cache_ttl, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn reports_every_bad_field_at_once_without_secrets() {
+        let file = r#"
+            [infisical]
+            client_secret = "file-secret-zzz"
+            colour = "blue"
+            [admin]
+            token = 12345
+        "#;
+        let errs = Settings::load(
+            Some(file),
+            &env(&[
+                ("INFISICAL_DOMAIN", "infisical.example.com"),
+                ("IKIT_INFISICAL_ENVIRONMENT", "Prod"),
+                ("IKIT_INFISICAL_AUTH_METHOD", "universal-auth"),
+                ("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET", "ua-secret-xyz"),
+                ("INFISICAL_CUSTOM_HEADERS", "X-Key=hdr-secret-qqq Broken"),
+                ("IKIT_DATABASE_URL", "mysql://db"),
+                ("IKIT_LOG_FORMAT", "xml"),
+                ("IKIT_WEBHOOK_ADDR", "nowhere"),
+                ("IKIT_CACHE_TTL", "5 parsecs"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+            ]),
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = errs.0.iter().map(|e| e.field).collect();
+        for field in [
+            "infisical.api_url",
+            "infisical.environment",
+            "infisical.client_id",
+            "infisical.custom_headers",
+            "database.url",
+            "log.format",
+            "listen.webhook",
+            "cache.ttl",
+            "telemetry.otlp_endpoint",
+            "admin.token",
+            "file",
+        ] {
+            assert!(fields.contains(&field), "{field} missing from {fields:?}");
+        }
+        assert_eq!(errs.field("infisical.api_url").unwrap().origin, "env INFISICAL_DOMAIN");
+        assert_eq!(errs.field("admin.token").unwrap().origin, "file key admin.token");
+        assert_eq!(errs.field("file").unwrap().origin, "file key infisical.colour");
+        assert!(errs.field("infisical.client_id").unwrap().message.contains("universal-auth"));
+        let text = errs.to_string();
+        assert!(text.contains(&format!("({} problems)", errs.0.len())), "{text}");
+        for secret in ["ua-secret-xyz", "file-secret-zzz", "hdr-secret-qqq", "12345"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+            assert!(!format!("{errs:?}").contains(secret), "{secret} leaked in Debug");
+        }
+    }
+
+    #[test]
+    fn short_admin_token_is_refused_without_echo() {
+        let errs = Settings::load(None, &env(&[("IKIT_ADMIN_TOKEN", "tiny-tok")])).unwrap_err();
+        assert_eq!(errs.0.len(), 1);
+        assert_eq!(errs.0[0].origin, "env IKIT_ADMIN_TOKEN");
+        assert!(!errs.to_string().contains("tiny-tok"));
+    }
+
+    #[test]
+    fn toml_syntax_errors_do_not_quote_the_line() {
+        let file = "[infisical]\nclient_secret = \"unterminated-secret-value\n";
+        let errs = Settings::load(Some(file), &BTreeMap::new()).unwrap_err();
+        let text = errs.to_string();
+        assert!(text.contains("line 2"), "{text}");
+        assert!(!text.contains("unterminated-secret-value"), "{text}");
+    }
+
+    #[test]
+    fn debug_redacts_credentials() {
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID", "client-abc"),
+                ("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET", "ua-secret-value"),
+                ("INFISICAL_CUSTOM_HEADERS", "CF-Access-Client-Secret=cf-secret-value"),
+                ("IKIT_ADMIN_TOKEN", "admin-token-value-0123456789"),
+                ("IKIT_DATABASE_URL", "postgres://ikit:db-password-value@db/ikit"),
+                ("IKIT_REDIS_URL", "redis://:redis-password-value@cache:6379"),
+            ]),
+        )
+        .unwrap();
+        let debug = format!("{s:?} {s:#?}");
+        for secret in [
+            "ua-secret-value",
+            "cf-secret-value",
+            "admin-token-value",
+            "db-password-value",
+            "redis-password-value",
+        ] {
+            assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+        }
+        assert!(
+            debug.contains("client-abc") && debug.contains("CF-Access-Client-Secret"),
+            "{debug}"
+        );
+        let token = Settings::load(None, &env(&[("INFISICAL_TOKEN", "st.token-value")])).unwrap();
+        assert!(!format!("{token:?}").contains("token-value"));
+    }
+
+    #[test]
+    fn custom_headers_parse_like_the_cli() {
+        let parse = |s: &str| {
+            parse_custom_headers(s)
+                .unwrap()
+                .into_iter()
+                .map(|(n, v)| (n, v.expose().to_owned()))
+                .collect::<Vec<_>>()
+        };
+        let pairs = |v: &[(&str, &str)]| {
+            v.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect::<Vec<_>>()
+        };
+        assert_eq!(parse("  A=1   B=2 "), pairs(&[("A", "1"), ("B", "2")]));
+        assert_eq!(
+            parse(r#"Name2="value with spaces" Name3='x'"#),
+            pairs(&[("Name2", "value with spaces"), ("Name3", "x")])
+        );
+        assert_eq!(parse("A= spaced"), pairs(&[("A", "spaced")]));
+        assert_eq!(parse(r#"A="say \"hi\"""#), pairs(&[("A", r#"say \"hi\""#)]));
+        assert_eq!(parse(r#"A="open ended"#), pairs(&[("A", "open ended")]));
+        assert_eq!(parse("User-Agent=x accept=y C=z"), pairs(&[("C", "z")]));
+        assert_eq!(parse("A=1 A=2"), pairs(&[("A", "2")]));
+        assert_eq!(parse("A="), pairs(&[("A", "")]));
+        assert!(parse("").is_empty());
+
+        let err = parse_custom_headers("A=secret-one NoEquals").unwrap_err();
+        assert!(err.contains("NoEquals") && !err.contains("secret-one"), "{err}");
+        let err = parse_custom_headers("Bad(Name)=v").unwrap_err();
+        assert!(err.contains("Bad(Name)"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("250ms", 250),
+            ("30s", 30_000),
+            ("30", 30_000),
+            ("5m", 300_000),
+            ("1h", 3_600_000),
+            ("2d", 172_800_000),
+        ];
+        for (text, ms) in ok {
+            assert_eq!(parse_duration(text), Ok(Duration::from_millis(ms)), "{text}");
+        }
+        for bad in ["", "m", "5 parsecs", "-1s", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn api_url_normalisation() {
+        assert_eq!(normalize_api_url("https://a.com").unwrap(), "https://a.com/api");
+        assert_eq!(normalize_api_url("https://a.com/api/").unwrap(), "https://a.com/api");
+        assert_eq!(
+            normalize_api_url("http://h:8080/infisical").unwrap(),
+            "http://h:8080/infisical/api"
+        );
+        assert!(normalize_api_url("ftp://a.com").is_err());
+        assert!(normalize_api_url("https://").is_err());
+    }
+}
