@@ -662,7 +662,7 @@ mod tests {
 
     #[test]
     fn aes_adds_activates_and_retires_only_when_forced_and_old() {
-        let policy = Policy::default();
+        let policy = Policy { aes_retire_after: 30 * DAY, ..Policy::default() };
         let mut rng = StdRng::seed_from_u64(5);
         let t0 = 0;
         let empty = AesKeyRing::default();
@@ -743,6 +743,5 @@ mod tests {
         let mut wrong = stored.clone();
         wrong.insert(aes_names::ACTIVE_KID.into(), "nope".into());
         assert!(!verify_aes_folder(&wrong).iter().all(|c| c.ok));
-        let _ = DAY;
     }
 }
