@@ -19,24 +19,19 @@ use crate::store::{Folder, Store, new_id};
 const BAD_NAME: &str =
     "Invalid folder name. Only alphanumeric characters, dashes, and underscores are allowed.";
 
-fn folder_json(f: &Folder) -> serde_json::Map<String, Value> {
+fn folder_json(store: &Store, f: &Folder) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
     m.insert("id".into(), json!(f.id));
     m.insert("name".into(), json!(f.name));
     m.insert("version".into(), json!(f.version));
     m.insert("createdAt".into(), json!(iso_ms(f.created_at_ms)));
     m.insert("updatedAt".into(), json!(iso_ms(f.updated_at_ms)));
-    m.insert("envId".into(), json!(env_id(f)));
+    m.insert("envId".into(), json!(store.environment(&f.project_id, &f.env).map(|e| e.id.clone())));
     m.insert("parentId".into(), json!(f.parent_id));
     m.insert("isReserved".into(), json!(false));
     m.insert("description".into(), json!(f.description));
     m.insert("lastSecretModified".into(), json!(f.last_secret_modified_ms.map(iso_ms)));
     m
-}
-
-/// Folders carry their environment slug; the id is derived per (project, slug) at render time.
-fn env_id(f: &Folder) -> String {
-    format!("{}:{}", f.project_id, f.env)
 }
 
 fn check(
@@ -154,7 +149,7 @@ pub(crate) async fn v1_list(
     let folders: Vec<Value> = store
         .children(project_id, env, &path)
         .into_iter()
-        .map(|f| Value::Object(folder_json(f)))
+        .map(|f| Value::Object(folder_json(&store, f)))
         .collect();
     Ok(Json(json!({ "folders": folders })).into_response())
 }
@@ -218,7 +213,7 @@ fn create_common(
         input.description,
         now,
     )?;
-    let mut rendered = folder_json(&folder);
+    let mut rendered = folder_json(&store, &folder);
     if with_path {
         rendered.insert("path".into(), json!(folder.path));
     }
@@ -281,7 +276,7 @@ fn delete_common(
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("Folder with ID '{id_or_name}' not found")))?;
     delete_subtree(&mut store, &folder);
-    Ok(Json(json!({ "folder": folder_json(&folder) })).into_response())
+    Ok(Json(json!({ "folder": folder_json(&store, &folder) })).into_response())
 }
 
 pub(crate) async fn v2_list(
@@ -303,7 +298,7 @@ pub(crate) async fn v2_list(
             .skip(1)
             .filter_map(|p| store.folder(project_id, env, &p))
             .map(|f| {
-                let mut m = folder_json(f);
+                let mut m = folder_json(&store, f);
                 let relative =
                     f.path.strip_prefix(&path).unwrap_or(&f.path).trim_start_matches('/');
                 m.insert("relativePath".into(), json!(format!("/{relative}")));
@@ -314,7 +309,7 @@ pub(crate) async fn v2_list(
         store
             .children(project_id, env, &path)
             .into_iter()
-            .map(|f| Value::Object(folder_json(f)))
+            .map(|f| Value::Object(folder_json(&store, f)))
             .collect()
     };
     Ok(Json(json!({ "folders": folders })).into_response())
@@ -332,7 +327,7 @@ pub(crate) async fn v2_get(
         .ok_or_else(|| ApiError::not_found(format!("Folder with ID '{id}' not found")))?;
     check(&store, &caller, &folder.project_id, &folder.env, "read")?;
     let env = store.environment(&folder.project_id, &folder.env).cloned();
-    let mut m = folder_json(&folder);
+    let mut m = folder_json(&store, &folder);
     m.insert(
         "environment".into(),
         json!({"envId": env.as_ref().map(|e| e.id.clone()), "envName": env.as_ref().map(|e| e.name.clone()), "envSlug": folder.env}),
@@ -416,6 +411,7 @@ pub(crate) async fn v2_update(
         f.description = input.description;
     }
     let _ = input.path;
-    let rendered = folder_json(f);
+    let updated = f.clone();
+    let rendered = folder_json(&store, &updated);
     Ok(Json(json!({ "folder": rendered })).into_response())
 }

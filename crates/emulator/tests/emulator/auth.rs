@@ -380,3 +380,35 @@ async fn identities_see_only_their_projects() {
     );
     assert_eq!(h.get("/api/v1/projects", &token).await.body["projects"][0]["_id"], PROJECT);
 }
+
+#[tokio::test]
+async fn use_limits_end_a_token() {
+    let mut seed = seed();
+    seed["identities"][0]["accessTokenNumUsesLimit"] = json!(2);
+    let h = start_with(config(&seed)).await;
+    let token = h.token().await;
+    let path = format!("/api/v4/secrets?projectId={PROJECT}&environment=dev");
+    assert_eq!(h.get(&path, &token).await.status, 200);
+    assert_eq!(h.get(&path, &token).await.status, 200);
+    let third = h.get(&path, &token).await;
+    assert_error(
+        &third,
+        401,
+        "UnauthorizedError",
+        "Unable to renew because access token number of uses limit reached",
+    );
+    // The row was deleted.
+    let renew = h.post("/api/v1/auth/token/renew", None, json!({"accessToken": token})).await;
+    assert_error(&renew, 401, "UnauthorizedError", "No identity access token found");
+}
+
+#[tokio::test]
+async fn periodic_tokens_report_the_period() {
+    let mut seed = seed();
+    seed["identities"][0]["accessTokenPeriod"] = json!(600);
+    let h = start_with(config(&seed)).await;
+    let a = h.login_as(CLIENT_ID, CLIENT_SECRET).await;
+    assert_eq!(a.body["expiresIn"], 600);
+    assert_eq!(a.body["accessTokenMaxTTL"], 1_000_000_000u64);
+    assert_eq!(claims(a.body["accessToken"].as_str().unwrap())["exp"], START_MS / 1000 + 600);
+}
