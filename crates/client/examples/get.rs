@@ -1,1 +1,64 @@
-fn main() {}
+//! Reads one secret: `cargo run -p ikit-client --example get -- --env ENV --path /folder/KEY`.
+//!
+//! Reads `INFISICAL_API_URL`, `INFISICAL_UNIVERSAL_AUTH_CLIENT_ID` and `_SECRET` (or
+//! `INFISICAL_TOKEN`) and `INFISICAL_PROJECT_ID`. Prints only the value on stdout and
+//! `source=...` on stderr; exits 1 with a one-line reason on failure.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use ikit_client::{Client, ClientConfig, SecretRef};
+
+fn parse_args(args: &[String]) -> Result<(String, String), String> {
+    let mut env = None;
+    let mut path = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--env" => env = it.next().cloned(),
+            "--path" => path = it.next().cloned(),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    match (env, path) {
+        (Some(e), Some(p)) => Ok((e, p)),
+        _ => Err("usage: get --env ENV --path /folder/KEY".into()),
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (env, path) = parse_args(&args)?;
+    let vars: HashMap<String, String> = std::env::vars().collect();
+    let project = vars
+        .get("INFISICAL_PROJECT_ID")
+        .filter(|p| !p.trim().is_empty())
+        .ok_or("INFISICAL_PROJECT_ID is not set")?;
+    let secret = SecretRef::parse(project.trim(), env, &path).map_err(|e| e.to_string())?;
+    let config = ClientConfig::from_env(&vars).map_err(|e| e.to_string())?;
+    let client = Client::new(config).map_err(|e| e.to_string())?;
+    let (found, source) = client.get(&secret).await.map_err(|e| e.to_string())?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(found.value.expose().as_bytes()).map_err(|e| e.to_string())?;
+    stdout.flush().map_err(|e| e.to_string())?;
+    eprintln!("source={}", source.as_str());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("error: {}", reason.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

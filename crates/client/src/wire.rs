@@ -35,7 +35,9 @@ impl SecretType {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(default)]
 pub struct Tag {
+    #[serde(deserialize_with = "null_default")]
     pub id: String,
+    #[serde(deserialize_with = "null_default")]
     pub slug: String,
     pub name: Option<String>,
     pub color: Option<String>,
@@ -154,21 +156,49 @@ impl FolderSecrets {
 
 /// A project with its environments.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
+#[serde(from = "RawProject")]
 pub struct Project {
-    #[serde(alias = "_id")]
     pub id: String,
     pub name: String,
     pub slug: Option<String>,
     pub environments: Vec<Environment>,
 }
 
+/// Projects carry both `id` and `_id` (and old ones only `_id`).
+#[derive(Deserialize)]
+struct RawProject {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default, rename = "_id")]
+    underscore_id: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    name: String,
+    #[serde(default)]
+    slug: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    environments: Vec<Environment>,
+}
+
+impl From<RawProject> for Project {
+    fn from(r: RawProject) -> Self {
+        Self {
+            id: r.id.or(r.underscore_id).unwrap_or_default(),
+            name: r.name,
+            slug: r.slug,
+            environments: r.environments,
+        }
+    }
+}
+
 /// An environment of a project.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(default)]
 pub struct Environment {
+    #[serde(deserialize_with = "null_default")]
     pub id: String,
+    #[serde(deserialize_with = "null_default")]
     pub name: String,
+    #[serde(deserialize_with = "null_default")]
     pub slug: String,
 }
 
@@ -176,7 +206,9 @@ pub struct Environment {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Folder {
+    #[serde(deserialize_with = "null_default")]
     pub id: String,
+    #[serde(deserialize_with = "null_default")]
     pub name: String,
     pub parent_id: Option<String>,
     pub description: Option<String>,
@@ -522,6 +554,22 @@ mod tests {
         );
         assert_eq!(a.message_text(), "recursive: Invalid enum value; Required");
         assert_eq!(ErrorBody::decode(b"<html>").message_text(), "");
+    }
+
+    #[test]
+    fn projects_and_folders_decode_with_both_id_spellings_and_nulls() {
+        let p: Project = decode_json(
+            br#"{"id":"p1","_id":"p1","name":"Demo","slug":"demo","description":null,"environments":[{"id":"e1","name":"Dev","slug":"dev"}]}"#,
+        )
+        .unwrap();
+        assert_eq!((p.id.as_str(), p.environments[0].slug.as_str()), ("p1", "dev"));
+        let old: Project = decode_json(br#"{"_id":"p2","name":null,"environments":null}"#).unwrap();
+        assert_eq!((old.id.as_str(), old.name.as_str(), old.environments.len()), ("p2", "", 0));
+        let f: Folder = decode_json(
+            br#"{"id":"f1","name":"api","version":1,"parentId":null,"description":null,"lastSecretModified":null}"#,
+        )
+        .unwrap();
+        assert_eq!((f.id.as_str(), f.name.as_str(), f.parent_id), ("f1", "api", None));
     }
 
     #[test]

@@ -1,1 +1,9 @@
+//! Integration tests of ikit-client against ikit-emulator (and local fakes of the cloud
+//! metadata services). One binary; modules by theme.
 
+mod api;
+mod auth;
+mod lifecycle;
+mod logs;
+mod reliability;
+mod support;

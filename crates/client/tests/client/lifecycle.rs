@@ -1,0 +1,113 @@
+//! Token lifecycle against the emulator's TTL rules, with both clocks moved together.
+
+use std::time::Duration;
+
+use ikit_client::FolderQuery;
+use ikit_emulator::ApiVersion;
+
+use crate::support::{Harness, PROJECT, capture_logs, ua};
+
+const LOGIN: &str = "/api/v1/auth/universal-auth/login";
+const RENEW: &str = "/api/v1/auth/token/renew";
+const MIN: Duration = Duration::from_secs(60);
+
+fn query() -> FolderQuery {
+    FolderQuery::new(PROJECT, "dev", "/app")
+}
+
+#[tokio::test]
+async fn thirty_days_with_ttl_10_min_and_max_ttl_1_h_never_fail() {
+    let (logs, _guard) = capture_logs("ikit_client=info");
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    let total = Duration::from_secs(30 * 24 * 3600);
+    // Irregular gaps under the 2-minute renewal window (80% to 100% of the TTL) so renewals
+    // land at many offsets; a longer idle gap would simply mean a fresh login.
+    let gaps = [97, 119, 83, 111, 101].map(Duration::from_secs);
+    let mut elapsed = Duration::ZERO;
+    let mut requests = 0u64;
+    let mut failures = Vec::new();
+    let mut i = 0;
+    while elapsed < total {
+        if let Err(e) = client.fetch_folder(&query()).await {
+            failures.push((elapsed.as_secs(), e.to_string()));
+        }
+        requests += 1;
+        let gap = gaps[i % gaps.len()];
+        i += 1;
+        h.advance(gap);
+        elapsed += gap;
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert_eq!(h.count("GET", "/api/v4/secrets"), requests, "no request was retried");
+    let logins = h.count("POST", LOGIN);
+    let renewals = h.count("POST", RENEW);
+    // A login at most every (max TTL - TTL - largest gap), at least every max TTL; the rest of
+    // the time renewals every 8 to 10 minutes.
+    let max_gap = gaps.iter().max().unwrap().as_secs();
+    assert!(logins <= total.as_secs() / (3600 - 600 - max_gap) + 1, "{logins} logins");
+    assert!(logins >= total.as_secs() / 3600, "{logins} logins");
+    assert!(renewals >= 4 * logins, "{renewals} renewals for {logins} logins");
+    let text = logs.text();
+    assert!(!text.contains("token renewal failed"), "a renewal was rejected");
+    assert!(!text.contains("token rejected"), "a request was refused with a token error");
+}
+
+#[tokio::test]
+async fn a_renewal_that_would_pass_max_ttl_is_replaced_by_a_login() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    client.fetch_folder(&query()).await.unwrap();
+    assert_eq!((h.count("POST", LOGIN), h.count("POST", RENEW)), (1, 0));
+    // Minute 8: 8 + 10 <= 60, a renewal.
+    h.advance(MIN * 8);
+    client.fetch_folder(&query()).await.unwrap();
+    assert_eq!((h.count("POST", LOGIN), h.count("POST", RENEW)), (1, 1));
+    // Renew at 16, 24, 32, 40, 48.
+    for _ in 0..5 {
+        h.advance(MIN * 8);
+        client.fetch_folder(&query()).await.unwrap();
+    }
+    assert_eq!((h.count("POST", LOGIN), h.count("POST", RENEW)), (1, 6));
+    // Minute 56: renewing would reach 66 > 60 and the server would destroy the token.
+    h.advance(MIN * 8);
+    client.fetch_folder(&query()).await.unwrap();
+    assert_eq!((h.count("POST", LOGIN), h.count("POST", RENEW)), (2, 6));
+}
+
+#[tokio::test]
+async fn concurrent_callers_share_one_renewal() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    client.ensure_token().await.unwrap();
+    h.advance(MIN * 9);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move { c.fetch_folder(&query()).await.map(|_| ()) }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!((h.count("POST", LOGIN), h.count("POST", RENEW)), (1, 1));
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 16);
+}
+
+#[tokio::test]
+async fn a_token_the_server_calls_expired_triggers_one_login_and_a_retry() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    client.fetch_folder(&query()).await.unwrap();
+    // Only the server clock moves (a skewed client clock): the client still trusts its token,
+    // the server answers 403 TokenError for the expired JWT, the client logs in once and retries.
+    h.emulator.clock().advance(MIN * 11);
+    let folder = client.fetch_folder(&query()).await.unwrap();
+    assert!(!folder.secrets.is_empty());
+    assert_eq!(h.count("POST", LOGIN), 2);
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 3);
+}

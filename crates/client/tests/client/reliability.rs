@@ -1,0 +1,174 @@
+//! Retries, Retry-After, budget exhaustion and the circuit breaker against injected faults.
+
+use std::time::Duration;
+
+use ikit_client::{BreakerConfig, Client, ClientError, FolderQuery, NewSecret, RetryPolicy, Scope};
+use ikit_emulator::{ApiVersion, Fault};
+
+use crate::support::{Harness, PROJECT, ua};
+
+const LIST: &str = "/api/v4/secrets";
+
+fn query() -> FolderQuery {
+    FolderQuery::new(PROJECT, "dev", "/app")
+}
+
+#[tokio::test]
+async fn a_429_storm_is_obeyed_to_the_second() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    client.ensure_token().await.unwrap();
+    // Every list answers 429 "retry after 30 s" for 70 emulated seconds.
+    h.emulator.faults().add(Fault::rate_limited(LIST, 30).for_duration(Duration::from_secs(70)));
+    let started = h.emulator.clock().now_ms();
+    client.fetch_folder(&query()).await.unwrap();
+    // Requests at +0 s and +30 s and +60 s got 429; the one at +90 s succeeded. Had the client
+    // come back before Retry-After, the window would have eaten all four attempts.
+    assert_eq!(h.count("GET", LIST), 4);
+    assert_eq!(h.sleeper.recorded(), vec![Duration::from_secs(30); 3]);
+    assert_eq!(h.emulator.clock().now_ms() - started, 90_000);
+}
+
+#[tokio::test]
+async fn the_production_rate_limiter_is_obeyed() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    client.ensure_token().await.unwrap();
+    // The production-like limiter: 60 secrets requests per minute, then 429.
+    h.emulator.set_rate_limit_mode(true);
+    for _ in 0..70 {
+        client.fetch_folder(&query()).await.unwrap();
+    }
+    let waits: Vec<Duration> = h.sleeper.recorded();
+    assert!(!waits.is_empty(), "the limiter was hit");
+    assert!(waits.iter().all(|w| *w >= Duration::from_secs(1)), "{waits:?}");
+    assert_eq!(h.count("GET", LIST), 70 + waits.len() as u64);
+}
+
+#[tokio::test]
+async fn a_long_retry_after_is_not_waited_for() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    client.ensure_token().await.unwrap();
+    h.emulator.faults().add(Fault::rate_limited(LIST, 600).times(1));
+    let err = client.fetch_folder(&query()).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(600)),
+        "{err:?}"
+    );
+    assert_eq!(h.count("GET", LIST), 1);
+    assert!(h.sleeper.recorded().is_empty());
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_within_the_budget_then_unavailable() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    client.ensure_token().await.unwrap();
+    // Two 503s then success: retried with backoff.
+    h.emulator.faults().add(Fault::status(LIST, 503).times(2));
+    client.fetch_folder(&query()).await.unwrap();
+    assert_eq!(h.count("GET", LIST), 3);
+    let backoffs = h.sleeper.recorded();
+    assert_eq!(backoffs.len(), 2);
+    assert!(
+        backoffs[0] <= Duration::from_millis(100) && backoffs[1] <= Duration::from_millis(200),
+        "{backoffs:?}"
+    );
+
+    // 502 forever: four attempts (the policy), then Unavailable with the status.
+    h.emulator.reset_counters();
+    h.emulator.faults().add(Fault::status(LIST, 502));
+    let err = client.fetch_folder(&query()).await.unwrap_err();
+    assert!(matches!(err, ClientError::Unavailable { status: Some(502), .. }), "{err:?}");
+    assert!(!err.is_unreachable());
+    assert_eq!(h.count("GET", LIST), 4);
+
+    // A 500 is not retried.
+    h.emulator.faults().clear();
+    h.emulator.reset_counters();
+    h.emulator.faults().add(Fault::status(LIST, 500).times(1));
+    let err = client.fetch_folder(&query()).await.unwrap_err();
+    assert!(matches!(err, ClientError::Unavailable { status: Some(500), .. }), "{err:?}");
+    assert_eq!(h.count("GET", LIST), 1);
+}
+
+#[tokio::test]
+async fn dropped_connections_are_retried_then_unreachable() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    client.ensure_token().await.unwrap();
+    h.emulator.faults().add(Fault::drop_connection(LIST).times(1));
+    client.fetch_folder(&query()).await.unwrap();
+    assert_eq!(h.count("GET", LIST), 2);
+
+    h.emulator.faults().add(Fault::drop_connection(LIST));
+    h.emulator.reset_counters();
+    let err = client.fetch_folder(&query()).await.unwrap_err();
+    assert!(matches!(err, ClientError::Unavailable { status: None, .. }), "{err:?}");
+    assert!(err.is_unreachable());
+    assert_eq!(h.count("GET", LIST), 4);
+}
+
+#[tokio::test]
+async fn a_create_is_not_repeated_after_a_dropped_connection_but_is_after_a_429() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    client.ensure_token().await.unwrap();
+    let scope = Scope::new(PROJECT, "dev", "/app");
+    let route = "/api/v4/secrets/ONCE";
+    h.emulator.faults().add(Fault::drop_connection(route).times(1));
+    let err = client.create_secret(&scope, &NewSecret::new("ONCE", "v")).await.unwrap_err();
+    assert!(matches!(err, ClientError::Unavailable { status: None, .. }), "{err:?}");
+    assert_eq!(h.count("POST", route), 1, "the create may have reached the server");
+
+    // A 429 or the 503 of a starting server prove nothing was processed: safe to repeat.
+    h.emulator.faults().add(Fault::rate_limited(route, 2).times(1));
+    h.emulator.faults().add(Fault::starting_up().method("POST").times(1));
+    client.create_secret(&scope, &NewSecret::new("ONCE", "v")).await.unwrap();
+    assert_eq!(h.count("POST", route), 4);
+}
+
+#[tokio::test]
+async fn the_breaker_opens_after_consecutive_failures() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let config = h
+        .config(ua())
+        .with_retry(RetryPolicy { max_attempts: 1, ..RetryPolicy::default() })
+        .with_breaker(BreakerConfig { failure_threshold: 3, open_for: Duration::from_secs(30) });
+    let client = Client::new(config).unwrap();
+    client.ensure_token().await.unwrap();
+    h.emulator.faults().add(Fault::status(LIST, 503));
+    for _ in 0..3 {
+        let err = client.fetch_folder(&query()).await.unwrap_err();
+        assert!(matches!(err, ClientError::Unavailable { .. }), "{err:?}");
+    }
+    assert!(client.circuit_open());
+    let err = client.fetch_folder(&query()).await.unwrap_err();
+    assert!(matches!(err, ClientError::CircuitOpen { .. }), "{err:?}");
+    assert!(err.is_unreachable());
+    assert_eq!(h.count("GET", LIST), 3, "no request while open");
+    // After the open period one trial goes out; it succeeds and closes the circuit.
+    h.emulator.faults().clear();
+    h.advance(Duration::from_secs(31));
+    client.fetch_folder(&query()).await.unwrap();
+    assert!(!client.circuit_open());
+    assert_eq!(h.count("GET", LIST), 4);
+}
+
+#[tokio::test]
+async fn the_request_budget_spaces_out_bursts() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let config = h
+        .config(ua())
+        .with_budget(ikit_client::BudgetConfig { capacity: 5.0, refill_per_sec: 1.0 });
+    let client = Client::new(config).unwrap();
+    for _ in 0..10 {
+        client.fetch_folder(&query()).await.unwrap();
+    }
+    // 11 requests (1 login + 10 lists) with 5 in the bucket: 6 waits of one second each.
+    let waits = h.sleeper.recorded();
+    assert_eq!(waits.len(), 6, "{waits:?}");
+    let total: Duration = waits.iter().sum();
+    assert_eq!(total.as_secs_f64().round() as u64, 6);
+}
