@@ -5,7 +5,9 @@
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod secret;
+pub mod telemetry;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 

@@ -355,6 +355,7 @@ async fn sqlite_outage_spools_then_flushes_in_order() {
 /// A full spool refuses the event with an error and says so in the status.
 #[tokio::test]
 async fn full_spool_is_an_error_not_a_drop() {
+    let metrics = ikit_common::telemetry::metrics_handle();
     let dir = TempDir::new().unwrap();
     let pool = sqlite_pool(&dir.path().join("audit.db")).await;
     pool.close().await;
@@ -370,6 +371,10 @@ async fn full_spool_is_an_error_not_a_drop() {
     assert!(status.is_spool_full());
     assert_eq!((status.spooled, status.capacity), (3, 3));
     assert!(status.last_error.as_deref().unwrap_or("").contains("full"), "{status:?}");
+    let text = metrics.render();
+    assert!(text.contains("audit_events_total{outcome=\"spool_full\"} 1"), "{text}");
+    assert!(text.contains("audit_events_total{outcome=\"spooled\"}"), "{text}");
+    assert!(text.contains("audit_spool_depth "), "{text}");
 }
 
 #[tokio::test]

@@ -1,0 +1,93 @@
+//! Wire types shared by the webhook service (publisher) and the client (subscriber): the JSON
+//! messages on Redis pub/sub. Names and versions only, never a secret value.
+
+use serde::{Deserialize, Serialize};
+
+/// What happened to one secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// One per-key change, derived by the webhook service from Infisical's folder-level events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretChangeEvent {
+    pub project: String,
+    pub environment: String,
+    /// Folder path, `/` for the root.
+    pub folder: String,
+    pub key: String,
+    pub kind: ChangeKind,
+    /// The secret's version after the change, when known (none for deletions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// Unique per event, for de-duplication and audit.
+    pub event_id: String,
+}
+
+impl SecretChangeEvent {
+    /// Folder and key as one path, e.g. `/auth/jwt/current_private_key`.
+    pub fn path(&self) -> String {
+        if self.folder == "/" || self.folder.is_empty() {
+            format!("/{}", self.key)
+        } else {
+            format!("{}/{}", self.folder.trim_end_matches('/'), self.key)
+        }
+    }
+}
+
+/// Asks every replica to drop cached entries matching `pattern` (a key path, a folder prefix or
+/// a glob such as `/auth/*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidationMessage {
+    pub pattern: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn change_event_round_trips_with_a_stable_shape() {
+        let event = SecretChangeEvent {
+            project: "p1".into(),
+            environment: "prod".into(),
+            folder: "/auth/jwt".into(),
+            key: "current_private_key".into(),
+            kind: ChangeKind::Updated,
+            version: Some(4),
+            event_id: "evt-1".into(),
+        };
+        let value = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            value,
+            json!({"project": "p1", "environment": "prod", "folder": "/auth/jwt",
+                   "key": "current_private_key", "kind": "updated", "version": 4,
+                   "eventId": "evt-1"})
+        );
+        let back: SecretChangeEvent = serde_json::from_value(value).unwrap();
+        assert_eq!(back, event);
+        assert_eq!(event.path(), "/auth/jwt/current_private_key");
+
+        let deleted = SecretChangeEvent { kind: ChangeKind::Deleted, version: None, ..event };
+        let text = serde_json::to_string(&deleted).unwrap();
+        assert!(!text.contains("version") && text.contains("\"deleted\""), "{text}");
+        assert_eq!(serde_json::from_str::<SecretChangeEvent>(&text).unwrap(), deleted);
+        let root = SecretChangeEvent { folder: "/".into(), ..deleted };
+        assert_eq!(root.path(), "/current_private_key");
+        assert!(serde_json::from_value::<SecretChangeEvent>(json!({"kind": "renamed"})).is_err());
+    }
+
+    #[test]
+    fn invalidation_round_trips() {
+        let msg = InvalidationMessage { pattern: "/auth/*".into() };
+        let text = serde_json::to_string(&msg).unwrap();
+        assert_eq!(text, r#"{"pattern":"/auth/*"}"#);
+        assert_eq!(serde_json::from_str::<InvalidationMessage>(&text).unwrap(), msg);
+    }
+}
