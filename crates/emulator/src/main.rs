@@ -67,6 +67,9 @@ async fn main() -> ExitCode {
     if let Some(data) = args.data {
         config = config.data_file(data);
     }
+    // Listen for SIGTERM before announcing the URL, so a supervisor that signals right away is
+    // heard.
+    let stop = stop_signal();
     let running = match Emulator::start(config).await {
         Ok(running) => running,
         Err(e) => {
@@ -75,23 +78,23 @@ async fn main() -> ExitCode {
         }
     };
     println!("{}", running.base_url());
-    wait_for_stop().await;
+    stop.await;
     running.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_stop() {
+/// Registers the handlers now; the returned future ends on SIGTERM or ctrl-c.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("sigterm handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("sigterm handler");
+    async move {
+        #[cfg(unix)]
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     }
 }

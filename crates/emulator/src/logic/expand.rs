@@ -90,6 +90,46 @@ fn expand_inner(
     out
 }
 
+/// Rewrites the references to `target` inside `value` (a secret of folder `path` in `env`) so
+/// they name `new_key`, as newer servers do when a secret is renamed
+/// (`fnUpdateSecretLinkedReferences`). Other text is left byte for byte.
+pub fn rename_references(
+    value: &str,
+    env: &str,
+    path: &str,
+    target: &Target,
+    new_key: &str,
+) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let body_len = after
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            .count();
+        if body_len == 0 || after.as_bytes().get(body_len) != Some(&b'}') {
+            out.push_str("${");
+            rest = after;
+            continue;
+        }
+        let body = &after[..body_len];
+        rest = &after[body_len + 1..];
+        if parse_reference(body, env, path).as_ref() == Some(target) {
+            let prefix =
+                body.rsplit_once('.').map_or(String::new(), |(head, _)| format!("{head}."));
+            out.push_str(&format!("${{{prefix}{new_key}}}"));
+        } else {
+            out.push_str("${");
+            out.push_str(body);
+            out.push('}');
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The `formatMultiValueEnv` rule for `skipMultilineEncoding` secrets: a value holding newlines
 /// is quoted and its newlines written as the two characters `\n`.
 pub fn format_multiline(value: &str) -> String {
@@ -194,6 +234,16 @@ mod tests {
         assert_eq!(expand("${K3}", &at("K2"), &map), "end");
         // From the top, the chain is eleven deep: the tenth-level reference stays text.
         assert_eq!(expand("${K1}", &at("K0"), &map), "${K11}");
+    }
+
+    #[test]
+    fn renames_only_references_to_the_target() {
+        let target = Target { env: "dev".into(), path: "/api".into(), key: "OLD".into() };
+        let local = rename_references("a ${OLD} b ${OLDER} ${", "dev", "/api", &target, "NEW");
+        assert_eq!(local, "a ${NEW} b ${OLDER} ${");
+        let remote =
+            rename_references("${dev.api.OLD}/${prod.api.OLD}/${OLD}", "dev", "/", &target, "NEW");
+        assert_eq!(remote, "${dev.api.NEW}/${prod.api.OLD}/${OLD}");
     }
 
     #[test]

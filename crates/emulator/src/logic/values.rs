@@ -29,6 +29,12 @@ pub fn valid_folder_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// A slug: 1 to 64 lowercase letters, digits and hyphens.
+pub fn valid_slug(slug: &str) -> bool {
+    (1..=64).contains(&slug.len())
+        && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// Normalises a secret path as the server does: `""` is `/`, a trailing slash is dropped.
 /// Returns `None` when a segment is not a valid folder name.
 pub fn normalize_path(path: &str) -> Option<String> {
@@ -83,6 +89,14 @@ mod tests {
         assert_eq!(validate_key("a/b", false), Err(KEY_SEPARATOR));
         assert_eq!(validate_key("a:b", false), Err(KEY_SEPARATOR));
         assert_eq!(validate_key("a/b", true), Ok("a/b".to_owned()));
+    }
+
+    #[test]
+    fn checks_slugs() {
+        assert!(valid_slug("prod-eu-1"));
+        assert!(!valid_slug("Prod"));
+        assert!(!valid_slug(""));
+        assert!(!valid_slug(&"a".repeat(65)));
     }
 
     #[test]

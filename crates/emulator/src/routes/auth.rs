@@ -94,8 +94,19 @@ impl FromRequestParts<Arc<App>> for Caller {
         let token = header.get(7..).unwrap_or("");
         let now = app.clock.now_ms();
         let mut store = app.store.lock().expect("store lock");
+        let org = parts.headers.get("x-infisical-org").map(|v| v.to_str().unwrap_or(""));
         if let Some(rest) = token.strip_prefix("st.") {
+            if org.is_some() {
+                return Err(ApiError::bad_request(
+                    "Service token doesn't support sub organization selector",
+                ));
+            }
             return service_token(&mut store, rest, now, app.api_version);
+        }
+        if let Some(org) = org
+            && !crate::logic::values::valid_slug(org)
+        {
+            return Err(ApiError::bad_request("Invalid sub organization slug"));
         }
         let claims = decode_access_token(&store.jwt_secret, token, now)?;
         if claims.auth_token_type != "identityAccessToken" {

@@ -73,6 +73,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/api/v1/workspace/{id}", get(projects::get_workspace))
         .route("/api/v1/projects/{id}", get(projects::get_project))
         .route("/api/v1/projects/slug/{slug}", get(projects::get_project_by_slug))
+        .route("/api/v1/projects/{id}/environments", post(projects::create_environment))
+        .route("/api/v1/projects/{id}/environments/{env}", get(projects::get_environment))
         .route("/api/v1/webhooks", get(webhooks::list).post(webhooks::create))
         .route("/api/v1/webhooks/{id}", patch(webhooks::update).delete(webhooks::remove))
         .route("/api/v1/webhooks/{id}/test", post(webhooks::test));

@@ -125,3 +125,89 @@ pub(crate) async fn get_project_by_slug(
     let p = one(&app, &caller, |p| p.slug == slug, &format!("with slug '{slug}'"))?;
     Ok(Json(json!({ "project": p })).into_response())
 }
+
+fn environment_json(project: &Project, env: &crate::store::Environment) -> Value {
+    let position = project.environments.iter().position(|e| e.id == env.id).map_or(0, |p| p + 1);
+    let at = iso_ms(project.created_at_ms);
+    json!({"id": env.id, "name": env.name, "slug": env.slug, "position": position, "projectId": project.id,
+           "createdAt": at, "updatedAt": at})
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct NewEnvironment {
+    name: String,
+    slug: String,
+}
+
+/// `POST /api/v1/projects/:projectId/environments`.
+pub(crate) async fn create_environment(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(project_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let status = super::validation_status(&app, false);
+    let input: NewEnvironment = super::parse_body(&body, status)?;
+    if !crate::logic::values::valid_slug(&input.slug) {
+        return Err(ApiError::validation(
+            status,
+            vec![crate::error::issue("custom", &["slug"], "Must be a valid slug")],
+        ));
+    }
+    if caller.is_service_token() {
+        return Err(super::auth::wrong_mode(&format!(
+            "/api/v1/projects/{project_id}/environments"
+        )));
+    }
+    let now = app.clock.now_ms();
+    let mut store = app.store.lock().expect("store lock");
+    if !visible(&caller, &project_id) || store.project(&project_id).is_none() {
+        return Err(ApiError::permission_denied("create", "environments"));
+    }
+    if store.environment(&project_id, &input.slug).is_some() {
+        return Err(ApiError::bad_request("Environment with slug already exists"));
+    }
+    let env = crate::store::Environment {
+        id: crate::store::new_id(),
+        name: input.name,
+        slug: input.slug,
+    };
+    store.folders.push(crate::store::Folder {
+        id: crate::store::new_id(),
+        project_id: project_id.clone(),
+        env: env.slug.clone(),
+        path: "/".into(),
+        name: "root".into(),
+        parent_id: None,
+        version: 1,
+        description: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+        last_secret_modified_ms: None,
+    });
+    let project = store.projects.iter_mut().find(|p| p.id == project_id).expect("checked above");
+    project.environments.push(env.clone());
+    let rendered = environment_json(project, &env);
+    Ok(Json(json!({"message": "Successfully created environment", "projectId": project_id, "environment": rendered}))
+        .into_response())
+}
+
+/// `GET /api/v1/projects/:projectId/environments/:envIdOrSlug`.
+pub(crate) async fn get_environment(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((project_id, env_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let store = app.store.lock().expect("store lock");
+    if !visible(&caller, &project_id) {
+        return Err(ApiError::permission_denied("read", "environments"));
+    }
+    let project = store
+        .project(&project_id)
+        .ok_or_else(|| ApiError::not_found(format!("Project with ID '{project_id}' not found")))?;
+    let env =
+        project.environments.iter().find(|e| e.id == env_id || e.slug == env_id).ok_or_else(
+            || ApiError::not_found(format!("Environment with id '{env_id}' not found")),
+        )?;
+    Ok(Json(json!({ "environment": environment_json(project, env) })).into_response())
+}

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::{Caller, Query, parse_body, validation_status};
 use crate::ApiVersion;
 use crate::error::{ApiError, issue};
-use crate::logic::expand::{Target, expand, format_multiline};
+use crate::logic::expand::{Target, expand, format_multiline, rename_references};
 use crate::logic::glob::{is_glob, path_matches};
 use crate::logic::time::iso_ms;
 use crate::logic::values::{normalize_path, trim_value, validate_key};
@@ -615,10 +615,45 @@ pub(crate) async fn update(
         reminder_note: input.secret_reminder_note,
         reminder_days: input.secret_reminder_repeat_days,
     };
+    let renamed = change.new_key.clone().filter(|n| *n != key);
     apply(secret, change, &actor, now);
     let rendered = secret_json(secret, Some(&secret.value), true, true);
+    if let Some(new_key) = renamed {
+        let target = Target { env: place.env.clone(), path: place.path.clone(), key: key.clone() };
+        relink(&app, &mut store, &place.project_id, &target, &new_key, &actor);
+    }
     changed(&app, &mut store, &place, &actor);
     Ok(Json(json!({"secret": rendered})).into_response())
+}
+
+/// Rewrites references to a renamed secret across the project; each rewritten secret gets a
+/// new version and its folder's webhooks fire.
+fn relink(
+    app: &Arc<App>,
+    store: &mut Store,
+    project_id: &str,
+    target: &Target,
+    new_key: &str,
+    actor: &Actor,
+) {
+    let now = app.clock.now_ms();
+    let mut folders = Vec::new();
+    for s in store.secrets.iter_mut().filter(|s| s.project_id == project_id) {
+        let rewritten = rename_references(&s.value, &s.env, &s.path, target, new_key);
+        if rewritten != s.value {
+            s.value = rewritten;
+            s.actor = Some(actor.clone());
+            s.bump(now);
+            folders.push(Place {
+                project_id: project_id.to_owned(),
+                env: s.env.clone(),
+                path: s.path.clone(),
+            });
+        }
+    }
+    for place in folders {
+        changed(app, store, &place, actor);
+    }
 }
 
 pub(crate) async fn delete(

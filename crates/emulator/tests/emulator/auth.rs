@@ -412,3 +412,30 @@ async fn periodic_tokens_report_the_period() {
     assert_eq!(a.body["accessTokenMaxTTL"], 1_000_000_000u64);
     assert_eq!(claims(a.body["accessToken"].as_str().unwrap())["exp"], START_MS / 1000 + 600);
 }
+
+#[tokio::test]
+async fn routes_refuse_token_modes_they_do_not_accept() {
+    let h = start().await;
+    let token = h.token().await;
+    let st = "st.st2.st2-secret";
+    let listed =
+        h.get(&format!("/api/v4/secrets?projectId={PROJECT}&environment=dev"), &token).await;
+    let id = listed.body["secrets"][0]["id"].as_str().unwrap().to_owned();
+    let by_id = h.get(&format!("/api/v4/secrets/id/{id}"), st).await;
+    assert_eq!(by_id.status, 403);
+    assert_eq!(by_id.body["error"], format!("Forbidden access to /api/v4/secrets/id/{id}"));
+    assert_eq!(h.get(&format!("/api/v4/secrets/id/{id}"), &token).await.body["secret"]["id"], id);
+    assert_eq!(h.get("/api/v2/service-token", &token).await.status, 403);
+    // Sub-organisation selection is refused for service tokens.
+    let org = h
+        .http
+        .get(h.url(&format!("/api/v4/secrets?projectId={PROJECT}&environment=dev")))
+        .bearer_auth(st)
+        .header("x-infisical-org", "sub-org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(org.status(), 400);
+    let body: Value = org.json().await.unwrap();
+    assert_eq!(body["message"], "Service token doesn't support sub organization selector");
+}

@@ -372,3 +372,46 @@ async fn folders_v1_and_v2() {
     let after = h.get(&list_path("&secretPath=/svc/inner"), &token).await;
     assert_eq!(after.body, json!({"secrets": [], "imports": []}));
 }
+
+#[tokio::test]
+async fn renaming_rewrites_references_elsewhere() {
+    let h = start().await;
+    let token = h.token().await;
+    let loc = json!({"projectId": PROJECT, "environment": "dev", "secretPath": "/", "newSecretName": "DB_HOST"});
+    let a = h.send(Method::PATCH, "/api/v4/secrets/HOST", Some(&token), Some(loc)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let raw = h.get(&list_path(""), &token).await;
+    assert_eq!(value_of(&raw.body, "URL"), "postgres://${DB_HOST}:${prod.PORT}/${dev.app.NAME}");
+    let expanded = h.get(&list_path("&expandSecretReferences=true"), &token).await;
+    assert_eq!(value_of(&expanded.body, "URL"), "postgres://db.local:5432/appdb");
+}
+
+#[tokio::test]
+async fn environments_can_be_added_and_read() {
+    let h = start().await;
+    let token = h.token().await;
+    let created = h
+        .post(
+            &format!("/api/v1/projects/{PROJECT}/environments"),
+            Some(&token),
+            json!({"name": "QA", "slug": "qa"}),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    assert_eq!(created.body["environment"]["slug"], "qa");
+    let dup = h
+        .post(
+            &format!("/api/v1/projects/{PROJECT}/environments"),
+            Some(&token),
+            json!({"name": "QA", "slug": "qa"}),
+        )
+        .await;
+    assert_eq!(dup.status, 400);
+    let one = h.get(&format!("/api/v1/projects/{PROJECT}/environments/qa"), &token).await;
+    assert_eq!(one.body["environment"]["name"], "QA");
+    // The new environment has a root folder and shows in the project.
+    let body = json!({"projectId": PROJECT, "environment": "qa", "secretValue": "v"});
+    assert_eq!(h.post("/api/v4/secrets/Q", Some(&token), body).await.status, 200);
+    let ws = h.get(&format!("/api/v1/workspace/{PROJECT}"), &token).await;
+    assert_eq!(ws.body["workspace"]["environments"][3]["slug"], "qa");
+}
