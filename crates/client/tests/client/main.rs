@@ -3,7 +3,9 @@
 
 mod api;
 mod auth;
+mod example;
 mod lifecycle;
 mod logs;
 mod reliability;
 mod support;
+mod telemetry;

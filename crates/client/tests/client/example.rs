@@ -1,0 +1,58 @@
+//! The `get` example, run as a process against the emulator.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use ikit_emulator::ApiVersion;
+
+use crate::support::{DB_VALUE, PROJECT, emulator};
+
+/// `cargo test` builds the examples next to the test binaries' `deps` folder.
+fn example_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    dir.join(format!("get{}", std::env::consts::EXE_SUFFIX))
+}
+
+async fn run(envs: Vec<(&'static str, String)>, args: &'static [&'static str]) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(example_path());
+        cmd.env_clear().args(args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prints_only_the_value_and_the_source() {
+    let emu = emulator(ApiVersion::V2026).await;
+    // The example uses the system clock; the emulator clock is pinned in the near future, which
+    // only matters for expiry, not for one read.
+    let envs = vec![
+        ("INFISICAL_API_URL", emu.base_url()),
+        ("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID", "ua-client-id".to_owned()),
+        ("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET", "ua-client-secret-1".to_owned()),
+        ("INFISICAL_PROJECT_ID", PROJECT.to_owned()),
+    ];
+    let ok = run(envs.clone(), &["--env", "dev", "--path", "/app/DB_URL"]).await;
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(String::from_utf8(ok.stdout).unwrap(), DB_VALUE);
+    assert_eq!(String::from_utf8(ok.stderr).unwrap().trim(), "source=network");
+
+    let missing = run(envs.clone(), &["--env", "dev", "--path", "/app/NOPE"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(missing.stdout.is_empty());
+    let stderr = String::from_utf8(missing.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("not found"), "{stderr}");
+
+    let no_project: Vec<_> =
+        envs.into_iter().filter(|(k, _)| *k != "INFISICAL_PROJECT_ID").collect();
+    let bad = run(no_project, &["--env", "dev", "--path", "/app/DB_URL"]).await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8(bad.stderr).unwrap().contains("INFISICAL_PROJECT_ID"));
+}

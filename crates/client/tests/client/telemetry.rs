@@ -1,0 +1,115 @@
+//! Metric names and labels are binding; labels carry folder paths, never keys or values.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use ikit_client::{FolderQuery, SecretRef};
+use ikit_emulator::{ApiVersion, Fault};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+
+use crate::support::{DB_VALUE, Harness, PROJECT, ua};
+
+type Series = Arc<Mutex<BTreeMap<String, f64>>>;
+
+/// Records every series as `name{k=v,...}` with its running value.
+#[derive(Default)]
+struct Capture {
+    series: Series,
+}
+
+struct Handle {
+    key: String,
+    series: Series,
+}
+
+impl metrics::CounterFn for Handle {
+    fn increment(&self, value: u64) {
+        *self.series.lock().unwrap().entry(self.key.clone()).or_default() += value as f64;
+    }
+
+    fn absolute(&self, value: u64) {
+        self.series.lock().unwrap().insert(self.key.clone(), value as f64);
+    }
+}
+
+impl metrics::GaugeFn for Handle {
+    fn increment(&self, value: f64) {
+        *self.series.lock().unwrap().entry(self.key.clone()).or_default() += value;
+    }
+
+    fn decrement(&self, value: f64) {
+        *self.series.lock().unwrap().entry(self.key.clone()).or_default() -= value;
+    }
+
+    fn set(&self, value: f64) {
+        self.series.lock().unwrap().insert(self.key.clone(), value);
+    }
+}
+
+impl metrics::HistogramFn for Handle {
+    fn record(&self, _value: f64) {
+        // Histograms are counted by observations.
+        *self.series.lock().unwrap().entry(self.key.clone()).or_default() += 1.0;
+    }
+}
+
+impl Capture {
+    fn handle(&self, key: &Key) -> Arc<Handle> {
+        let mut labels: Vec<String> =
+            key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        labels.sort();
+        Arc::new(Handle {
+            key: format!("{}{{{}}}", key.name(), labels.join(",")),
+            series: self.series.clone(),
+        })
+    }
+}
+
+impl Recorder for Capture {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.handle(key))
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.handle(key))
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(self.handle(key))
+    }
+}
+
+#[tokio::test]
+async fn fetch_token_and_rate_limit_metrics_are_labelled_by_folder() {
+    let capture = Capture::default();
+    let series = capture.series.clone();
+    let _guard = metrics::set_default_local_recorder(&capture);
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    client.get(&SecretRef::parse(PROJECT, "dev", "/app/DB_URL").unwrap()).await.unwrap();
+    client.fetch_folder(&FolderQuery::new(PROJECT, "dev", "/app")).await.unwrap();
+    h.emulator.faults().add(Fault::rate_limited("/api/v4/secrets", 3).times(1));
+    client.fetch_folder(&FolderQuery::new(PROJECT, "dev", "/shared")).await.unwrap();
+    h.emulator.faults().add(Fault::status("/api/v4/secrets", 403));
+    client.fetch_folder(&FolderQuery::new(PROJECT, "dev", "/shared")).await.unwrap_err();
+
+    let got = series.lock().unwrap().clone();
+    let want = [
+        ("infisical_fetch_total{path=/app,source=network}", 2.0),
+        ("infisical_fetch_total{path=/shared,source=network}", 1.0),
+        ("infisical_fetch_errors_total{error=permission_denied,path=/shared}", 1.0),
+        ("infisical_fetch_duration_seconds{path=/app}", 2.0),
+        ("infisical_fetch_duration_seconds{path=/shared}", 2.0),
+        ("infisical_token_expires_in_seconds{}", 600.0),
+        ("infisical_rate_limit_wait_seconds_total{}", 3.0),
+    ];
+    for (series, value) in want {
+        assert_eq!(got.get(series), Some(&value), "{series} in {got:#?}");
+    }
+    let all = format!("{got:?}");
+    assert!(!all.contains("DB_URL") && !all.contains(DB_VALUE), "{all}");
+}
