@@ -439,3 +439,59 @@ async fn routes_refuse_token_modes_they_do_not_accept() {
     let body: Value = org.json().await.unwrap();
     assert_eq!(body["message"], "Service token doesn't support sub organization selector");
 }
+
+#[tokio::test]
+async fn jwt_logins_verify_rsa_and_ec_signatures_with_configured_public_keys() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/");
+    let read = |name: &str| std::fs::read_to_string(format!("{data}{name}")).unwrap();
+    let mut seed = seed();
+    seed["identities"][2]["jwtAuth"] = json!({
+        "publicKeysPem": [read("jwt-rs256-public.pem"), read("jwt-es256-public.pem")],
+        "boundSubject": "system:serviceaccount:ns:app"
+    });
+    let h = start_with(config(&seed)).await;
+    let claims = json!({"sub": "system:serviceaccount:ns:app", "exp": START_MS / 1000 + 60});
+    let rs = jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        &claims,
+        &EncodingKey::from_rsa_pem(read("jwt-rs256-private.pem").as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let es = jsonwebtoken::encode(
+        &Header::new(Algorithm::ES256),
+        &claims,
+        &EncodingKey::from_ec_pem(read("jwt-es256-private.pem").as_bytes()).unwrap(),
+    )
+    .unwrap();
+    for jwt in [&rs, &es] {
+        let a = h
+            .post(
+                "/api/v1/auth/kubernetes-auth/login",
+                None,
+                json!({"identityId": JWT_IDENTITY, "jwt": jwt}),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    // HS256 is refused when no hmac secret is configured, and a tampered payload fails.
+    let hs = workload_jwt("infisical", 60);
+    assert_eq!(
+        h.post("/api/v1/auth/jwt-auth/login", None, json!({"identityId": JWT_IDENTITY, "jwt": hs}))
+            .await
+            .status,
+        401
+    );
+    let mut parts: Vec<String> = es.split('.').map(str::to_owned).collect();
+    parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(r#"{"sub":"system:serviceaccount:ns:app","exp":9999999999}"#);
+    let tampered = parts.join(".");
+    let t = h
+        .post(
+            "/api/v1/auth/oidc-auth/login",
+            None,
+            json!({"identityId": JWT_IDENTITY, "jwt": tampered}),
+        )
+        .await;
+    assert_eq!(t.status, 401);
+    assert_eq!(t.body["error"], "UnauthorizedError");
+}
