@@ -8,6 +8,11 @@
 //! `audit_events_total{outcome}` and `audit_spool_depth` metrics. Never a silent drop.
 //!
 //! An event never holds a secret value: only names (paths, kids, event ids) and outcomes.
+//!
+//! Delivery from the spool is at-least-once: a crash after an event's row is committed but
+//! before its spool file is removed writes that event again on the next flush (the chain stays
+//! valid; the duplicate is visible as a second row). Spool writes are synchronous file IO on
+//! the calling task; they only happen while the database is away.
 
 pub mod chain;
 mod spool;
@@ -226,6 +231,8 @@ pub enum AuditError {
     InvalidEvent(String),
     #[error("cannot encode audit event: {0}")]
     Encode(serde_json::Error),
+    #[error("cannot create the audit database directory {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
     #[error("unsupported audit database url: use postgres://, postgresql:// or sqlite:")]
     UnsupportedUrl,
 }
@@ -367,9 +374,12 @@ impl AuditLog {
         let mut state = self.inner.state.lock().await;
         let now = self.inner.clock.now_ms();
         if now >= state.retry_at_ms {
-            if !state.spool.is_empty() {
-                // A failure is noted in the status; the event then joins the spool behind the rest.
-                let _ = self.flush_locked(&mut state).await;
+            if !state.spool.is_empty()
+                && let Err(e) = self.flush_locked(&mut state).await
+            {
+                // The event joins the spool behind the rest, keeping the order.
+                tracing::warn!(error = %e, "audit spool flush failed");
+                self.note_error(&mut state, &e);
             }
             if state.spool.is_empty() {
                 match self.store_one(&mut state, &event).await {

@@ -152,40 +152,46 @@ impl Store {
         rows.into_iter().map(AuditRecord::try_from).collect()
     }
 
-    /// Walks every row in `seq` order, in batches, and compares the end with the head row.
+    /// Walks every row in `seq` order, in batches, and compares the end with the head row. It
+    /// reads one consistent snapshot, so writers appending meanwhile never look like tampering.
     pub(crate) async fn verify(&self) -> Result<ChainStatus, AuditError> {
-        let mut verifier = Verifier::default();
-        let mut after = 0i64;
-        loop {
-            let sql =
-                format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
-            let batch = dispatch!(self, pool => {
-                sqlx::query(&sql)
+        let begin = if self.is_postgres() {
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        } else {
+            // A deferred transaction: its first read pins the snapshot (WAL) or a shared lock.
+            "BEGIN"
+        };
+        let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
+        dispatch!(self, pool => {
+            let mut tx = pool.begin_with(begin).await?;
+            let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+            let (head_seq, head_hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
+            let mut verifier = Verifier::default();
+            let mut after = 0i64;
+            loop {
+                let batch = sqlx::query(&sql)
                     .bind(after)
                     .bind(VERIFY_BATCH)
-                    .fetch_all(pool)
+                    .fetch_all(&mut *tx)
                     .await?
                     .iter()
                     .map(read_row)
-                    .collect::<Result<Vec<_>, _>>()?
-            });
-            for row in &batch {
-                if let Some(broken) = verifier.check(row) {
-                    return Ok(broken);
+                    .collect::<Result<Vec<_>, _>>()?;
+                for row in &batch {
+                    if let Some(broken) = verifier.check(row) {
+                        return Ok(broken);
+                    }
+                }
+                match batch.last() {
+                    Some(last) if batch.len() as i64 == VERIFY_BATCH => after = last.seq,
+                    _ => break,
                 }
             }
-            match batch.last() {
-                Some(last) if batch.len() as i64 == VERIFY_BATCH => after = last.seq,
-                _ => break,
-            }
-        }
-        let (seq, hash): (i64, String) = dispatch!(self, pool => {
-            let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-                .fetch_one(pool)
-                .await?;
-            (head.try_get(0)?, head.try_get(1)?)
-        });
-        Ok(verifier.finish(seq, &hash))
+            tx.rollback().await?;
+            Ok(verifier.finish(head_seq, &head_hash))
+        })
     }
 }
 

@@ -209,6 +209,14 @@ async fn concurrent_writers(f: Fixture, other: AuditLog) {
             }));
         }
     }
+    // Verifying while writers append never reports tampering (it reads one snapshot).
+    let verifier = f.log.clone();
+    let verifying = tokio::spawn(async move {
+        for _ in 0..10 {
+            let status = verifier.verify_chain().await.unwrap();
+            assert!(matches!(status, ChainStatus::Intact { .. }), "{status:?}");
+        }
+    });
     let mut seqs = Vec::new();
     for t in tasks {
         match t.await.unwrap() {
@@ -216,6 +224,7 @@ async fn concurrent_writers(f: Fixture, other: AuditLog) {
             other => panic!("not stored: {other:?}"),
         }
     }
+    verifying.await.unwrap();
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
     assert_eq!(f.log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 40 });
@@ -338,6 +347,9 @@ async fn sqlite_outage_spools_then_flushes_in_order() {
         assert_eq!(got, Recorded::Spooled { depth: i as usize });
     }
     assert_eq!(f.log.status().spooled, N as usize);
+    // An explicit flush while the database is still away fails and keeps everything.
+    assert!(matches!(f.log.flush_spool().await, Err(AuditError::Database(_))));
+    assert_eq!(f.log.status().spooled, N as usize);
     drop(f.log);
 
     let pool = sqlite_pool(&f._dir.as_ref().unwrap().path().join("audit.db")).await;
@@ -399,4 +411,30 @@ async fn connect_by_url_creates_the_sqlite_file() {
         AuditLog::connect("mysql://x", AuditOptions::new(spool.path())),
         Err(AuditError::UnsupportedUrl)
     ));
+}
+
+/// An unreadable spool file is set aside (kept for an operator), not flushed and not a blocker.
+#[tokio::test]
+async fn corrupt_spool_entry_is_set_aside() {
+    let f = Fixture::sqlite().await;
+    let spool = TempDir::new().unwrap();
+    let write = |n: u64, body: &str| {
+        std::fs::write(spool.path().join(format!("{n:020}.json")), body).unwrap();
+    };
+    write(1, &serde_json::to_string(&event(1)).unwrap());
+    write(2, "{ torn");
+    write(3, &serde_json::to_string(&event(3)).unwrap());
+    let log = AuditLog::sqlite(
+        match &f.raw {
+            Raw::Lite(p) => p.clone(),
+            Raw::Pg(_) => unreachable!(),
+        },
+        options(spool.path(), &f.clock),
+    )
+    .unwrap();
+    assert_eq!(log.status().spooled, 3);
+    assert_eq!(log.flush_spool().await.unwrap(), 2);
+    assert_eq!(all_targets(&log).await, ["/auth/k1", "/auth/k3"]);
+    assert!(spool.path().join(format!("{:020}.corrupt", 2)).exists());
+    assert_eq!(log.status().spooled, 0);
 }
