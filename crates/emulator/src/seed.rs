@@ -142,6 +142,9 @@ pub struct SeedSecret {
     #[serde(default)]
     pub comment: String,
     pub skip_multiline_encoding: Option<bool>,
+    /// Tag slugs; the project's tags are created as needed.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 fn root() -> String {

@@ -28,6 +28,19 @@ pub(crate) struct Store {
     pub(crate) service_tokens: Vec<ServiceToken>,
     pub(crate) webhooks: Vec<Webhook>,
     pub(crate) approval_policies: Vec<ApprovalPolicy>,
+    #[serde(default)]
+    pub(crate) tags: Vec<Tag>,
+}
+
+/// A project tag; secrets hold copies of theirs.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Tag {
+    pub(crate) id: String,
+    pub(crate) project_id: String,
+    pub(crate) slug: String,
+    pub(crate) name: String,
+    pub(crate) color: Option<String>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -80,7 +93,8 @@ pub(crate) struct Secret {
     pub(crate) reminder_note: Option<String>,
     pub(crate) reminder_repeat_days: Option<u64>,
     pub(crate) metadata: Vec<serde_json::Value>,
-    pub(crate) tag_ids: Vec<String>,
+    #[serde(default)]
+    pub(crate) tags: Vec<Tag>,
     pub(crate) version: u64,
     pub(crate) created_at_ms: i64,
     pub(crate) updated_at_ms: i64,
@@ -218,6 +232,7 @@ impl Store {
             service_tokens: Vec::new(),
             webhooks: Vec::new(),
             approval_policies: Vec::new(),
+            tags: Vec::new(),
         };
         for p in &seed.projects {
             if store.project(&p.id).is_some() {
@@ -270,7 +285,7 @@ impl Store {
                     s.environment, path, s.key
                 )));
             }
-            let secret = Secret::new(
+            let mut secret = Secret::new(
                 &s.project_id,
                 &s.environment,
                 &path,
@@ -281,6 +296,8 @@ impl Store {
                 None,
                 now_ms,
             );
+            secret.tags =
+                s.tags.iter().map(|slug| store.tag_or_create(&s.project_id, slug)).collect();
             store.secrets.push(secret);
         }
         for i in &seed.imports {
@@ -539,6 +556,22 @@ impl Store {
         ProjectLookup { store: self, project_id }
     }
 
+    /// The project's tag with `slug`, created (named after the slug) when missing.
+    pub(crate) fn tag_or_create(&mut self, project_id: &str, slug: &str) -> Tag {
+        if let Some(tag) = self.tags.iter().find(|t| t.project_id == project_id && t.slug == slug) {
+            return tag.clone();
+        }
+        let tag = Tag {
+            id: new_id(),
+            project_id: project_id.to_owned(),
+            slug: slug.to_owned(),
+            name: slug.to_owned(),
+            color: None,
+        };
+        self.tags.push(tag.clone());
+        tag
+    }
+
     pub(crate) fn identity(&self, id: &str) -> Option<&Identity> {
         self.identities.iter().find(|i| i.id == id)
     }
@@ -589,7 +622,7 @@ impl Secret {
             reminder_note: None,
             reminder_repeat_days: None,
             metadata: Vec::new(),
-            tag_ids: Vec::new(),
+            tags: Vec::new(),
             version: 1,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,

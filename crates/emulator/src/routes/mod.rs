@@ -74,6 +74,15 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/api/v1/projects/{id}", get(projects::get_project))
         .route("/api/v1/projects/slug/{slug}", get(projects::get_project_by_slug))
         .route("/api/v1/projects/{id}/environments", post(projects::create_environment))
+        .route("/api/v1/projects/{id}/tags", get(projects::list_tags).post(projects::create_tag))
+        .route(
+            "/api/v1/projects/{id}/tags/slug/{slug}",
+            get(|s, c, p| projects::get_tag(s, c, p, true)),
+        )
+        .route(
+            "/api/v1/projects/{id}/tags/{tag_id}",
+            get(|s, c, p| projects::get_tag(s, c, p, false)),
+        )
         .route("/api/v1/projects/{id}/environments/{env}", get(projects::get_environment))
         .route("/api/v1/webhooks", get(webhooks::list).post(webhooks::create))
         .route("/api/v1/webhooks/{id}", patch(webhooks::update).delete(webhooks::remove))

@@ -211,3 +211,92 @@ pub(crate) async fn get_environment(
         )?;
     Ok(Json(json!({ "environment": environment_json(project, env) })).into_response())
 }
+
+fn tag_json(store: &Store, tag: &crate::store::Tag) -> Value {
+    let at = store.project(&tag.project_id).map(|p| iso_ms(p.created_at_ms));
+    json!({"id": tag.id, "slug": tag.slug, "color": tag.color, "createdAt": at, "updatedAt": at,
+           "createdBy": null, "createdByActorType": null, "projectId": tag.project_id, "name": tag.name})
+}
+
+fn tag_access(caller: &Caller, project_id: &str, url: &str) -> Result<(), ApiError> {
+    if caller.is_service_token() {
+        return Err(super::auth::wrong_mode(url));
+    }
+    if !visible(caller, project_id) {
+        return Err(ApiError::permission_denied("read", "tags"));
+    }
+    Ok(())
+}
+
+/// `GET /api/v1/projects/:projectId/tags`.
+pub(crate) async fn list_tags(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(project_id): Path<String>,
+) -> Result<Response, ApiError> {
+    tag_access(&caller, &project_id, &format!("/api/v1/projects/{project_id}/tags"))?;
+    let store = app.store.lock().expect("store lock");
+    let tags: Vec<Value> = store
+        .tags
+        .iter()
+        .filter(|t| t.project_id == project_id)
+        .map(|t| tag_json(&store, t))
+        .collect();
+    Ok(Json(json!({ "tags": tags })).into_response())
+}
+
+/// `GET /api/v1/projects/:projectId/tags/slug/:slug` and `.../tags/:tagId`.
+pub(crate) async fn get_tag(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((project_id, id)): Path<(String, String)>,
+    by_slug: bool,
+) -> Result<Response, ApiError> {
+    tag_access(&caller, &project_id, &format!("/api/v1/projects/{project_id}/tags"))?;
+    let store = app.store.lock().expect("store lock");
+    let tag = store
+        .tags
+        .iter()
+        .find(|t| t.project_id == project_id && if by_slug { t.slug == id } else { t.id == id })
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Tag with {} '{id}' not found",
+                if by_slug { "slug" } else { "ID" }
+            ))
+        })?;
+    Ok(Json(json!({ "tag": tag_json(&store, tag) })).into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct NewTag {
+    slug: String,
+    color: Option<String>,
+}
+
+/// `POST /api/v1/projects/:projectId/tags`.
+pub(crate) async fn create_tag(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(project_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let status = super::validation_status(&app, false);
+    let input: NewTag = super::parse_body(&body, status)?;
+    if !crate::logic::values::valid_slug(&input.slug) {
+        return Err(ApiError::validation(
+            status,
+            vec![crate::error::issue("custom", &["slug"], "Must be a valid slug")],
+        ));
+    }
+    tag_access(&caller, &project_id, &format!("/api/v1/projects/{project_id}/tags"))?;
+    let mut store = app.store.lock().expect("store lock");
+    if store.tags.iter().any(|t| t.project_id == project_id && t.slug == input.slug) {
+        return Err(ApiError::bad_request("Tag already exist"));
+    }
+    let mut tag = store.tag_or_create(&project_id, &input.slug);
+    if let Some(stored) = store.tags.iter_mut().find(|t| t.id == tag.id) {
+        stored.color = input.color.map(|c| c.trim().to_owned());
+        tag = stored.clone();
+    }
+    Ok(Json(json!({ "tag": tag_json(&store, &tag) })).into_response())
+}

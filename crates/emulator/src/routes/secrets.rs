@@ -19,7 +19,7 @@ use crate::logic::glob::{is_glob, path_matches};
 use crate::logic::time::iso_ms;
 use crate::logic::values::{normalize_path, trim_value, validate_key};
 use crate::server::App;
-use crate::store::{Actor, Secret, Store, new_id};
+use crate::store::{Actor, Secret, Store, Tag, new_id};
 use crate::webhook::notify_change;
 
 const HIDDEN: &str = "<hidden-by-infisical>";
@@ -197,7 +197,12 @@ fn secret_json(s: &Secret, value: Option<&str>, path: bool, dates: bool) -> Valu
         m.insert("secretPath".into(), json!(s.path));
     }
     m.insert("secretValueHidden".into(), json!(value.is_none()));
-    m.insert("tags".into(), json!([]));
+    let tags: Vec<Value> = s
+        .tags
+        .iter()
+        .map(|t| json!({"id": t.id, "slug": t.slug, "color": t.color, "name": t.name}))
+        .collect();
+    m.insert("tags".into(), Value::Array(tags));
     m.insert("secretMetadata".into(), json!(s.metadata));
     Value::Object(m)
 }
@@ -250,9 +255,13 @@ pub(crate) async fn list(
     } else {
         vec![place.path.clone()]
     };
+    let tags = tag_filter(&q);
     let mut secrets = Vec::new();
     for folder in &folders {
         for s in store.secrets_in(&place.project_id, &place.env, folder) {
+            if tags.as_ref().is_some_and(|want| !s.tags.iter().any(|t| want.contains(&t.slug))) {
+                continue;
+            }
             let value = shown_value(&store, s, view, expand_refs);
             secrets.push(secret_json(s, value.as_deref(), true, true));
         }
@@ -461,12 +470,41 @@ struct CreateBody {
     loc: Location,
     secret_value: String,
     #[serde(default)]
+    tag_ids: Vec<String>,
+    #[serde(default)]
     secret_comment: String,
     skip_multiline_encoding: Option<bool>,
     #[serde(default)]
     secret_metadata: Vec<Value>,
     secret_reminder_note: Option<String>,
     secret_reminder_repeat_days: Option<u64>,
+}
+
+/// Resolves `tagIds` of a write; unknown ids are a 404 naming the slugs that were found.
+fn resolve_tags(store: &Store, project_id: &str, ids: &[String]) -> Result<Vec<Tag>, ApiError> {
+    let found: Vec<Tag> = store
+        .tags
+        .iter()
+        .filter(|t| t.project_id == project_id && ids.contains(&t.id))
+        .cloned()
+        .collect();
+    if found.len() != ids.iter().collect::<std::collections::HashSet<_>>().len() {
+        let slugs: Vec<&str> = found.iter().map(|t| t.slug.as_str()).collect();
+        return Err(ApiError::not_found(format!("Tag not found. Found {}", slugs.join(","))));
+    }
+    Ok(found)
+}
+
+/// `tagSlugs=a,b`: keeps secrets carrying any of the tags.
+fn tag_filter(q: &Query) -> Option<Vec<String>> {
+    let slugs: Vec<String> = q
+        .get("tagSlugs")?
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if slugs.is_empty() { None } else { Some(slugs) }
 }
 
 fn changed(app: &Arc<App>, store: &mut Store, place: &Place, actor: &Actor) {
@@ -497,6 +535,7 @@ pub(crate) async fn create(
     if store.find_secret(&place.project_id, &place.env, &place.path, &key).is_some() {
         return Err(already_exists(&app));
     }
+    let tags = resolve_tags(&store, &place.project_id, &input.tag_ids)?;
     let actor = caller.actor();
     let mut secret = Secret::new(
         &place.project_id,
@@ -510,6 +549,7 @@ pub(crate) async fn create(
         now,
     );
     secret.metadata = input.secret_metadata;
+    secret.tags = tags;
     secret.reminder_note = input.secret_reminder_note;
     secret.reminder_repeat_days = input.secret_reminder_repeat_days;
     let rendered = secret_json(&secret, Some(&secret.value), true, true);
@@ -530,6 +570,7 @@ struct UpdateBody {
     secret_metadata: Option<Vec<Value>>,
     secret_reminder_note: Option<String>,
     secret_reminder_repeat_days: Option<u64>,
+    tag_ids: Option<Vec<String>>,
 }
 
 struct Change {
@@ -540,6 +581,8 @@ struct Change {
     metadata: Option<Vec<Value>>,
     reminder_note: Option<String>,
     reminder_days: Option<u64>,
+    /// Replaces the whole set when given.
+    tags: Option<Vec<Tag>>,
 }
 
 /// Applies an update to an existing secret and records a new version.
@@ -564,6 +607,9 @@ fn apply(secret: &mut Secret, change: Change, actor: &Actor, now: i64) {
     }
     if change.reminder_days.is_some() {
         secret.reminder_repeat_days = change.reminder_days;
+    }
+    if let Some(tags) = change.tags {
+        secret.tags = tags;
     }
     secret.actor = Some(actor.clone());
     secret.bump(now);
@@ -602,6 +648,10 @@ pub(crate) async fn update(
     {
         return Err(ApiError::bad_request("Secret with the new name already exists"));
     }
+    let tags = match &input.tag_ids {
+        Some(ids) => Some(resolve_tags(&store, &place.project_id, ids)?),
+        None => None,
+    };
     let actor = caller.actor();
     let secret = store
         .find_secret_mut(&place.project_id, &place.env, &place.path, &key)
@@ -614,6 +664,7 @@ pub(crate) async fn update(
         metadata: input.secret_metadata,
         reminder_note: input.secret_reminder_note,
         reminder_days: input.secret_reminder_repeat_days,
+        tags,
     };
     let renamed = change.new_key.clone().filter(|n| *n != key);
     apply(secret, change, &actor, now);
@@ -870,6 +921,7 @@ pub(crate) async fn batch_update(
                 metadata: item.secret_metadata,
                 reminder_note: item.secret_reminder_note,
                 reminder_days: item.secret_reminder_repeat_days,
+                tags: None,
             };
             apply(secret, change, &actor, now);
             rendered.push(secret_json(secret, Some(&secret.value), true, true));

@@ -415,3 +415,35 @@ async fn environments_can_be_added_and_read() {
     let ws = h.get(&format!("/api/v1/workspace/{PROJECT}"), &token).await;
     assert_eq!(ws.body["workspace"]["environments"][3]["slug"], "qa");
 }
+
+#[tokio::test]
+async fn tags_attach_filter_and_validate() {
+    let mut seed = seed();
+    seed["secrets"][5]["tags"] = json!(["backend"]);
+    let h = start_with(config(&seed)).await;
+    let token = h.token().await;
+    let tagged = h.get(&list_path("&secretPath=/app"), &token).await;
+    assert_eq!(tagged.body["secrets"][0]["tags"][0]["slug"], "backend");
+    let created = h
+        .post(
+            &format!("/api/v1/projects/{PROJECT}/tags"),
+            Some(&token),
+            json!({"slug": "ops", "color": "#fff"}),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let ops_id = created.body["tag"]["id"].as_str().unwrap().to_owned();
+    let by_slug = h.get(&format!("/api/v1/projects/{PROJECT}/tags/slug/ops"), &token).await;
+    assert_eq!(by_slug.body["tag"]["id"], ops_id.as_str());
+    let body =
+        json!({"projectId": PROJECT, "environment": "dev", "secretValue": "v", "tagIds": [ops_id]});
+    assert_eq!(h.post("/api/v4/secrets/TAGGED", Some(&token), body).await.status, 200);
+    let filtered = h.get(&list_path("&tagSlugs=ops,nothing"), &token).await;
+    assert_eq!(keys(&filtered.body), ["TAGGED"]);
+    let bad =
+        json!({"projectId": PROJECT, "environment": "dev", "secretValue": "v", "tagIds": ["nope"]});
+    let refused = h.post("/api/v4/secrets/BADTAG", Some(&token), bad).await;
+    assert_error(&refused, 404, "NotFound", "Tag not found. Found ");
+    let all = h.get(&format!("/api/v1/projects/{PROJECT}/tags"), &token).await;
+    assert_eq!(all.body["tags"].as_array().unwrap().len(), 2);
+}
