@@ -77,6 +77,22 @@ impl TokenManager {
         Ok(token)
     }
 
+    /// Revokes the current token on the server and forgets it.
+    async fn revoke(&self, transport: &Transport) -> Result<(), ClientError> {
+        if self.auth.static_token().is_some() {
+            return Ok(());
+        }
+        let mut state = self.state.lock().await;
+        let Some(current) = state.take() else { return Ok(()) };
+        let mut call = Call::new(Method::POST, &["v1", "auth", "token", "revoke"]);
+        call.body = Some(Zeroizing::new(
+            serde_json::json!({ "accessToken": current.token.expose() }).to_string(),
+        ));
+        call.idempotent = true;
+        transport.send(&call, None).await.map_err(|f| login_error(f, "revocation"))?;
+        Ok(())
+    }
+
     /// Forgets `used` if it is still the current token, so the next call logs in.
     async fn invalidate(&self, used: &AccessToken) {
         let mut state = self.state.lock().await;
@@ -92,6 +108,8 @@ impl TokenManager {
                 .await?;
         let mut call = Call::new(Method::POST, &["v1", "auth", request.method, "login"]);
         call.body = Some(request.body);
+        // Repeating a login at worst leaves an unused token row behind: safe to retry.
+        call.idempotent = true;
         let body = transport.send(&call, None).await.map_err(|f| login_error(f, "login"))?;
         let login = wire::decode_login(&body)?;
         tracing::info!(
@@ -214,6 +232,12 @@ impl Client {
     /// background refresher; every request does this anyway.
     pub async fn ensure_token(&self) -> Result<(), ClientError> {
         self.inner.tokens.current(&self.inner.transport).await.map(|_| ())
+    }
+
+    /// Revokes the access token this client holds (for a clean shutdown); the next request logs
+    /// in again. Fixed tokens are left alone.
+    pub async fn revoke_token(&self) -> Result<(), ClientError> {
+        self.inner.tokens.revoke(&self.inner.transport).await
     }
 
     /// Sends an authenticated call built for the current dialect; on a route-not-found from v4

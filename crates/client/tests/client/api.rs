@@ -192,3 +192,16 @@ async fn typed_errors_for_missing_and_forbidden_things() {
         "{bad_key:?}"
     );
 }
+
+#[tokio::test]
+async fn keys_with_spaces_dots_and_unicode_are_path_encoded() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    let scope = Scope::new(PROJECT, "dev", "/app");
+    for key in ["WITH SPACE", "dotted.key-1", "naïve?&#"] {
+        client.create_secret(&scope, &NewSecret::new(key, "v")).await.unwrap();
+        let got = client.get_secret(&scope, key, &GetOptions::default()).await.unwrap();
+        assert_eq!(got.key, key);
+        client.delete_secret(&scope, key, SecretType::Shared).await.unwrap();
+    }
+}

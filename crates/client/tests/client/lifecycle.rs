@@ -111,3 +111,69 @@ async fn a_token_the_server_calls_expired_triggers_one_login_and_a_retry() {
     assert_eq!(h.count("POST", LOGIN), 2);
     assert_eq!(h.count("GET", "/api/v4/secrets"), 3);
 }
+
+#[tokio::test]
+async fn a_failed_renewal_falls_back_to_a_login() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    client.fetch_folder(&query()).await.unwrap();
+    h.emulator.faults().add(ikit_emulator::Fault::status(RENEW, 500).times(1));
+    h.advance(MIN * 9);
+    client.fetch_folder(&query()).await.unwrap();
+    assert_eq!((h.count("POST", LOGIN), h.count("POST", RENEW)), (2, 1));
+    // The fresh token renews normally later.
+    h.advance(MIN * 9);
+    client.fetch_folder(&query()).await.unwrap();
+    assert_eq!((h.count("POST", LOGIN), h.count("POST", RENEW)), (2, 2));
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_replaced_by_a_login() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    client.fetch_folder(&query()).await.unwrap();
+    client.revoke_token().await.unwrap();
+    assert_eq!(h.count("POST", "/api/v1/auth/token/revoke"), 1);
+    client.fetch_folder(&query()).await.unwrap();
+    assert_eq!(h.count("POST", LOGIN), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_login_times_out_for_everyone_and_never_wedges() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    // Real time here: the point is the request timeout, which only real time can show.
+    let config = h
+        .config(ua())
+        .with_timeouts(Duration::from_secs(1), Duration::from_millis(300))
+        .with_retry(ikit_client::RetryPolicy {
+            max_attempts: 1,
+            ..ikit_client::RetryPolicy::default()
+        });
+    let client = ikit_client::Client::new(config).unwrap();
+    h.emulator.faults().add(ikit_emulator::Fault::latency(LOGIN, Duration::from_secs(5)));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move { c.fetch_folder(&query()).await }));
+    }
+    for t in tasks {
+        let err = t.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, ikit_client::ClientError::Unavailable { status: None, ref reason } if reason == "request timed out"),
+            "{err:?}"
+        );
+    }
+    h.emulator.faults().clear();
+    client.fetch_folder(&query()).await.unwrap();
+    // Every caller tried its own login after the one before it failed; none hung.
+    assert_eq!(h.count("POST", LOGIN), 5);
+}
+
+#[tokio::test]
+async fn a_login_hit_by_a_server_error_is_retried() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    h.emulator.faults().add(ikit_emulator::Fault::status(LOGIN, 502).times(2));
+    client.fetch_folder(&query()).await.unwrap();
+    assert_eq!(h.count("POST", LOGIN), 3);
+}
