@@ -350,6 +350,13 @@ async fn finish(
         let bytes = serde_json::to_vec(&body).expect("json values always serialise");
         response = Response::from_parts(parts, Body::from(bytes));
     }
+    // Fastify names the charset on JSON answers.
+    if response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == "application/json") {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
     if method != "GET" || response.status() != StatusCode::OK {
         return response;
     }

@@ -135,6 +135,7 @@ async fn status_and_health() {
     assert_eq!(s.status, 200);
     assert_eq!(s.body["message"], "Ok");
     assert_eq!(s.body["date"], "2026-01-01T00:00:00.000Z");
+    assert_eq!(s.headers["content-type"], "application/json; charset=utf-8");
     let health = h.send(Method::GET, "/api/health", None, None).await;
     assert_eq!(health.body, json!({"status": "ok", "message": "Server is alive"}));
 }
