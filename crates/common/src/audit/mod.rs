@@ -240,6 +240,7 @@ pub enum AuditError {
 /// How an [`AuditLog`] spools and retries.
 #[derive(Clone)]
 pub struct AuditOptions {
+    /// One directory per process (replica): two logs must not share a spool.
     pub spool_dir: PathBuf,
     /// Most events held on disk while the database is away.
     pub spool_capacity: usize,
@@ -385,7 +386,7 @@ impl AuditLog {
                 match self.store_one(&mut state, &event).await {
                     Ok(seq) => {
                         count("stored");
-                        self.clear_error();
+                        self.clear_error(&mut state);
                         return Ok(Recorded::Stored { seq });
                     }
                     Err(e) => {
@@ -422,7 +423,7 @@ impl AuditLog {
         if let Err(e) = &flushed {
             self.note_error(&mut state, e);
         } else {
-            self.clear_error();
+            self.clear_error(&mut state);
         }
         flushed
     }
@@ -501,7 +502,8 @@ impl AuditLog {
         status.spooled = state.spool.len();
     }
 
-    fn clear_error(&self) {
+    fn clear_error(&self, state: &mut State) {
+        state.retry_at_ms = 0;
         let mut status = self.inner.status.lock().unwrap_or_else(|e| e.into_inner());
         status.last_error = None;
     }

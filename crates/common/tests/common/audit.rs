@@ -279,11 +279,8 @@ async fn sqlite_concurrent_writers_keep_one_chain() {
     concurrent_writers(f, other).await;
 }
 
-/// PostgreSQL goes away behind a proxy and comes back: N events spool, then land in order.
-#[tokio::test]
-async fn postgres_outage_spools_then_flushes_in_order() {
-    const N: i64 = 5;
-    let db = TestDatabase::postgres().await;
+/// A pool that reaches the test database through a proxy the test can take down.
+async fn proxied_pool(db: &TestDatabase) -> (Proxy, PgPool) {
     let direct: PgConnectOptions = db.url().parse().unwrap();
     let target = tokio::net::lookup_host((direct.get_host(), direct.get_port()))
         .await
@@ -291,11 +288,20 @@ async fn postgres_outage_spools_then_flushes_in_order() {
         .next()
         .unwrap();
     let proxy = Proxy::start(target).await;
-    let via_proxy = direct.clone().host("127.0.0.1").port(proxy.addr().port());
+    let via_proxy = direct.host("127.0.0.1").port(proxy.addr().port());
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(10))
         .connect_lazy_with(via_proxy);
+    (proxy, pool)
+}
+
+/// PostgreSQL goes away behind a proxy and comes back: N events spool, then land in order.
+#[tokio::test]
+async fn postgres_outage_spools_then_flushes_in_order() {
+    const N: i64 = 5;
+    let db = TestDatabase::postgres().await;
+    let (proxy, pool) = proxied_pool(&db).await;
     let clock = Arc::new(ManualClock::new(T0));
     let spool = TempDir::new().unwrap();
     let log = AuditLog::postgres(pool, options(spool.path(), &clock)).unwrap();
@@ -313,6 +319,12 @@ async fn postgres_outage_spools_then_flushes_in_order() {
     let files = std::fs::read_dir(spool.path()).unwrap().count();
     assert_eq!(files, N as usize);
 
+    // While the retry delay runs, record does not even try the database.
+    clock.advance(1);
+    proxy.set_up(true);
+    assert_eq!(log.record(event(150)).await.unwrap(), Recorded::Spooled { depth: N as usize + 1 });
+    proxy.set_up(false);
+
     // Nothing reached the database meanwhile.
     let rows: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_log").fetch_one(db.pool()).await.unwrap();
@@ -322,13 +334,14 @@ async fn postgres_outage_spools_then_flushes_in_order() {
     proxy.set_up(true);
     clock.advance(AuditOptions::DEFAULT_RETRY_AFTER.as_millis() as i64 + 1);
     let last = log.record(event(200)).await.unwrap();
-    assert_eq!(last, Recorded::Stored { seq: 2 + N + 1 });
+    assert_eq!(last, Recorded::Stored { seq: 2 + N + 2 });
 
     let mut expected: Vec<String> = (1..=2).map(|i| format!("/auth/k{i}")).collect();
     expected.extend((1..=N).map(|i| format!("/auth/k{}", 100 + i)));
+    expected.push("/auth/k150".into());
     expected.push("/auth/k200".into());
     assert_eq!(all_targets(&log).await, expected);
-    assert_eq!(log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 2 + N as u64 + 1 });
+    assert_eq!(log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 2 + N as u64 + 2 });
     assert!(log.status().is_healthy(), "{:?}", log.status());
     assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0);
 }
@@ -362,6 +375,23 @@ async fn sqlite_outage_spools_then_flushes_in_order() {
     assert_eq!(log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 1 + N as u64 });
     assert!(log.status().is_healthy());
     assert_eq!(log.flush_spool().await.unwrap(), 0);
+}
+
+/// After an explicit flush succeeds, the next record goes straight to the database even
+/// though the retry delay of the earlier failure has not run out.
+#[tokio::test]
+async fn successful_flush_ends_the_retry_delay() {
+    let db = TestDatabase::postgres().await;
+    let (proxy, pool) = proxied_pool(&db).await;
+    let clock = Arc::new(ManualClock::new(T0));
+    let spool = TempDir::new().unwrap();
+    let log = AuditLog::postgres(pool, options(spool.path(), &clock)).unwrap();
+    record_n(&log, 1).await;
+    proxy.set_up(false);
+    assert_eq!(log.record(event(2)).await.unwrap(), Recorded::Spooled { depth: 1 });
+    proxy.set_up(true);
+    assert_eq!(log.flush_spool().await.unwrap(), 1);
+    assert_eq!(log.record(event(3)).await.unwrap(), Recorded::Stored { seq: 3 });
 }
 
 /// A full spool refuses the event with an error and says so in the status.
