@@ -14,7 +14,7 @@ use crate::auth::{self, AuthMethod};
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::token::{AccessToken, TokenAction, TokenState, TokenTimes};
-use crate::transport::{Call, Failure, Transport};
+use crate::transport::{Call, Failure, Reply, Transport};
 use crate::wire::{self, Folder, FolderSecrets, ImportOrder, Project, Secret, SecretType};
 
 /// Successful folder fetches, by source (`network`, `cache`, `snapshot`) and folder path.
@@ -25,6 +25,28 @@ pub const METRIC_FETCH_ERRORS: &str = "infisical_fetch_errors_total";
 pub const METRIC_FETCH_DURATION: &str = "infisical_fetch_duration_seconds";
 /// `expiresIn` of the current access token when it was obtained.
 pub const METRIC_TOKEN_EXPIRES_IN: &str = "infisical_token_expires_in_seconds";
+
+/// The answer to a conditional folder fetch.
+pub enum FolderFetch {
+    /// The folder changed (or no ETag was given): its listing and the new ETag.
+    Modified { folder: FolderSecrets, etag: Option<String> },
+    /// The server still has the version named by the ETag.
+    NotModified,
+}
+
+impl std::fmt::Debug for FolderFetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Modified { folder, etag } => f
+                .debug_struct("Modified")
+                .field("secrets", &folder.secrets.len())
+                .field("imports", &folder.imports.len())
+                .field("etag", etag)
+                .finish(),
+            Self::NotModified => f.write_str("NotModified"),
+        }
+    }
+}
 
 /// Where a value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,8 +132,8 @@ impl TokenManager {
         call.body = Some(request.body);
         // Repeating a login at worst leaves an unused token row behind: safe to retry.
         call.idempotent = true;
-        let body = transport.send(&call, None).await.map_err(|f| login_error(f, "login"))?;
-        let login = wire::decode_login(&body)?;
+        let reply = transport.send(&call, None).await.map_err(|f| login_error(f, "login"))?;
+        let login = wire::decode_login(&reply.body)?;
         tracing::info!(
             method = self.auth.name(),
             expires_in = login.expires_in,
@@ -131,8 +153,8 @@ impl TokenManager {
             serde_json::json!({ "accessToken": old.token.expose() }).to_string(),
         ));
         call.idempotent = true;
-        let body = transport.send(&call, None).await.map_err(|f| login_error(f, "renewal"))?;
-        let renewed = wire::decode_login(&body)?;
+        let reply = transport.send(&call, None).await.map_err(|f| login_error(f, "renewal"))?;
+        let renewed = wire::decode_login(&reply.body)?;
         tracing::debug!(expires_in = renewed.expires_in, "renewed infisical access token");
         Ok(self.state_from(renewed, old.times.login_at, sent_at))
     }
@@ -246,7 +268,7 @@ impl Client {
         &self,
         versioned: bool,
         build: impl Fn(ApiVersion) -> Call,
-    ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    ) -> Result<Reply, ClientError> {
         let mut reauthenticated = false;
         let mut fell_back = false;
         loop {
@@ -287,11 +309,34 @@ impl Client {
     /// Fetches one folder listing from Infisical. The single network path for folder reads: the
     /// cache of part 2 wraps it. Records `infisical_fetch_*` metrics labelled by folder path.
     pub async fn fetch_folder(&self, query: &FolderQuery) -> Result<FolderSecrets, ClientError> {
+        match self.fetch_folder_if_changed(query, None).await? {
+            FolderFetch::Modified { folder, .. } => Ok(folder),
+            FolderFetch::NotModified => Err(ClientError::Decode("unexpected 304".into())),
+        }
+    }
+
+    /// Like [`Client::fetch_folder`], revalidating with `If-None-Match: etag` when given: a
+    /// server that still has that version answers 304 and nothing is decoded.
+    pub async fn fetch_folder_if_changed(
+        &self,
+        query: &FolderQuery,
+        etag: Option<&str>,
+    ) -> Result<FolderFetch, ClientError> {
         let started = Instant::now();
         let result = self
-            .execute(true, |v| api::list(v, query))
+            .execute(true, |v| {
+                let mut call = api::list(v, query);
+                call.if_none_match = etag.map(str::to_owned);
+                call
+            })
             .await
-            .and_then(|body| wire::decode_list(&body));
+            .and_then(|reply| {
+                if reply.not_modified {
+                    return Ok(FolderFetch::NotModified);
+                }
+                let folder = wire::decode_list(&reply.body)?;
+                Ok(FolderFetch::Modified { folder, etag: reply.etag })
+            });
         let path = query.path.clone();
         metrics::histogram!(METRIC_FETCH_DURATION, "path" => path.clone())
             .record(started.elapsed().as_secs_f64());
@@ -340,7 +385,7 @@ impl Client {
         options: &GetOptions,
     ) -> Result<Secret, ClientError> {
         let body = self.execute(true, |v| api::get(v, scope, key, options)).await?;
-        wire::decode_one(&body)
+        wire::decode_one(&body.body)
     }
 
     /// Creates a secret. `Err(PendingApproval)` when a change policy holds it.
@@ -350,7 +395,7 @@ impl Client {
         secret: &NewSecret,
     ) -> Result<Secret, ClientError> {
         let body = self.execute(true, |v| api::create(v, scope, secret)).await?;
-        wire::decode_one(&body)
+        wire::decode_one(&body.body)
     }
 
     /// Updates (and optionally renames) a secret.
@@ -360,7 +405,7 @@ impl Client {
         update: &SecretUpdate,
     ) -> Result<Secret, ClientError> {
         let body = self.execute(true, |v| api::update(v, scope, update)).await?;
-        wire::decode_one(&body)
+        wire::decode_one(&body.body)
     }
 
     pub async fn delete_secret(
@@ -370,7 +415,7 @@ impl Client {
         secret_type: SecretType,
     ) -> Result<Secret, ClientError> {
         let body = self.execute(true, |v| api::delete(v, scope, key, secret_type)).await?;
-        wire::decode_one(&body)
+        wire::decode_one(&body.body)
     }
 
     pub async fn batch_create(
@@ -379,7 +424,7 @@ impl Client {
         items: &[NewSecret],
     ) -> Result<Vec<Secret>, ClientError> {
         let body = self.execute(true, |v| api::batch_create(v, scope, items)).await?;
-        wire::decode_many(&body)
+        wire::decode_many(&body.body)
     }
 
     /// Creates or updates every item (`mode: upsert`).
@@ -389,7 +434,7 @@ impl Client {
         items: &[NewSecret],
     ) -> Result<Vec<Secret>, ClientError> {
         let body = self.execute(true, |v| api::batch_upsert(v, scope, items)).await?;
-        wire::decode_many(&body)
+        wire::decode_many(&body.body)
     }
 
     pub async fn batch_delete(
@@ -398,7 +443,7 @@ impl Client {
         keys: &[String],
     ) -> Result<Vec<Secret>, ClientError> {
         let body = self.execute(true, |v| api::batch_delete(v, scope, keys)).await?;
-        wire::decode_many(&body)
+        wire::decode_many(&body.body)
     }
 
     pub async fn list_folders(
@@ -415,7 +460,7 @@ impl Client {
         let body = self
             .execute(false, |_| api::list_folders(project_id, environment, path, recursive))
             .await?;
-        Ok(wire::decode_json::<Folders>(&body)?.folders)
+        Ok(wire::decode_json::<Folders>(&body.body)?.folders)
     }
 
     /// Creates folder `name` under `parent`.
@@ -433,7 +478,7 @@ impl Client {
         let body = self
             .execute(false, |_| api::create_folder(project_id, environment, parent, name))
             .await?;
-        Ok(wire::decode_json::<One>(&body)?.folder)
+        Ok(wire::decode_json::<One>(&body.body)?.folder)
     }
 
     pub async fn delete_folder(
@@ -450,7 +495,7 @@ impl Client {
         let body = self
             .execute(false, |_| api::delete_folder(project_id, environment, parent, name))
             .await?;
-        Ok(wire::decode_json::<One>(&body)?.folder)
+        Ok(wire::decode_json::<One>(&body.body)?.folder)
     }
 
     /// Projects visible to the identity (`/api/v1/projects`, or `/api/v1/workspace` on servers
@@ -467,6 +512,6 @@ impl Client {
             }
             other => other?,
         };
-        Ok(wire::decode_json::<Projects>(&body)?.projects)
+        Ok(wire::decode_json::<Projects>(&body.body)?.projects)
     }
 }

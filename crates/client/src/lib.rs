@@ -33,7 +33,7 @@ pub use auth::{
     DEFAULT_GCP_METADATA_URL, DEFAULT_K8S_TOKEN_PATH,
 };
 pub use client::{
-    Client, METRIC_FETCH_DURATION, METRIC_FETCH_ERRORS, METRIC_FETCH_TOTAL,
+    Client, FolderFetch, METRIC_FETCH_DURATION, METRIC_FETCH_ERRORS, METRIC_FETCH_TOTAL,
     METRIC_TOKEN_EXPIRES_IN, Source,
 };
 pub use clock::{Clock, ManualClock, SleepFuture, Sleeper, SystemClock, TokioSleeper};

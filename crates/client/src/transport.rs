@@ -8,7 +8,9 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use reqwest::Method;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_TYPE, ETAG, HeaderName, HeaderValue, IF_NONE_MATCH, RETRY_AFTER,
+};
 use url::Url;
 use zeroize::Zeroizing;
 
@@ -32,6 +34,16 @@ pub(crate) struct Call {
     pub(crate) body: Option<Zeroizing<String>>,
     /// Safe to send twice (GET, an update that sets a value, a delete, an upsert).
     pub(crate) idempotent: bool,
+    /// Sent as `If-None-Match`; a 304 then comes back as [`Reply::not_modified`].
+    pub(crate) if_none_match: Option<String>,
+}
+
+/// A successful exchange. No `Debug`: the body may hold secrets.
+pub(crate) struct Reply {
+    pub(crate) body: Zeroizing<Vec<u8>>,
+    pub(crate) etag: Option<String>,
+    /// The server answered 304 to `If-None-Match`; the body is empty.
+    pub(crate) not_modified: bool,
 }
 
 impl Call {
@@ -42,6 +54,7 @@ impl Call {
             query: Vec::new(),
             body: None,
             idempotent: false,
+            if_none_match: None,
         }
     }
 
@@ -78,7 +91,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// What one attempt produced.
 enum Attempt {
-    Done(Zeroizing<Vec<u8>>),
+    Done(Reply),
     Fail { failure: Failure, retry: Option<Option<Duration>>, breaker_failure: bool },
 }
 
@@ -153,16 +166,16 @@ impl Transport {
         &self,
         call: &Call,
         bearer: Option<&AccessToken>,
-    ) -> Result<Zeroizing<Vec<u8>>, Failure> {
+    ) -> Result<Reply, Failure> {
         let route = call.route();
         let mut attempt: u32 = 0;
         loop {
             self.admit().await.map_err(Failure::Error)?;
             let outcome = self.attempt(call, bearer).await;
             let (failure, retry) = match outcome {
-                Attempt::Done(body) => {
+                Attempt::Done(reply) => {
                     lock(&self.breaker).on_success();
-                    return Ok(body);
+                    return Ok(reply);
                 }
                 Attempt::Fail { failure, retry, breaker_failure } => {
                     if breaker_failure {
@@ -219,6 +232,9 @@ impl Transport {
                 }
             }
         }
+        if let Some(etag) = &call.if_none_match {
+            request = request.header(IF_NONE_MATCH, etag.as_str());
+        }
         if let Some(body) = &call.body {
             request =
                 request.header(CONTENT_TYPE, "application/json").body(Vec::from(body.as_bytes()));
@@ -230,15 +246,22 @@ impl Transport {
             Err(e) => return self.network_failure(call, &e, true),
         };
         let status = response.status().as_u16();
-        let retry_after_header =
-            response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after_header = header(RETRY_AFTER);
+        let etag = header(ETAG);
         let body = match response.bytes().await {
             Ok(b) => Zeroizing::new(Vec::from(b)),
             Err(e) => return self.network_failure(call, &e, false),
         };
         tracing::debug!(method = %call.method, route, status, "infisical response");
-        if (200..300).contains(&status) {
-            return Attempt::Done(body);
+        if (200..300).contains(&status) || (status == 304 && call.if_none_match.is_some()) {
+            return Attempt::Done(Reply { body, etag, not_modified: status == 304 });
         }
         let error = ErrorBody::decode(&body);
         let message = error.message_text();

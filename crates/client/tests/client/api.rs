@@ -205,3 +205,33 @@ async fn keys_with_spaces_dots_and_unicode_are_path_encoded() {
         client.delete_secret(&scope, key, SecretType::Shared).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn folder_listings_revalidate_with_etags() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    let query = FolderQuery::new(PROJECT, "dev", "/app");
+    let ikit_client::FolderFetch::Modified { folder, etag: Some(etag) } =
+        client.fetch_folder_if_changed(&query, None).await.unwrap()
+    else {
+        panic!("the first fetch returns a listing with an etag");
+    };
+    assert!(!folder.secrets.is_empty());
+    let again = client.fetch_folder_if_changed(&query, Some(&etag)).await.unwrap();
+    assert!(matches!(again, ikit_client::FolderFetch::NotModified), "{again:?}");
+    client
+        .update_secret(
+            &Scope::new(PROJECT, "dev", "/app"),
+            &SecretUpdate::value("DB_URL", "changed"),
+        )
+        .await
+        .unwrap();
+    match client.fetch_folder_if_changed(&query, Some(&etag)).await.unwrap() {
+        ikit_client::FolderFetch::Modified { folder, etag: Some(new) } => {
+            assert_ne!(new, etag);
+            let db = folder.secrets.iter().find(|s| s.key == "DB_URL").unwrap();
+            assert_eq!(db.value.expose(), "changed");
+        }
+        other => panic!("{other:?}"),
+    }
+}
