@@ -11,6 +11,8 @@ pub mod audit;
 pub mod cipher;
 pub mod clock;
 pub mod error;
+#[cfg(feature = "infisical")]
+pub mod infisical;
 pub mod jwt;
 pub mod lock;
 pub mod manager;

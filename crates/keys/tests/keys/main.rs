@@ -3,6 +3,7 @@
 
 mod concurrency;
 mod crash;
+mod infisical;
 mod manager;
 mod rotation;
 mod support;

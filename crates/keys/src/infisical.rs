@@ -1,0 +1,138 @@
+//! [`KeyStore`] over Infisical through ikit-client: a folder is read with one listing (no
+//! imports, no reference expansion: key material is taken literally), written with one batch
+//! upsert and deleted with one batch delete. Missing folders are created on the first write.
+
+use std::collections::BTreeMap;
+
+use futures_util::future::BoxFuture;
+use ikit_client::{Client, ClientError, FolderQuery, NewSecret, Scope};
+use ikit_common::SecretValue;
+
+use crate::error::{Error, Result};
+use crate::store::{Folder, KeyStore, StoredSecret};
+
+/// Keys kept in one Infisical project environment.
+pub struct InfisicalStore {
+    client: Client,
+    project_id: String,
+    environment: String,
+}
+
+impl std::fmt::Debug for InfisicalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InfisicalStore")
+            .field("project_id", &self.project_id)
+            .field("environment", &self.environment)
+            .finish_non_exhaustive()
+    }
+}
+
+fn store_err(what: &str, folder: &str, e: ClientError) -> Error {
+    match e {
+        ClientError::PendingApproval { .. } => {
+            Error::Store(format!("{what} {folder}: the change is pending approval, not applied"))
+        }
+        other => Error::Store(format!("{what} {folder}: {other}")),
+    }
+}
+
+impl InfisicalStore {
+    pub fn new(
+        client: Client,
+        project_id: impl Into<String>,
+        environment: impl Into<String>,
+    ) -> Self {
+        Self { client, project_id: project_id.into(), environment: environment.into() }
+    }
+
+    fn scope(&self, folder: &str) -> Scope {
+        Scope::new(&self.project_id, &self.environment, folder)
+    }
+
+    /// Creates every missing folder on the way to `folder`.
+    async fn ensure_folder(&self, folder: &str) -> Result<()> {
+        let folder = ikit_common::secret::normalize_folder(folder)
+            .map_err(|e| Error::Store(e.to_string()))?;
+        let mut parent = "/".to_owned();
+        for name in folder.split('/').filter(|s| !s.is_empty()) {
+            let existing = self
+                .client
+                .list_folders(&self.project_id, &self.environment, &parent, false)
+                .await
+                .map_err(|e| store_err("list folders in", &parent, e))?;
+            if !existing.iter().any(|f| f.name == name) {
+                self.client
+                    .create_folder(&self.project_id, &self.environment, &parent, name)
+                    .await
+                    .map_err(|e| store_err("create folder in", &parent, e))?;
+            }
+            parent = if parent == "/" { format!("/{name}") } else { format!("{parent}/{name}") };
+        }
+        Ok(())
+    }
+}
+
+impl KeyStore for InfisicalStore {
+    fn read_folder<'a>(&'a self, folder: &'a str) -> BoxFuture<'a, Result<Folder>> {
+        Box::pin(async move {
+            let query = FolderQuery::new(&self.project_id, &self.environment, folder)
+                .include_imports(false)
+                .expand_references(false);
+            let listing = match self.client.fetch_folder(&query).await {
+                Ok(listing) => listing,
+                Err(ClientError::NotFound { .. }) => return Ok(BTreeMap::new()),
+                Err(e) => return Err(store_err("read", folder, e)),
+            };
+            Ok(listing
+                .secrets
+                .into_iter()
+                .map(|s| (s.key, StoredSecret { value: s.value, version: s.version }))
+                .collect())
+        })
+    }
+
+    fn upsert<'a>(
+        &'a self,
+        folder: &'a str,
+        entries: Vec<(String, SecretValue)>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let items: Vec<NewSecret> = entries
+                .into_iter()
+                .map(|(key, value)| {
+                    let mut item = NewSecret::new(key, value);
+                    // PEM and JSON are stored exactly as given
+                    item.skip_multiline_encoding = true;
+                    item
+                })
+                .collect();
+            match self.client.batch_upsert(&self.scope(folder), &items).await {
+                Ok(_) => Ok(()),
+                Err(ClientError::NotFound { .. }) => {
+                    self.ensure_folder(folder).await?;
+                    self.client
+                        .batch_upsert(&self.scope(folder), &items)
+                        .await
+                        .map(drop)
+                        .map_err(|e| store_err("write", folder, e))
+                }
+                Err(e) => Err(store_err("write", folder, e)),
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, folder: &'a str, keys: Vec<String>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let present = self.read_folder(folder).await?;
+            let keys: Vec<String> = keys.into_iter().filter(|k| present.contains_key(k)).collect();
+            if keys.is_empty() {
+                return Ok(());
+            }
+            self.client
+                .batch_delete(&self.scope(folder), &keys)
+                .await
+                .map(drop)
+                .map_err(|e| store_err("delete from", folder, e))
+        })
+    }
+}
