@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::secret::{SecretValue, validate_environment};
@@ -289,6 +289,26 @@ fn flatten(prefix: &str, table: toml::Table, out: &mut BTreeMap<String, toml::Va
 }
 
 impl Settings {
+    /// Reads the TOML file at `path`, or at `IKIT_CONFIG` from `env` when `path` is `None` (no
+    /// file when neither is set), then [`Settings::load`]s it with `env`.
+    pub fn load_path(
+        path: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigErrors> {
+        let path = path
+            .map(Path::to_path_buf)
+            .or_else(|| env.get("IKIT_CONFIG").filter(|p| !p.is_empty()).map(PathBuf::from));
+        let Some(path) = path else { return Self::load(None, env) };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::load(Some(&text), env),
+            Err(e) => Err(ConfigErrors(vec![ConfigError {
+                field: "file",
+                origin: format!("file {}", path.display()),
+                message: format!("cannot read: {e}"),
+            }])),
+        }
+    }
+
     /// Loads settings from an optional TOML text and an env map. Env wins over the file.
     pub fn load(file: Option<&str>, env: &BTreeMap<String, String>) -> Result<Self, ConfigErrors> {
         let mut loader =
@@ -1109,6 +1129,25 @@ mod tests {
         assert!(err.contains("NoEquals") && !err.contains("secret-one"), "{err}");
         let err = parse_custom_headers("Bad(Name)=v").unwrap_err();
         assert!(err.contains("Bad(Name)"), "{err}");
+    }
+
+    #[test]
+    fn loads_the_file_named_by_path_or_ikit_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ikit.toml");
+        std::fs::write(&path, "[infisical]\nproject_id = \"from-path\"\n").unwrap();
+        let s = Settings::load_path(Some(&path), &BTreeMap::new()).unwrap();
+        assert_eq!(s.infisical.project_id.as_deref(), Some("from-path"));
+        let by_env = env(&[("IKIT_CONFIG", path.to_str().unwrap())]);
+        let s = Settings::load_path(None, &by_env).unwrap();
+        assert_eq!(s.infisical.project_id.as_deref(), Some("from-path"));
+        assert!(
+            Settings::load_path(None, &BTreeMap::new()).unwrap().infisical.project_id.is_none()
+        );
+        let missing = dir.path().join("absent.toml");
+        let errs = Settings::load_path(Some(&missing), &BTreeMap::new()).unwrap_err();
+        assert_eq!(errs.0[0].field, "file");
+        assert!(errs.0[0].origin.contains("absent.toml"));
     }
 
     #[test]

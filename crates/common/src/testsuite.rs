@@ -74,8 +74,10 @@ impl TestDatabase {
             Err(e) if is_unreachable(&e) => fallback_postgres(admin_url, e.to_string()).await?,
             Err(e) => return Err(setup("postgresql", e)),
         };
-        let name = format!("ikit_test_{}", uuid::Uuid::new_v4().simple());
+        let now = unix_secs();
+        let name = format!("ikit_test_{now}_{}", uuid::Uuid::new_v4().simple());
         let mut admin = admin_connect(&admin_url).await.map_err(|e| setup("postgresql", e))?;
+        sweep_stale_databases(&mut admin, now).await;
         sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
             .execute(&mut admin)
             .await
@@ -128,6 +130,37 @@ impl Drop for TestDatabase {
         .join();
         if let Ok(Err(e)) = cleaned {
             eprintln!("warning: test database {} was not dropped: {e}", self.name);
+        }
+    }
+}
+
+/// Test databases older than this are left over from killed runs and are dropped.
+const STALE_AFTER_SECS: u64 = 3 * 3600;
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The creation time encoded in a test database name (`ikit_test_<secs>_<uuid>`).
+fn created_secs(name: &str) -> Option<u64> {
+    name.strip_prefix("ikit_test_")?.split_once('_')?.0.parse().ok()
+}
+
+/// Drops test databases that a killed run left behind (best effort: errors are ignored).
+async fn sweep_stale_databases(admin: &mut PgConnection, now: u64) {
+    let Ok(names) = sqlx::query_scalar::<_, String>(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'ikit\\_test\\_%'",
+    )
+    .fetch_all(&mut *admin)
+    .await
+    else {
+        return;
+    };
+    for name in names {
+        if created_secs(&name).is_some_and(|t| now.saturating_sub(t) > STALE_AFTER_SECS) {
+            let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut *admin)
+                .await;
         }
     }
 }
@@ -416,6 +449,13 @@ impl Drop for TestRedis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_creation_time_from_a_name() {
+        assert_eq!(created_secs("ikit_test_1700000000_3fa2"), Some(1_700_000_000));
+        assert_eq!(created_secs("ikit_test_3fa2"), None);
+        assert_eq!(created_secs("postgres"), None);
+    }
 
     #[test]
     fn swaps_the_database_in_a_url() {

@@ -9,6 +9,20 @@
 //!
 //! An event never holds a secret value: only names (paths, kids, event ids) and outcomes.
 //!
+//! ```no_run
+//! # async fn demo() -> Result<(), ikit_common::audit::AuditError> {
+//! use ikit_common::audit::{AuditEvent, AuditFilter, AuditLog, AuditOptions, Outcome};
+//! use ikit_common::clock::{Clock, SystemClock};
+//!
+//! let log = AuditLog::connect("sqlite://.ikit-dev/ikit.db", AuditOptions::new(".ikit-dev/spool"))?;
+//! let event = AuditEvent::new(SystemClock.now_ms(), "scheduler", "key.rotate", "kid-1", Outcome::Success)
+//!     .with_details(serde_json::json!({"method": "schedule"}));
+//! log.record(event).await?;
+//! let recent = log.query(&AuditFilter { limit: Some(20), newest_first: true, ..Default::default() }).await?;
+//! assert!(matches!(log.verify_chain().await?, ikit_common::audit::ChainStatus::Intact { .. }));
+//! # drop(recent); Ok(()) }
+//! ```
+//!
 //! Delivery from the spool is at-least-once: a crash after an event's row is committed but
 //! before its spool file is removed writes that event again on the next flush (the chain stays
 //! valid; the duplicate is visible as a second row). Spool writes are synchronous file IO on

@@ -91,3 +91,21 @@ async fn redis_prefix_is_unique_and_cleaned() {
     let exists: bool = redis::cmd("EXISTS").arg(&other_key).query_async(&mut conn).await.unwrap();
     assert!(!exists);
 }
+
+#[tokio::test]
+async fn databases_left_by_killed_runs_are_swept() {
+    let db = TestDatabase::postgres().await;
+    let stale = format!("ikit_test_1000_{}", db.name().rsplit('_').next().unwrap());
+    sqlx::raw_sql(&format!("CREATE DATABASE \"{stale}\"")).execute(db.pool()).await.unwrap();
+    let fresh = TestDatabase::postgres().await; // sweeps on creation
+    let left: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&stale)
+        .fetch_optional(fresh.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, None, "{stale} was not swept");
+    // Recent test databases (this test's own) are left alone.
+    assert!(database_exists(db.name()).await);
+    fresh.cleanup().await.unwrap();
+    db.cleanup().await.unwrap();
+}
