@@ -196,6 +196,27 @@ fn login_error(f: Failure, what: &str) -> ClientError {
     }
 }
 
+/// The secret a reference resolves to in a folder listing.
+pub(crate) fn pick(
+    folder: &FolderSecrets,
+    secret: &SecretRef,
+    order: ImportOrder,
+) -> Result<Secret, ClientError> {
+    let found = folder.find(secret.key(), order).ok_or_else(|| ClientError::NotFound {
+        message: format!("secret {} not found in {}", secret.key(), secret.folder()),
+    })?;
+    if found.value_hidden {
+        return Err(ClientError::PermissionDenied {
+            message: format!(
+                "the value of {} in {} is hidden: the identity may not read secret values",
+                secret.key(),
+                secret.folder()
+            ),
+        });
+    }
+    Ok(found.clone())
+}
+
 struct Inner {
     transport: Transport,
     tokens: TokenManager,
@@ -359,17 +380,11 @@ impl Client {
     }
 
     /// Reads one secret through its folder listing (imports merged, references expanded), the
-    /// way the CLI does.
+    /// way the CLI does. A value the server masked is refused, never returned as the mask.
     pub async fn get(&self, secret: &SecretRef) -> Result<(Secret, Source), ClientError> {
         let query = FolderQuery::new(secret.project(), secret.environment(), secret.folder());
         let folder = self.fetch_folder(&query).await?;
-        folder
-            .find(secret.key(), self.inner.import_order)
-            .cloned()
-            .map(|s| (s, Source::Network))
-            .ok_or_else(|| ClientError::NotFound {
-                message: format!("secret {} not found in {}", secret.key(), secret.folder()),
-            })
+        pick(&folder, secret, self.inner.import_order).map(|s| (s, Source::Network))
     }
 
     /// Reads one value; see [`Client::get`].
@@ -513,5 +528,24 @@ impl Client {
             other => other?,
         };
         Ok(wire::decode_json::<Projects>(&body.body)?.projects)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_masked_value_is_refused_not_returned() {
+        let folder = wire::decode_list(
+            br#"{"secrets":[{"secretKey":"HIDDEN","secretValue":"<hidden-by-infisical>","secretValueHidden":true},{"secretKey":"OPEN","secretValue":"v"}]}"#,
+        )
+        .unwrap();
+        let r = |k: &str| SecretRef::new("p", "dev", "/", k).unwrap();
+        let hidden = pick(&folder, &r("HIDDEN"), ImportOrder::LaterWins).unwrap_err();
+        assert!(matches!(hidden, ClientError::PermissionDenied { .. }), "{hidden:?}");
+        assert_eq!(pick(&folder, &r("OPEN"), ImportOrder::LaterWins).unwrap().value.expose(), "v");
+        let missing = pick(&folder, &r("NOPE"), ImportOrder::LaterWins).unwrap_err();
+        assert!(matches!(missing, ClientError::NotFound { .. }));
     }
 }
