@@ -382,3 +382,26 @@ async fn finish(
     }
     Response::from_parts(parts, Body::from(bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_slashes_are_stripped_keeping_the_query() {
+        let uri: Uri = "/api/v4/secrets/?a=1&b=/x/".parse().unwrap();
+        assert_eq!(strip_trailing_slash(&uri).unwrap().to_string(), "/api/v4/secrets?a=1&b=/x/");
+        assert_eq!(strip_trailing_slash(&"/a//".parse().unwrap()).unwrap().to_string(), "/a");
+        assert!(strip_trailing_slash(&"/".parse().unwrap()).is_none());
+        assert!(strip_trailing_slash(&"/a?x=/".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn the_client_ip_comes_from_the_proxy_header_first() {
+        let remote: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(client_ip(&headers, remote), "127.0.0.1");
+        headers.insert("x-forwarded-for", HeaderValue::from_static(" 10.0.0.7 , 10.0.0.1"));
+        assert_eq!(client_ip(&headers, remote), "10.0.0.7");
+    }
+}
