@@ -1,5 +1,7 @@
 //! Every rotation step is an audit entry. The sink is a small trait so the manager does not
-//! depend on where entries go; [`TracingAudit`] logs them and [`MemoryAudit`] keeps them.
+//! depend on where entries go: ikit-common's tamper-evident [`ikit_common::audit::AuditLog`]
+//! (PostgreSQL or SQLite, spooled to disk while the database is down) in production,
+//! [`TracingAudit`] to log them and [`MemoryAudit`] to keep them.
 
 use std::sync::Mutex;
 
@@ -63,5 +65,37 @@ impl AuditSink for MemoryAudit {
     fn record<'a>(&'a self, entry: AuditEntry) -> BoxFuture<'a, ()> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
         Box::pin(async {})
+    }
+}
+
+/// Entries go to the hash-chained audit log as `key.<kind>.<step>` events: the actor is
+/// `ikit-keys/<trigger>`, the target the key ids, the details the reason and the outcome.
+impl AuditSink for ikit_common::audit::AuditLog {
+    fn record<'a>(&'a self, entry: AuditEntry) -> BoxFuture<'a, ()> {
+        use ikit_common::audit::{AuditEvent, Outcome};
+        Box::pin(async move {
+            let outcome = if entry.outcome == "ok" { Outcome::Success } else { Outcome::Failure };
+            let target = if entry.kids.is_empty() {
+                entry.action.split('.').next().unwrap_or("keys").to_owned()
+            } else {
+                entry.kids.join(",")
+            };
+            let event = AuditEvent::new(
+                entry.at.saturating_mul(1000),
+                format!("ikit-keys/{}", entry.trigger),
+                format!("key.{}", entry.action),
+                target,
+                outcome,
+            )
+            .with_details(serde_json::json!({
+                "reason": entry.reason,
+                "trigger": entry.trigger,
+                "kids": entry.kids,
+                "outcome": entry.outcome,
+            }));
+            if let Err(e) = ikit_common::audit::AuditLog::record(self, event).await {
+                tracing::error!(error = %e, action = %entry.action, "audit entry for a key step was not kept");
+            }
+        })
     }
 }

@@ -248,3 +248,40 @@ async fn health_reports_ages_and_next_due_rotation() {
     let text = serde_json::to_string(&m.health()).unwrap();
     assert!(!text.contains("PRIVATE"));
 }
+
+#[tokio::test]
+async fn steps_reach_the_common_audit_log() {
+    use ikit_common::audit::{AuditFilter, AuditLog, AuditOptions, Outcome};
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("audit.db").display());
+    let log = AuditLog::connect(&url, AuditOptions::new(dir.path().join("spool"))).unwrap();
+    let m = KeyManager::builder(env.store.clone())
+        .clock(env.clock.clone())
+        .audit(Arc::new(log.clone()))
+        .rng(StdRng::seed_from_u64(10))
+        .build()
+        .unwrap();
+    m.load().await.unwrap();
+    m.rotate(RotationTarget::Jwt, true, "incident 42", Trigger::Forced).await.unwrap();
+    let records = log.query(&AuditFilter::default()).await.unwrap();
+    let actions: Vec<&str> = records.iter().map(|r| r.event.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "key.jwt.init",
+            "key.aes.init",
+            "key.aes.activate",
+            "key.jwt.publish_next",
+            "key.jwt.flip"
+        ]
+    );
+    let flip = &records[4].event;
+    assert_eq!((flip.actor.as_str(), flip.outcome), ("ikit-keys/forced", Outcome::Success));
+    assert_eq!(flip.details["reason"], "incident 42");
+    assert_eq!(flip.time_ms, T0 * 1000);
+    assert!(matches!(
+        log.verify_chain().await.unwrap(),
+        ikit_common::audit::ChainStatus::Intact { rows: 5 }
+    ));
+}
