@@ -33,6 +33,7 @@ pub fn env_map_from_process() -> BTreeMap<String, String> {
 }
 
 /// Everything a binary of infisical-kit is configured with.
+#[derive(Clone)]
 pub struct Settings {
     pub infisical: InfisicalSettings,
     /// `postgres://…` or `sqlite:…`; may hold a password (redacted in `Debug`).
@@ -53,6 +54,7 @@ pub struct Settings {
 }
 
 /// Where Infisical is and how to log in.
+#[derive(Clone)]
 pub struct InfisicalSettings {
     /// Base URL ending in `/api`.
     pub api_url: String,
@@ -65,6 +67,7 @@ pub struct InfisicalSettings {
 }
 
 /// How to authenticate to Infisical, with the credentials each method needs.
+#[derive(Clone)]
 pub enum AuthMethod {
     /// No login configured.
     None,

@@ -7,6 +7,11 @@
 //! spool is an error ([`AuditError::SpoolFull`]), visible through [`AuditLog::status`] and the
 //! `audit_events_total{outcome}` and `audit_spool_depth` metrics. Never a silent drop.
 //!
+//! `audit_events_total{outcome}` counts `record` calls by where the event went: `stored`,
+//! `spooled`, `spool_full` and `spool_error` (refused: the caller got an error), and
+//! `spool_corrupt` for unreadable spool files set aside during a flush. The event's own
+//! [`Outcome`] (success, failure, denied) is a column, not a label.
+//!
 //! An event never holds a secret value: only names (paths, kids, event ids) and outcomes.
 //!
 //! ```no_run
