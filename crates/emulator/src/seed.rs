@@ -74,6 +74,12 @@ pub struct SeedIdentity {
     pub auth_methods: Vec<String>,
     pub jwt_auth: Option<SeedJwtAuth>,
     pub lockout: Option<SeedLockout>,
+    /// Lifetime of the universal-auth client secret in seconds (0: none).
+    #[serde(rename = "clientSecretTTL", default)]
+    pub client_secret_ttl: u64,
+    /// Logins the client secret allows (0: no limit).
+    #[serde(default)]
+    pub client_secret_num_uses_limit: u64,
 }
 
 fn default_ttl() -> u64 {

@@ -154,6 +154,19 @@ pub(crate) struct Identity {
     pub(crate) failures: Vec<i64>,
     #[serde(default)]
     pub(crate) locked_until_ms: Option<i64>,
+    #[serde(default)]
+    pub(crate) secret_state: ClientSecretState,
+}
+
+/// Lifetime rules of the universal-auth client secret (spec 1.3).
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ClientSecretState {
+    pub(crate) created_at_ms: i64,
+    pub(crate) ttl_secs: u64,
+    pub(crate) num_uses_limit: u64,
+    pub(crate) num_uses: u64,
+    pub(crate) revoked: bool,
 }
 
 impl Identity {
@@ -357,6 +370,13 @@ impl Store {
                 lockout: i.lockout.clone().unwrap_or_default(),
                 failures: Vec::new(),
                 locked_until_ms: None,
+                secret_state: ClientSecretState {
+                    created_at_ms: now_ms,
+                    ttl_secs: i.client_secret_ttl,
+                    num_uses_limit: i.client_secret_num_uses_limit,
+                    num_uses: 0,
+                    revoked: false,
+                },
             });
         }
         for t in &seed.service_tokens {

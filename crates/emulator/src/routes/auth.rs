@@ -273,7 +273,8 @@ pub(crate) async fn universal_login(
         return Err(ApiError::unauthorized(LOCKED));
     }
     let expected = identity.client_secret.clone().unwrap_or_default();
-    if !bool::from(client_secret.as_bytes().ct_eq(expected.as_bytes())) {
+    let matches = bool::from(client_secret.as_bytes().ct_eq(expected.as_bytes()));
+    if !matches || identity.client_secret.is_none() || identity.secret_state.revoked {
         if lockout.enabled {
             let window = i64::try_from(lockout.counter_reset_seconds * 1000).unwrap_or(i64::MAX);
             identity.failures.retain(|t| now - *t < window);
@@ -288,8 +289,25 @@ pub(crate) async fn universal_login(
     }
     identity.failures.clear();
     identity.locked_until_ms = None;
+    let secret = &mut identity.secret_state;
+    if secret.ttl_secs > 0 && now > secret.created_at_ms.saturating_add(secs_to_ms(secret.ttl_secs))
+    {
+        secret.revoked = true;
+        return Err(ApiError::unauthorized("Access denied due to expired client secret"));
+    }
+    if secret.num_uses_limit > 0 && secret.num_uses >= secret.num_uses_limit {
+        secret.revoked = true;
+        return Err(ApiError::unauthorized(
+            "Access denied due to client secret usage limit reached",
+        ));
+    }
+    secret.num_uses += 1;
     let identity = identity.clone();
     Ok(issue(&mut store, &identity, now))
+}
+
+fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
 #[derive(Deserialize)]

@@ -746,6 +746,8 @@ struct BatchCreateItem {
     skip_multiline_encoding: Option<bool>,
     #[serde(default)]
     secret_metadata: Vec<Value>,
+    #[serde(default)]
+    tag_ids: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -797,9 +799,14 @@ pub(crate) async fn batch_create(
             return Err(already_exists(&app));
         }
     }
+    let tag_sets = input
+        .secrets
+        .iter()
+        .map(|item| resolve_tags(&store, &place.project_id, &item.tag_ids))
+        .collect::<Result<Vec<_>, _>>()?;
     let actor = caller.actor();
     let mut rendered = Vec::new();
-    for (item, key) in input.secrets.into_iter().zip(keys) {
+    for ((item, key), tags) in input.secrets.into_iter().zip(keys).zip(tag_sets) {
         let mut secret = Secret::new(
             &place.project_id,
             &place.env,
@@ -812,6 +819,7 @@ pub(crate) async fn batch_create(
             now,
         );
         secret.metadata = item.secret_metadata;
+        secret.tags = tags;
         rendered.push(secret_json(&secret, Some(&secret.value), true, true));
         store.secrets.push(secret);
     }
@@ -831,6 +839,7 @@ struct BatchUpdateItem {
     secret_metadata: Option<Vec<Value>>,
     secret_reminder_note: Option<String>,
     secret_reminder_repeat_days: Option<u64>,
+    tag_ids: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -903,12 +912,16 @@ pub(crate) async fn batch_update(
         {
             return Err(ApiError::bad_request("Secret with the new name already exists"));
         }
-        plan.push((place, key, new_key, exists, item));
+        let tags = match &item.tag_ids {
+            Some(ids) => Some(resolve_tags(&store, &place.project_id, ids)?),
+            None => None,
+        };
+        plan.push((place, key, new_key, exists, item, tags));
     }
     let actor = caller.actor();
     let mut rendered = Vec::new();
     let mut touched: Vec<Place> = Vec::new();
-    for (place, key, new_key, exists, item) in plan {
+    for (place, key, new_key, exists, item, tags) in plan {
         if exists {
             let secret = store
                 .find_secret_mut(&place.project_id, &place.env, &place.path, &key)
@@ -921,12 +934,12 @@ pub(crate) async fn batch_update(
                 metadata: item.secret_metadata,
                 reminder_note: item.secret_reminder_note,
                 reminder_days: item.secret_reminder_repeat_days,
-                tags: None,
+                tags,
             };
             apply(secret, change, &actor, now);
             rendered.push(secret_json(secret, Some(&secret.value), true, true));
         } else {
-            let secret = Secret::new(
+            let mut secret = Secret::new(
                 &place.project_id,
                 &place.env,
                 &place.path,
@@ -937,6 +950,7 @@ pub(crate) async fn batch_update(
                 Some(actor.clone()),
                 now,
             );
+            secret.tags = tags.unwrap_or_default();
             rendered.push(secret_json(&secret, Some(&secret.value), true, true));
             store.secrets.push(secret);
         }

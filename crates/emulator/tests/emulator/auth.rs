@@ -495,3 +495,30 @@ async fn jwt_logins_verify_rsa_and_ec_signatures_with_configured_public_keys() {
     assert_eq!(t.status, 401);
     assert_eq!(t.body["error"], "UnauthorizedError");
 }
+
+#[tokio::test]
+async fn client_secret_ttl_and_use_limits_revoke_the_secret() {
+    let mut seed = seed();
+    seed["identities"][0]["clientSecretNumUsesLimit"] = json!(2);
+    seed["identities"][1]["clientSecretTTL"] = json!(60);
+    let h = start_with(config(&seed)).await;
+    assert_eq!(h.login_as(CLIENT_ID, CLIENT_SECRET).await.status, 200);
+    assert_eq!(h.login_as(CLIENT_ID, CLIENT_SECRET).await.status, 200);
+    let used_up = h.login_as(CLIENT_ID, CLIENT_SECRET).await;
+    assert_error(
+        &used_up,
+        401,
+        "UnauthorizedError",
+        "Access denied due to client secret usage limit reached",
+    );
+    assert_error(
+        &h.login_as(CLIENT_ID, CLIENT_SECRET).await,
+        401,
+        "UnauthorizedError",
+        "Invalid credentials",
+    );
+    assert_eq!(h.login_as(SHORT_ID, "short-secret").await.status, 200);
+    h.emu.clock().advance(Duration::from_secs(61));
+    let expired = h.login_as(SHORT_ID, "short-secret").await;
+    assert_error(&expired, 401, "UnauthorizedError", "Access denied due to expired client secret");
+}

@@ -444,6 +444,14 @@ async fn tags_attach_filter_and_validate() {
         json!({"projectId": PROJECT, "environment": "dev", "secretValue": "v", "tagIds": ["nope"]});
     let refused = h.post("/api/v4/secrets/BADTAG", Some(&token), bad).await;
     assert_error(&refused, 404, "NotFound", "Tag not found. Found ");
+    let batch = json!({"projectId": PROJECT, "environment": "dev", "secrets": [{"secretKey": "BT", "secretValue": "b", "tagIds": [ops_id]}]});
+    assert_eq!(h.post("/api/v4/secrets/batch", Some(&token), batch).await.status, 200);
+    let untag = json!({"projectId": PROJECT, "environment": "dev", "secrets": [{"secretKey": "TAGGED", "tagIds": []}]});
+    assert_eq!(
+        h.send(Method::PATCH, "/api/v4/secrets/batch", Some(&token), Some(untag)).await.status,
+        200
+    );
+    assert_eq!(keys(&h.get(&list_path("&tagSlugs=ops"), &token).await.body), ["BT"]);
     let all = h.get(&format!("/api/v1/projects/{PROJECT}/tags"), &token).await;
     assert_eq!(all.body["tags"].as_array().unwrap().len(), 2);
 }
