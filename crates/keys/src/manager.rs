@@ -384,6 +384,24 @@ impl KeyManager {
         Ok(())
     }
 
+    /// Whether a change at `path` (a secret, a folder, or a prefix glob such as `/auth/*`) can
+    /// touch the key folders.
+    pub fn affects_keys(&self, path: &str) -> bool {
+        [&self.config.jwt_folder, &self.config.aes_folder]
+            .into_iter()
+            .any(|folder| path_touches(folder, path))
+    }
+
+    /// The webhook path: reloads the ring when `path` touches the key folders. Returns whether it
+    /// reloaded.
+    pub async fn on_change(&self, path: &str) -> Result<bool> {
+        if !self.affects_keys(path) {
+            return Ok(false);
+        }
+        self.reload().await?;
+        Ok(true)
+    }
+
     /// Loads the keys and brings the folders to a consistent state: creates keys in an empty
     /// store, adopts a lone private key, finishes a step a crash interrupted after its commit and
     /// drops material a crash left before its commit. Writes happen only under the lock; when
@@ -1017,6 +1035,17 @@ impl KeyManager {
     }
 }
 
+/// Whether a change at `changed` can touch `folder`: the folder itself, a secret in it, or a
+/// parent folder (with or without a trailing `*`).
+pub fn path_touches(folder: &str, changed: &str) -> bool {
+    let folder = folder.trim_end_matches('/');
+    let changed = changed.trim().trim_end_matches('*').trim_end_matches('/');
+    changed.is_empty()
+        || changed == folder
+        || folder.strip_prefix(changed).is_some_and(|rest| rest.starts_with('/'))
+        || changed.strip_prefix(folder).is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// Runs [`KeyManager::run_due`] at once and then every `every` until `shutdown` turns true (or
 /// its sender drops). Each tick's outcome is offered on the returned channel (dropped when nobody
 /// reads it); errors are logged and retried at the next tick.
@@ -1046,4 +1075,29 @@ pub fn spawn_scheduler(
         }
     });
     (task, rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_touches;
+
+    #[test]
+    fn changes_under_auth_touch_the_key_folders() {
+        let yes = [
+            "/auth/*",
+            "/auth",
+            "/auth/",
+            "/",
+            "*",
+            "/auth/jwt",
+            "/auth/jwt/current_private_key",
+            "/auth/jwt/*",
+        ];
+        for path in yes {
+            assert!(path_touches("/auth/jwt", path), "{path}");
+        }
+        for path in ["/authx", "/auth/aes", "/auth/jwtx/k", "/app/*", "/auth/aes/keys_map"] {
+            assert!(!path_touches("/auth/jwt", path), "{path}");
+        }
+    }
 }

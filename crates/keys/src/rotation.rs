@@ -745,3 +745,73 @@ mod tests {
         assert!(!verify_aes_folder(&wrong).iter().all(|c| c.ok));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::jwt::JwtAlgorithm;
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use std::collections::HashMap;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the timing and forcing of rotate calls: a key signs only after it was
+        /// published for the overlap (unless forced), and it stays published for the overlap after
+        /// it stopped signing, so every token it signed outlives its key's publication.
+        #[test]
+        fn jwt_keys_outlive_their_tokens(ops in proptest::collection::vec((0i64..40 * 86_400, any::<bool>()), 1..40)) {
+            let policy = Policy::default();
+            let mut rng = StdRng::seed_from_u64(1);
+            let first = JwtKey::generate(JwtAlgorithm::EdDSA, &mut rng).unwrap();
+            let mut now = 0;
+            let mut state = JwtState::new(&first, now);
+            let mut keys: HashMap<String, JwtKey> = HashMap::from([(first.kid().to_owned(), first)]);
+            let mut published_at: HashMap<String, i64> = HashMap::new();
+            let mut stopped_signing: HashMap<String, i64> = HashMap::new();
+            for (dt, force) in ops {
+                now += dt;
+                let mut force = force;
+                for _ in 0..8 {
+                    match next_jwt_step(&state, now, &policy, force) {
+                        JwtStep::Wait { until } => {
+                            prop_assert!(until > now);
+                            break;
+                        }
+                        JwtStep::PublishNext => {
+                            let next = JwtKey::generate(JwtAlgorithm::EdDSA, &mut rng).unwrap();
+                            published_at.insert(next.kid().to_owned(), now);
+                            state = state.publish(&next, now);
+                            keys.insert(next.kid().to_owned(), next);
+                        }
+                        JwtStep::Flip => {
+                            let next_kid = state.next.as_ref().unwrap().kid.clone();
+                            if !force {
+                                prop_assert!(now - published_at[&next_kid] >= policy.jwt_overlap);
+                            }
+                            stopped_signing.insert(state.current_kid.clone(), now);
+                            let jwk = keys[&state.current_kid].public().to_json();
+                            state = state.flip(jwk, now).unwrap();
+                            force = false;
+                        }
+                        JwtStep::Retire(kids) => {
+                            for kid in &kids {
+                                prop_assert!(now - stopped_signing[kid] >= policy.min_overlap());
+                            }
+                            state = state.retire(&kids, now);
+                        }
+                    }
+                }
+                // the signing key is always among the published ones, once
+                let published: Vec<&str> = std::iter::once(state.current_kid.as_str())
+                    .chain(state.next.iter().map(|n| n.kid.as_str()))
+                    .chain(state.previous.iter().map(|p| p.kid.as_str()))
+                    .collect();
+                let unique: std::collections::HashSet<&&str> = published.iter().collect();
+                prop_assert_eq!(unique.len(), published.len());
+            }
+        }
+    }
+}

@@ -285,3 +285,16 @@ async fn steps_reach_the_common_audit_log() {
         ikit_common::audit::ChainStatus::Intact { rows: 5 }
     ));
 }
+
+#[tokio::test]
+async fn a_change_under_auth_reloads_and_others_do_not() {
+    let env = Env::new();
+    let (a, b) = (env.manager(11), env.manager(12));
+    a.load().await.unwrap();
+    b.load().await.unwrap();
+    a.rotate(RotationTarget::Jwt, true, "", Trigger::Manual).await.unwrap();
+    assert!(!b.on_change("/app/DB_URL").await.unwrap());
+    assert_ne!(b.jwks().unwrap(), a.jwks().unwrap());
+    assert!(b.on_change("/auth/*").await.unwrap());
+    assert_eq!(b.jwks().unwrap(), a.jwks().unwrap());
+}
