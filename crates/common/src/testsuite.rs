@@ -24,9 +24,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum TestSupportError {
     #[error(
-        "{service} is not reachable at {url} ({reason}) and no Docker engine was used to start \
-         one. Start {service} or point the tests at a server: set {var} (e.g. {var}={example}); \
-         with a Docker engine, build with `--features containers` to start one automatically"
+        "{service} is not reachable at {url} ({reason}). Start {service} or point the tests at a \
+         server: set {var} (e.g. {var}={example}); with a Docker engine, build with \
+         `--features containers` to start one automatically"
     )]
     Unreachable {
         service: &'static str,
@@ -216,7 +216,9 @@ async fn fallback_postgres(url: &str, reason: String) -> Result<String, TestSupp
     if !docker_available() {
         return Err(unreachable_pg(url, reason));
     }
-    containers::postgres_url().await
+    containers::postgres_url()
+        .await
+        .map_err(|e| unreachable_pg(url, format!("{reason}; the Docker engine did not help: {e}")))
 }
 
 #[cfg(not(feature = "containers"))]
@@ -254,7 +256,9 @@ async fn fallback_redis(url: &str, reason: String) -> Result<String, TestSupport
     if !docker_available() {
         return Err(unreachable_redis(url, reason));
     }
-    containers::redis_url().await
+    containers::redis_url().await.map_err(|e| {
+        unreachable_redis(url, format!("{reason}; the Docker engine did not help: {e}"))
+    })
 }
 
 #[cfg(not(feature = "containers"))]
