@@ -298,3 +298,71 @@ async fn a_change_under_auth_reloads_and_others_do_not() {
     assert!(b.on_change("/auth/*").await.unwrap());
     assert_eq!(b.jwks().unwrap(), a.jwks().unwrap());
 }
+
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn no_key_material_reaches_the_logs() {
+    let buffer = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+        .with_writer(buffer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let env = Env::new();
+    // the default audit sink logs every step
+    let m = KeyManager::builder(env.store.clone())
+        .clock(env.clock.clone())
+        .rng(StdRng::seed_from_u64(12))
+        .build()
+        .unwrap();
+    m.load().await.unwrap();
+    m.rotate(RotationTarget::Both, true, "log check", Trigger::Manual).await.unwrap();
+    let mut rng = StdRng::seed_from_u64(13);
+    let imported = JwtKey::generate(JwtAlgorithm::ES256, &mut rng).unwrap();
+    m.import_jwt_key(imported.pem(), "log check").await.unwrap();
+    let _ = m.encrypt(b"refresh-token-plaintext", b"").unwrap();
+    let _ = format!("{m:?} {:?} {:?}", m.ring(), m.health());
+
+    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("key audit"), "the steps were logged: {logs}");
+    let mut secrets: Vec<String> = Vec::new();
+    for (name, value) in env.dump("/auth/jwt").await {
+        if name.ends_with("private_key") {
+            secrets.extend(value.lines().filter(|l| !l.starts_with("-----")).map(str::to_owned));
+        }
+    }
+    let ring = AesKeyRing::from_keys_map(&env.dump("/auth/aes").await["keys_map"]).unwrap();
+    secrets.extend(ring.keys().map(|k| k.key.to_base64().expose().to_owned()));
+    secrets.extend(
+        imported.pem().expose().lines().filter(|l| !l.starts_with("-----")).map(str::to_owned),
+    );
+    assert!(secrets.len() >= 5);
+    let debug = format!("{:?}", m.ring());
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()), "a key leaked into the logs");
+        assert!(!debug.contains(secret.as_str()), "a key leaked into Debug");
+    }
+    assert!(!logs.contains("refresh-token-plaintext"));
+}
