@@ -21,6 +21,8 @@ mod client;
 mod clock;
 mod config;
 mod error;
+#[cfg(test)]
+mod props;
 mod retry;
 mod sigv4;
 mod token;
