@@ -305,3 +305,96 @@ async fn custom_headers_reach_every_call() {
     assert_eq!(paths, ["/api/v1/auth/universal-auth/login", "/api/v4/secrets"]);
     assert!(seen.iter().all(|(_, v)| v.as_deref() == Some("blue team")), "{seen:?}");
 }
+
+/// A fake STS: verifies a SigV4 `GetCallerIdentity` the way AWS does, from the request it
+/// received, with its own implementation of the algorithm; answers 200 or 403.
+async fn fake_sts(secret_key: &'static str) -> String {
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    fn mac(key: &[u8], data: &str) -> Vec<u8> {
+        let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        m.update(data.as_bytes());
+        m.finalize().into_bytes().to_vec()
+    }
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| async move {
+            let auth = headers["authorization"].to_str().unwrap().to_owned();
+            let field = |name: &str| {
+                auth.split([' ', ','])
+                    .find_map(|p| p.strip_prefix(&format!("{name}=")))
+                    .unwrap()
+                    .to_owned()
+            };
+            let credential = field("Credential");
+            let signed_headers = field("SignedHeaders");
+            let scope: Vec<&str> = credential.split_once('/').unwrap().1.split('/').collect();
+            let mut canonical = String::from("POST\n/\n\n");
+            for name in signed_headers.split(';') {
+                let value = headers[name].to_str().unwrap().trim();
+                canonical.push_str(&format!("{name}:{value}\n"));
+            }
+            canonical
+                .push_str(&format!("\n{signed_headers}\n{}", hex::encode(Sha256::digest(&body))));
+            let amz_date = headers["x-amz-date"].to_str().unwrap();
+            let to_sign = format!(
+                "AWS4-HMAC-SHA256\n{amz_date}\n{}\n{}",
+                scope.join("/"),
+                hex::encode(Sha256::digest(canonical.as_bytes()))
+            );
+            let mut key = mac(format!("AWS4{secret_key}").as_bytes(), scope[0]);
+            for part in &scope[1..] {
+                key = mac(&key, part);
+            }
+            let ok = hex::encode(mac(&key, &to_sign)) == field("Signature")
+                && &body[..] == b"Action=GetCallerIdentity&Version=2011-06-15";
+            if ok {
+                (axum::http::StatusCode::OK, "<GetCallerIdentityResponse/>")
+            } else {
+                (axum::http::StatusCode::FORBIDDEN, "SignatureDoesNotMatch")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/")
+}
+
+#[tokio::test]
+async fn the_aws_login_request_verifies_at_a_fake_sts_as_infisical_would_forward_it() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let sts = fake_sts("aws-secret-key-value").await;
+    let credentials = |secret: &str| AwsCredentials {
+        access_key_id: "AKIDEXAMPLE".into(),
+        secret_access_key: Zeroizing::new(secret.into()),
+        session_token: Some(Zeroizing::new("aws-session-token".into())),
+    };
+    for (secret, want) in [("aws-secret-key-value", 200), ("some-other-secret", 403)] {
+        let client = h.client(AuthMethod::AwsIam {
+            identity_id: "id-cloud".into(),
+            credentials: credentials(secret),
+            region: "us-east-1".into(),
+            sts_host: None,
+        });
+        client.ensure_token().await.unwrap();
+        let body = h.emulator.login_requests("aws-auth").pop().unwrap();
+        // Replay the recorded request the way the Infisical server forwards it to STS.
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let headers: HashMap<String, String> = serde_json::from_slice(
+            &b64.decode(body["iamRequestHeaders"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(headers["Host"], "sts.us-east-1.amazonaws.com");
+        let mut request = reqwest::Client::new()
+            .post(&sts)
+            .body(b64.decode(body["iamRequestBody"].as_str().unwrap()).unwrap());
+        for (name, value) in &headers {
+            if name != "Content-Length" {
+                request = request.header(name.as_str(), value.as_str());
+            }
+        }
+        let status = request.send().await.unwrap().status().as_u16();
+        assert_eq!(status, want, "signed with {secret}");
+    }
+}
