@@ -15,7 +15,9 @@ use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::token::{AccessToken, TokenAction, TokenState, TokenTimes};
 use crate::transport::{Call, Failure, Reply, Transport};
-use crate::wire::{self, Folder, FolderSecrets, ImportOrder, Project, Secret, SecretType};
+use crate::wire::{
+    self, Folder, FolderSecrets, ImportOrder, Project, Secret, SecretType, ServiceTokenInfo,
+};
 
 /// Successful folder fetches, by source (`network`, `cache`, `snapshot`) and folder path.
 pub const METRIC_FETCH_TOTAL: &str = "infisical_fetch_total";
@@ -511,6 +513,19 @@ impl Client {
             .execute(false, |_| api::delete_folder(project_id, environment, parent, name))
             .await?;
         Ok(wire::decode_json::<One>(&body.body)?.folder)
+    }
+
+    /// The project and scopes of the service token this client uses (`GET /api/v2/service-token`);
+    /// the CLI reads the project id from here when none is given.
+    pub async fn service_token_info(&self) -> Result<ServiceTokenInfo, ClientError> {
+        let body = self
+            .execute(false, |_| {
+                let mut call = Call::new(Method::GET, &["v2", "service-token"]);
+                call.idempotent = true;
+                call
+            })
+            .await?;
+        wire::decode_json(&body.body)
     }
 
     /// Projects visible to the identity (`/api/v1/projects`, or `/api/v1/workspace` on servers

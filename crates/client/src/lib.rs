@@ -50,5 +50,5 @@ pub use token::{AccessToken, RENEW_AT, TokenAction, TokenTimes};
 pub use transport::METRIC_RATE_LIMIT_WAIT;
 pub use wire::{
     Environment, Folder, FolderSecrets, HIDDEN_VALUE, Import, ImportOrder, Project, Secret,
-    SecretType, Tag, decode_list, decode_many, decode_one,
+    SecretType, ServiceTokenInfo, Tag, TokenScope, decode_list, decode_many, decode_one,
 };

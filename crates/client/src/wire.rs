@@ -190,6 +190,32 @@ impl From<RawProject> for Project {
     }
 }
 
+/// What `GET /api/v2/service-token` says about a service token: its project and scopes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ServiceTokenInfo {
+    #[serde(rename = "_id", deserialize_with = "null_default")]
+    pub id: String,
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    /// The project id (`workspace` on the wire).
+    #[serde(rename = "workspace", deserialize_with = "null_default")]
+    pub project_id: String,
+    pub expires_at: Option<String>,
+    #[serde(deserialize_with = "null_default")]
+    pub scopes: Vec<TokenScope>,
+}
+
+/// One scope of a service token.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct TokenScope {
+    #[serde(deserialize_with = "null_default")]
+    pub environment: String,
+    #[serde(deserialize_with = "null_default")]
+    pub secret_path: String,
+}
+
 /// An environment of a project.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(default)]

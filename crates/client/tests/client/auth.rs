@@ -233,6 +233,13 @@ async fn ready_tokens_and_service_tokens_skip_login() {
     let st = h.client(AuthMethod::token("st.st-id-1.st-secret-1.e2ee-key-part"));
     let secret = SecretRef::parse(PROJECT, "dev", "/app/DB_URL").unwrap();
     assert_eq!(st.get_value(&secret).await.unwrap().expose(), DB_VALUE);
+    let info = st.service_token_info().await.unwrap();
+    assert_eq!((info.id.as_str(), info.project_id.as_str()), ("st-id-1", PROJECT));
+    assert_eq!(info.scopes.len(), 1);
+    assert_eq!(
+        (info.scopes[0].environment.as_str(), info.scopes[0].secret_path.as_str()),
+        ("dev", "/app")
+    );
 
     // A ready access token obtained elsewhere.
     let ua_client = h.client(ua());
