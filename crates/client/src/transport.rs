@@ -195,8 +195,10 @@ impl Transport {
             let delay = match retry_after {
                 Some(wait) if wait > self.retry.max_retry_after => return Err(failure),
                 Some(wait) => {
-                    metrics::counter!(METRIC_RATE_LIMIT_WAIT)
-                        .increment(wait.as_secs_f64().ceil() as u64);
+                    if matches!(failure, Failure::Error(ClientError::RateLimited { .. })) {
+                        metrics::counter!(METRIC_RATE_LIMIT_WAIT)
+                            .increment(wait.as_secs_f64().ceil() as u64);
+                    }
                     wait
                 }
                 None => self.retry.backoff(attempt - 1, &mut *lock(&self.rng)),
