@@ -10,7 +10,7 @@ use std::str::FromStr;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ikit_common::SecretValue;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use rand::{CryptoRng, RngCore};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -217,11 +217,39 @@ impl PublicJwk {
     }
 }
 
-/// A private signing key: PKCS#8 PEM text, its public JWK and a ready encoding key.
+/// A parsed private key, kept ready so signing does not parse DER on every token. Each key type
+/// zeroizes itself on drop.
+#[derive(Clone)]
+enum Signer {
+    Es256(p256::ecdsa::SigningKey),
+    EdDsa(ed25519_dalek::SigningKey),
+    Rs256(Box<rsa::pkcs1v15::SigningKey<Sha256>>),
+}
+
+impl Signer {
+    /// The JWS signature of `message`: `r || s` for ES256, the 64-byte Ed25519 signature, or the
+    /// RSASSA-PKCS1-v1_5 signature (blinded) for RS256.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        use p256::ecdsa::signature::{RandomizedSigner, SignatureEncoding, Signer as _};
+        let failed = |e: p256::ecdsa::signature::Error| Error::Sign(e.to_string());
+        Ok(match self {
+            Self::Es256(key) => {
+                let signature: p256::ecdsa::Signature = key.try_sign(message).map_err(failed)?;
+                signature.to_bytes().to_vec()
+            }
+            Self::EdDsa(key) => ed25519_dalek::Signer::sign(key, message).to_bytes().to_vec(),
+            Self::Rs256(key) => {
+                key.try_sign_with_rng(&mut rand::thread_rng(), message).map_err(failed)?.to_vec()
+            }
+        })
+    }
+}
+
+/// A private signing key: PKCS#8 PEM text, its public JWK and the parsed key.
 #[derive(Clone)]
 pub struct JwtKey {
     pem: SecretValue,
-    encoding: EncodingKey,
+    signer: Signer,
     public: PublicJwk,
 }
 
@@ -263,7 +291,7 @@ impl JwtKey {
     /// PKCS#8. The algorithm is found from the key itself.
     pub fn from_pem(pem: &str) -> Result<Self> {
         use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
-        use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
+        use rsa::pkcs1::DecodeRsaPrivateKey;
         use rsa::traits::PublicKeyParts;
 
         let pem = pem.trim();
@@ -277,24 +305,19 @@ impl JwtKey {
             };
             let params =
                 JwkParams::Ec { x: URL_SAFE_NO_PAD.encode(x), y: URL_SAFE_NO_PAD.encode(y) };
-            let der = key
-                .to_pkcs8_der()
-                .map_err(|e| invalid("cannot encode p-256 key")(e.to_string()))?;
             let pem = key
                 .to_pkcs8_pem(LineEnding::LF)
                 .map_err(|e| invalid("cannot encode p-256 key")(e.to_string()))?;
-            return Self::assemble(&pem, EncodingKey::from_ec_der(der.as_bytes()), params);
+            let signer = Signer::Es256(p256::ecdsa::SigningKey::from(&key));
+            return Self::assemble(&pem, signer, params);
         }
         if let Ok(key) = ed25519_dalek::SigningKey::from_pkcs8_pem(pem) {
             let params =
                 JwkParams::Okp { x: URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes()) };
-            let der = key
-                .to_pkcs8_der()
-                .map_err(|e| invalid("cannot encode ed25519 key")(e.to_string()))?;
             let pem = key
                 .to_pkcs8_pem(LineEnding::LF)
                 .map_err(|e| invalid("cannot encode ed25519 key")(e.to_string()))?;
-            return Self::assemble(&pem, EncodingKey::from_ed_der(der.as_bytes()), params);
+            return Self::assemble(&pem, Signer::EdDsa(key), params);
         }
         let rsa = rsa::RsaPrivateKey::from_pkcs8_pem(pem)
             .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(pem));
@@ -309,20 +332,19 @@ impl JwtKey {
                 n: URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
                 e: URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
             };
-            let der =
-                key.to_pkcs1_der().map_err(|e| invalid("cannot encode rsa key")(e.to_string()))?;
             let pem = key
                 .to_pkcs8_pem(LineEnding::LF)
                 .map_err(|e| invalid("cannot encode rsa key")(e.to_string()))?;
-            return Self::assemble(&pem, EncodingKey::from_rsa_der(der.as_bytes()), params);
+            let signer = Signer::Rs256(Box::new(rsa::pkcs1v15::SigningKey::<Sha256>::new(key)));
+            return Self::assemble(&pem, signer, params);
         }
         Err(Error::InvalidKey(
             "not a pkcs#8, pkcs#1 or sec1 pem private key for p-256, rsa or ed25519".into(),
         ))
     }
 
-    fn assemble(pem: &str, encoding: EncodingKey, params: JwkParams) -> Result<Self> {
-        Ok(Self { pem: SecretValue::new(pem), encoding, public: PublicJwk::from_params(params)? })
+    fn assemble(pem: &str, signer: Signer, params: JwkParams) -> Result<Self> {
+        Ok(Self { pem: SecretValue::new(pem), signer, public: PublicJwk::from_params(params)? })
     }
 
     /// The private key as PKCS#8 PEM.
@@ -342,13 +364,17 @@ impl JwtKey {
         &self.public
     }
 
-    /// Signs `claims` as a compact JWS with `alg`, `kid` and `typ: JWT` in the header.
+    /// Signs `claims` as a compact JWS with `typ: JWT`, `alg` and `kid` in the header.
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String> {
-        let mut header = Header::new(self.algorithm().jsonwebtoken());
-        header.kid = Some(self.kid().to_owned());
-        header.typ = Some("JWT".to_owned());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
-            .map_err(|e| Error::Sign(e.to_string()))
+        let header = json!({ "typ": "JWT", "alg": self.algorithm().as_str(), "kid": self.kid() });
+        let claims = serde_json::to_vec(claims).map_err(|e| Error::Sign(format!("claims: {e}")))?;
+        let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(claims));
+        let signature = self.signer.sign(token.as_bytes())?;
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(signature));
+        Ok(token)
     }
 }
 
@@ -516,6 +542,21 @@ mod tests {
             assert_eq!(claims["sub"], "u1");
             assert!(matches!(set.verify_at::<Value>(&token, 2_000, 0), Err(Error::TokenExpired)));
             assert!(set.verify_at::<Value>(&token, 2_000, 5).is_ok());
+            // tokens made by jsonwebtoken itself from our PEM verify here too
+            let encoding = match alg {
+                JwtAlgorithm::ES256 => {
+                    jsonwebtoken::EncodingKey::from_ec_pem(key.pem().expose().as_bytes())
+                }
+                JwtAlgorithm::EdDSA => {
+                    jsonwebtoken::EncodingKey::from_ed_pem(key.pem().expose().as_bytes())
+                }
+                JwtAlgorithm::RS256 => continue,
+            }
+            .unwrap();
+            let mut header = jsonwebtoken::Header::new(alg.jsonwebtoken());
+            header.kid = Some(key.kid().to_owned());
+            let theirs = jsonwebtoken::encode(&header, &json!({"sub": "u2"}), &encoding).unwrap();
+            assert_eq!(set.verify_at::<Value>(&theirs, 0, 0).unwrap()["sub"], "u2");
         }
     }
 
@@ -549,12 +590,12 @@ mod tests {
         }
         // an HS256 token made with the public key bytes as the secret is refused too
         let secret = key.public().to_json().to_string();
-        let mut header = Header::new(Algorithm::HS256);
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
         header.kid = Some(key.kid().to_owned());
         let hs = jsonwebtoken::encode(
             &header,
             &json!({"sub":"x"}),
-            &EncodingKey::from_secret(secret.as_bytes()),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
         )
         .unwrap();
         assert!(matches!(set.verify_at::<Value>(&hs, 0, 0), Err(Error::AlgorithmMismatch { .. })));
