@@ -83,7 +83,7 @@ impl SharedSleeper {
 impl Sleeper for SharedSleeper {
     fn sleep(&self, duration: Duration) -> SleepFuture {
         self.sleeps.lock().unwrap().push(duration);
-        self.client_clock.advance(duration);
+        self.client_clock.advance_by(duration);
         self.emulator_clock.advance(duration);
         Box::pin(std::future::ready(()))
     }
@@ -98,7 +98,7 @@ pub(crate) struct Harness {
 impl Harness {
     pub(crate) async fn start(version: ApiVersion) -> Self {
         let emulator = emulator(version).await;
-        let clock = Arc::new(ManualClock::at_unix_ms(START_MS as u64));
+        let clock = Arc::new(ManualClock::new(START_MS));
         let sleeper = Arc::new(SharedSleeper {
             client_clock: clock.clone(),
             emulator_clock: emulator.clock().clone(),
@@ -109,7 +109,7 @@ impl Harness {
 
     /// Moves both clocks.
     pub(crate) fn advance(&self, by: Duration) {
-        self.clock.advance(by);
+        self.clock.advance_by(by);
         self.emulator.clock().advance(by);
     }
 
