@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
+use ikit_common::testsuite::{TestDatabase, TestRedis};
 use ikit_keys::lock::{PgAdvisoryLock, RedisLock, RotationLock};
 use ikit_keys::{Error, RotationTarget, Trigger};
 
-use crate::support::{Env, pg_url, policy, redis_url, unique};
+use crate::support::{Env, policy};
+
+const LOCK: &str = "ikit-keys-rotation";
 
 async fn three_replicas_rotate_once(locks: [Arc<dyn RotationLock>; 3]) {
     let env = Env::new();
@@ -44,60 +47,78 @@ async fn three_replicas_rotate_once(locks: [Arc<dyn RotationLock>; 3]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn three_concurrent_rotations_with_postgres_lock_give_one() {
-    let name = unique("ikit-keys-test");
+    let db = TestDatabase::postgres().await;
     let locks: [Arc<dyn RotationLock>; 3] = std::array::from_fn(|_| {
-        Arc::new(PgAdvisoryLock::from_url(&pg_url(), &name).unwrap()) as Arc<dyn RotationLock>
+        Arc::new(PgAdvisoryLock::from_url(db.url(), LOCK).unwrap()) as Arc<dyn RotationLock>
     });
     three_replicas_rotate_once(locks).await;
+    db.cleanup().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn three_concurrent_rotations_with_redis_lock_give_one() {
-    let key = unique("ikit-keys-test-lock");
+    let redis = TestRedis::new().await;
     let locks: [Arc<dyn RotationLock>; 3] = std::array::from_fn(|_| {
-        Arc::new(RedisLock::new(redis::Client::open(redis_url()).unwrap(), key.clone(), 30_000))
+        Arc::new(RedisLock::new(redis.client().clone(), redis.key(LOCK), 30_000))
             as Arc<dyn RotationLock>
     });
     three_replicas_rotate_once(locks).await;
+    redis.cleanup().await.unwrap();
 }
 
 #[tokio::test]
-async fn postgres_lock_excludes_a_second_holder_and_tokens_grow() {
-    let name = unique("ikit-keys-test");
+async fn postgres_lock_excludes_a_second_holder_and_notices_a_lost_session() {
+    let db = TestDatabase::postgres().await;
     let (a, b) = (
-        PgAdvisoryLock::from_url(&pg_url(), &name).unwrap(),
-        PgAdvisoryLock::from_url(&pg_url(), &name).unwrap(),
+        PgAdvisoryLock::from_url(db.url(), LOCK).unwrap(),
+        PgAdvisoryLock::from_url(db.url(), LOCK).unwrap(),
     );
     let mut first = a.try_acquire().await.unwrap().expect("free lock");
     first.check().await.unwrap();
     assert!(b.try_acquire().await.unwrap().is_none(), "held by the first");
     let token = first.fencing_token();
     first.release().await.unwrap();
-    let second = b.try_acquire().await.unwrap().expect("released lock");
-    assert!(second.fencing_token() > token);
-    // a holder whose connection dies loses the lock to the server, not forever
-    drop(second);
+    let mut second = b.try_acquire().await.unwrap().expect("released lock");
+    assert!(second.fencing_token() > token, "fencing tokens grow");
+
+    // the holder's session dies (crash, network): it must notice before writing, and the
+    // server frees the lock for the next leader
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "select pid from pg_locks where locktype = 'advisory' and granted \
+         and database = (select oid from pg_database where datname = current_database())",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(pids.len(), 1);
+    let _: bool = sqlx::query_scalar("select pg_terminate_backend($1)")
+        .bind(pids[0])
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert!(matches!(second.check().await, Err(Error::LockLost)));
     let mut third = None;
-    for _ in 0..50 {
-        if let Some(g) = a.try_acquire().await.unwrap() {
-            third = Some(g);
+    for _ in 0..200 {
+        third = a.try_acquire().await.unwrap();
+        if third.is_some() {
             break;
         }
-        tokio::task::yield_now().await;
     }
-    third.expect("lock freed when its connection closed").release().await.unwrap();
+    third.expect("lock freed when its session ended").release().await.unwrap();
+    drop(second);
+    db.cleanup().await.unwrap();
 }
 
 #[tokio::test]
 async fn redis_lock_detects_a_lost_lock_and_fences() {
-    let key = unique("ikit-keys-test-lock");
-    let client = redis::Client::open(redis_url()).unwrap();
-    let lock = RedisLock::new(client.clone(), key.clone(), 30_000);
+    let redis = TestRedis::new().await;
+    let key = redis.key(LOCK);
+    let lock = RedisLock::new(redis.client().clone(), key.clone(), 30_000);
     let mut held = lock.try_acquire().await.unwrap().expect("free lock");
     held.check().await.unwrap();
     assert!(lock.try_acquire().await.unwrap().is_none());
     // the key expires or is taken over: the holder must notice before writing
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis.connection().await.unwrap();
     let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
     let next = lock.try_acquire().await.unwrap().expect("taken over");
     assert!(next.fencing_token() > held.fencing_token());
@@ -106,5 +127,5 @@ async fn redis_lock_detects_a_lost_lock_and_fences() {
     held.release().await.unwrap();
     assert!(lock.try_acquire().await.unwrap().is_none());
     next.release().await.unwrap();
-    let _: () = redis::cmd("DEL").arg(format!("{key}:fence")).query_async(&mut conn).await.unwrap();
+    redis.cleanup().await.unwrap();
 }

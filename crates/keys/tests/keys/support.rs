@@ -145,17 +145,3 @@ impl Env {
 pub(crate) fn policy() -> Policy {
     Policy::default()
 }
-
-pub(crate) fn pg_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-pub(crate) fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-pub(crate) fn unique(prefix: &str) -> String {
-    use rand::Rng;
-    format!("{prefix}-{:016x}", rand::thread_rng().r#gen::<u64>())
-}
