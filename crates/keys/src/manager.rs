@@ -405,10 +405,19 @@ impl KeyManager {
     /// Loads the keys and brings the folders to a consistent state: creates keys in an empty
     /// store, adopts a lone private key, finishes a step a crash interrupted after its commit and
     /// drops material a crash left before its commit. Writes happen only under the lock; when
-    /// another replica holds it, the committed state is loaded as it is.
+    /// another replica holds it, or the lock backend is down, the committed state is loaded as it
+    /// is and `busy` is set.
     pub async fn load(&self) -> Result<RotateOutcome> {
         let mut outcome = RotateOutcome::default();
-        match self.lock.try_acquire().await? {
+        let lock = match self.lock.try_acquire().await {
+            Ok(lock) => lock,
+            Err(e) => {
+                // readers must not depend on the lock backend: load what is committed
+                tracing::warn!(error = %e, "rotation lock unavailable, loading keys without repair");
+                None
+            }
+        };
+        match lock {
             None => outcome.busy = true,
             Some(mut guard) => {
                 let result = async {

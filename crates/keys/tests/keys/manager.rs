@@ -366,3 +366,24 @@ async fn no_key_material_reaches_the_logs() {
     }
     assert!(!logs.contains("refresh-token-plaintext"));
 }
+
+#[tokio::test]
+async fn load_serves_committed_keys_when_the_lock_backend_is_down() {
+    use ikit_keys::lock::PgAdvisoryLock;
+    let env = Env::new();
+    env.manager(14).load().await.unwrap();
+    // nothing listens on port 1: every lock attempt fails to connect
+    let down = Arc::new(
+        PgAdvisoryLock::from_url("postgres://postgres@127.0.0.1:1/postgres", "x").unwrap(),
+    );
+    let m = env.manager_on(env.store.clone(), 15, Some(down));
+    let outcome = m.load().await.unwrap();
+    assert!(outcome.busy && outcome.steps.is_empty());
+    let token = m.sign(&json!({"sub": "u"})).unwrap();
+    assert_eq!(m.verify::<Value>(&token).unwrap()["sub"], "u");
+    // but rotating without the lock is refused
+    assert!(matches!(
+        m.rotate(RotationTarget::Jwt, true, "", Trigger::Manual).await,
+        Err(Error::Lock(_))
+    ));
+}
