@@ -13,7 +13,7 @@ use serde::Serialize;
 pub struct AuditEntry {
     /// Seconds since the Unix epoch.
     pub at: i64,
-    /// e.g. `jwt.publish_next`, `jwt.flip`, `aes.activate`, `keys.import_jwt`.
+    /// e.g. `jwt.publish_next`, `jwt.flip`, `aes.activate`, `jwt.import`.
     pub action: String,
     /// `scheduled`, `forced`, `manual`, `webhook` or `import`.
     pub trigger: String,

@@ -97,8 +97,8 @@ pub struct KeyRing {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AppliedStep {
     pub kind: KeyKind,
-    /// `init`, `adopt`, `repair`, `publish_next`, `flip`, `retire`, `add_next`, `activate`,
-    /// `import`.
+    /// `init`, `adopt`, `repair`, `publish_next`, `flip`, `retire`, `add_next`, `activate`
+    /// (a new key replaces the active one), `activate_first` (the first AES key), `import`.
     pub action: String,
     pub kids: Vec<String>,
     pub writes: usize,
@@ -107,7 +107,8 @@ pub struct AppliedStep {
 /// What `rotate` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RotateOutcome {
-    /// The lock was held by another replica: nothing was done here.
+    /// The lock was not taken (another replica holds it, or, for `load`, the lock backend is
+    /// down): nothing was written here.
     pub busy: bool,
     pub steps: Vec<AppliedStep>,
 }
@@ -115,7 +116,7 @@ pub struct RotateOutcome {
 impl RotateOutcome {
     /// How many keys started signing or encrypting (flips and replacing activations).
     pub fn rotations(&self) -> usize {
-        self.steps.iter().filter(|s| s.action == "flip" || s.action == "activate_rotation").count()
+        self.steps.iter().filter(|s| s.action == "flip" || s.action == "activate").count()
     }
 }
 
@@ -642,7 +643,7 @@ impl KeyManager {
                 self.step(
                     run,
                     KeyKind::Aes,
-                    "activate",
+                    "activate_first",
                     vec![kid],
                     &folder_name,
                     &mut stored,
@@ -808,7 +809,7 @@ impl KeyManager {
                 AesStep::Activate(kid) => {
                     let mut kids = vec![kid.clone()];
                     kids.extend(ring.active().map(|k| k.key.kid().to_owned()));
-                    (aes_activate(&ring, &kid, now)?, "activate_rotation", kids)
+                    (aes_activate(&ring, &kid, now)?, "activate", kids)
                 }
                 AesStep::Retire(kids) => (aes_retire(&ring, &kids, now), "retire", kids),
             };
@@ -817,7 +818,7 @@ impl KeyManager {
                 self.step(run, KeyKind::Aes, action, kids, &folder, &mut stored, layout, None)
                     .await?,
             );
-            if action == "activate_rotation" {
+            if action == "activate" {
                 metrics::counter!("aes_key_rotation_total", "method" => trigger.as_str())
                     .increment(1);
                 force = false;

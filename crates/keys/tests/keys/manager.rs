@@ -271,7 +271,7 @@ async fn steps_reach_the_common_audit_log() {
         [
             "key.jwt.init",
             "key.aes.init",
-            "key.aes.activate",
+            "key.aes.activate_first",
             "key.jwt.publish_next",
             "key.jwt.flip"
         ]

@@ -16,7 +16,7 @@ async fn a_token_signed_before_the_flip_verifies_until_retirement_and_not_after(
     let loaded = m.load().await.unwrap();
     assert_eq!(
         loaded.steps.iter().map(|s| s.action.as_str()).collect::<Vec<_>>(),
-        ["init", "init", "activate"]
+        ["init", "init", "activate_first"]
     );
     let old_kid = m.health().jwt.unwrap().current_kid;
     let old = m.sign(&json!({"sub": "before-flip"})).unwrap();
@@ -172,12 +172,12 @@ async fn forced_jwt_rotation_flips_at_once_and_keeps_the_old_key_published() {
     let outcome =
         m.rotate(RotationTarget::Both, true, "key leaked", Trigger::Forced).await.unwrap();
     let actions: Vec<&str> = outcome.steps.iter().map(|s| s.action.as_str()).collect();
-    assert_eq!(actions, ["publish_next", "flip", "add_next", "activate_rotation"]);
+    assert_eq!(actions, ["publish_next", "flip", "add_next", "activate"]);
     assert_eq!(m.jwt_phase(), Some(JwtPhase::Flipped));
     assert_eq!(m.verify::<Value>(&old).unwrap()["sub"], "a");
     assert_ne!(header_kid(&m.sign(&json!({})).unwrap()), header_kid(&old));
     let health = m.health();
     assert_eq!(health.jwt.as_ref().unwrap().published_kids.len(), 2);
     assert!(health.last_jwt.as_ref().unwrap().ok);
-    assert_eq!(health.last_aes.as_ref().unwrap().detail, "add_next, activate_rotation");
+    assert_eq!(health.last_aes.as_ref().unwrap().detail, "add_next, activate");
 }
