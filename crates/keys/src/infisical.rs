@@ -99,12 +99,9 @@ impl KeyStore for InfisicalStore {
         Box::pin(async move {
             let items: Vec<NewSecret> = entries
                 .into_iter()
-                .map(|(key, value)| {
-                    let mut item = NewSecret::new(key, value);
-                    // PEM and JSON are stored exactly as given
-                    item.skip_multiline_encoding = true;
-                    item
-                })
+                // `skipMultilineEncoding` stays false: with it true the server returns a multi-line
+                // value (a PEM) with its newlines escaped once references are expanded
+                .map(|(key, value)| NewSecret::new(key, value))
                 .collect();
             match self.client.batch_upsert(&self.scope(folder), &items).await {
                 Ok(_) => Ok(()),

@@ -46,6 +46,19 @@ async fn keys_live_in_infisical_under_the_product_names() {
         ["current_private_key", "current_public_key", "public_jwks", "rotation_state"]
     );
     assert!(jwt["current_private_key"].value.expose().starts_with("-----BEGIN PRIVATE KEY-----\n"));
+    // other readers (the CLI, services) list with reference expansion on: the PEM is unchanged
+    let config = ClientConfig::new(
+        &emulator.base_url(),
+        AuthMethod::universal("keys-client", "keys-secret"),
+    )
+    .unwrap();
+    let listing = Client::new(config)
+        .unwrap()
+        .fetch_folder(&ikit_client::FolderQuery::new(PROJECT, "dev", "/auth/jwt"))
+        .await
+        .unwrap();
+    let pem = listing.secrets.iter().find(|s| s.key == "current_private_key").unwrap();
+    assert_eq!(pem.value.expose(), jwt["current_private_key"].value.expose());
     let aes = store.read_folder("/auth/aes").await.unwrap();
     let names: Vec<&str> = aes.keys().map(String::as_str).collect();
     assert_eq!(names, ["active_kid", "current_key", "keys_map"]);
