@@ -4,11 +4,11 @@
 //! `INFISICAL_TOKEN`) and `INFISICAL_PROJECT_ID`. Prints only the value on stdout and
 //! `source=...` on stderr; exits 1 with a one-line reason on failure.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::process::ExitCode;
 
 use ikit_client::{Client, ClientConfig, SecretRef};
+use ikit_common::Settings;
 
 fn parse_args(args: &[String]) -> Result<(String, String), String> {
     let mut env = None;
@@ -30,13 +30,12 @@ fn parse_args(args: &[String]) -> Result<(String, String), String> {
 async fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (env, path) = parse_args(&args)?;
-    let vars: HashMap<String, String> = std::env::vars().collect();
-    let project = vars
-        .get("INFISICAL_PROJECT_ID")
-        .filter(|p| !p.trim().is_empty())
-        .ok_or("INFISICAL_PROJECT_ID is not set")?;
-    let secret = SecretRef::parse(project.trim(), env, &path).map_err(|e| e.to_string())?;
-    let config = ClientConfig::from_env(&vars).map_err(|e| e.to_string())?;
+    let settings =
+        Settings::load(None, &ikit_common::env_map_from_process()).map_err(|e| e.to_string())?;
+    let project =
+        settings.infisical.project_id.as_deref().ok_or("INFISICAL_PROJECT_ID is not set")?;
+    let secret = SecretRef::parse(project, env, &path).map_err(|e| e.to_string())?;
+    let config = ClientConfig::from_settings(&settings).map_err(|e| e.to_string())?;
     let client = Client::new(config).map_err(|e| e.to_string())?;
     let (found, source) = client.get(&secret).await.map_err(|e| e.to_string())?;
     let mut stdout = std::io::stdout().lock();

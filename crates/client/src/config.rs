@@ -1,12 +1,13 @@
 //! Client configuration: a builder with documented defaults, and a pure reader of the Infisical
 //! CLI's environment variable names over an env map (tests never touch the process env).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ikit_common::Settings;
+use ikit_common::config::{AuthMethod as Common, InfisicalSettings};
 use reqwest::header::{HeaderName, HeaderValue};
 use url::Url;
 use zeroize::Zeroizing;
@@ -116,7 +117,7 @@ impl ClientConfig {
         self
     }
 
-    /// Headers added to every Infisical call (see [`parse_custom_headers`]).
+    /// Headers added to every Infisical call (see [`custom_headers`]).
     pub fn with_custom_headers(mut self, headers: Vec<(HeaderName, HeaderValue)>) -> Self {
         self.custom_headers = headers;
         self
@@ -157,150 +158,134 @@ impl ClientConfig {
         &self.auth
     }
 
-    /// Reads the Infisical CLI's variable names from an env map:
-    /// `INFISICAL_API_URL` (or `INFISICAL_DOMAIN`), `INFISICAL_TOKEN`,
-    /// `INFISICAL_UNIVERSAL_AUTH_CLIENT_ID`/`_SECRET`, `INFISICAL_AUTH_METHOD` with
-    /// `INFISICAL_MACHINE_IDENTITY_ID` for the other methods, `INFISICAL_JWT` (a value, or a file
-    /// path with `INFISICAL_JWT_FILE`), `INFISICAL_KUBERNETES_SERVICE_ACCOUNT_TOKEN_PATH`, the
-    /// standard `AWS_*` variables, `INFISICAL_CUSTOM_HEADERS`, `INFISICAL_AUTH_ORGANIZATION_SLUG`.
-    pub fn from_env(env: &HashMap<String, String>) -> Result<Self, ClientError> {
-        let get = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let url = get("INFISICAL_API_URL").or(get("INFISICAL_DOMAIN")).unwrap_or(DEFAULT_API_URL);
-        let auth = auth_from_env(&get)?;
-        let mut config = Self::new(url, auth)?;
-        if let Some(headers) = get("INFISICAL_CUSTOM_HEADERS") {
-            config.custom_headers = parse_custom_headers(headers)?;
-        }
-        if let Some(slug) = get("INFISICAL_AUTH_ORGANIZATION_SLUG") {
-            config.organization_slug = Some(slug.to_owned());
-        }
+    /// Builds a configuration from the shared settings: the one reading of the environment is
+    /// `ikit_common::Settings::load`, so every variable means the same thing in every binary.
+    /// The cache and snapshot settings are mapped by [`crate::CacheConfig::from_settings`].
+    pub fn from_settings(settings: &Settings) -> Result<Self, ClientError> {
+        let infisical = &settings.infisical;
+        let auth = auth_from_settings(infisical)?;
+        let mut config = Self::new(&infisical.api_url, auth)?;
+        config.custom_headers = header_pairs(&infisical.custom_headers)?;
+        config.organization_slug = infisical.organization_slug.clone();
         Ok(config)
     }
+
+    /// `Settings::load(None, env)` and [`ClientConfig::from_settings`]: the Infisical CLI's
+    /// variable names (`INFISICAL_API_URL` or `INFISICAL_DOMAIN`, `INFISICAL_TOKEN`,
+    /// `INFISICAL_UNIVERSAL_AUTH_CLIENT_ID`/`_SECRET`, `IKIT_INFISICAL_AUTH_METHOD` with
+    /// `INFISICAL_MACHINE_IDENTITY_ID`, `INFISICAL_JWT` or `INFISICAL_JWT_FILE`, the standard
+    /// `AWS_*` variables, `INFISICAL_CUSTOM_HEADERS`, ...) read from a map, never the process env.
+    pub fn from_env(env: &BTreeMap<String, String>) -> Result<Self, ClientError> {
+        let settings = Settings::load(None, env).map_err(|e| ClientError::Config(e.to_string()))?;
+        Self::from_settings(&settings)
+    }
 }
 
-fn auth_from_env<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<AuthMethod, ClientError> {
-    if let Some(token) = get("INFISICAL_TOKEN").or(get("INFISICAL_ACCESS_TOKEN")) {
-        return Ok(AuthMethod::token(token));
-    }
-    let method = get("INFISICAL_AUTH_METHOD").unwrap_or("universal-auth");
-    let identity = || {
-        get("INFISICAL_MACHINE_IDENTITY_ID").map(str::to_owned).ok_or_else(|| {
-            ClientError::Config(format!("{method} needs INFISICAL_MACHINE_IDENTITY_ID"))
-        })
+fn auth_from_settings(infisical: &InfisicalSettings) -> Result<AuthMethod, ClientError> {
+    let cloud = &infisical.cloud;
+    let jwt = |value: &ikit_common::SecretValue| match (&infisical.jwt_file, value.expose()) {
+        (Some(path), "") => Credential::File(path.clone()),
+        (_, v) => Credential::value(v),
     };
-    let jwt = || match (get("INFISICAL_JWT"), get("INFISICAL_JWT_FILE")) {
-        (Some(v), _) => Ok(Credential::value(v)),
-        (None, Some(path)) => Ok(Credential::File(PathBuf::from(path))),
-        (None, None) => Err(ClientError::Config(format!("{method} needs INFISICAL_JWT"))),
-    };
-    match method {
-        "universal-auth" | "universal" => {
-            match (
-                get("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID"),
-                get("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET"),
-            ) {
-                (Some(id), Some(secret)) => Ok(AuthMethod::universal(id, secret)),
-                _ => Err(ClientError::Config(
-                    "set INFISICAL_TOKEN or INFISICAL_UNIVERSAL_AUTH_CLIENT_ID and _SECRET".into(),
-                )),
-            }
-        }
-        "kubernetes" | "kubernetes-auth" => Ok(AuthMethod::kubernetes(
-            identity()?,
-            get("INFISICAL_KUBERNETES_SERVICE_ACCOUNT_TOKEN_PATH").map(PathBuf::from),
-        )),
-        "oidc-auth" | "oidc" => Ok(AuthMethod::Oidc { identity_id: identity()?, jwt: jwt()? }),
-        "jwt-auth" | "jwt" => Ok(AuthMethod::Jwt { identity_id: identity()?, jwt: jwt()? }),
-        "aws-iam" | "aws-auth" => {
-            let need =
-                |k: &str| get(k).ok_or_else(|| ClientError::Config(format!("aws-iam needs {k}")));
-            Ok(AuthMethod::AwsIam {
-                identity_id: identity()?,
-                credentials: AwsCredentials {
-                    access_key_id: need("AWS_ACCESS_KEY_ID")?.to_owned(),
-                    secret_access_key: Zeroizing::new(need("AWS_SECRET_ACCESS_KEY")?.to_owned()),
-                    session_token: get("AWS_SESSION_TOKEN").map(|t| Zeroizing::new(t.to_owned())),
-                },
-                region: get("AWS_REGION")
-                    .or(get("AWS_DEFAULT_REGION"))
-                    .unwrap_or("us-east-1")
+    Ok(match &infisical.auth {
+        Common::None => {
+            return Err(ClientError::Config(
+                "no infisical auth configured: set INFISICAL_TOKEN or \
+                 INFISICAL_UNIVERSAL_AUTH_CLIENT_ID and _SECRET"
                     .into(),
-                sts_host: None,
-            })
+            ));
         }
-        "azure" | "azure-auth" => Ok(AuthMethod::azure(identity()?)),
-        "gcp-id-token" | "gcp-auth" => Ok(AuthMethod::gcp_id_token(identity()?)),
-        other => Err(ClientError::Config(format!("unknown auth method {other:?}"))),
-    }
+        Common::Token(token) => AuthMethod::token(token.expose()),
+        Common::UniversalAuth { client_id, client_secret } => {
+            AuthMethod::universal(client_id, client_secret.expose())
+        }
+        Common::Kubernetes { identity_id, token_path } => {
+            AuthMethod::kubernetes(identity_id, Some(token_path.clone()))
+        }
+        Common::OidcAuth { identity_id, jwt: value } => {
+            AuthMethod::Oidc { identity_id: identity_id.clone(), jwt: jwt(value) }
+        }
+        Common::JwtAuth { identity_id, jwt: value } => {
+            AuthMethod::Jwt { identity_id: identity_id.clone(), jwt: jwt(value) }
+        }
+        Common::AwsIam { identity_id } => {
+            let need = |v: Option<&str>, name: &str| {
+                v.map(str::to_owned)
+                    .ok_or_else(|| ClientError::Config(format!("aws-iam needs {name}")))
+            };
+            AuthMethod::AwsIam {
+                identity_id: identity_id.clone(),
+                credentials: AwsCredentials {
+                    access_key_id: need(cloud.aws_access_key_id.as_deref(), "AWS_ACCESS_KEY_ID")?,
+                    secret_access_key: Zeroizing::new(need(
+                        cloud.aws_secret_access_key.as_ref().map(|v| v.expose()),
+                        "AWS_SECRET_ACCESS_KEY",
+                    )?),
+                    session_token: cloud
+                        .aws_session_token
+                        .as_ref()
+                        .map(|t| Zeroizing::new(t.expose().to_owned())),
+                },
+                region: cloud.aws_region.clone().unwrap_or_else(|| "us-east-1".into()),
+                sts_host: cloud.aws_sts_host.clone(),
+            }
+        }
+        Common::Azure { identity_id } => {
+            let mut method = AuthMethod::azure(identity_id);
+            if let (AuthMethod::Azure { imds_url, .. }, Some(url)) =
+                (&mut method, &cloud.azure_imds_url)
+            {
+                imds_url.clone_from(url);
+            }
+            method
+        }
+        Common::GcpIdToken { identity_id } => {
+            let mut method = AuthMethod::gcp_id_token(identity_id);
+            if let (AuthMethod::GcpIdToken { metadata_url, .. }, Some(url)) =
+                (&mut method, &cloud.gcp_metadata_url)
+            {
+                metadata_url.clone_from(url);
+            }
+            method
+        }
+    })
 }
 
-/// Parses `INFISICAL_CUSTOM_HEADERS`: `Name1=value1 Name2="value with spaces" Name3='x'`.
-/// `User-Agent` and `Accept` are ignored as the CLI does; `Authorization` is ignored too so a
-/// stray variable cannot replace the bearer token. Values are marked sensitive.
-pub fn parse_custom_headers(raw: &str) -> Result<Vec<(HeaderName, HeaderValue)>, ClientError> {
-    let mut out = Vec::new();
-    let mut chars = raw.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            break;
-        }
-        let name: String = chars.by_ref().take_while(|&c| c != '=').collect();
-        if name.is_empty() || name.chars().any(char::is_whitespace) {
-            return Err(ClientError::Config(format!(
-                "INFISICAL_CUSTOM_HEADERS: expected Name=value, got {name:?}"
-            )));
-        }
-        let mut value = String::new();
-        match chars.peek().copied() {
-            Some(q @ ('"' | '\'')) => {
-                chars.next();
-                let mut closed = false;
-                for c in chars.by_ref() {
-                    if c == q {
-                        closed = true;
-                        break;
-                    }
-                    value.push(c);
-                }
-                if !closed {
-                    return Err(ClientError::Config(format!(
-                        "INFISICAL_CUSTOM_HEADERS: unclosed quote in {name}"
-                    )));
-                }
-            }
-            _ => {
-                while let Some(&c) = chars.peek() {
-                    if c.is_whitespace() {
-                        break;
-                    }
-                    value.push(c);
-                    chars.next();
-                }
-            }
-        }
+/// Custom headers parsed by `ikit_common::config::parse_custom_headers`, as HTTP headers marked
+/// sensitive. `Authorization` is dropped so a stray variable cannot replace the bearer token.
+pub(crate) fn header_pairs(
+    pairs: &[(String, ikit_common::SecretValue)],
+) -> Result<Vec<(HeaderName, HeaderValue)>, ClientError> {
+    let mut out = Vec::with_capacity(pairs.len());
+    for (name, value) in pairs {
         let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
             ClientError::Config(format!("INFISICAL_CUSTOM_HEADERS: invalid header name {name:?}"))
         })?;
-        if matches!(header.as_str(), "user-agent" | "accept" | "authorization") {
+        if header == reqwest::header::AUTHORIZATION {
             continue;
         }
-        let mut header_value = HeaderValue::from_str(&value).map_err(|_| {
+        let mut v = HeaderValue::from_str(value.expose()).map_err(|_| {
             ClientError::Config(format!("INFISICAL_CUSTOM_HEADERS: invalid value for {name}"))
         })?;
-        header_value.set_sensitive(true);
-        out.push((header, header_value));
+        v.set_sensitive(true);
+        out.push((header, v));
     }
     Ok(out)
+}
+
+/// Parses `INFISICAL_CUSTOM_HEADERS` text with `ikit_common`'s parser (the CLI's rules) into
+/// headers for [`ClientConfig::with_custom_headers`].
+pub fn custom_headers(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, ClientError> {
+    let pairs = ikit_common::config::parse_custom_headers(text)
+        .map_err(|e| ClientError::Config(format!("INFISICAL_CUSTOM_HEADERS: {e}")))?;
+    header_pairs(&pairs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
@@ -319,8 +304,8 @@ mod tests {
     }
 
     #[test]
-    fn custom_headers_parse_quotes_and_skip_reserved_names() {
-        let headers = parse_custom_headers(
+    fn custom_headers_use_the_shared_parser_and_drop_authorization() {
+        let headers = custom_headers(
             r#"X-One=1  X-Two="two words" X-Three='a=b' User-Agent=x Accept=y Authorization=z"#,
         )
         .unwrap();
@@ -332,9 +317,9 @@ mod tests {
                 .map(|(a, b)| (a.to_owned(), b.to_owned()))
         );
         assert!(headers.iter().all(|(_, v)| v.is_sensitive()));
-        assert!(parse_custom_headers("").unwrap().is_empty());
-        assert!(parse_custom_headers("X=\"open").is_err());
-        assert!(parse_custom_headers("bad header=1").is_err());
+        assert!(custom_headers("").unwrap().is_empty());
+        assert!(custom_headers("NoEquals").is_err());
+        assert!(custom_headers("Bad(Name)=1").is_err());
     }
 
     #[test]
@@ -355,18 +340,21 @@ mod tests {
         assert_eq!(t.api_url().as_str(), DEFAULT_API_URL.to_owned() + "/");
 
         let k = ClientConfig::from_env(&env(&[
-            ("INFISICAL_AUTH_METHOD", "kubernetes"),
+            ("IKIT_INFISICAL_AUTH_METHOD", "kubernetes"),
             ("INFISICAL_MACHINE_IDENTITY_ID", "mid"),
         ]))
         .unwrap();
         match k.auth() {
             AuthMethod::Kubernetes { token_path, .. } => {
-                assert_eq!(token_path, &PathBuf::from(crate::auth::DEFAULT_K8S_TOKEN_PATH))
+                assert_eq!(
+                    token_path,
+                    &std::path::PathBuf::from(crate::auth::DEFAULT_K8S_TOKEN_PATH)
+                )
             }
             other => panic!("{other:?}"),
         }
         let aws = ClientConfig::from_env(&env(&[
-            ("INFISICAL_AUTH_METHOD", "aws-iam"),
+            ("IKIT_INFISICAL_AUTH_METHOD", "aws-iam"),
             ("INFISICAL_MACHINE_IDENTITY_ID", "mid"),
             ("AWS_ACCESS_KEY_ID", "AK"),
             ("AWS_SECRET_ACCESS_KEY", "SK"),
@@ -378,7 +366,7 @@ mod tests {
         );
         assert!(ClientConfig::from_env(&env(&[])).is_err());
         assert!(
-            ClientConfig::from_env(&env(&[("INFISICAL_AUTH_METHOD", "jwt-auth")])).is_err(),
+            ClientConfig::from_env(&env(&[("IKIT_INFISICAL_AUTH_METHOD", "jwt-auth")])).is_err(),
             "jwt-auth without an identity id"
         );
         let debug = format!("{c:?}");

@@ -39,7 +39,7 @@ pub use client::{
     METRIC_TOKEN_EXPIRES_IN, Source,
 };
 pub use clock::{Clock, ManualClock, SleepFuture, Sleeper, SystemClock, TokioSleeper};
-pub use config::{ClientConfig, DEFAULT_API_URL, normalize_api_url, parse_custom_headers};
+pub use config::{ClientConfig, DEFAULT_API_URL, custom_headers, normalize_api_url};
 pub use error::ClientError;
 pub use ikit_common::{SecretRef, SecretValue};
 pub use retry::{

@@ -49,6 +49,13 @@ pub struct Settings {
     pub health_addr: SocketAddr,
     pub cache_ttl: Duration,
     pub cache_max_stale: Duration,
+    /// `IKIT_CACHE_KEY`: base64 of the 32-byte AES-256-GCM key sealing L2 cache values in Redis
+    /// (no L2 without it).
+    pub cache_key: Option<SecretValue>,
+    /// `IKIT_SNAPSHOT_DIR`: where the client keeps its encrypted offline snapshots.
+    pub snapshot_dir: Option<PathBuf>,
+    /// `IKIT_SNAPSHOT_KEY`: base64 of the 32-byte AES-256-GCM snapshot key.
+    pub snapshot_key: Option<SecretValue>,
     /// Bearer token for the admin endpoints; admin endpoints are off when unset.
     pub admin_token: Option<SecretValue>,
 }
@@ -64,6 +71,50 @@ pub struct InfisicalSettings {
     /// `INFISICAL_CUSTOM_HEADERS`, added to every API call. Values may be credentials.
     pub custom_headers: Vec<(String, SecretValue)>,
     pub disable_update_check: bool,
+    /// `INFISICAL_JWT_FILE`: a file holding the JWT for oidc-auth / jwt-auth, re-read at every
+    /// login; used when `INFISICAL_JWT` is unset.
+    pub jwt_file: Option<PathBuf>,
+    /// `INFISICAL_AUTH_ORGANIZATION_SLUG`: a sub-organization to log in to.
+    pub organization_slug: Option<String>,
+    /// Credentials and endpoints of the cloud auth methods.
+    pub cloud: CloudSettings,
+}
+
+/// The cloud side of aws-iam, azure and gcp-id-token logins: the standard AWS credential
+/// variables and overridable metadata endpoints (tests point them at local fakes).
+#[derive(Clone, Default)]
+pub struct CloudSettings {
+    /// `AWS_ACCESS_KEY_ID`.
+    pub aws_access_key_id: Option<String>,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub aws_secret_access_key: Option<SecretValue>,
+    /// `AWS_SESSION_TOKEN`.
+    pub aws_session_token: Option<SecretValue>,
+    /// `AWS_REGION`, else `AWS_DEFAULT_REGION`.
+    pub aws_region: Option<String>,
+    /// `IKIT_AWS_STS_HOST`: the STS host signed into the request.
+    pub aws_sts_host: Option<String>,
+    /// `IKIT_AZURE_IMDS_URL`: the managed-identity token endpoint.
+    pub azure_imds_url: Option<String>,
+    /// `IKIT_GCP_METADATA_URL`: the identity-token endpoint of the metadata server.
+    pub gcp_metadata_url: Option<String>,
+}
+
+impl fmt::Debug for CloudSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CloudSettings")
+            .field("aws_access_key_id", &self.aws_access_key_id)
+            .field(
+                "aws_secret_access_key",
+                &self.aws_secret_access_key.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("aws_session_token", &self.aws_session_token.as_ref().map(|_| "[REDACTED]"))
+            .field("aws_region", &self.aws_region)
+            .field("aws_sts_host", &self.aws_sts_host)
+            .field("azure_imds_url", &self.azure_imds_url)
+            .field("gcp_metadata_url", &self.gcp_metadata_url)
+            .finish()
+    }
 }
 
 /// How to authenticate to Infisical, with the credentials each method needs.
@@ -352,7 +403,58 @@ impl Settings {
                 |v| validate_environment(v).map(|()| v.to_owned()).map_err(|e| e.to_string()),
             )
             .unwrap_or_else(|| DEFAULT_ENVIRONMENT.to_owned());
-        let auth = load_auth(l);
+        let jwt_file = l
+            .string("infisical.jwt_file", &["INFISICAL_JWT_FILE"], "infisical.jwt_file")
+            .map(PathBuf::from);
+        let auth = load_auth(l, jwt_file.is_some());
+        let organization_slug = l.string(
+            "infisical.organization_slug",
+            &["INFISICAL_AUTH_ORGANIZATION_SLUG"],
+            "infisical.organization_slug",
+        );
+        let cloud = CloudSettings {
+            aws_access_key_id: l.string(
+                "cloud.aws_access_key_id",
+                &["AWS_ACCESS_KEY_ID"],
+                "cloud.aws_access_key_id",
+            ),
+            aws_secret_access_key: l
+                .secret(
+                    "cloud.aws_secret_access_key",
+                    &["AWS_SECRET_ACCESS_KEY"],
+                    "cloud.aws_secret_access_key",
+                )
+                .map(|(v, _)| v),
+            aws_session_token: l
+                .secret(
+                    "cloud.aws_session_token",
+                    &["AWS_SESSION_TOKEN"],
+                    "cloud.aws_session_token",
+                )
+                .map(|(v, _)| v),
+            aws_region: l.string(
+                "cloud.aws_region",
+                &["AWS_REGION", "AWS_DEFAULT_REGION"],
+                "cloud.aws_region",
+            ),
+            aws_sts_host: l.string(
+                "cloud.aws_sts_host",
+                &["IKIT_AWS_STS_HOST"],
+                "cloud.aws_sts_host",
+            ),
+            azure_imds_url: l.parsed(
+                "cloud.azure_imds_url",
+                &["IKIT_AZURE_IMDS_URL"],
+                "cloud.azure_imds_url",
+                |v| http_url(v).map(str::to_owned),
+            ),
+            gcp_metadata_url: l.parsed(
+                "cloud.gcp_metadata_url",
+                &["IKIT_GCP_METADATA_URL"],
+                "cloud.gcp_metadata_url",
+                |v| http_url(v).map(str::to_owned),
+            ),
+        };
         let custom_headers = match l.raw(
             "infisical.custom_headers",
             &["INFISICAL_CUSTOM_HEADERS"],
@@ -459,6 +561,11 @@ impl Settings {
                 "must be at least cache.ttl",
             );
         }
+        let cache_key = l.secret("cache.key", &["IKIT_CACHE_KEY"], "cache.key").map(|(v, _)| v);
+        let snapshot_dir =
+            l.string("snapshot.dir", &["IKIT_SNAPSHOT_DIR"], "snapshot.dir").map(PathBuf::from);
+        let snapshot_key =
+            l.secret("snapshot.key", &["IKIT_SNAPSHOT_KEY"], "snapshot.key").map(|(v, _)| v);
         let admin_token = match l.secret("admin.token", &["IKIT_ADMIN_TOKEN"], "admin.token") {
             Some((token, origin)) if token.expose().trim().len() < MIN_ADMIN_TOKEN_LEN => {
                 l.error(
@@ -488,6 +595,9 @@ impl Settings {
                 auth,
                 custom_headers,
                 disable_update_check,
+                jwt_file,
+                organization_slug,
+                cloud,
             },
             database_url,
             redis_url,
@@ -498,12 +608,17 @@ impl Settings {
             health_addr,
             cache_ttl,
             cache_max_stale,
+            cache_key,
+            snapshot_dir,
+            snapshot_key,
             admin_token,
         })
     }
 }
 
-fn load_auth(l: &mut Loader<'_>) -> AuthMethod {
+/// `has_jwt_file`: a JWT file stands in for `INFISICAL_JWT` (the value is then empty here and the
+/// file is read at login).
+fn load_auth(l: &mut Loader<'_>, has_jwt_file: bool) -> AuthMethod {
     const METHOD_ENV: &str = "IKIT_INFISICAL_AUTH_METHOD";
     let explicit = l.string("infisical.auth_method", &[METHOD_ENV], "infisical.auth_method");
     // `INFISICAL_UNIVERSAL_AUTH_ACCESS_TOKEN` wins over `INFISICAL_TOKEN`, as in the CLI.
@@ -540,7 +655,7 @@ fn load_auth(l: &mut Loader<'_>) -> AuthMethod {
         Some(m) => m.to_owned(),
         None if token.is_some() => "token".to_owned(),
         None if client_id.is_some() || client_secret.is_some() => "universal-auth".to_owned(),
-        None if jwt.is_some() => "jwt-auth".to_owned(),
+        None if jwt.is_some() || has_jwt_file => "jwt-auth".to_owned(),
         None => "none".to_owned(),
     };
     let identity = |l: &mut Loader<'_>, method: &str| match &identity_id {
@@ -557,6 +672,7 @@ fn load_auth(l: &mut Loader<'_>) -> AuthMethod {
     };
     let need_jwt = |l: &mut Loader<'_>, method: &str| match &jwt {
         Some((jwt, _)) => jwt.clone(),
+        None if has_jwt_file => SecretValue::new(""),
         None => {
             l.required_error("infisical.jwt", "INFISICAL_JWT", "infisical.jwt", method);
             SecretValue::new("")
@@ -750,6 +866,9 @@ impl fmt::Debug for Settings {
             .field("health_addr", &self.health_addr)
             .field("cache_ttl", &self.cache_ttl)
             .field("cache_max_stale", &self.cache_max_stale)
+            .field("cache_key", &self.cache_key.as_ref().map(|_| "[REDACTED]"))
+            .field("snapshot_dir", &self.snapshot_dir)
+            .field("snapshot_key", &self.snapshot_key.as_ref().map(|_| "[REDACTED]"))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "[REDACTED]"))
             .finish()
     }
@@ -766,6 +885,9 @@ impl fmt::Debug for InfisicalSettings {
             .field("auth", &self.auth)
             .field("custom_headers", &headers)
             .field("disable_update_check", &self.disable_update_check)
+            .field("jwt_file", &self.jwt_file)
+            .field("organization_slug", &self.organization_slug)
+            .field("cloud", &self.cloud)
             .finish()
     }
 }
@@ -1052,6 +1174,49 @@ mod tests {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
             assert!(!format!("{errs:?}").contains(secret), "{secret} leaked in Debug");
         }
+    }
+
+    #[test]
+    fn reads_jwt_file_cloud_and_cache_keys() {
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("IKIT_INFISICAL_AUTH_METHOD", "oidc-auth"),
+                ("INFISICAL_MACHINE_IDENTITY_ID", "ident-9"),
+                ("INFISICAL_JWT_FILE", "/var/run/jwt"),
+                ("INFISICAL_AUTH_ORGANIZATION_SLUG", "sub-org"),
+                ("AWS_ACCESS_KEY_ID", "AKID"),
+                ("AWS_SECRET_ACCESS_KEY", "aws-secret-value"),
+                ("AWS_DEFAULT_REGION", "eu-west-1"),
+                ("IKIT_AZURE_IMDS_URL", "http://127.0.0.1:1/imds"),
+                ("IKIT_CACHE_KEY", "cache-key-value"),
+                ("IKIT_SNAPSHOT_DIR", "/var/lib/ikit"),
+                ("IKIT_SNAPSHOT_KEY", "snapshot-key-value"),
+            ]),
+        )
+        .unwrap();
+        assert!(
+            matches!(&s.infisical.auth, AuthMethod::OidcAuth { jwt, .. } if jwt.expose().is_empty())
+        );
+        assert_eq!(s.infisical.jwt_file.as_deref(), Some(Path::new("/var/run/jwt")));
+        assert_eq!(s.infisical.organization_slug.as_deref(), Some("sub-org"));
+        assert_eq!(s.infisical.cloud.aws_region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s.infisical.cloud.azure_imds_url.as_deref(), Some("http://127.0.0.1:1/imds"));
+        assert_eq!(s.snapshot_dir.as_deref(), Some(Path::new("/var/lib/ikit")));
+        assert_eq!(s.cache_key.as_ref().unwrap().expose(), "cache-key-value");
+        let debug = format!("{s:?}");
+        for secret in ["aws-secret-value", "cache-key-value", "snapshot-key-value"] {
+            assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+        }
+        let errs = Settings::load(
+            None,
+            &env(&[
+                ("IKIT_INFISICAL_AUTH_METHOD", "jwt-auth"),
+                ("INFISICAL_MACHINE_IDENTITY_ID", "i"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(errs.field("infisical.jwt").is_some(), "{errs}");
     }
 
     #[test]

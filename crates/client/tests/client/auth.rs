@@ -304,7 +304,7 @@ async fn custom_headers_reach_every_call() {
         .unwrap()
         .with_clock(h.clock.clone())
         .with_sleeper(h.sleeper.clone())
-        .with_custom_headers(ikit_client::parse_custom_headers("X-Tenant=\"blue team\"").unwrap());
+        .with_custom_headers(ikit_client::custom_headers("X-Tenant=\"blue team\"").unwrap());
     let client = ikit_client::Client::new(config).unwrap();
     client.fetch_folder(&dev_app()).await.unwrap();
     let seen = seen.lock().unwrap();
