@@ -553,6 +553,15 @@ impl KeyManager {
                 keys
             }
             None => {
+                // without a state only a lone current key is adopted; a key in the next slot
+                // was never written by us without a state, and is never deleted silently
+                if folder.privates.keys().any(|kid| folder.current_slot.as_ref() != Some(kid)) {
+                    return Err(Error::State(
+                        "next_private_key is set but there is no rotation_state: import the key \
+                         or remove it"
+                            .into(),
+                    ));
+                }
                 let (current, action) =
                     match folder.current_slot.as_ref().and_then(|kid| folder.privates.get(kid)) {
                         Some(existing) => (existing.clone(), "adopt"),

@@ -387,3 +387,33 @@ async fn load_serves_committed_keys_when_the_lock_backend_is_down() {
         Err(Error::Lock(_))
     ));
 }
+
+#[tokio::test]
+async fn a_lone_private_key_is_adopted_and_a_stray_next_key_is_never_dropped() {
+    let env = Env::new();
+    let mut rng = StdRng::seed_from_u64(16);
+    let lone = JwtKey::generate(JwtAlgorithm::ES256, &mut rng).unwrap();
+    let token = lone.sign(&json!({"sub": "old"})).unwrap();
+    env.store
+        .upsert("/auth/jwt", vec![("current_private_key".into(), lone.pem().clone())])
+        .await
+        .unwrap();
+    let m = env.manager(17);
+    let loaded = m.load().await.unwrap();
+    assert_eq!(loaded.steps[0].action, "adopt");
+    assert_eq!(m.verify::<Value>(&token).unwrap()["sub"], "old");
+    assert!(m.verify_rotation().await.unwrap().ok());
+
+    let other = Env::new();
+    let stray = JwtKey::generate(JwtAlgorithm::ES256, &mut rng).unwrap();
+    other
+        .store
+        .upsert("/auth/jwt", vec![("next_private_key".into(), stray.pem().clone())])
+        .await
+        .unwrap();
+    assert!(matches!(other.manager(18).load().await, Err(Error::State(_))));
+    assert!(
+        other.dump("/auth/jwt").await.contains_key("next_private_key"),
+        "the stray key is kept"
+    );
+}
