@@ -1,11 +1,25 @@
 //! ikit-keys: JWT signing keys published as JWKS with an overlap window, an AES-256-GCM key ring
 //! for tokens at rest, and rotation as a persisted, crash-safe state machine.
 //!
-//! Layout: [`jwt`], [`cipher`] and [`rotation`] are pure (bytes, `now` and an RNG in, values
-//! out). [`store`] is the storage trait the keys live behind (Infisical in production, a file
-//! store locally), [`lock`] the one-leader lock, [`audit`] the audit sink, and [`manager`] the
-//! stateful [`KeyManager`] that ties them together and serves readers from an atomically swapped
-//! ring.
+//! Code map: [`jwt`], [`cipher`], [`policy`] and [`rotation`] are pure (bytes, `now` and an RNG
+//! in, values out). [`store`] is the storage trait the keys live behind, with a file store for
+//! local use; `infisical` (feature `infisical`) implements it over ikit-client. [`lock`] holds the
+//! one-leader locks (PostgreSQL advisory, Redis with a fencing token, in-process), [`audit`] the
+//! audit sink (ikit-common's audit log implements it), and [`manager`] the stateful
+//! [`KeyManager`] that ties them together and serves readers from a ring swapped atomically.
+//!
+//! Invariants:
+//! - the algorithm of a token is taken from the published key its `kid` names, never from the
+//!   token header;
+//! - a JWT key signs only after it was published for the overlap (unless forced), and stays
+//!   published for the overlap after it stopped signing; AES keys are retired only when old
+//!   enough and forced, and never deleted;
+//! - every step writes new material before the state that names it, the state (`rotation_state`,
+//!   `keys_map`: the commit point) before what is derived from it, and deletions last, so a crash
+//!   between any two writes leaves a folder that `load()` brings back to the last commit with no
+//!   committed key lost;
+//! - storage is written only under the rotation lock, checked before every write;
+//! - no key material reaches a log, a metric label or a `Debug` string.
 
 pub mod audit;
 pub mod cipher;
