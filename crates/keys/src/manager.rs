@@ -859,15 +859,23 @@ impl KeyManager {
     }
 
     /// Runs the scheduled rotation for every kind that is due.
+    /// A kind that fails does not keep the other from rotating; the first error is returned.
     pub async fn run_due(&self) -> Result<RotateOutcome> {
         let mut outcome = RotateOutcome::default();
+        let mut first_error = None;
         for kind in self.due() {
-            let r =
-                self.rotate(kind.into(), false, "scheduled rotation", Trigger::Scheduled).await?;
-            outcome.busy |= r.busy;
-            outcome.steps.extend(r.steps);
+            match self.rotate(kind.into(), false, "scheduled rotation", Trigger::Scheduled).await {
+                Ok(r) => {
+                    outcome.busy |= r.busy;
+                    outcome.steps.extend(r.steps);
+                }
+                Err(e) => {
+                    tracing::warn!(kind = kind.as_str(), error = %e, "scheduled rotation failed");
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(outcome)
+        first_error.map_or(Ok(outcome), Err)
     }
 
     // ---------------------------------------------------------------- checks, imports, health
