@@ -23,7 +23,6 @@
 
 pub mod audit;
 pub mod cipher;
-pub mod clock;
 pub mod error;
 #[cfg(feature = "infisical")]
 pub mod infisical;

@@ -16,7 +16,6 @@ use zeroize::Zeroizing;
 
 use crate::audit::{AuditEntry, AuditSink, TracingAudit};
 use crate::cipher::{AesKey, AesKeyRing, AesKeyState, RingKey};
-use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::jwt::{JwkSet, JwtKey};
 use crate::lock::{LocalLock, LockGuard, RotationLock};
@@ -27,6 +26,7 @@ use crate::rotation::{
     next_jwt_step, verify_aes_folder, verify_jwt_folder,
 };
 use crate::store::KeyStore;
+use ikit_common::clock::{Clock, SystemClock};
 
 /// A cryptographically secure RNG that can live behind a `Box`.
 pub trait SecureRng: RngCore + CryptoRng + Send {}
@@ -286,7 +286,7 @@ impl KeyManager {
     }
 
     pub fn now(&self) -> i64 {
-        self.clock.now()
+        self.clock.now_secs()
     }
 
     // ---------------------------------------------------------------- readers (never block)
@@ -312,7 +312,7 @@ impl KeyManager {
     pub fn verify<T: DeserializeOwned>(&self, token: &str) -> Result<T> {
         let ring = self.jwt_ring()?;
         let jwt = ring.jwt.as_ref().ok_or(Error::NotLoaded)?;
-        jwt.published.verify_at(token, self.clock.now(), self.config.policy.clock_skew)
+        jwt.published.verify_at(token, self.clock.now_secs(), self.config.policy.clock_skew)
     }
 
     /// `{"keys":[...]}`: current, next and previous keys.
@@ -372,7 +372,7 @@ impl KeyManager {
             .map(|m| AesKeyRing::from_keys_map(m.expose()))
             .transpose()?
             .filter(|r| r.active().is_some());
-        Ok(KeyRing { jwt, aes, loaded_at: Some(self.clock.now()) })
+        Ok(KeyRing { jwt, aes, loaded_at: Some(self.clock.now_secs()) })
     }
 
     /// Re-reads both folders and swaps the ring in one atomic store. Never writes: this is the
@@ -473,7 +473,14 @@ impl KeyManager {
         outcome: String,
     ) {
         self.audit
-            .record(AuditEntry { at: self.clock.now(), action, trigger, reason, kids, outcome })
+            .record(AuditEntry {
+                at: self.clock.now_secs(),
+                action,
+                trigger,
+                reason,
+                kids,
+                outcome,
+            })
             .await;
     }
 
@@ -529,7 +536,7 @@ impl KeyManager {
         let folder_name = self.config.jwt_folder.clone();
         let mut stored = self.read(&folder_name).await?;
         let folder = JwtFolder::parse(&stored)?;
-        let now = self.clock.now();
+        let now = self.clock.now_secs();
         let mut steps = Vec::new();
         let keys = match folder.resolve()? {
             Some(keys) => {
@@ -629,7 +636,7 @@ impl KeyManager {
             if ring.pending().is_none() {
                 let key = self.generate_aes();
                 let kid = key.kid().to_owned();
-                ring = aes_add_pending(&ring, key, self.clock.now());
+                ring = aes_add_pending(&ring, key, self.clock.now_secs());
                 let layout = aes_layout(&ring);
                 steps.push(
                     self.step(
@@ -646,7 +653,7 @@ impl KeyManager {
                 );
             }
             let kid = ring.pending().map(|k| k.key.kid().to_owned()).unwrap_or_default();
-            ring = aes_activate(&ring, &kid, self.clock.now())?;
+            ring = aes_activate(&ring, &kid, self.clock.now_secs())?;
             let layout = aes_layout(&ring);
             steps.push(
                 self.step(
@@ -694,7 +701,7 @@ impl KeyManager {
                 KeyKind::Aes => self.rotate_aes(&mut run, force, trigger, &mut steps).await,
             };
             let outcome = LastOutcome {
-                at: self.clock.now(),
+                at: self.clock.now_secs(),
                 trigger,
                 ok: r.is_ok(),
                 detail: match &r {
@@ -741,7 +748,7 @@ impl KeyManager {
         let mut force = force;
         let policy = &self.config.policy;
         for _ in 0..8 {
-            let now = self.clock.now();
+            let now = self.clock.now_secs();
             let (next, action, kids, commit_first) =
                 match next_jwt_step(&keys.state, now, policy, force) {
                     JwtStep::Wait { .. } => break,
@@ -807,7 +814,7 @@ impl KeyManager {
         let mut force = force;
         let policy = &self.config.policy;
         for _ in 0..8 {
-            let now = self.clock.now();
+            let now = self.clock.now_secs();
             let (next, action, kids) = match next_aes_step(&ring, now, policy, force) {
                 AesStep::Wait { .. } => break,
                 AesStep::AddNext => {
@@ -840,7 +847,7 @@ impl KeyManager {
     /// The kinds whose state machine has a step due now, by the loaded ring.
     pub fn due(&self) -> Vec<KeyKind> {
         let ring = self.ring.load();
-        let (now, policy) = (self.clock.now(), &self.config.policy);
+        let (now, policy) = (self.clock.now_secs(), &self.config.policy);
         let mut due = Vec::new();
         match &ring.jwt {
             Some(jwt)
@@ -918,7 +925,7 @@ impl KeyManager {
                 let folder = self.config.jwt_folder.clone();
                 let mut stored = self.read(&folder).await?;
                 let parsed = JwtFolder::parse(&stored)?;
-                let now = self.clock.now();
+                let now = self.clock.now_secs();
                 let kids = vec![key.kid().to_owned()];
                 let keys = match parsed.resolve()? {
                     None => JwtKeys {
@@ -974,7 +981,7 @@ impl KeyManager {
                     Some(map) => AesKeyRing::from_keys_map(map.expose())?,
                     None => AesKeyRing::default(),
                 };
-                let now = self.clock.now();
+                let now = self.clock.now_secs();
                 for key in &imported {
                     match ring.get(key.kid()) {
                         Some(existing) if existing.key != *key => {
@@ -1020,7 +1027,7 @@ impl KeyManager {
     /// Key ages, state, next step and last outcome, from the loaded ring.
     pub fn health(&self) -> KeysHealth {
         let ring = self.ring.load();
-        let (now, policy) = (self.clock.now(), &self.config.policy);
+        let (now, policy) = (self.clock.now_secs(), &self.config.policy);
         let step_at = |wait: Option<i64>| wait.unwrap_or(now);
         let jwt = ring.jwt.as_ref().map(|j| {
             let state = &j.keys.state;

@@ -257,7 +257,7 @@ async fn steps_reach_the_common_audit_log() {
     let url = format!("sqlite:{}", dir.path().join("audit.db").display());
     let log = AuditLog::connect(&url, AuditOptions::new(dir.path().join("spool"))).unwrap();
     let m = KeyManager::builder(env.store.clone())
-        .clock(env.clock.clone())
+        .clock(env.clock.shared())
         .audit(Arc::new(log.clone()))
         .rng(StdRng::seed_from_u64(10))
         .build()
@@ -333,7 +333,7 @@ async fn no_key_material_reaches_the_logs() {
     let env = Env::new();
     // the default audit sink logs every step
     let m = KeyManager::builder(env.store.clone())
-        .clock(env.clock.clone())
+        .clock(env.clock.shared())
         .rng(StdRng::seed_from_u64(12))
         .build()
         .unwrap();

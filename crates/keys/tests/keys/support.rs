@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
 use futures_util::future::BoxFuture;
 use ikit_common::SecretValue;
+use ikit_common::clock::ManualClock;
 use ikit_keys::audit::MemoryAudit;
-use ikit_keys::clock::ManualClock;
 use ikit_keys::lock::RotationLock;
 use ikit_keys::policy::Policy;
 use ikit_keys::store::{Folder, KeyStore};
@@ -86,10 +86,32 @@ impl KeyStore for FailingStore {
     }
 }
 
+/// The shared manual clock, driven in whole seconds as the rotation policy is written.
+#[derive(Clone)]
+pub(crate) struct SecondsClock(Arc<ManualClock>);
+
+impl SecondsClock {
+    pub(crate) fn at(secs: i64) -> Self {
+        Self(Arc::new(ManualClock::new(secs * 1000)))
+    }
+
+    pub(crate) fn set(&self, secs: i64) {
+        self.0.set(secs * 1000);
+    }
+
+    pub(crate) fn advance(&self, secs: i64) {
+        self.0.advance(secs * 1000);
+    }
+
+    pub(crate) fn shared(&self) -> Arc<ManualClock> {
+        self.0.clone()
+    }
+}
+
 pub(crate) struct Env {
     _dir: tempfile::TempDir,
     pub(crate) store: Arc<FileStore>,
-    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) clock: SecondsClock,
     pub(crate) audit: Arc<MemoryAudit>,
 }
 
@@ -100,7 +122,7 @@ impl Env {
         Self {
             _dir: dir,
             store,
-            clock: Arc::new(ManualClock::new(T0)),
+            clock: SecondsClock::at(T0),
             audit: Arc::new(MemoryAudit::default()),
         }
     }
@@ -116,7 +138,7 @@ impl Env {
         lock: Option<Arc<dyn RotationLock>>,
     ) -> KeyManager {
         let mut builder = KeyManager::builder(store)
-            .clock(self.clock.clone())
+            .clock(self.clock.shared())
             .audit(self.audit.clone())
             .rng(StdRng::seed_from_u64(seed))
             .policy(policy());
