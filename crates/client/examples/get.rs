@@ -1,13 +1,15 @@
 //! Reads one secret: `cargo run -p ikit-client --example get -- --env ENV --path /folder/KEY`.
 //!
 //! Reads `INFISICAL_API_URL`, `INFISICAL_UNIVERSAL_AUTH_CLIENT_ID` and `_SECRET` (or
-//! `INFISICAL_TOKEN`) and `INFISICAL_PROJECT_ID`. Prints only the value on stdout and
-//! `source=...` on stderr; exits 1 with a one-line reason on failure.
+//! `INFISICAL_TOKEN`) and `INFISICAL_PROJECT_ID`; with `IKIT_SNAPSHOT_DIR` and
+//! `IKIT_SNAPSHOT_KEY` (base64, 32 bytes) it keeps an encrypted offline snapshot and, when the
+//! server is unreachable, answers from it. Prints only the value on stdout and `source=...` on
+//! stderr (with `age=Ns` when the value is not fresh); exits 1 with a one-line reason on failure.
 
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use ikit_client::{Client, ClientConfig, SecretRef};
+use ikit_client::{CacheConfig, CachedClient, Client, ClientConfig, SecretRef};
 use ikit_common::Settings;
 
 fn parse_args(args: &[String]) -> Result<(String, String), String> {
@@ -37,11 +39,20 @@ async fn run() -> Result<(), String> {
     let secret = SecretRef::parse(project, env, &path).map_err(|e| e.to_string())?;
     let config = ClientConfig::from_settings(&settings).map_err(|e| e.to_string())?;
     let client = Client::new(config).map_err(|e| e.to_string())?;
-    let (found, source) = client.get(&secret).await.map_err(|e| e.to_string())?;
+    let cache = CacheConfig::from_settings(&settings).map_err(|e| e.to_string())?;
+    let served = CachedClient::new(client, cache)
+        .map_err(|e| e.to_string())?
+        .get(&secret)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(found.value.expose().as_bytes()).map_err(|e| e.to_string())?;
+    stdout.write_all(served.value.value.expose().as_bytes()).map_err(|e| e.to_string())?;
     stdout.flush().map_err(|e| e.to_string())?;
-    eprintln!("source={}", source.as_str());
+    if served.source == ikit_client::Source::Network {
+        eprintln!("source={}", served.source.as_str());
+    } else {
+        eprintln!("source={} age={}s", served.source.as_str(), served.age.as_secs());
+    }
     Ok(())
 }
 

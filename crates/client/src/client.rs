@@ -268,6 +268,11 @@ impl Client {
         self.inner.import_order
     }
 
+    /// The clock this client decides time with (shared by its cache).
+    pub(crate) fn clock(&self) -> &Arc<dyn crate::clock::Clock> {
+        &self.inner.transport.clock
+    }
+
     /// True while the circuit breaker refuses requests.
     pub fn circuit_open(&self) -> bool {
         self.inner.transport.breaker_open()

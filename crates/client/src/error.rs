@@ -45,6 +45,17 @@ pub enum ClientError {
     /// A login credential could not be read (token file, cloud metadata service).
     #[error("cannot obtain login credential: {0}")]
     Credential(String),
+    /// An offline snapshot exists but cannot be trusted (corrupt, truncated, wrong key, or
+    /// written for another project, environment or folder).
+    #[error("offline snapshot rejected: {0}")]
+    Snapshot(String),
+    /// Infisical is unreachable and the last good copy is older than `max_stale`.
+    #[error(
+        "infisical unreachable and the last good copy is {}s old, past max_stale of {}s",
+        age.as_secs(),
+        max_stale.as_secs()
+    )]
+    TooStale { age: Duration, max_stale: Duration },
 }
 
 impl ClientError {
@@ -63,6 +74,8 @@ impl ClientError {
             Self::Decode(_) => "decode",
             Self::Config(_) => "config",
             Self::Credential(_) => "credential",
+            Self::Snapshot(_) => "snapshot",
+            Self::TooStale { .. } => "too_stale",
         }
     }
 

@@ -17,14 +17,18 @@
 
 mod api;
 mod auth;
+mod cache;
 mod client;
 mod clock;
 mod config;
 mod error;
+mod pattern;
 #[cfg(test)]
 mod props;
 mod retry;
+mod seal;
 mod sigv4;
+mod snapshot;
 mod token;
 mod transport;
 mod wire;
@@ -34,6 +38,11 @@ pub use auth::{
     AuthMethod, Credential, DEFAULT_AZURE_IMDS_URL, DEFAULT_AZURE_RESOURCE,
     DEFAULT_GCP_METADATA_URL, DEFAULT_K8S_TOKEN_PATH,
 };
+pub use cache::{
+    CacheConfig, CachedClient, DEFAULT_REDIS_PREFIX, ListenerHandle, METRIC_CACHE_HIT,
+    METRIC_CACHE_L2_UP, METRIC_CACHE_MISS, METRIC_CACHE_STALE, METRIC_CACHE_STALE_AGE, RedisConfig,
+    Served, events_channel, invalidation_channel,
+};
 pub use client::{
     Client, FolderFetch, METRIC_FETCH_DURATION, METRIC_FETCH_ERRORS, METRIC_FETCH_TOTAL,
     METRIC_TOKEN_EXPIRES_IN, Source,
@@ -42,9 +51,11 @@ pub use clock::{Clock, ManualClock, SleepFuture, Sleeper, SystemClock, TokioSlee
 pub use config::{ClientConfig, DEFAULT_API_URL, custom_headers, normalize_api_url};
 pub use error::ClientError;
 pub use ikit_common::{SecretRef, SecretValue};
+pub use pattern::{folder_affected, path_matches};
 pub use retry::{
     BreakerConfig, BudgetConfig, CircuitBreaker, RetryPolicy, TokenBucket, parse_retry_after,
 };
+pub use seal::{SEAL_VERSION, SealError, SealKey, open, seal};
 pub use sigv4::{AwsCredentials, STS_BODY, aws_login_body, sign_get_caller_identity};
 pub use token::{AccessToken, RENEW_AT, TokenAction, TokenTimes};
 pub use transport::METRIC_RATE_LIMIT_WAIT;

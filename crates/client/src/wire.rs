@@ -8,6 +8,8 @@ use ikit_common::SecretValue;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+use zeroize::Zeroizing;
+
 use crate::error::ClientError;
 use crate::token::AccessToken;
 
@@ -383,6 +385,91 @@ pub fn decode_list(body: &[u8]) -> Result<FolderSecrets, ClientError> {
     })
 }
 
+// No Debug: borrows a secret value.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OutSecret<'a> {
+    id: &'a str,
+    secret_key: &'a str,
+    secret_value: &'a str,
+    secret_value_hidden: bool,
+    version: u64,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    environment: &'a str,
+    secret_path: &'a str,
+    secret_comment: &'a str,
+    skip_multiline_encoding: bool,
+    tags: Vec<OutTag<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct OutTag<'a> {
+    id: &'a str,
+    slug: &'a str,
+    name: Option<&'a str>,
+    color: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OutImport<'a> {
+    secret_path: &'a str,
+    environment: &'a str,
+    folder_id: Option<&'a str>,
+    secrets: Vec<OutSecret<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct OutList<'a> {
+    secrets: Vec<OutSecret<'a>>,
+    imports: Vec<OutImport<'a>>,
+}
+
+fn out_secret(s: &Secret) -> OutSecret<'_> {
+    OutSecret {
+        id: &s.id,
+        secret_key: &s.key,
+        secret_value: s.value.expose(),
+        secret_value_hidden: s.value_hidden,
+        version: s.version,
+        kind: s.secret_type.as_str(),
+        environment: &s.environment,
+        secret_path: &s.path,
+        secret_comment: &s.comment,
+        skip_multiline_encoding: s.skip_multiline_encoding,
+        tags: s
+            .tags
+            .iter()
+            .map(|t| OutTag {
+                id: &t.id,
+                slug: &t.slug,
+                name: t.name.as_deref(),
+                color: t.color.as_deref(),
+            })
+            .collect(),
+    }
+}
+
+/// A folder listing in the v4 list shape, so [`decode_list`] reads it back unchanged (used for
+/// the sealed L2 and snapshot copies). The buffer is zeroized on drop.
+pub(crate) fn encode_list(folder: &FolderSecrets) -> Zeroizing<Vec<u8>> {
+    let out = OutList {
+        secrets: folder.secrets.iter().map(out_secret).collect(),
+        imports: folder
+            .imports
+            .iter()
+            .map(|i| OutImport {
+                secret_path: &i.path,
+                environment: &i.environment,
+                folder_id: i.folder_id.as_deref(),
+                secrets: i.secrets.iter().map(out_secret).collect(),
+            })
+            .collect(),
+    };
+    Zeroizing::new(serde_json::to_vec(&out).expect("a listing serializes"))
+}
+
 fn approval_error(approval: &serde_json::Value) -> ClientError {
     ClientError::PendingApproval {
         approval_id: approval.get("id").and_then(|v| v.as_str()).map(str::to_owned),
@@ -494,6 +581,18 @@ pub(crate) fn decode_login(body: &[u8]) -> Result<LoginResponse, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_listings_decode_to_the_same_folder() {
+        let body = br#"{"secrets":[{"id":"1","secretKey":"A","secretValue":"va","version":3,"type":"shared","environment":"dev","secretPath":"/app","secretComment":"c","skipMultilineEncoding":true,"tags":[{"id":"t","slug":"s","name":"n","color":null}]},{"secretKey":"H","secretValue":"<hidden-by-infisical>","secretValueHidden":true,"type":"personal"}],"imports":[{"secretPath":"/shared","environment":"dev","secrets":[{"secretKey":"C","secretValue":"vc"}]}]}"#;
+        let folder = decode_list(body).unwrap();
+        let again = decode_list(&encode_list(&folder)).unwrap();
+        assert_eq!(again.secrets, folder.secrets);
+        assert_eq!(again.imports.len(), 1);
+        assert_eq!(again.imports[0].path, "/shared");
+        assert_eq!(again.imports[0].folder_id, None);
+        assert_eq!(again.imports[0].secrets, folder.imports[0].secrets);
+    }
 
     fn secret_json(key: &str, value: &str) -> String {
         format!(

@@ -3,6 +3,7 @@
 
 mod api;
 mod auth;
+mod cache;
 mod example;
 mod lifecycle;
 mod logs;

@@ -1,0 +1,994 @@
+//! The caching client: L1 in process (moka, size-bounded), an optional L2 in Redis (values
+//! sealed with AES-256-GCM, bound to their key), single-flight misses, stale-while-revalidate,
+//! stale-if-error up to `max_stale`, ETag revalidation, the offline snapshot, invalidation fanned
+//! out over Redis pub/sub, and per-key change subscriptions.
+//!
+//! Freshness is decided with the client's injected clock (moka's own expiry only bounds memory).
+//! Redis is optional and may fail at any time: every Redis step has a timeout, a failure marks
+//! L2 down (logged once per transition, gauge `infisical_cache_l2_up`) and reads go on from L1;
+//! a reconnect is tried again after `retry_every` on the injected clock.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use ikit_common::events::{InvalidationMessage, SecretChangeEvent};
+use ikit_common::{SecretRef, Settings};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::api::FolderQuery;
+use crate::client::{Client, FolderFetch, METRIC_FETCH_TOTAL, Source, pick};
+use crate::error::ClientError;
+use crate::pattern::{Dedup, folder_affected, path_matches};
+use crate::seal::{self, SealKey};
+use crate::snapshot::{SnapshotStore, decode_entry, encode_entry};
+use crate::wire::{FolderSecrets, Secret};
+
+/// Fresh reads served from L1 or L2, by folder path.
+pub const METRIC_CACHE_HIT: &str = "infisical_cache_hit_total";
+/// Reads that had to go to Infisical, by folder path.
+pub const METRIC_CACHE_MISS: &str = "infisical_cache_miss_total";
+/// Reads served past their TTL, by folder path and source (`cache` or `snapshot`).
+pub const METRIC_CACHE_STALE: &str = "infisical_cache_stale_total";
+/// Age of values served stale, in seconds, by folder path and source.
+pub const METRIC_CACHE_STALE_AGE: &str = "infisical_cache_stale_age_seconds";
+/// 1 while the Redis L2 answers, 0 while it does not.
+pub const METRIC_CACHE_L2_UP: &str = "infisical_cache_l2_up";
+/// The default prefix of Redis keys and channels.
+pub const DEFAULT_REDIS_PREFIX: &str = "ikit:";
+
+/// The pub/sub channel invalidations travel on.
+pub fn invalidation_channel(prefix: &str) -> String {
+    format!("{prefix}cache:invalidate")
+}
+
+/// The pub/sub channel per-key change events travel on.
+pub fn events_channel(prefix: &str) -> String {
+    format!("{prefix}secrets:events")
+}
+
+/// Redis for L2 and fan-out.
+#[derive(Clone)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Prefix of every key and channel, e.g. `ikit:`.
+    pub prefix: String,
+    /// The L2 sealing key; without it Redis carries invalidations and events only.
+    pub seal_key: Option<SealKey>,
+    /// Bound on each Redis step (connect, command).
+    pub op_timeout: Duration,
+    /// After a failure, Redis is left alone this long (on the client clock).
+    pub retry_every: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &ikit_common::config::redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("l2", &self.seal_key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How reads are cached.
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    /// How long a listing is fresh.
+    pub ttl: Duration,
+    /// How old a listing may be when served because Infisical is unreachable or failing.
+    pub max_stale: Duration,
+    /// Bound on L1 entries (folder listings).
+    pub max_entries: u64,
+    pub redis: Option<RedisConfig>,
+    /// Directory and key of the offline snapshot.
+    pub snapshot: Option<(PathBuf, SealKey)>,
+}
+
+impl CacheConfig {
+    /// L1 only, 10,000 listings at most.
+    pub fn new(ttl: Duration, max_stale: Duration) -> Self {
+        Self {
+            ttl,
+            max_stale: max_stale.max(ttl),
+            max_entries: 10_000,
+            redis: None,
+            snapshot: None,
+        }
+    }
+
+    pub fn with_max_entries(mut self, n: u64) -> Self {
+        self.max_entries = n;
+        self
+    }
+
+    /// Redis at `url` with keys and channels under `prefix`; L2 values sealed with `seal_key`.
+    pub fn with_redis(
+        mut self,
+        url: impl Into<String>,
+        prefix: impl Into<String>,
+        seal_key: Option<SealKey>,
+    ) -> Self {
+        self.redis = Some(RedisConfig {
+            url: url.into(),
+            prefix: prefix.into(),
+            seal_key,
+            op_timeout: Duration::from_millis(500),
+            retry_every: Duration::from_secs(1),
+        });
+        self
+    }
+
+    pub fn with_snapshot(mut self, dir: impl Into<PathBuf>, key: SealKey) -> Self {
+        self.snapshot = Some((dir.into(), key));
+        self
+    }
+
+    /// `IKIT_CACHE_TTL`, `IKIT_CACHE_MAX_STALE`, `IKIT_REDIS_URL` with `IKIT_CACHE_KEY` (base64,
+    /// 32 bytes), `IKIT_SNAPSHOT_DIR` with `IKIT_SNAPSHOT_KEY` (base64, 32 bytes).
+    pub fn from_settings(settings: &Settings) -> Result<Self, ClientError> {
+        let key = |v: &ikit_common::SecretValue, name: &str| {
+            SealKey::from_base64(v.expose())
+                .map_err(|e| ClientError::Config(format!("{name}: {e}")))
+        };
+        let mut config = Self::new(settings.cache_ttl, settings.cache_max_stale);
+        if let Some(url) = &settings.redis_url {
+            let seal_key =
+                settings.cache_key.as_ref().map(|k| key(k, "IKIT_CACHE_KEY")).transpose()?;
+            config = config.with_redis(url, DEFAULT_REDIS_PREFIX, seal_key);
+        }
+        match (&settings.snapshot_dir, &settings.snapshot_key) {
+            (Some(dir), Some(k)) => {
+                config = config.with_snapshot(dir, key(k, "IKIT_SNAPSHOT_KEY")?)
+            }
+            (Some(_), None) => {
+                return Err(ClientError::Config(
+                    "IKIT_SNAPSHOT_DIR needs IKIT_SNAPSHOT_KEY".into(),
+                ));
+            }
+            _ => {}
+        }
+        Ok(config)
+    }
+}
+
+/// A value with where it came from and how old it is (zero when fetched just now).
+pub struct Served<T> {
+    pub value: T,
+    pub source: Source,
+    pub age: Duration,
+}
+
+impl<T> std::fmt::Debug for Served<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served")
+            .field("source", &self.source)
+            .field("age", &self.age)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cache key: project, environment, query flags, folder.
+pub(crate) fn cache_key(q: &FolderQuery) -> String {
+    let b = |on: bool| if on { '1' } else { '0' };
+    format!(
+        "{}:{}:r{}i{}e{}v{}p{}t{}:{}",
+        q.project_id,
+        q.environment,
+        b(q.recursive),
+        b(q.include_imports),
+        b(q.expand_references),
+        b(q.view_values),
+        b(q.include_personal_overrides),
+        q.tag_slugs.join(","),
+        q.path
+    )
+}
+
+/// Project, environment and folder of a cache key.
+fn key_parts(key: &str) -> Option<(&str, &str, &str)> {
+    let mut it = key.splitn(4, ':');
+    let (project, env, _flags, folder) = (it.next()?, it.next()?, it.next()?, it.next()?);
+    Some((project, env, folder))
+}
+
+/// One cached listing. No `Debug`: holds secret values.
+struct Entry {
+    folder: Arc<FolderSecrets>,
+    etag: Option<String>,
+    fetched_at_ms: i64,
+    /// Secret paths and imported folders, for invalidation matching.
+    paths: Vec<String>,
+}
+
+fn join(folder: &str, key: &str) -> String {
+    format!("{}/{key}", folder.trim_end_matches('/'))
+}
+
+impl Entry {
+    fn new(
+        folder: Arc<FolderSecrets>,
+        etag: Option<String>,
+        fetched_at_ms: i64,
+        path: &str,
+    ) -> Self {
+        let mut paths: Vec<String> = folder.secrets.iter().map(|s| join(path, &s.key)).collect();
+        for import in &folder.imports {
+            paths.push(import.path.clone());
+            paths.extend(import.secrets.iter().map(|s| join(&import.path, &s.key)));
+        }
+        Self { folder, etag, fetched_at_ms, paths }
+    }
+
+    fn age(&self, now_ms: i64) -> Duration {
+        Duration::from_millis(u64::try_from(now_ms - self.fetched_at_ms).unwrap_or(0))
+    }
+}
+
+const L2_UNKNOWN: u8 = 0;
+const L2_UP: u8 = 1;
+const L2_DOWN: u8 = 2;
+
+/// The Redis side: one multiplexed connection, dropped on any failure and made again lazily.
+struct Redis {
+    config: RedisConfig,
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    state: AtomicU8,
+    retry_at_ms: AtomicI64,
+}
+
+type Callback = Arc<dyn Fn(&SecretChangeEvent) + Send + Sync>;
+
+enum Sink {
+    Callback(Callback),
+    Stream(mpsc::Sender<SecretChangeEvent>),
+}
+
+struct Subscription {
+    id: u64,
+    pattern: String,
+    sink: Sink,
+}
+
+struct Shared {
+    client: Client,
+    config: CacheConfig,
+    l1: moka::future::Cache<String, Arc<Entry>>,
+    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    redis: Option<Redis>,
+    snapshot: Option<SnapshotStore>,
+    rng: Mutex<StdRng>,
+    subscriptions: Mutex<Vec<Subscription>>,
+    next_subscription: AtomicU64,
+    dedup: Mutex<Dedup>,
+    invalidated: broadcast::Sender<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The Infisical client behind a two-level cache and an offline snapshot. Cheap to clone.
+#[derive(Clone)]
+pub struct CachedClient {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for CachedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedClient")
+            .field("client", &self.shared.client)
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops the background Redis listener; dropping it stops the listener too.
+pub struct ListenerHandle {
+    stop: watch::Sender<bool>,
+    ready: watch::Receiver<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ListenerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerHandle").field("subscribed", &*self.ready.borrow()).finish()
+    }
+}
+
+impl ListenerHandle {
+    /// Waits until the listener is subscribed to both channels.
+    pub async fn subscribed(&mut self) {
+        let _ = self.ready.wait_for(|r| *r).await;
+    }
+
+    /// Stops the listener and waits for it to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ListenerHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl CachedClient {
+    pub fn new(client: Client, config: CacheConfig) -> Result<Self, ClientError> {
+        let redis = match &config.redis {
+            Some(rc) => Some(Redis {
+                client: redis::Client::open(rc.url.as_str())
+                    .map_err(|e| ClientError::Config(format!("invalid redis url: {e}")))?,
+                config: rc.clone(),
+                conn: tokio::sync::Mutex::new(None),
+                state: AtomicU8::new(L2_UNKNOWN),
+                retry_at_ms: AtomicI64::new(i64::MIN),
+            }),
+            None => None,
+        };
+        let snapshot = config.snapshot.clone().map(|(dir, key)| SnapshotStore::new(dir, key));
+        let l1 = moka::future::Cache::builder()
+            .max_capacity(config.max_entries)
+            .time_to_live(config.max_stale.max(Duration::from_secs(1)))
+            .build();
+        Ok(Self {
+            shared: Arc::new(Shared {
+                client,
+                config,
+                l1,
+                flights: Mutex::new(HashMap::new()),
+                redis,
+                snapshot,
+                rng: Mutex::new(StdRng::from_entropy()),
+                subscriptions: Mutex::new(Vec::new()),
+                next_subscription: AtomicU64::new(1),
+                dedup: Mutex::new(Dedup::new(4096)),
+                invalidated: broadcast::channel(64).0,
+            }),
+        })
+    }
+
+    /// The uncached client, for writes and everything else.
+    pub fn client(&self) -> &Client {
+        &self.shared.client
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.shared.client.clock().now_ms()
+    }
+
+    /// Reads one secret through its folder's cached listing.
+    pub async fn get(&self, secret: &SecretRef) -> Result<Served<Secret>, ClientError> {
+        let query = FolderQuery::new(secret.project(), secret.environment(), secret.folder());
+        let served = self.folder(&query).await?;
+        let found = pick(&served.value, secret, self.shared.client.import_order())?;
+        Ok(Served { value: found, source: served.source, age: served.age })
+    }
+
+    /// A folder listing: fresh from L1 or L2, else from Infisical (one request however many
+    /// callers miss together), else stale from cache or snapshot when Infisical cannot answer.
+    pub async fn folder(&self, q: &FolderQuery) -> Result<Served<Arc<FolderSecrets>>, ClientError> {
+        let key = cache_key(q);
+        let path = q.path.as_str();
+        let now = self.now_ms();
+        let (ttl, max_stale) = (self.shared.config.ttl, self.shared.config.max_stale);
+        if let Some(e) = self.shared.l1.get(&key).await {
+            let age = e.age(now);
+            if age < ttl {
+                return Ok(self.hit(path, &e, age));
+            }
+            if age <= max_stale && self.shared.client.circuit_open() {
+                return Ok(self.stale(path, Source::Cache, e.folder.clone(), age));
+            }
+            if age <= max_stale {
+                self.revalidate_in_background(q.clone(), key.clone());
+                return Ok(self.stale(path, Source::Cache, e.folder.clone(), age));
+            }
+        }
+
+        let flight = self.flight(&key);
+        let guard = flight.lock().await;
+        let result = self.miss(q, &key).await;
+        drop(guard);
+        self.land(&key, flight);
+        result
+    }
+
+    fn hit(&self, path: &str, e: &Entry, age: Duration) -> Served<Arc<FolderSecrets>> {
+        metrics::counter!(METRIC_CACHE_HIT, "path" => path.to_owned()).increment(1);
+        metrics::counter!(METRIC_FETCH_TOTAL, "source" => Source::Cache.as_str(), "path" => path.to_owned())
+            .increment(1);
+        Served { value: e.folder.clone(), source: Source::Cache, age }
+    }
+
+    fn stale(
+        &self,
+        path: &str,
+        source: Source,
+        folder: Arc<FolderSecrets>,
+        age: Duration,
+    ) -> Served<Arc<FolderSecrets>> {
+        let labels = [("path", path.to_owned()), ("source", source.as_str().to_owned())];
+        metrics::counter!(METRIC_CACHE_STALE, &labels).increment(1);
+        metrics::histogram!(METRIC_CACHE_STALE_AGE, &labels).record(age.as_secs_f64());
+        metrics::counter!(METRIC_FETCH_TOTAL, "source" => source.as_str(), "path" => path.to_owned())
+            .increment(1);
+        tracing::info!(
+            path,
+            source = source.as_str(),
+            age_secs = age.as_secs(),
+            "serving a stale listing"
+        );
+        Served { value: folder, source, age }
+    }
+
+    fn flight(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.shared.flights).entry(key.to_owned()).or_default().clone()
+    }
+
+    fn land(&self, key: &str, flight: Arc<tokio::sync::Mutex<()>>) {
+        let mut flights = lock(&self.shared.flights);
+        // The map's reference and ours: nobody else waits on this flight.
+        if Arc::strong_count(&flight) == 2 {
+            flights.remove(key);
+        }
+    }
+
+    /// Under the key's flight lock: L1 again (another caller may just have filled it), then
+    /// L2, then Infisical, then the fallbacks.
+    async fn miss(
+        &self,
+        q: &FolderQuery,
+        key: &str,
+    ) -> Result<Served<Arc<FolderSecrets>>, ClientError> {
+        let path = q.path.as_str();
+        let now = self.now_ms();
+        let ttl = self.shared.config.ttl;
+        let mut previous = self.shared.l1.get(key).await;
+        if let Some(e) = &previous
+            && e.age(now) < ttl
+        {
+            return Ok(self.hit(path, e, e.age(now)));
+        }
+        if let Some(e) = self.l2_get(key, path).await {
+            let e = Arc::new(e);
+            let age = e.age(now);
+            if age < ttl {
+                self.shared.l1.insert(key.to_owned(), e.clone()).await;
+                return Ok(self.hit(path, &e, age));
+            }
+            if previous.as_ref().is_none_or(|p| p.fetched_at_ms < e.fetched_at_ms) {
+                previous = Some(e);
+            }
+        }
+        metrics::counter!(METRIC_CACHE_MISS, "path" => path.to_owned()).increment(1);
+        match self.refresh(q, key, previous.as_deref()).await {
+            Ok(e) => {
+                Ok(Served { value: e.folder.clone(), source: Source::Network, age: Duration::ZERO })
+            }
+            Err(error) => self.fallback(q, key, previous.as_deref(), error).await,
+        }
+    }
+
+    /// Fetches (revalidating with the ETag of `previous`) and stores in L1, L2 and the snapshot.
+    async fn refresh(
+        &self,
+        q: &FolderQuery,
+        key: &str,
+        previous: Option<&Entry>,
+    ) -> Result<Arc<Entry>, ClientError> {
+        let etag = previous.and_then(|p| p.etag.as_deref());
+        let fetched = self.shared.client.fetch_folder_if_changed(q, etag).await?;
+        let now = self.now_ms();
+        let entry = match (fetched, previous) {
+            (FolderFetch::Modified { folder, etag }, _) => {
+                Entry::new(Arc::new(folder), etag, now, &q.path)
+            }
+            (FolderFetch::NotModified, Some(p)) => {
+                tracing::debug!(path = q.path, "listing not modified");
+                Entry::new(p.folder.clone(), p.etag.clone(), now, &q.path)
+            }
+            (FolderFetch::NotModified, None) => {
+                return Err(ClientError::Decode("304 without a cached listing".into()));
+            }
+        };
+        let entry = Arc::new(entry);
+        self.shared.l1.insert(key.to_owned(), entry.clone()).await;
+        let plain = encode_entry(entry.fetched_at_ms, entry.etag.as_deref(), &entry.folder);
+        self.l2_put(key, &plain).await;
+        self.write_snapshot(key, plain).await;
+        Ok(entry)
+    }
+
+    fn revalidate_in_background(&self, q: FolderQuery, key: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let flight = this.flight(&key);
+            // Someone is already fetching this folder: nothing to add.
+            let Ok(guard) = flight.try_lock() else { return };
+            let previous = this.shared.l1.get(&key).await;
+            if let Err(e) = this.refresh(&q, &key, previous.as_deref()).await {
+                tracing::warn!(path = q.path, error = e.kind(), "background revalidation failed");
+            }
+            drop(guard);
+            this.land(&key, flight.clone());
+        });
+    }
+
+    async fn write_snapshot(&self, key: &str, plain: zeroize::Zeroizing<Vec<u8>>) {
+        if self.shared.snapshot.is_none() {
+            return;
+        }
+        let this = self.clone();
+        let key = key.to_owned();
+        let written = tokio::task::spawn_blocking(move || {
+            let store = this.shared.snapshot.as_ref().expect("checked above");
+            let mut rng = StdRng::from_rng(&mut *lock(&this.shared.rng)).expect("rng");
+            store.write(&key, &plain, &mut rng)
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write offline snapshot"),
+            Err(e) => tracing::warn!(error = %e, "offline snapshot writer failed"),
+        }
+    }
+
+    /// Infisical did not answer: serve the previous listing if young enough (any unavailability),
+    /// else the snapshot (only when Infisical is unreachable), else a clear error.
+    async fn fallback(
+        &self,
+        q: &FolderQuery,
+        key: &str,
+        previous: Option<&Entry>,
+        error: ClientError,
+    ) -> Result<Served<Arc<FolderSecrets>>, ClientError> {
+        let path = q.path.as_str();
+        let now = self.now_ms();
+        let max_stale = self.shared.config.max_stale;
+        let unavailable = error.is_unreachable()
+            || matches!(error, ClientError::Unavailable { .. } | ClientError::RateLimited { .. });
+        if !unavailable {
+            return Err(error);
+        }
+        let mut oldest = None;
+        if let Some(p) = previous {
+            let age = p.age(now);
+            if age <= max_stale {
+                return Ok(self.stale(path, Source::Cache, p.folder.clone(), age));
+            }
+            oldest = Some(age);
+        }
+        if !error.is_unreachable() {
+            return Err(error);
+        }
+        if let Some(store) = &self.shared.snapshot {
+            let read = {
+                let key = key.to_owned();
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    this.shared.snapshot.as_ref().expect("checked above").read(&key)
+                })
+                .await
+                .map_err(|e| ClientError::Snapshot(format!("snapshot reader failed: {e}")))?
+            };
+            let _ = store;
+            if let Some(s) = read? {
+                let age = Duration::from_millis(u64::try_from(now - s.saved_at_ms).unwrap_or(0));
+                if age <= max_stale {
+                    return Ok(self.stale(path, Source::Snapshot, Arc::new(s.folder), age));
+                }
+                oldest = Some(oldest.map_or(age, |o: Duration| o.min(age)));
+            }
+        }
+        match oldest {
+            Some(age) => Err(ClientError::TooStale { age, max_stale }),
+            None => Err(error),
+        }
+    }
+
+    // ---- invalidation ----
+
+    /// Drops matching listings from this replica's L1 and from L2, and asks every other replica
+    /// to drop theirs. `pattern` is a key path, a folder prefix or a glob (`/auth/*`). Returns
+    /// how many L1 entries were dropped here.
+    pub async fn invalidate(&self, pattern: &str) -> usize {
+        let dropped = self.invalidate_local(pattern, None).await;
+        self.l2_delete_matching(pattern).await;
+        if let Some(redis) = &self.shared.redis {
+            let message =
+                serde_json::to_string(&InvalidationMessage { pattern: pattern.to_owned() })
+                    .expect("serializes");
+            let channel = invalidation_channel(&redis.config.prefix);
+            self.redis_op(|mut c| async move {
+                redis::cmd("PUBLISH").arg(channel).arg(message).query_async::<i64>(&mut c).await
+            })
+            .await;
+        }
+        dropped
+    }
+
+    /// Drops matching L1 listings of this replica only (within one project and environment
+    /// when `scope` is given).
+    async fn invalidate_local(&self, pattern: &str, scope: Option<(&str, &str)>) -> usize {
+        let mut doomed = Vec::new();
+        for (key, entry) in self.shared.l1.iter() {
+            let Some((project, env, folder)) = key_parts(&key) else { continue };
+            if scope.is_some_and(|(p, e)| p != project || e != env) {
+                continue;
+            }
+            if folder_affected(pattern, folder, entry.paths.iter().map(String::as_str)) {
+                doomed.push(key.clone());
+            }
+        }
+        for key in &doomed {
+            self.shared.l1.invalidate(key.as_str()).await;
+        }
+        if !doomed.is_empty() {
+            tracing::debug!(pattern, dropped = doomed.len(), "invalidated cached listings");
+        }
+        let _ = self.shared.invalidated.send(pattern.to_owned());
+        doomed.len()
+    }
+
+    /// Patterns applied to this replica's L1, from here or from another replica.
+    pub fn invalidations(&self) -> broadcast::Receiver<String> {
+        self.shared.invalidated.subscribe()
+    }
+
+    /// The age of this replica's L1 listing for the query, on the client clock.
+    pub async fn cached_age(&self, q: &FolderQuery) -> Option<Duration> {
+        let now = self.now_ms();
+        self.shared.l1.get(&cache_key(q)).await.map(|e| e.age(now))
+    }
+
+    /// True when L1 holds a listing for this query (fresh or not).
+    pub async fn is_cached(&self, q: &FolderQuery) -> bool {
+        self.shared.l1.get(&cache_key(q)).await.is_some()
+    }
+
+    // ---- subscriptions ----
+
+    /// Calls `callback` for every created / updated / deleted event whose path matches
+    /// `pattern`. Returns an id for [`CachedClient::unsubscribe`].
+    pub fn subscribe(
+        &self,
+        pattern: impl Into<String>,
+        callback: impl Fn(&SecretChangeEvent) + Send + Sync + 'static,
+    ) -> u64 {
+        self.add_subscription(pattern.into(), Sink::Callback(Arc::new(callback)))
+    }
+
+    /// Events whose path matches `pattern`, on a channel of `buffer` (events are dropped, with a
+    /// warning, while the receiver lags behind by a full buffer).
+    pub fn subscribe_stream(
+        &self,
+        pattern: impl Into<String>,
+        buffer: usize,
+    ) -> mpsc::Receiver<SecretChangeEvent> {
+        let (tx, rx) = mpsc::channel(buffer.max(1));
+        self.add_subscription(pattern.into(), Sink::Stream(tx));
+        rx
+    }
+
+    pub fn unsubscribe(&self, id: u64) {
+        lock(&self.shared.subscriptions).retain(|s| s.id != id);
+    }
+
+    fn add_subscription(&self, pattern: String, sink: Sink) -> u64 {
+        let id = self.shared.next_subscription.fetch_add(1, Ordering::Relaxed);
+        lock(&self.shared.subscriptions).push(Subscription { id, pattern, sink });
+        id
+    }
+
+    /// Delivers one change event (from Redis, or from an in-process receiver): drops the
+    /// folder's cached listing and calls the matching subscribers. A repeat of an event already
+    /// seen (same project, environment, path and version, or same id without a version) is
+    /// dropped; returns whether it was delivered.
+    pub async fn deliver(&self, event: &SecretChangeEvent) -> bool {
+        let path = event.path();
+        let identity = match event.version {
+            Some(v) => format!("{}/{}{}@{v}", event.project, event.environment, path),
+            None => format!("{}/{}{}#{}", event.project, event.environment, path, event.event_id),
+        };
+        if !lock(&self.shared.dedup).first_time(identity) {
+            tracing::debug!(path, "duplicate change event dropped");
+            return false;
+        }
+        self.invalidate_local(&path, Some((&event.project, &event.environment))).await;
+        let sinks: Vec<(Option<Callback>, Option<mpsc::Sender<SecretChangeEvent>>)> =
+            lock(&self.shared.subscriptions)
+                .iter()
+                .filter(|s| path_matches(&s.pattern, &path))
+                .map(|s| match &s.sink {
+                    Sink::Callback(c) => (Some(c.clone()), None),
+                    Sink::Stream(tx) => (None, Some(tx.clone())),
+                })
+                .collect();
+        for sink in sinks {
+            match sink {
+                (Some(callback), _) => callback(event),
+                (_, Some(tx)) => {
+                    if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(event.clone()) {
+                        tracing::warn!(path, "subscriber lagging, change event dropped");
+                    }
+                }
+                _ => {}
+            }
+        }
+        lock(&self.shared.subscriptions).retain(|s| match &s.sink {
+            Sink::Stream(tx) => !tx.is_closed(),
+            Sink::Callback(_) => true,
+        });
+        true
+    }
+
+    /// Starts the background task that listens on Redis for invalidations and change events,
+    /// reconnecting with backoff; `None` without Redis.
+    pub fn start_listener(&self) -> Option<ListenerHandle> {
+        let redis = self.shared.redis.as_ref()?;
+        let client = redis.client.clone();
+        let prefix = redis.config.prefix.clone();
+        let timeout = redis.config.op_timeout;
+        let (stop, mut stopped) = watch::channel(false);
+        let (ready_tx, ready) = watch::channel(false);
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let channels = [invalidation_channel(&prefix), events_channel(&prefix)];
+            let mut backoff = Duration::from_millis(100);
+            let mut was_up = true;
+            loop {
+                if *stopped.borrow() {
+                    return;
+                }
+                let connected = tokio::time::timeout(timeout, async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    for channel in &channels {
+                        pubsub.subscribe(channel).await?;
+                    }
+                    Ok::<_, redis::RedisError>(pubsub)
+                })
+                .await;
+                if let Ok(Ok(mut pubsub)) = connected {
+                    if !was_up {
+                        tracing::info!("redis listener reconnected");
+                    }
+                    was_up = true;
+                    backoff = Duration::from_millis(100);
+                    let _ = ready_tx.send(true);
+                    let mut messages = pubsub.on_message();
+                    loop {
+                        tokio::select! {
+                            _ = stopped.changed() => return,
+                            msg = messages.next() => match msg {
+                                Some(msg) => this.on_message(&channels, &msg).await,
+                                None => break,
+                            },
+                        }
+                    }
+                    let _ = ready_tx.send(false);
+                }
+                if was_up {
+                    tracing::warn!("redis listener disconnected, reconnecting");
+                    was_up = false;
+                }
+                tokio::select! {
+                    _ = stopped.changed() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+        Some(ListenerHandle { stop, ready, task: Some(task) })
+    }
+
+    async fn on_message(&self, channels: &[String; 2], msg: &redis::Msg) {
+        let payload = msg.get_payload_bytes();
+        if msg.get_channel_name() == channels[0] {
+            match serde_json::from_slice::<InvalidationMessage>(payload) {
+                Ok(m) => {
+                    self.invalidate_local(&m.pattern, None).await;
+                }
+                Err(_) => tracing::warn!("ignoring a malformed invalidation message"),
+            }
+        } else if msg.get_channel_name() == channels[1] {
+            match serde_json::from_slice::<SecretChangeEvent>(payload) {
+                Ok(event) => {
+                    self.deliver(&event).await;
+                }
+                Err(_) => tracing::warn!("ignoring a malformed change event"),
+            }
+        }
+    }
+
+    // ---- L2 ----
+
+    /// True while the last Redis step succeeded (false before the first one).
+    pub fn l2_up(&self) -> bool {
+        self.shared.redis.as_ref().is_some_and(|r| r.state.load(Ordering::Relaxed) == L2_UP)
+    }
+
+    fn mark(&self, up: bool) {
+        let Some(redis) = &self.shared.redis else { return };
+        let new = if up { L2_UP } else { L2_DOWN };
+        let old = redis.state.swap(new, Ordering::Relaxed);
+        if old != new {
+            metrics::gauge!(METRIC_CACHE_L2_UP).set(if up { 1.0 } else { 0.0 });
+            match (old, up) {
+                (L2_DOWN, true) => tracing::info!("redis cache is back"),
+                (_, true) => tracing::debug!("redis cache connected"),
+                (_, false) => {
+                    tracing::warn!("redis cache unavailable, serving from the in-process cache")
+                }
+            }
+        }
+    }
+
+    /// Runs one Redis command with a timeout; on any failure marks Redis down, drops the
+    /// connection and returns `None`.
+    async fn redis_op<T, F, Fut>(&self, op: F) -> Option<T>
+    where
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let redis = self.shared.redis.as_ref()?;
+        let timeout = redis.config.op_timeout;
+        let now = self.now_ms();
+        let conn = {
+            let mut slot = redis.conn.lock().await;
+            match slot.as_ref() {
+                Some(c) => c.clone(),
+                None => {
+                    if now < redis.retry_at_ms.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    let config = redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(timeout))
+                        .set_response_timeout(Some(timeout));
+                    let made = tokio::time::timeout(
+                        timeout,
+                        redis.client.get_multiplexed_async_connection_with_config(&config),
+                    )
+                    .await;
+                    match made {
+                        Ok(Ok(c)) => {
+                            *slot = Some(c.clone());
+                            c
+                        }
+                        _ => {
+                            drop(slot);
+                            self.redis_failed(redis, now).await;
+                            return None;
+                        }
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, op(conn)).await {
+            Ok(Ok(v)) => {
+                self.mark(true);
+                Some(v)
+            }
+            _ => {
+                self.redis_failed(redis, now).await;
+                None
+            }
+        }
+    }
+
+    async fn redis_failed(&self, redis: &Redis, now: i64) {
+        *redis.conn.lock().await = None;
+        let retry = i64::try_from(redis.config.retry_every.as_millis()).unwrap_or(i64::MAX);
+        redis.retry_at_ms.store(now.saturating_add(retry), Ordering::Relaxed);
+        self.mark(false);
+    }
+
+    fn l2_key(&self, key: &str) -> Option<(String, &SealKey)> {
+        let redis = self.shared.redis.as_ref()?;
+        let seal_key = redis.config.seal_key.as_ref()?;
+        Some((format!("{}cache:{key}", redis.config.prefix), seal_key))
+    }
+
+    async fn l2_get(&self, key: &str, path: &str) -> Option<Entry> {
+        let (redis_key, seal_key) = self.l2_key(key)?;
+        let rk = redis_key.clone();
+        let bytes: Option<Vec<u8>> = self
+            .redis_op(|mut c| async move { redis::cmd("GET").arg(rk).query_async(&mut c).await })
+            .await?;
+        let bytes = bytes?;
+        let opened = seal::open(seal_key, redis_key.as_bytes(), &bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|plain| decode_entry(&plain));
+        match opened {
+            Ok(s) => Some(Entry::new(Arc::new(s.folder), s.etag, s.saved_at_ms, path)),
+            Err(e) => {
+                tracing::warn!(path, error = %e, "ignoring an l2 entry that does not open");
+                None
+            }
+        }
+    }
+
+    async fn l2_put(&self, key: &str, plain: &[u8]) {
+        let Some((redis_key, seal_key)) = self.l2_key(key) else { return };
+        let sealed = {
+            let mut rng = lock(&self.shared.rng);
+            seal::seal(seal_key, redis_key.as_bytes(), plain, &mut *rng)
+        };
+        let ttl_ms =
+            u64::try_from(self.shared.config.max_stale.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.redis_op(|mut c| async move {
+            redis::cmd("SET")
+                .arg(redis_key)
+                .arg(sealed)
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await;
+    }
+
+    async fn l2_delete_matching(&self, pattern: &str) {
+        let Some(redis) = &self.shared.redis else { return };
+        if redis.config.seal_key.is_none() {
+            return;
+        }
+        let prefix = format!("{}cache:", redis.config.prefix);
+        let pattern = pattern.to_owned();
+        self.redis_op(|mut c| async move {
+            let mut cursor: u64 = 0;
+            let mut doomed = Vec::new();
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{prefix}*"))
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut c)
+                    .await?;
+                for k in keys {
+                    let folder = k.strip_prefix(&prefix).and_then(key_parts).map(|(_, _, f)| f);
+                    if folder.is_some_and(|f| folder_affected(&pattern, f, std::iter::empty())) {
+                        doomed.push(k);
+                    }
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+            if !doomed.is_empty() {
+                redis::cmd("DEL").arg(&doomed).query_async::<i64>(&mut c).await?;
+            }
+            Ok(doomed.len())
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_keys_separate_projects_environments_flags_and_folders() {
+        let q = FolderQuery::new("p1", "dev", "/auth/jwt");
+        let k = cache_key(&q);
+        assert_eq!(key_parts(&k), Some(("p1", "dev", "/auth/jwt")));
+        assert_ne!(k, cache_key(&FolderQuery::new("p2", "dev", "/auth/jwt")));
+        assert_ne!(k, cache_key(&FolderQuery::new("p1", "prod", "/auth/jwt")));
+        assert_ne!(k, cache_key(&FolderQuery::new("p1", "dev", "/auth")));
+        assert_ne!(k, cache_key(&FolderQuery::new("p1", "dev", "/auth/jwt").recursive(true)));
+    }
+}

@@ -1,0 +1,374 @@
+//! The caching client against the emulator and a real Redis: single-flight, outage fallbacks
+//! (cache, snapshot, max_stale), fan-out invalidation, subscriptions, Redis failures, and what
+//! lands in Redis and on disk.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ikit_client::{
+    CacheConfig, CachedClient, ClientError, FolderQuery, SealKey, SecretRef, Source, events_channel,
+};
+use ikit_common::events::{ChangeKind, SecretChangeEvent};
+use ikit_common::testsuite::TestRedis;
+use ikit_emulator::{ApiVersion, Fault};
+
+use crate::support::{DB_VALUE, Harness, PROJECT, ua};
+
+const TTL: Duration = Duration::from_secs(60);
+const MAX_STALE: Duration = Duration::from_secs(3600);
+const WAIT: Duration = Duration::from_secs(10);
+
+fn key() -> SealKey {
+    SealKey::new([42; 32])
+}
+
+fn db_url() -> SecretRef {
+    SecretRef::parse(PROJECT, "dev", "/app/DB_URL").unwrap()
+}
+
+fn app() -> FolderQuery {
+    FolderQuery::new(PROJECT, "dev", "/app")
+}
+
+fn cached(h: &Harness, config: CacheConfig) -> CachedClient {
+    CachedClient::new(h.client(ua()), config).unwrap()
+}
+
+fn with_redis(redis: &TestRedis, url: &str) -> CacheConfig {
+    CacheConfig::new(TTL, MAX_STALE).with_redis(url, redis.prefix(), Some(key()))
+}
+
+fn snapshot_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "snap"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_cold_gets_make_one_request() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let redis = TestRedis::new().await;
+    let cache = cached(&h, with_redis(&redis, redis.url()));
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.get(&db_url()).await })
+        })
+        .collect();
+    let mut sources = Vec::new();
+    for task in tasks {
+        let served = task.await.unwrap().unwrap();
+        assert_eq!(served.value.value.expose(), DB_VALUE);
+        sources.push(served.source);
+    }
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 1, "one request for 100 cold gets");
+    assert_eq!(sources.iter().filter(|s| **s == Source::Network).count(), 1);
+    assert_eq!(sources.iter().filter(|s| **s == Source::Cache).count(), 99);
+
+    // A second replica finds the listing in L2 without asking Infisical.
+    let other = cached(&h, with_redis(&redis, redis.url()));
+    let served = other.get(&db_url()).await.unwrap();
+    assert_eq!((served.source, served.value.value.expose()), (Source::Cache, DB_VALUE));
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 1);
+}
+
+#[tokio::test]
+async fn stale_listings_are_revalidated_with_the_etag() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    cache.folder(&app()).await.unwrap();
+    h.advance(TTL * 2);
+    // Past the TTL but within max_stale: served at once, refreshed in the background.
+    let stale = cache.folder(&app()).await.unwrap();
+    assert_eq!((stale.source, stale.age), (Source::Cache, TTL * 2));
+    tokio::time::timeout(WAIT, async {
+        while cache.cached_age(&app()).await.is_none_or(|age| age >= TTL) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("background revalidation");
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 2);
+    // Past max_stale the read waits for a conditional fetch; the server answers 304.
+    h.advance(MAX_STALE * 2);
+    let revalidated = cache.folder(&app()).await.unwrap();
+    assert_eq!(revalidated.source, Source::Network);
+    assert!(
+        revalidated.value.secrets.iter().any(|s| s.key == "DB_URL" && s.value.expose() == DB_VALUE)
+    );
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 3, "first fetch, background refresh, 304");
+}
+
+#[tokio::test]
+async fn an_outage_is_served_from_cache_then_snapshot_until_max_stale() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("snapshots");
+    let config = CacheConfig::new(TTL, MAX_STALE).with_snapshot(&snaps, key());
+    let first = cached(&h, config.clone());
+    let fresh = first.get(&db_url()).await.unwrap();
+    assert_eq!(fresh.source, Source::Network);
+
+    // Written atomically, private, sealed.
+    let files = snapshot_files(&snaps);
+    assert_eq!(files.len(), 1, "{files:?}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&files[0]), 0o600);
+        assert_eq!(mode(&snaps), 0o700);
+    }
+    let sealed = std::fs::read(&files[0]).unwrap();
+    assert!(!String::from_utf8_lossy(&sealed).contains("Sup3r-Secret"));
+
+    // Two clients made while the emulator still answers; then it goes away.
+    let second = cached(&h, config.clone());
+    let third = cached(&h, config.clone());
+    let Harness { emulator, clock, sleeper } = h;
+    emulator.shutdown().await;
+
+    clock.advance_by(TTL * 2);
+    let from_cache = first.get(&db_url()).await.unwrap();
+    assert_eq!(from_cache.source, Source::Cache);
+    assert_eq!(from_cache.age, TTL * 2);
+    assert_eq!(from_cache.value.value.expose(), DB_VALUE);
+
+    let from_snapshot = second.get(&db_url()).await.unwrap();
+    assert_eq!(from_snapshot.source, Source::Snapshot);
+    assert_eq!(from_snapshot.value.value.expose(), DB_VALUE);
+    // The retries before giving up moved the injected clock a little further.
+    let waited: Duration = sleeper.recorded().iter().sum();
+    assert!(from_snapshot.age >= TTL * 2 && from_snapshot.age <= TTL * 2 + waited);
+
+    clock.advance_by(MAX_STALE);
+    for client in [&first, &second] {
+        match client.get(&db_url()).await {
+            Err(ClientError::TooStale { age, max_stale }) => {
+                assert!(age > MAX_STALE && max_stale == MAX_STALE, "{age:?}");
+            }
+            other => panic!("expected too stale, got {:?}", other.map(|s| s.source)),
+        }
+    }
+
+    // A flipped byte is rejected with a clear error, whatever the age.
+    let mut flipped = sealed.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x20;
+    std::fs::write(&files[0], &flipped).unwrap();
+    let err = third.get(&db_url()).await.unwrap_err();
+    assert!(matches!(&err, ClientError::Snapshot(m) if m.contains("corrupt or foreign")), "{err}");
+
+    // No snapshot for a folder never read: the network error itself.
+    let shared_query = FolderQuery::new(PROJECT, "dev", "/shared");
+    let err = third.folder(&shared_query).await.unwrap_err();
+    assert!(matches!(err, ClientError::Unavailable { status: None, .. }), "{err}");
+    // The /app snapshot under /shared's name is foreign: the folder is bound in.
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{PROJECT}:dev:r0i1e1v1p0t:/shared").as_bytes());
+    let shared_file = snaps.join(format!("{}.snap", hex::encode(&digest[..16])));
+    std::fs::write(&shared_file, &sealed).unwrap();
+    let err = third.folder(&shared_query).await.unwrap_err();
+    assert!(matches!(&err, ClientError::Snapshot(m) if m.contains("foreign")), "{err}");
+}
+
+#[tokio::test]
+async fn an_error_status_is_not_answered_from_the_snapshot() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = CacheConfig::new(TTL, MAX_STALE).with_snapshot(dir.path(), key());
+    cached(&h, config.clone()).get(&db_url()).await.unwrap();
+    h.emulator.faults().add(Fault::status("/api/v4/secrets", 503));
+    let err = cached(&h, config).get(&db_url()).await.unwrap_err();
+    assert!(matches!(err, ClientError::Unavailable { status: Some(503), .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidation_and_change_events_reach_another_replica_through_redis() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let redis = TestRedis::new().await;
+    let a = cached(&h, with_redis(&redis, redis.url()));
+    let b = cached(&h, with_redis(&redis, redis.url()));
+    a.get(&db_url()).await.unwrap();
+    let served = b.get(&db_url()).await.unwrap();
+    assert_eq!(served.source, Source::Cache, "from L2");
+    assert!(b.is_cached(&app()).await);
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 1);
+
+    // Redis holds the listing sealed only.
+    let mut conn = redis.connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", redis.prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    for k in &keys {
+        let value: Vec<u8> = redis::cmd("GET").arg(k).query_async(&mut conn).await.unwrap();
+        let text = String::from_utf8_lossy(&value);
+        assert!(!text.contains(DB_VALUE) && !text.contains("Sup3r"), "{k} holds plain text");
+        assert!(!text.contains("from-shared"), "{k} holds an imported value in plain text");
+    }
+
+    let mut listener = b.start_listener().expect("redis configured");
+    tokio::time::timeout(WAIT, listener.subscribed()).await.expect("listener subscribed");
+    let mut applied = b.invalidations();
+    let mut events = b.subscribe_stream("/app/*", 16);
+    let called = Arc::new(Mutex::new(Vec::new()));
+    let seen = called.clone();
+    b.subscribe("/shared", move |e| seen.lock().unwrap().push(e.key.clone()));
+
+    a.invalidate("/app/*").await;
+    let pattern = tokio::time::timeout(WAIT, applied.recv()).await.expect("in time").unwrap();
+    assert_eq!(pattern, "/app/*");
+    assert!(!b.is_cached(&app()).await, "b's L1 dropped by a's invalidation");
+    assert_eq!(b.get(&db_url()).await.unwrap().source, Source::Network);
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 2);
+
+    // Per-key events, with a duplicate by (key, version) dropped.
+    let event = |key: &str, folder: &str, version: Option<u64>, id: &str| SecretChangeEvent {
+        project: PROJECT.into(),
+        environment: "dev".into(),
+        folder: folder.into(),
+        key: key.into(),
+        kind: if version.is_some() { ChangeKind::Updated } else { ChangeKind::Deleted },
+        version,
+        event_id: id.into(),
+    };
+    let publish = |e: SecretChangeEvent| {
+        let channel = events_channel(redis.prefix());
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(serde_json::to_string(&e).unwrap())
+                .query_async::<i64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    publish(event("DB_URL", "/app", Some(2), "e1")).await;
+    publish(event("DB_URL", "/app", Some(2), "e1-again")).await;
+    publish(event("COMMON", "/shared", Some(5), "e2")).await;
+    publish(event("DB_URL", "/app", None, "e3")).await;
+    let first = tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        (first.key.as_str(), first.version, first.kind),
+        ("DB_URL", Some(2), ChangeKind::Updated)
+    );
+    let second = tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        (second.event_id.as_str(), second.kind),
+        ("e3", ChangeKind::Deleted),
+        "duplicate dropped"
+    );
+    assert_eq!(*called.lock().unwrap(), ["COMMON"]);
+    assert!(!b.is_cached(&app()).await, "a change event drops the folder listing");
+    listener.shutdown().await;
+}
+
+/// A TCP proxy in front of Redis that the test can cut (closing every connection and refusing
+/// new ones) and restore.
+struct Proxy {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (o, c) = (open.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !o.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                c.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        Self { addr, open, conns, accept }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for conn in self.conns.lock().unwrap().drain(..) {
+            conn.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+fn host_port(url: &str) -> String {
+    let rest = url.trim_start_matches("redis://");
+    let authority = rest.split('/').next().unwrap();
+    authority.rsplit('@').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_degrades_to_l1_and_recovers() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let redis = TestRedis::new().await;
+    let proxy = Proxy::start(host_port(redis.url())).await;
+    let cache = cached(&h, with_redis(&redis, &proxy.url()));
+    let shared = |folder: &str| FolderQuery::new(PROJECT, "dev", folder);
+    let l2_key =
+        |folder: &str| format!("{}cache:{PROJECT}:dev:r0i1e1v1p0t:{folder}", redis.prefix());
+    let conn = redis.connection().await.unwrap();
+    let exists = |k: String| {
+        let mut conn = conn.clone();
+        async move { redis::cmd("EXISTS").arg(k).query_async::<i64>(&mut conn).await.unwrap() }
+    };
+
+    cache.get(&db_url()).await.unwrap();
+    assert!(cache.l2_up());
+    assert_eq!(exists(l2_key("/app")).await, 1);
+
+    proxy.cut();
+    // Reads go on: from L1, and from Infisical for what L1 lacks, with no error.
+    assert_eq!(cache.get(&db_url()).await.unwrap().source, Source::Cache);
+    let shared_one = cache.folder(&shared("/shared")).await.unwrap();
+    assert_eq!(shared_one.source, Source::Network);
+    assert!(!cache.l2_up(), "l2 marked down");
+    assert_eq!(exists(l2_key("/shared")).await, 0, "nothing written while down");
+    // While down, Redis is not tried again before retry_every: this read is L1 + network only.
+    assert_eq!(cache.folder(&shared("/shared2")).await.unwrap().source, Source::Network);
+
+    proxy.restore();
+    h.advance(Duration::from_secs(2));
+    cache.invalidate("/shared").await;
+    let again = cache.folder(&shared("/shared")).await.unwrap();
+    assert_eq!(again.source, Source::Network);
+    assert!(cache.l2_up(), "l2 back");
+    assert_eq!(exists(l2_key("/shared")).await, 1, "written again after recovery");
+}
