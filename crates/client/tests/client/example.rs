@@ -56,3 +56,35 @@ async fn prints_only_the_value_and_the_source() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8(bad.stderr).unwrap().contains("INFISICAL_PROJECT_ID"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_from_the_snapshot_when_the_server_is_unreachable() {
+    use base64::Engine as _;
+    let emu = emulator(ApiVersion::V2026).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+    let envs = vec![
+        ("INFISICAL_API_URL", emu.base_url()),
+        ("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID", "ua-client-id".to_owned()),
+        ("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET", "ua-client-secret-1".to_owned()),
+        ("INFISICAL_PROJECT_ID", PROJECT.to_owned()),
+        ("IKIT_SNAPSHOT_DIR", dir.path().join("snap").display().to_string()),
+        ("IKIT_SNAPSHOT_KEY", key),
+    ];
+    let online = run(envs.clone(), &["--env", "dev", "--path", "/app/DB_URL"]).await;
+    assert!(online.status.success(), "{}", String::from_utf8_lossy(&online.stderr));
+    assert_eq!(String::from_utf8(online.stderr).unwrap().trim(), "source=network");
+    emu.shutdown().await;
+
+    let offline = run(envs.clone(), &["--env", "dev", "--path", "/app/DB_URL"]).await;
+    let stderr = String::from_utf8(offline.stderr).unwrap();
+    assert!(offline.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8(offline.stdout).unwrap(), DB_VALUE);
+    assert!(stderr.trim().starts_with("source=snapshot age="), "{stderr}");
+
+    // Without the snapshot key the same read fails with a one-line reason.
+    let no_key: Vec<_> = envs.into_iter().filter(|(k, _)| *k != "IKIT_SNAPSHOT_KEY").collect();
+    let refused = run(no_key, &["--env", "dev", "--path", "/app/DB_URL"]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8(refused.stderr).unwrap().contains("IKIT_SNAPSHOT_KEY"));
+}

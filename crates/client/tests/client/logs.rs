@@ -1,4 +1,7 @@
-//! A full flow's logs, captured at TRACE, hold no secret value, token or credential.
+//! A full flow's logs, captured at TRACE, hold no secret value, token or credential: the
+//! network path, the cache with Redis, an invalidation, and reads from cache and snapshot.
+
+use std::time::Duration;
 
 use ikit_client::{FolderQuery, NewSecret, Scope, SecretRef, SecretUpdate};
 use ikit_emulator::{ApiVersion, Fault};
@@ -8,7 +11,7 @@ use crate::support::{DB_VALUE, Harness, PROJECT, capture_logs, ua};
 #[tokio::test]
 async fn a_full_flow_logs_no_secret_value_or_token() {
     let (logs, _guard) =
-        capture_logs("ikit_client=trace,reqwest=trace,hyper=trace,hyper_util=trace");
+        capture_logs("ikit_client=trace,reqwest=trace,hyper=trace,hyper_util=trace,redis=trace");
     let h = Harness::start(ApiVersion::V2026).await;
     let client = h.client(ua());
     let scope = Scope::new(PROJECT, "dev", "/app");
@@ -22,7 +25,7 @@ async fn a_full_flow_logs_no_secret_value_or_token() {
     let value =
         client.get_value(&SecretRef::parse(PROJECT, "dev", "/app/DB_URL").unwrap()).await.unwrap();
     assert_eq!(value.expose(), DB_VALUE);
-    h.advance(std::time::Duration::from_secs(9 * 60));
+    h.advance(Duration::from_secs(9 * 60));
     let folder = client.fetch_folder(&FolderQuery::new(PROJECT, "dev", "/app")).await.unwrap();
     let debug = format!("{folder:?} {client:?}");
     tracing::info!(folder = ?folder, "debug output of a folder");
@@ -47,8 +50,33 @@ async fn a_full_flow_logs_no_secret_value_or_token() {
     // differs, so compare on the first 20 characters of the claims part.
     let claims_prefix = &token.split('.').nth(1).unwrap()[..20];
 
+    // The cache and snapshot flow: L2 in Redis, an invalidation, an outage read from cache and
+    // from the snapshot.
+    let redis = ikit_common::testsuite::TestRedis::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ikit_client::CacheConfig::new(Duration::from_secs(60), Duration::from_secs(3600))
+        .with_redis(redis.url(), redis.prefix(), Some(ikit_client::SealKey::new([1; 32])))
+        .with_snapshot(dir.path(), ikit_client::SealKey::new([2; 32]));
+    let db_url = SecretRef::parse(PROJECT, "dev", "/app/DB_URL").unwrap();
+    let cached = ikit_client::CachedClient::new(h.client(ua()), config.clone()).unwrap();
+    let later = ikit_client::CachedClient::new(h.client(ua()), config).unwrap();
+    assert_eq!(cached.get(&db_url).await.unwrap().value.value.expose(), DB_VALUE);
+    cached.invalidate("/app/*").await;
+    cached.get(&db_url).await.unwrap();
+    let debug = format!("{debug} {cached:?} {:?}", cached.get(&db_url).await.unwrap());
+    let clock = h.clock.clone();
+    h.emulator.shutdown().await;
+    clock.advance_by(Duration::from_secs(120));
+    assert_eq!(cached.get(&db_url).await.unwrap().source, ikit_client::Source::Cache);
+    // `later` has an empty L1; L2 answers first, so drop it to reach the snapshot.
+    redis.cleanup().await.unwrap();
+    let offline = later.get(&db_url).await.unwrap();
+    assert_eq!(offline.source, ikit_client::Source::Snapshot);
+    tracing::info!(served = ?offline, "debug output of a snapshot read");
+
     let text = logs.text();
     assert!(text.contains("logged in to infisical"), "logs were captured: {text}");
+    assert!(text.contains("serving a stale listing"), "cache logs were captured: {text}");
     assert!(text.contains("retrying infisical request"));
     for forbidden in
         [DB_VALUE, written, "updated-value-51be", "ua-client-secret-1", claims_prefix, "Bearer "]

@@ -113,3 +113,59 @@ async fn fetch_token_and_rate_limit_metrics_are_labelled_by_folder() {
     let all = format!("{got:?}");
     assert!(!all.contains("DB_URL") && !all.contains(DB_VALUE), "{all}");
 }
+
+#[tokio::test]
+async fn cache_metrics_count_hits_misses_and_stale_serves_by_folder() {
+    use std::time::Duration;
+
+    use ikit_client::{CacheConfig, CachedClient, SealKey, Source};
+
+    let capture = Capture::default();
+    let series = capture.series.clone();
+    let _guard = metrics::set_default_local_recorder(&capture);
+    let h = Harness::start(ApiVersion::V2026).await;
+    let redis = ikit_common::testsuite::TestRedis::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = Duration::from_secs(60);
+    let config = CacheConfig::new(ttl, Duration::from_secs(3600))
+        .with_snapshot(dir.path(), SealKey::new([3; 32]));
+    let with_l2 =
+        config.clone().with_redis(redis.url(), redis.prefix(), Some(SealKey::new([4; 32])));
+    let cached = CachedClient::new(h.client(ua()), with_l2).unwrap();
+    let offline = CachedClient::new(h.client(ua()), config).unwrap();
+    let db_url = SecretRef::parse(PROJECT, "dev", "/app/DB_URL").unwrap();
+    let app = FolderQuery::new(PROJECT, "dev", "/app");
+
+    assert_eq!(cached.get(&db_url).await.unwrap().source, Source::Network);
+    assert_eq!(cached.get(&db_url).await.unwrap().source, Source::Cache);
+    h.advance(ttl * 2);
+    assert_eq!(cached.get(&db_url).await.unwrap().source, Source::Cache);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while cached.cached_age(&app).await.is_none_or(|age| age >= ttl) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("background revalidation");
+    h.emulator.shutdown().await;
+    assert_eq!(offline.get(&db_url).await.unwrap().source, Source::Snapshot);
+
+    let got = series.lock().unwrap().clone();
+    let want = [
+        ("infisical_cache_miss_total{path=/app}", 2.0),
+        ("infisical_cache_hit_total{path=/app}", 1.0),
+        ("infisical_cache_stale_total{path=/app,source=cache}", 1.0),
+        ("infisical_cache_stale_total{path=/app,source=snapshot}", 1.0),
+        ("infisical_cache_stale_age_seconds{path=/app,source=cache}", 1.0),
+        ("infisical_cache_stale_age_seconds{path=/app,source=snapshot}", 1.0),
+        ("infisical_fetch_total{path=/app,source=cache}", 2.0),
+        ("infisical_fetch_total{path=/app,source=snapshot}", 1.0),
+        ("infisical_fetch_total{path=/app,source=network}", 2.0),
+        ("infisical_cache_l2_up{}", 1.0),
+    ];
+    for (series, value) in want {
+        assert_eq!(got.get(series), Some(&value), "{series} in {got:#?}");
+    }
+    let all = format!("{got:?}");
+    assert!(!all.contains("DB_URL") && !all.contains(DB_VALUE), "{all}");
+}
