@@ -780,6 +780,9 @@ pub fn parse_custom_headers(text: &str) -> Result<Vec<(String, SecretValue)>, St
     let chars: Vec<char> = text.chars().collect();
     let mut headers: Vec<(String, SecretValue)> = Vec::new();
     let mut pos = 0;
+    // Errors name a pair by its position, never by its text: a stray word is most often the tail of
+    // a credential that contained a space (`Authorization=Bearer abc123`).
+    let mut item = 0;
     let skip_space = |pos: &mut usize| {
         while *pos < chars.len() && chars[*pos].is_whitespace() {
             *pos += 1;
@@ -790,6 +793,7 @@ pub fn parse_custom_headers(text: &str) -> Result<Vec<(String, SecretValue)>, St
         if pos >= chars.len() {
             break;
         }
+        item += 1;
         let start = pos;
         while pos < chars.len() && chars[pos] != '=' && !chars[pos].is_whitespace() {
             pos += 1;
@@ -797,7 +801,8 @@ pub fn parse_custom_headers(text: &str) -> Result<Vec<(String, SecretValue)>, St
         let name: String = chars[start..pos].iter().collect();
         if pos >= chars.len() || chars[pos] != '=' {
             return Err(format!(
-                "expected Name=value pairs separated by spaces; {name:?} has no '='"
+                "expected Name=value pairs separated by spaces; item {item} has no '=' \
+                 (quote values that contain spaces)"
             ));
         }
         pos += 1;
@@ -828,7 +833,7 @@ pub fn parse_custom_headers(text: &str) -> Result<Vec<(String, SecretValue)>, St
             continue;
         }
         if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
-            return Err(format!("{name:?} is not a valid header name"));
+            return Err(format!("item {item}: the header name is not a valid HTTP token"));
         }
         if value.chars().any(|c| c.is_control() && c != '\t') {
             return Err(format!("the value of header {name:?} contains control characters"));
@@ -1294,9 +1299,11 @@ mod tests {
         assert!(parse("").is_empty());
 
         let err = parse_custom_headers("A=secret-one NoEquals").unwrap_err();
-        assert!(err.contains("NoEquals") && !err.contains("secret-one"), "{err}");
-        let err = parse_custom_headers("Bad(Name)=v").unwrap_err();
-        assert!(err.contains("Bad(Name)"), "{err}");
+        assert!(err.contains("item 2 has no '='") && !err.contains("secret-one"), "{err}");
+        let err = parse_custom_headers("Authorization=Bearer abc123").unwrap_err();
+        assert!(err.contains("item 2") && !err.contains("abc123"), "{err}");
+        let err = parse_custom_headers("A=1 Bad(Name)=v").unwrap_err();
+        assert!(err.contains("item 2: the header name") && !err.contains("Bad(Name)"), "{err}");
     }
 
     #[test]
