@@ -1,7 +1,9 @@
 //! `--data FILE` persistence across restarts, and the binary itself.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -55,9 +57,8 @@ fn the_binary_serves_a_seed_and_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().to_owned();
+    let mut child = KillOnDrop(child);
+    let url = first_line(&mut child.0);
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (status, v4, admin) = rt.block_on(async {
@@ -74,9 +75,35 @@ fn the_binary_serves_a_seed_and_stops_on_sigterm() {
         (status, v4, admin)
     });
     assert_eq!((status.as_u16(), v4.as_u16(), admin.as_u16()), (200, 404, 200));
-    let killed = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let killed = Command::new("kill").arg("-TERM").arg(child.0.id().to_string()).status().unwrap();
     assert!(killed.success());
-    assert!(child.wait().unwrap().success(), "exits 0 on SIGTERM");
+    assert!(child.0.wait().unwrap().success(), "exits 0 on SIGTERM");
+}
+
+/// The announced URL. A generous bound turns a binary that never announces into a failure instead
+/// of a suite that hangs; it is not a timing assertion (start-up time is measured by `make bench`).
+fn first_line(child: &mut Child) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).expect("the emulator announced no URL");
+    line.trim().to_owned()
+}
+
+/// Kills the child when a failed assertion unwinds, so no emulator outlives its test.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 #[test]
