@@ -10,8 +10,13 @@ export TEST_REDIS_URL ?= redis://127.0.0.1:6379
 help: ## list the targets with their one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
-test: services-check ## run every test of the workspace against real PostgreSQL and Redis
-	$(CARGO) test --workspace --all-targets --locked
+test: ## run every test of the workspace against real PostgreSQL and Redis
+	@if scripts/services-check; then \
+	  $(CARGO) test --workspace --all-targets --locked; \
+	elif scripts/services-check --docker; then \
+	  echo "nothing listens: the tests start PostgreSQL and Redis with testcontainers"; \
+	  $(CARGO) test --workspace --all-targets --locked --features ikit-common/containers; \
+	else exit 1; fi
 
 fmt: ## format the whole workspace
 	$(CARGO) fmt --all
