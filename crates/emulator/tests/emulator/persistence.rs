@@ -40,7 +40,7 @@ fn the_binary_serves_a_seed_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let seed_file = dir.path().join("seed.json");
     std::fs::write(&seed_file, seed().to_string()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ikit-emulator"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ikit-emulator"))
         .args([
             "--addr",
             "127.0.0.1:0",
