@@ -10,6 +10,11 @@ pub enum Error {
     Lock(String),
     #[error("rotation lock was lost before the step finished")]
     LockLost,
+    #[error(
+        "stale fencing token {ours}: the state was committed under token {stored} of the same \
+         lock (a newer leader took over, or the lock's token counter went back)"
+    )]
+    Fenced { ours: u64, stored: u64 },
     #[error("unsafe key policy: {0}")]
     UnsafePolicy(String),
     #[error("invalid key material: {0}")]

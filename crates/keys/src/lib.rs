@@ -18,7 +18,10 @@
 //!   `keys_map`: the commit point) before what is derived from it, and deletions last, so a crash
 //!   between any two writes leaves a folder that `load()` brings back to the last commit with no
 //!   committed key lost;
-//! - storage is written only under the rotation lock, checked before every write;
+//! - storage is written only under the rotation lock, checked before every write; with a lock
+//!   that fences (PostgreSQL, Redis) each commit carries the holder's token, and a step is
+//!   refused when the folder's last commit carries a higher token of the same lock (read, then
+//!   written: see [`lock`] for the limits);
 //! - no key material reaches a log, a metric label or a `Debug` string.
 
 pub mod audit;

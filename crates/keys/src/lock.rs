@@ -5,11 +5,30 @@
 //! Acquisition never waits: a replica that finds the lock taken skips its rotation, because the
 //! holder is doing it. The guard is checked before every storage write, so a holder that lost its
 //! lock (connection dropped, key expired) stops instead of writing beside the new leader.
+//!
+//! Fencing: a guard whose backend hands out durable, growing tokens ([`LockGuard::fence`]: the
+//! PostgreSQL and Redis locks) stamps its [`Fence`] on what it commits: inside `rotation_state`
+//! in the JWT folder, and as `rotation_fence` (written just before `keys_map`) in the AES folder.
+//! Before each step that writes, the manager re-reads that stamp from the store and refuses the
+//! step with [`Error::Fenced`] when it carries the same lock scope and a higher token: a leader
+//! that paused past its lock's expiry and still believes it holds it cannot overwrite what a
+//! newer leader committed. Limits, precisely:
+//! - the stamp is read and then written, not compared-and-set (the key store, Infisical, has no
+//!   conditional write): a newer leader that commits between a stale leader's re-read and its
+//!   write is not detected by the stamp, only by the lock check before each write;
+//! - the stamp is checked once per step, not before each write of the step;
+//! - tokens of different locks are not comparable, so a stamp with another scope (for example
+//!   after moving from PostgreSQL to Redis) admits any token, and [`LocalLock`] (whose tokens
+//!   restart with the process) neither stamps nor is refused;
+//! - the Redis token counter (`<key>:fence`) must be durable: if Redis loses it, new tokens start
+//!   again at 1 and every step is refused until the counter is set above the stored token
+//!   (`SET <key>:fence <stored token>`); the error names both tokens.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -22,10 +41,30 @@ pub trait RotationLock: Send + Sync {
     fn try_acquire(&self) -> BoxFuture<'_, Result<Option<Box<dyn LockGuard>>>>;
 }
 
+/// The stamp a holder leaves on what it commits: which lock (`scope`) and the token it held.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub scope: String,
+    pub token: u64,
+}
+
+impl Fence {
+    /// Whether a holder with this fence may write over a state stamped `stored`: anything but
+    /// a higher token of the same lock.
+    pub fn admits(&self, stored: Option<&Fence>) -> bool {
+        stored.is_none_or(|s| s.scope != self.scope || s.token <= self.token)
+    }
+}
+
 /// A held lock.
 pub trait LockGuard: Send {
     /// Increases with every acquisition (where the backend can tell).
     fn fencing_token(&self) -> u64;
+    /// The stamp to fence commits with; `None` when the token does not outlive the process
+    /// (nothing is stamped or refused then).
+    fn fence(&self) -> Option<Fence> {
+        None
+    }
     /// Confirms the lock is still held; fails with [`Error::LockLost`] otherwise.
     fn check(&mut self) -> BoxFuture<'_, Result<()>>;
     /// Gives the lock up.
@@ -109,6 +148,19 @@ fn pg_err(e: sqlx::Error) -> Error {
     Error::Lock(format!("postgres: {e}"))
 }
 
+/// Whether the session of `conn` holds the advisory lock `id` taken in its single-bigint form
+/// (`objsubid = 1`; the two-integer form, `objsubid = 2`, with the same halves does not count).
+async fn holds_advisory_lock(conn: &mut PgConnection, id: i64) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "select exists(select 1 from pg_locks where locktype = 'advisory' and granted \
+         and pid = pg_backend_pid() and objsubid = 1 \
+         and ((classid::bigint << 32) | objid::bigint) = $1)",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await
+}
+
 impl RotationLock for PgAdvisoryLock {
     fn try_acquire(&self) -> BoxFuture<'_, Result<Option<Box<dyn LockGuard>>>> {
         Box::pin(async move {
@@ -137,17 +189,14 @@ impl LockGuard for PgGuard {
         self.token
     }
 
+    fn fence(&self) -> Option<Fence> {
+        Some(Fence { scope: format!("postgres:{}", self.id), token: self.token })
+    }
+
     fn check(&mut self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let held: bool = sqlx::query_scalar(
-                "select exists(select 1 from pg_locks where locktype = 'advisory' and granted \
-                 and pid = pg_backend_pid() \
-                 and ((classid::bigint << 32) | objid::bigint) = $1)",
-            )
-            .bind(self.id)
-            .fetch_one(&mut self.conn)
-            .await
-            .map_err(|_| Error::LockLost)?;
+            let held =
+                holds_advisory_lock(&mut self.conn, self.id).await.map_err(|_| Error::LockLost)?;
             if held { Ok(()) } else { Err(Error::LockLost) }
         })
     }
@@ -227,6 +276,10 @@ impl LockGuard for RedisGuard {
         self.token
     }
 
+    fn fence(&self) -> Option<Fence> {
+        Some(Fence { scope: format!("redis:{}", self.key), token: self.token })
+    }
+
     fn check(&mut self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             let extended: i64 = redis::cmd("EVAL")
@@ -255,5 +308,61 @@ impl LockGuard for RedisGuard {
                 .map_err(redis_err)?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ikit_common::testsuite::TestDatabase;
+
+    #[test]
+    fn a_fence_refuses_only_a_higher_token_of_the_same_lock() {
+        let fence = |scope: &str, token| Fence { scope: scope.into(), token };
+        let ours = fence("redis:k", 5);
+        assert!(ours.admits(None));
+        assert!(ours.admits(Some(&fence("redis:k", 4))));
+        assert!(ours.admits(Some(&fence("redis:k", 5))), "the holder's own earlier step");
+        assert!(!ours.admits(Some(&fence("redis:k", 6))));
+        assert!(ours.admits(Some(&fence("postgres:1", 900))), "another lock's tokens");
+    }
+
+    #[tokio::test]
+    async fn only_the_single_bigint_advisory_lock_counts_as_held() {
+        let db = TestDatabase::postgres().await;
+        let id = lock_id("ikit-keys objsubid");
+        let bytes = id.to_be_bytes();
+        let high = i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let low = i32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+        let mut conn = PgConnection::connect(db.url()).await.unwrap();
+        assert!(!holds_advisory_lock(&mut conn, id).await.unwrap());
+
+        // the two-integer form with the same halves: same classid and objid, objsubid 2
+        let _: () = sqlx::query("select pg_advisory_lock($1, $2)")
+            .bind(high)
+            .bind(low)
+            .execute(&mut conn)
+            .await
+            .map(|_| ())
+            .unwrap();
+        let (classid, objid, subid): (i64, i64, i16) = sqlx::query_as(
+            "select classid::bigint, objid::bigint, objsubid from pg_locks \
+             where locktype = 'advisory' and pid = pg_backend_pid()",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(((classid << 32) | objid, subid), (id, 2), "the halves collide");
+        assert!(!holds_advisory_lock(&mut conn, id).await.unwrap(), "two-integer form");
+
+        let _: () = sqlx::query("select pg_advisory_lock($1)")
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .map(|_| ())
+            .unwrap();
+        assert!(holds_advisory_lock(&mut conn, id).await.unwrap(), "single-bigint form");
+        conn.close().await.unwrap();
+        db.cleanup().await.unwrap();
     }
 }

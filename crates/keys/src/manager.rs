@@ -22,8 +22,8 @@ use crate::lock::{LocalLock, LockGuard, RotationLock};
 use crate::policy::Policy;
 use crate::rotation::{
     AesStep, Check, JwtFolder, JwtKeys, JwtPhase, JwtState, JwtStep, KeyKind, Layout, Trigger,
-    Write, aes_activate, aes_add_pending, aes_layout, aes_names, aes_retire, next_aes_step,
-    next_jwt_step, verify_aes_folder, verify_jwt_folder,
+    Write, aes_activate, aes_add_pending, aes_layout, aes_names, aes_retire, fence_writes,
+    next_aes_step, next_jwt_step, stored_fence, verify_aes_folder, verify_jwt_folder,
 };
 use crate::store::KeyStore;
 use ikit_common::clock::{Clock, SystemClock};
@@ -485,7 +485,9 @@ impl KeyManager {
     }
 
     /// Writes `layout` as one step: the commit name (when given) first, then the rest in layout
-    /// order, then deletions. Audits the step, successful or not.
+    /// order, then deletions. When the lock fences, the step is refused if the folder's last
+    /// commit carries a newer token of the same lock, and its commit is stamped with ours.
+    /// Audits the step, successful or not.
     #[allow(clippy::too_many_arguments)]
     async fn step(
         &self,
@@ -508,7 +510,18 @@ impl KeyManager {
         }
         let name = format!("{}.{action}", kind.as_str());
         let who = (run.trigger.to_owned(), run.reason.to_owned());
-        match self.apply(run, folder, stored, writes).await {
+        let result = async {
+            // a newer leader may have committed since this one read the folder: re-read its stamp
+            if !writes.is_empty()
+                && let Some(ours) = run.guard.fence()
+            {
+                let fresh = self.read(folder).await?;
+                fence_writes(kind, &ours, stored_fence(kind, &fresh)?.as_ref(), &mut writes)?;
+            }
+            self.apply(run, folder, stored, writes).await
+        }
+        .await;
+        match result {
             Ok(count) => {
                 self.audit(who, name, kids.clone(), "ok".into()).await;
                 Ok(AppliedStep { kind, action: action.to_owned(), kids, writes: count })

@@ -21,6 +21,7 @@ use serde_json::Value;
 use crate::cipher::{AesKey, AesKeyRing, AesKeyState, RingKey};
 use crate::error::{Error, Result};
 use crate::jwt::{JwkSet, JwtAlgorithm, JwtKey, PublicJwk};
+use crate::lock::Fence;
 use crate::policy::Policy;
 
 /// Secret names in the JWT folder.
@@ -39,6 +40,8 @@ pub mod aes_names {
     pub const ACTIVE_KID: &str = "active_kid";
     pub const CURRENT_KEY: &str = "current_key";
     pub const NEXT_KEY: &str = "next_key";
+    /// The [`Fence`](crate::lock::Fence) of the last commit of `keys_map` (written just before it).
+    pub const ROTATION_FENCE: &str = "rotation_fence";
 }
 
 /// Which key system a rotation is about.
@@ -107,6 +110,9 @@ pub struct JwtState {
     #[serde(default)]
     pub previous: Vec<PreviousJwt>,
     pub updated_at: i64,
+    /// The lock and token of the leader that committed this state (see [`crate::lock`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Fence>,
 }
 
 /// Where a JWT rotation stands.
@@ -137,6 +143,7 @@ impl JwtState {
             next: None,
             previous: Vec::new(),
             updated_at: now,
+            fence: None,
         }
     }
 
@@ -187,6 +194,7 @@ impl JwtState {
             next: None,
             previous,
             updated_at: now,
+            fence: self.fence.clone(),
         })
     }
 
@@ -497,6 +505,72 @@ pub fn aes_layout(ring: &AesKeyRing) -> Layout {
         None => absent.push(NEXT_KEY.to_owned()),
     }
     Layout { upserts, absent }
+}
+
+/// The fence stamped on a folder's last commit: in `rotation_state` (JWT) or `rotation_fence`
+/// (AES).
+pub fn stored_fence(
+    kind: KeyKind,
+    stored: &BTreeMap<String, SecretValue>,
+) -> Result<Option<Fence>> {
+    match kind {
+        KeyKind::Jwt => Ok(stored
+            .get(jwt_names::ROTATION_STATE)
+            .map(|s| JwtState::parse(s.expose()))
+            .transpose()?
+            .and_then(|s| s.fence)),
+        KeyKind::Aes => stored
+            .get(aes_names::ROTATION_FENCE)
+            .map(|s| {
+                serde_json::from_str(s.expose())
+                    .map_err(|e| Error::State(format!("rotation_fence is not valid: {e}")))
+            })
+            .transpose(),
+    }
+}
+
+/// Fences a step's writes: refuses them when `stored` (the stamp read from the store just before)
+/// is a higher token of the same lock, and otherwise stamps `ours` on the commit they write
+/// (`rotation_state` itself, or `rotation_fence` just before `keys_map`). Writes that commit
+/// nothing are left as they are.
+pub fn fence_writes(
+    kind: KeyKind,
+    ours: &Fence,
+    stored: Option<&Fence>,
+    writes: &mut Vec<Write>,
+) -> Result<()> {
+    if !ours.admits(stored) {
+        return Err(Error::Fenced { ours: ours.token, stored: stored.map_or(0, |s| s.token) });
+    }
+    match kind {
+        KeyKind::Jwt => {
+            for write in writes.iter_mut() {
+                if let Write::Upsert(name, value) = write
+                    && name == jwt_names::ROTATION_STATE
+                {
+                    let mut state = JwtState::parse(value.expose())?;
+                    state.fence = Some(ours.clone());
+                    *value = state.render();
+                }
+            }
+        }
+        KeyKind::Aes => {
+            let commit = writes
+                .iter()
+                .position(|w| matches!(w, Write::Upsert(n, _) if n == aes_names::KEYS_MAP));
+            if let Some(i) = commit
+                && stored != Some(ours)
+            {
+                let stamp =
+                    serde_json::to_string(ours).unwrap_or_else(|_| unreachable!("plain struct"));
+                writes.insert(
+                    i,
+                    Write::Upsert(aes_names::ROTATION_FENCE.to_owned(), SecretValue::new(stamp)),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One line of a rotation check.
