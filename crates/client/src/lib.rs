@@ -4,16 +4,21 @@
 //! fixed and service tokens), the token lifecycle (renew at 80%, log in again instead of renewing
 //! past the max TTL, re-authenticate once on 401 or 403 `TokenError`), the secrets, folders and
 //! projects API in the v4 and v3 `raw` dialects, and the reliability rules (timeouts, budget,
-//! circuit breaker, full-jitter retries that honour `Retry-After`).
+//! circuit breaker, full-jitter retries that honour `Retry-After`). [`CachedClient`] adds the
+//! two-level cache (moka L1, sealed Redis L2), single-flight, stale-while-revalidate,
+//! stale-if-error, the encrypted offline snapshot, fan-out invalidation and change subscriptions.
 //!
 //! Code map: pure logic lives in `token` (lifecycle decisions), `retry` (backoff, `Retry-After`,
-//! bucket, breaker), `wire` (lenient decoding, import merge), `error` (classification), `sigv4`
-//! and `api` (request builders); IO lives in `auth` (credential sources), `transport` (one
-//! exchange with retries) and `client` (token manager and operations). Time and randomness are
-//! injected through [`Clock`], [`Sleeper`] and a seed.
+//! bucket, breaker), `wire` (lenient decoding, import merge, listing encoder), `error`
+//! (classification), `sigv4` and `api` (request builders), `seal` (AES-256-GCM with bound
+//! associated data), `pattern` (invalidation and subscription matching, event de-duplication);
+//! IO lives in `auth` (credential sources), `transport` (one exchange with retries), `client`
+//! (token manager and operations), `cache` (L1, L2, pub/sub listener) and `snapshot` (atomic
+//! sealed files). Time and randomness are injected through [`Clock`], [`Sleeper`] and a seed.
 //!
 //! Invariants: no secret value or token reaches a log, a metric label or a `Debug` string;
-//! [`Client::fetch_folder`] is the one network path for folder reads.
+//! nothing reaches Redis or disk unsealed; [`Client::fetch_folder_if_changed`] is the one network
+//! path for folder reads, and the cache wraps it.
 
 mod api;
 mod auth;
