@@ -521,7 +521,7 @@ impl CachedClient {
                 tracing::warn!(path = q.path, error = e.kind(), "background revalidation failed");
             }
             drop(guard);
-            this.land(&key, flight.clone());
+            this.land(&key, flight);
         });
     }
 
@@ -980,6 +980,47 @@ impl CachedClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        let env: BTreeMap<String, String> =
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Settings::load(None, &env).unwrap()
+    }
+
+    #[test]
+    fn cache_config_from_settings() {
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let c = CacheConfig::from_settings(&settings(&[
+            ("IKIT_CACHE_TTL", "30s"),
+            ("IKIT_CACHE_MAX_STALE", "2h"),
+            ("IKIT_REDIS_URL", "redis://127.0.0.1:6379"),
+            ("IKIT_CACHE_KEY", &key),
+            ("IKIT_SNAPSHOT_DIR", "/tmp/snaps"),
+            ("IKIT_SNAPSHOT_KEY", &key),
+        ]))
+        .unwrap();
+        assert_eq!((c.ttl, c.max_stale), (Duration::from_secs(30), Duration::from_secs(7200)));
+        let redis = c.redis.as_ref().unwrap();
+        assert!(redis.seal_key.is_some() && redis.prefix == DEFAULT_REDIS_PREFIX);
+        assert_eq!(c.snapshot.as_ref().unwrap().0, PathBuf::from("/tmp/snaps"));
+        assert!(!format!("{c:?}").contains(&key));
+
+        let pubsub_only =
+            CacheConfig::from_settings(&settings(&[("IKIT_REDIS_URL", "redis://127.0.0.1:6379")]))
+                .unwrap();
+        assert!(pubsub_only.redis.unwrap().seal_key.is_none());
+        let err =
+            CacheConfig::from_settings(&settings(&[("IKIT_SNAPSHOT_DIR", "/tmp/s")])).unwrap_err();
+        assert!(err.to_string().contains("IKIT_SNAPSHOT_KEY"), "{err}");
+        let err = CacheConfig::from_settings(&settings(&[
+            ("IKIT_SNAPSHOT_DIR", "/tmp/s"),
+            ("IKIT_SNAPSHOT_KEY", "c2hvcnQ="),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("32 bytes"), "{err}");
+    }
 
     #[test]
     fn cache_keys_separate_projects_environments_flags_and_folders() {

@@ -179,6 +179,44 @@ async fn an_outage_is_served_from_cache_then_snapshot_until_max_stale() {
 }
 
 #[tokio::test]
+async fn an_open_circuit_is_answered_from_cache_and_snapshot_without_a_request() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = CacheConfig::new(TTL, MAX_STALE).with_snapshot(dir.path(), key());
+    let client = ikit_client::Client::new(
+        h.config(ua())
+            .with_breaker(ikit_client::BreakerConfig {
+                failure_threshold: 2,
+                open_for: Duration::from_secs(600),
+            })
+            .with_retry(ikit_client::RetryPolicy {
+                max_attempts: 1,
+                base_delay: Duration::from_millis(100),
+                max_delay: Duration::from_secs(1),
+                max_retry_after: Duration::from_secs(1),
+            }),
+    )
+    .unwrap();
+    let cache = CachedClient::new(client.clone(), config.clone()).unwrap();
+    cache.get(&db_url()).await.unwrap();
+    h.emulator.faults().add(Fault::status("/api/v4/secrets", 503));
+    for _ in 0..2 {
+        client.fetch_folder(&app()).await.unwrap_err();
+    }
+    assert!(client.circuit_open());
+    let requests = h.count("GET", "/api/v4/secrets");
+
+    h.advance(TTL * 2);
+    let stale = cache.get(&db_url()).await.unwrap();
+    assert_eq!((stale.source, stale.age), (Source::Cache, TTL * 2));
+    let offline = CachedClient::new(client, config).unwrap();
+    let snap = offline.get(&db_url()).await.unwrap();
+    assert_eq!((snap.source, snap.age), (Source::Snapshot, TTL * 2));
+    assert_eq!(snap.value.value.expose(), DB_VALUE);
+    assert_eq!(h.count("GET", "/api/v4/secrets"), requests, "nothing sent while open");
+}
+
+#[tokio::test]
 async fn an_error_status_is_not_answered_from_the_snapshot() {
     let h = Harness::start(ApiVersion::V2026).await;
     let dir = tempfile::tempdir().unwrap();
