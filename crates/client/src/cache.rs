@@ -210,6 +210,16 @@ fn join(folder: &str, key: &str) -> String {
     format!("{}/{key}", folder.trim_end_matches('/'))
 }
 
+/// The paths a listing of `path` depends on: its secrets, the folders it imports and theirs.
+fn listing_paths(folder: &FolderSecrets, path: &str) -> Vec<String> {
+    let mut paths: Vec<String> = folder.secrets.iter().map(|s| join(path, &s.key)).collect();
+    for import in &folder.imports {
+        paths.push(import.path.clone());
+        paths.extend(import.secrets.iter().map(|s| join(&import.path, &s.key)));
+    }
+    paths
+}
+
 impl Entry {
     fn new(
         folder: Arc<FolderSecrets>,
@@ -217,11 +227,7 @@ impl Entry {
         fetched_at_ms: i64,
         path: &str,
     ) -> Self {
-        let mut paths: Vec<String> = folder.secrets.iter().map(|s| join(path, &s.key)).collect();
-        for import in &folder.imports {
-            paths.push(import.path.clone());
-            paths.extend(import.secrets.iter().map(|s| join(&import.path, &s.key)));
-        }
+        let paths = listing_paths(&folder, path);
         Self { folder, etag, fetched_at_ms, paths }
     }
 
@@ -572,7 +578,7 @@ impl CachedClient {
         if !error.is_unreachable() {
             return Err(error);
         }
-        if let Some(store) = &self.shared.snapshot {
+        if self.shared.snapshot.is_some() {
             let read = {
                 let key = key.to_owned();
                 let this = self.clone();
@@ -582,7 +588,6 @@ impl CachedClient {
                 .await
                 .map_err(|e| ClientError::Snapshot(format!("snapshot reader failed: {e}")))?
             };
-            let _ = store;
             if let Some(s) = read? {
                 let age = Duration::from_millis(u64::try_from(now - s.saved_at_ms).unwrap_or(0));
                 if age <= max_stale {
@@ -841,6 +846,16 @@ impl CachedClient {
         F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        let timeout = self.shared.redis.as_ref()?.config.op_timeout;
+        self.redis_op_within(timeout, op).await
+    }
+
+    /// [`Self::redis_op`] with `budget` for the command(s) (connecting keeps `op_timeout`).
+    async fn redis_op_within<T, F, Fut>(&self, budget: Duration, op: F) -> Option<T>
+    where
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         let redis = self.shared.redis.as_ref()?;
         let timeout = redis.config.op_timeout;
         let now = self.now_ms();
@@ -874,7 +889,7 @@ impl CachedClient {
                 }
             }
         };
-        match tokio::time::timeout(timeout, op(conn)).await {
+        match tokio::time::timeout(budget, op(conn)).await {
             Ok(Ok(v)) => {
                 self.mark(true);
                 Some(v)
@@ -938,14 +953,15 @@ impl CachedClient {
         .await;
     }
 
+    /// Deletes the L2 listings `pattern` affects: by folder from the key name, and, for the
+    /// others, by opening them to see what they import.
     async fn l2_delete_matching(&self, pattern: &str) {
         let Some(redis) = &self.shared.redis else { return };
-        if redis.config.seal_key.is_none() {
-            return;
-        }
+        let Some(seal_key) = redis.config.seal_key.clone() else { return };
         let prefix = format!("{}cache:", redis.config.prefix);
         let pattern = pattern.to_owned();
-        self.redis_op(|mut c| async move {
+        let budget = redis.config.op_timeout * 10;
+        self.redis_op_within(budget, |mut c| async move {
             let mut cursor: u64 = 0;
             let mut doomed = Vec::new();
             loop {
@@ -958,8 +974,25 @@ impl CachedClient {
                     .query_async(&mut c)
                     .await?;
                 for k in keys {
-                    let folder = k.strip_prefix(&prefix).and_then(key_parts).map(|(_, _, f)| f);
-                    if folder.is_some_and(|f| folder_affected(&pattern, f, std::iter::empty())) {
+                    let Some(folder) =
+                        k.strip_prefix(&prefix).and_then(key_parts).map(|(_, _, f)| f.to_owned())
+                    else {
+                        continue;
+                    };
+                    if folder_affected(&pattern, &folder, std::iter::empty()) {
+                        doomed.push(k);
+                        continue;
+                    }
+                    let sealed: Option<Vec<u8>> =
+                        redis::cmd("GET").arg(&k).query_async(&mut c).await?;
+                    let imports_affected = sealed
+                        .and_then(|b| seal::open(&seal_key, k.as_bytes(), &b).ok())
+                        .and_then(|plain| decode_entry(&plain).ok())
+                        .is_some_and(|e| {
+                            let paths = listing_paths(&e.folder, &folder);
+                            folder_affected(&pattern, &folder, paths.iter().map(String::as_str))
+                        });
+                    if imports_affected {
                         doomed.push(k);
                     }
                 }

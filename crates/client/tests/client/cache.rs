@@ -311,6 +311,24 @@ async fn invalidation_and_change_events_reach_another_replica_through_redis() {
     listener.shutdown().await;
 }
 
+#[tokio::test]
+async fn invalidating_an_imported_folder_drops_importing_listings_from_l2() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let redis = TestRedis::new().await;
+    let a = cached(&h, with_redis(&redis, redis.url()));
+    a.get(&db_url()).await.unwrap();
+    a.folder(&FolderQuery::new(PROJECT, "dev", "/shared2")).await.unwrap();
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 2);
+    // /app imports /shared: a change there drops /app from L1 and L2, and leaves /shared2.
+    a.invalidate("/shared/COMMON").await;
+    assert!(!a.is_cached(&app()).await);
+    let b = cached(&h, with_redis(&redis, redis.url()));
+    assert_eq!(b.get(&db_url()).await.unwrap().source, Source::Network);
+    let shared2 = b.folder(&FolderQuery::new(PROJECT, "dev", "/shared2")).await.unwrap();
+    assert_eq!(shared2.source, Source::Cache, "unrelated listing kept in L2");
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 3);
+}
+
 /// A TCP proxy in front of Redis that the test can cut (closing every connection and refusing
 /// new ones) and restore.
 struct Proxy {
