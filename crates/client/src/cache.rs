@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+pub use ikit_common::events::{DEFAULT_REDIS_PREFIX, events_channel, invalidation_channel};
 use ikit_common::events::{InvalidationMessage, SecretChangeEvent};
 use ikit_common::{SecretRef, Settings};
 use rand::SeedableRng;
@@ -39,18 +40,6 @@ pub const METRIC_CACHE_STALE: &str = "infisical_cache_stale_total";
 pub const METRIC_CACHE_STALE_AGE: &str = "infisical_cache_stale_age_seconds";
 /// 1 while the Redis L2 answers, 0 while it does not.
 pub const METRIC_CACHE_L2_UP: &str = "infisical_cache_l2_up";
-/// The default prefix of Redis keys and channels.
-pub const DEFAULT_REDIS_PREFIX: &str = "ikit:";
-
-/// The pub/sub channel invalidations travel on.
-pub fn invalidation_channel(prefix: &str) -> String {
-    format!("{prefix}cache:invalidate")
-}
-
-/// The pub/sub channel per-key change events travel on.
-pub fn events_channel(prefix: &str) -> String {
-    format!("{prefix}secrets:events")
-}
 
 /// Redis for L2 and fan-out.
 #[derive(Clone)]

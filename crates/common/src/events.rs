@@ -40,6 +40,19 @@ impl SecretChangeEvent {
     }
 }
 
+/// The default prefix of infisical-kit's Redis keys and channels.
+pub const DEFAULT_REDIS_PREFIX: &str = "ikit:";
+
+/// The pub/sub channel carrying [`InvalidationMessage`]s, under a key prefix such as `ikit:`.
+pub fn invalidation_channel(prefix: &str) -> String {
+    format!("{prefix}cache:invalidate")
+}
+
+/// The pub/sub channel carrying [`SecretChangeEvent`]s, under a key prefix such as `ikit:`.
+pub fn events_channel(prefix: &str) -> String {
+    format!("{prefix}secrets:events")
+}
+
 /// Asks every replica to drop cached entries matching `pattern` (a key path, a folder prefix or
 /// a glob such as `/auth/*`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +94,12 @@ mod tests {
         let root = SecretChangeEvent { folder: "/".into(), ..deleted };
         assert_eq!(root.path(), "/current_private_key");
         assert!(serde_json::from_value::<SecretChangeEvent>(json!({"kind": "renamed"})).is_err());
+    }
+
+    #[test]
+    fn channel_names_are_stable() {
+        assert_eq!(invalidation_channel(DEFAULT_REDIS_PREFIX), "ikit:cache:invalidate");
+        assert_eq!(events_channel("t:"), "t:secrets:events");
     }
 
     #[test]

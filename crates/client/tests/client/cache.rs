@@ -241,11 +241,22 @@ async fn invalidation_and_change_events_reach_another_replica_through_redis() {
 
     // Redis holds the listing sealed only.
     let mut conn = redis.connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}*", redis.prefix()))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}*", redis.prefix()))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
     assert!(!keys.is_empty());
     for k in &keys {
         let value: Vec<u8> = redis::cmd("GET").arg(k).query_async(&mut conn).await.unwrap();
@@ -327,6 +338,23 @@ async fn invalidating_an_imported_folder_drops_importing_listings_from_l2() {
     let shared2 = b.folder(&FolderQuery::new(PROJECT, "dev", "/shared2")).await.unwrap();
     assert_eq!(shared2.source, Source::Cache, "unrelated listing kept in L2");
     assert_eq!(h.count("GET", "/api/v4/secrets"), 3);
+
+    // A sealed value copied under another key does not open there: it is ignored.
+    let l2_key =
+        |folder: &str| format!("{}cache:{PROJECT}:dev:r0i1e1v1p0t:{folder}", redis.prefix());
+    let mut conn = redis.connection().await.unwrap();
+    let sealed: Vec<u8> =
+        redis::cmd("GET").arg(l2_key("/shared2")).query_async(&mut conn).await.unwrap();
+    redis::cmd("SET")
+        .arg(l2_key("/shared"))
+        .arg(sealed)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let c = cached(&h, with_redis(&redis, redis.url()));
+    let shared = c.folder(&FolderQuery::new(PROJECT, "dev", "/shared")).await.unwrap();
+    assert_eq!(shared.source, Source::Network);
+    assert_eq!(shared.value.secrets[0].value.expose(), "from-shared");
 }
 
 /// A TCP proxy in front of Redis that the test can cut (closing every connection and refusing
