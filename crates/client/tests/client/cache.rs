@@ -419,8 +419,9 @@ fn host_port(url: &str) -> String {
     authority.rsplit('@').next().unwrap().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn redis_going_away_degrades_to_l1_and_recovers() {
+    let (logs, _guard) = crate::support::capture_logs("ikit_client=debug");
     let h = Harness::start(ApiVersion::V2026).await;
     let redis = TestRedis::new().await;
     let proxy = Proxy::start(host_port(redis.url())).await;
@@ -447,6 +448,11 @@ async fn redis_going_away_degrades_to_l1_and_recovers() {
     assert_eq!(exists(l2_key("/shared")).await, 0, "nothing written while down");
     // While down, Redis is not tried again before retry_every: this read is L1 + network only.
     assert_eq!(cache.folder(&shared("/shared2")).await.unwrap().source, Source::Network);
+    // After retry_every it is tried again, fails again, and nothing more is logged.
+    h.advance(Duration::from_secs(2));
+    cache.invalidate("/shared2").await;
+    assert_eq!(cache.folder(&shared("/shared2")).await.unwrap().source, Source::Network);
+    assert!(!cache.l2_up());
 
     proxy.restore();
     h.advance(Duration::from_secs(2));
@@ -455,4 +461,7 @@ async fn redis_going_away_degrades_to_l1_and_recovers() {
     assert_eq!(again.source, Source::Network);
     assert!(cache.l2_up(), "l2 back");
     assert_eq!(exists(l2_key("/shared")).await, 1, "written again after recovery");
+    let text = logs.text();
+    assert_eq!(text.matches("redis cache unavailable").count(), 1, "{text}");
+    assert_eq!(text.matches("redis cache is back").count(), 1, "{text}");
 }
