@@ -137,6 +137,25 @@ fn folder_missing(app: &App, generation: Gen, place: &Place, creating: bool) -> 
 }
 
 /// The approval answer when a change policy covers the folder: nothing is written.
+/// The checks every write makes before touching anything, in the server's order: permission, the
+/// folder exists, no approval policy covers the path. `Ok(Some(answer))` is the `{approval}`
+/// answer to send instead of writing.
+fn write_gate(
+    app: &App,
+    store: &Store,
+    generation: Gen,
+    caller: &Caller,
+    place: &Place,
+    action: &str,
+    now_ms: i64,
+) -> Result<Option<Response>, ApiError> {
+    authorize(caller, place, action)?;
+    if store.folder(&place.project_id, &place.env, &place.path).is_none() {
+        return Err(folder_missing(app, generation, place, action == "create"));
+    }
+    Ok(approval(store, place, now_ms))
+}
+
 fn approval(store: &Store, place: &Place, now_ms: i64) -> Option<Response> {
     let policy = store.approval_policies.iter().find(|p| {
         p.project_id == place.project_id
@@ -525,11 +544,7 @@ pub(crate) async fn create(
     let mut store = app.store.lock().expect("store lock");
     let place = write_place(&app, &store, generation, &input.loc)?;
     check_type(input.loc.kind.as_deref())?;
-    authorize(&caller, &place, "create")?;
-    if store.folder(&place.project_id, &place.env, &place.path).is_none() {
-        return Err(folder_missing(&app, generation, &place, true));
-    }
-    if let Some(answer) = approval(&store, &place, now) {
+    if let Some(answer) = write_gate(&app, &store, generation, &caller, &place, "create", now)? {
         return Ok(answer);
     }
     if store.find_secret(&place.project_id, &place.env, &place.path, &key).is_some() {
@@ -632,11 +647,7 @@ pub(crate) async fn update(
     let mut store = app.store.lock().expect("store lock");
     let place = write_place(&app, &store, generation, &input.loc)?;
     check_type(input.loc.kind.as_deref())?;
-    authorize(&caller, &place, "edit")?;
-    if store.folder(&place.project_id, &place.env, &place.path).is_none() {
-        return Err(folder_missing(&app, generation, &place, false));
-    }
-    if let Some(answer) = approval(&store, &place, now) {
+    if let Some(answer) = write_gate(&app, &store, generation, &caller, &place, "edit", now)? {
         return Ok(answer);
     }
     if store.find_secret(&place.project_id, &place.env, &place.path, &key).is_none() {
@@ -719,11 +730,7 @@ pub(crate) async fn delete(
     let now = app.clock.now_ms();
     let mut store = app.store.lock().expect("store lock");
     let place = write_place(&app, &store, generation, &input)?;
-    authorize(&caller, &place, "delete")?;
-    if store.folder(&place.project_id, &place.env, &place.path).is_none() {
-        return Err(folder_missing(&app, generation, &place, false));
-    }
-    if let Some(answer) = approval(&store, &place, now) {
+    if let Some(answer) = write_gate(&app, &store, generation, &caller, &place, "delete", now)? {
         return Ok(answer);
     }
     let secret = store
@@ -784,11 +791,7 @@ pub(crate) async fn batch_create(
     let now = app.clock.now_ms();
     let mut store = app.store.lock().expect("store lock");
     let place = write_place(&app, &store, generation, &input.loc)?;
-    authorize(&caller, &place, "create")?;
-    if store.folder(&place.project_id, &place.env, &place.path).is_none() {
-        return Err(folder_missing(&app, generation, &place, true));
-    }
-    if let Some(answer) = approval(&store, &place, now) {
+    if let Some(answer) = write_gate(&app, &store, generation, &caller, &place, "create", now)? {
         return Ok(answer);
     }
     let mut seen = std::collections::HashSet::new();
@@ -891,11 +894,7 @@ pub(crate) async fn batch_update(
             None => base.path.clone(),
         };
         let place = Place { project_id: base.project_id.clone(), env: base.env.clone(), path };
-        authorize(&caller, &place, "edit")?;
-        if store.folder(&place.project_id, &place.env, &place.path).is_none() {
-            return Err(folder_missing(&app, generation, &place, false));
-        }
-        if let Some(answer) = approval(&store, &place, now) {
+        if let Some(answer) = write_gate(&app, &store, generation, &caller, &place, "edit", now)? {
             return Ok(answer);
         }
         let exists = store.find_secret(&place.project_id, &place.env, &place.path, &key).is_some();
@@ -989,11 +988,7 @@ pub(crate) async fn batch_delete(
     let now = app.clock.now_ms();
     let mut store = app.store.lock().expect("store lock");
     let place = write_place(&app, &store, generation, &input.loc)?;
-    authorize(&caller, &place, "delete")?;
-    if store.folder(&place.project_id, &place.env, &place.path).is_none() {
-        return Err(folder_missing(&app, generation, &place, false));
-    }
-    if let Some(answer) = approval(&store, &place, now) {
+    if let Some(answer) = write_gate(&app, &store, generation, &caller, &place, "delete", now)? {
         return Ok(answer);
     }
     let mut victims = Vec::new();
