@@ -59,11 +59,13 @@ pub fn parse_retry_after(
         if let Ok(secs) = value.parse::<u64>() {
             return Some(Duration::from_secs(secs));
         }
-        if let Ok(secs) = value.parse::<f64>()
-            && secs.is_finite()
-            && secs >= 0.0
-        {
-            return Some(Duration::from_secs_f64(secs));
+        if let Ok(secs) = value.parse::<f64>() {
+            // Negative or NaN is no hint at all; a value past what a `Duration` holds (1e20,
+            // inf) is "too long", which the caller refuses to wait for.
+            if secs.is_nan() || secs < 0.0 {
+                return message.and_then(parse_wait_text);
+            }
+            return Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
         }
         if let Ok(at) = httpdate::parse_http_date(value) {
             return Some(elapsed(now, at));
@@ -112,6 +114,23 @@ pub struct BudgetConfig {
     pub refill_per_sec: f64,
 }
 
+impl BudgetConfig {
+    /// A budget that can ever admit a request: a finite capacity of at least one and a finite,
+    /// positive refill rate. Anything else would refuse or stall every request.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.capacity.is_finite() || self.capacity < 1.0 {
+            return Err(format!("budget capacity must be at least 1, got {}", self.capacity));
+        }
+        if !self.refill_per_sec.is_finite() || self.refill_per_sec <= 0.0 {
+            return Err(format!(
+                "budget refill rate must be a positive number of requests per second, got {}",
+                self.refill_per_sec
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for BudgetConfig {
     fn default() -> Self {
         // Under the server's per-IP default of 600 requests per minute.
@@ -147,11 +166,11 @@ impl TokenBucket {
             self.tokens -= 1.0;
             return Ok(());
         }
-        if self.config.refill_per_sec <= 0.0 {
-            return Err(Duration::MAX);
-        }
+        // A tiny, zero or NaN rate (a config `validate` refuses) must not panic here: the wait is
+        // then "forever", which the transport reports as rate limited instead of waiting.
         let missing = 1.0 - self.tokens;
-        Err(Duration::from_secs_f64(missing / self.config.refill_per_sec))
+        Err(Duration::try_from_secs_f64(missing / self.config.refill_per_sec)
+            .unwrap_or(Duration::MAX))
     }
 
     pub fn available(&mut self, now: SystemTime) -> f64 {
@@ -181,10 +200,14 @@ enum BreakerState {
         failures: u32,
     },
     Open {
-        until: SystemTime,
+        since: SystemTime,
     },
-    /// One trial request is in flight.
-    HalfOpen,
+    /// A trial request went out at `since`. Its verdict may never come (the caller's future was
+    /// dropped, or it stopped before sending), so after another `open_for` a new trial goes out:
+    /// the breaker can delay requests but never wedge the client.
+    HalfOpen {
+        since: SystemTime,
+    },
 }
 
 /// A circuit breaker over injected time.
@@ -199,17 +222,21 @@ impl CircuitBreaker {
         Self { config, state: BreakerState::Closed { failures: 0 } }
     }
 
-    /// May a request go out now? `Err` carries the time until the next trial.
+    /// May a request go out now? `Err` carries the time until the next trial. An `Ok` while the
+    /// circuit is open admits the trial: call once per attempt, right before sending it.
     pub fn allow(&mut self, now: SystemTime) -> Result<(), Duration> {
         match self.state {
             BreakerState::Closed { .. } => Ok(()),
-            BreakerState::Open { until } if now >= until => {
-                self.state = BreakerState::HalfOpen;
-                Ok(())
+            BreakerState::Open { since } | BreakerState::HalfOpen { since } => {
+                let waited = elapsed(since, now);
+                if waited >= self.config.open_for {
+                    self.state = BreakerState::HalfOpen { since: now };
+                    Ok(())
+                } else {
+                    // While a trial is out, everyone else waits for its verdict (or its timeout).
+                    Err(self.config.open_for - waited)
+                }
             }
-            BreakerState::Open { until } => Err(elapsed(now, until)),
-            // The trial is still out: everyone else waits for its verdict.
-            BreakerState::HalfOpen => Err(Duration::ZERO),
         }
     }
 
@@ -222,7 +249,7 @@ impl CircuitBreaker {
             BreakerState::Closed { failures } if failures + 1 < self.config.failure_threshold => {
                 BreakerState::Closed { failures: failures + 1 }
             }
-            _ => BreakerState::Open { until: now + self.config.open_for },
+            _ => BreakerState::Open { since: now },
         };
     }
 
@@ -311,6 +338,19 @@ mod tests {
             parse_retry_after(Some("soon"), Some("try again in 3 seconds"), now),
             Some(Duration::from_secs(3))
         );
+        // Absurd numbers never panic: too long to wait for, or no hint at all.
+        assert_eq!(parse_retry_after(Some("1e20"), None, now), Some(Duration::MAX));
+        assert_eq!(parse_retry_after(Some("inf"), None, now), Some(Duration::MAX));
+        assert_eq!(
+            parse_retry_after(Some("99999999999999999999999"), None, now),
+            Some(Duration::MAX)
+        );
+        assert_eq!(parse_retry_after(Some("NaN"), None, now), None);
+        assert_eq!(parse_retry_after(Some("-1"), None, now), None);
+        assert_eq!(
+            parse_retry_after(Some("-1"), Some("try again in 4 seconds"), now),
+            Some(Duration::from_secs(4))
+        );
         // The header wins over the message.
         assert_eq!(
             parse_retry_after(Some("5"), Some("try again in 1 minute"), now),
@@ -336,6 +376,34 @@ mod tests {
     }
 
     #[test]
+    fn token_bucket_with_a_tiny_or_zero_rate_never_panics() {
+        for rate in [1e-300, f64::MIN_POSITIVE, 0.0, -1.0] {
+            let config = BudgetConfig { capacity: 1.0, refill_per_sec: rate };
+            let mut bucket = TokenBucket::new(config, t(0));
+            assert_eq!(bucket.try_take(t(0)), Ok(()));
+            assert_eq!(bucket.try_take(t(1)), Err(Duration::MAX), "rate {rate}");
+        }
+    }
+
+    #[test]
+    fn budget_config_validation() {
+        assert!(BudgetConfig::default().validate().is_ok());
+        assert!(BudgetConfig { capacity: 1.0, refill_per_sec: 1e-300 }.validate().is_ok());
+        for (capacity, refill_per_sec) in [
+            (50.0, 0.0),
+            (50.0, -1.0),
+            (50.0, f64::NAN),
+            (50.0, f64::INFINITY),
+            (0.5, 1.0),
+            (f64::NAN, 1.0),
+            (f64::INFINITY, 1.0),
+        ] {
+            let config = BudgetConfig { capacity, refill_per_sec };
+            assert!(config.validate().is_err(), "{config:?}");
+        }
+    }
+
+    #[test]
     fn breaker_opens_after_consecutive_failures_and_half_opens() {
         let config = BreakerConfig { failure_threshold: 3, open_for: Duration::from_secs(30) };
         let mut breaker = CircuitBreaker::new(config);
@@ -352,12 +420,17 @@ mod tests {
         // After open_for one trial goes out; others wait for it.
         assert_eq!(breaker.allow(t(31)), Ok(()));
         assert!(breaker.allow(t(31)).is_err());
+        // A trial whose verdict never comes (its caller went away) is replaced by a new one
+        // after another open period, never leaving the circuit half-open for good.
+        assert_eq!(breaker.allow(t(40)), Err(Duration::from_secs(21)));
+        assert_eq!(breaker.allow(t(61)), Ok(()));
+        assert!(breaker.allow(t(61)).is_err());
         // A failed trial opens the circuit again for a full period.
-        breaker.on_failure(t(32));
-        assert_eq!(breaker.allow(t(33)), Err(Duration::from_secs(29)));
-        assert_eq!(breaker.allow(t(62)), Ok(()));
+        breaker.on_failure(t(62));
+        assert_eq!(breaker.allow(t(63)), Err(Duration::from_secs(29)));
+        assert_eq!(breaker.allow(t(92)), Ok(()));
         breaker.on_success();
         assert!(!breaker.is_open());
-        assert_eq!(breaker.allow(t(62)), Ok(()));
+        assert_eq!(breaker.allow(t(92)), Ok(()));
     }
 }

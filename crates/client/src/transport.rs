@@ -97,6 +97,7 @@ enum Attempt {
 
 impl Transport {
     pub(crate) fn new(config: &ClientConfig) -> Result<Self, ClientError> {
+        config.budget.validate().map_err(ClientError::Config)?;
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
@@ -141,14 +142,15 @@ impl Transport {
         url
     }
 
-    /// Waits for the budget; refuses at once while the circuit is open.
+    /// Refuses at once while the circuit is open, then waits for the budget. The breaker is asked
+    /// once per attempt: a second `allow` after a budget wait would refuse the very trial the
+    /// first one admitted.
     async fn admit(&self) -> Result<(), ClientError> {
+        if let Err(retry_in) = lock(&self.breaker).allow(self.clock.now()) {
+            return Err(ClientError::CircuitOpen { retry_in });
+        }
         loop {
-            let now = self.clock.now();
-            if let Err(retry_in) = lock(&self.breaker).allow(now) {
-                return Err(ClientError::CircuitOpen { retry_in });
-            }
-            let wait = match lock(&self.bucket).try_take(now) {
+            let wait = match lock(&self.bucket).try_take(self.clock.now()) {
                 Ok(()) => return Ok(()),
                 Err(wait) => wait,
             };

@@ -172,3 +172,85 @@ async fn the_request_budget_spaces_out_bursts() {
     let total: Duration = waits.iter().sum();
     assert_eq!(total.as_secs_f64().round() as u64, 6);
 }
+
+#[tokio::test]
+async fn a_budget_that_can_never_admit_a_request_is_a_config_error() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    for (capacity, refill_per_sec) in [(10.0, 0.0), (10.0, -1.0), (10.0, f64::NAN), (0.0, 1.0)] {
+        let config =
+            h.config(ua()).with_budget(ikit_client::BudgetConfig { capacity, refill_per_sec });
+        match Client::new(config) {
+            Err(ClientError::Config(message)) => assert!(message.contains("budget"), "{message}"),
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("a budget of {capacity}/{refill_per_sec} was accepted"),
+        }
+    }
+    assert_eq!(h.count("POST", "/api/v1/auth/universal-auth/login"), 0);
+}
+
+/// A client whose breaker opens after three failures for 30 s, with no retries.
+fn breaker_client(h: &Harness, budget: ikit_client::BudgetConfig) -> Client {
+    let config = h
+        .config(ua())
+        .with_retry(RetryPolicy { max_attempts: 1, ..RetryPolicy::default() })
+        .with_breaker(BreakerConfig { failure_threshold: 3, open_for: Duration::from_secs(30) })
+        .with_budget(budget);
+    Client::new(config).unwrap()
+}
+
+async fn open_the_circuit(h: &Harness, client: &Client) {
+    client.ensure_token().await.unwrap();
+    h.emulator.faults().add(Fault::status(LIST, 503));
+    for _ in 0..3 {
+        client.fetch_folder(&query()).await.unwrap_err();
+    }
+    assert!(client.circuit_open());
+    h.emulator.faults().clear();
+}
+
+#[tokio::test]
+async fn the_trial_request_survives_a_budget_wait() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    // Four tokens, one every 50 s: the login and the three failures empty the bucket, so when
+    // the circuit half-opens 31 s later the trial has to wait 19 s for its token.
+    let client =
+        breaker_client(&h, ikit_client::BudgetConfig { capacity: 4.0, refill_per_sec: 0.02 });
+    open_the_circuit(&h, &client).await;
+    h.advance(Duration::from_secs(31));
+    client.fetch_folder(&query()).await.unwrap();
+    assert!(!client.circuit_open());
+    assert_eq!(h.count("GET", LIST), 4, "the trial was sent");
+    let waits = h.sleeper.recorded();
+    assert!(!waits.is_empty() && waits[0] > Duration::from_secs(18), "{waits:?}");
+}
+
+#[tokio::test]
+async fn a_dropped_trial_does_not_wedge_the_breaker() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client =
+        breaker_client(&h, ikit_client::BudgetConfig { capacity: 1000.0, refill_per_sec: 1000.0 });
+    open_the_circuit(&h, &client).await;
+    h.advance(Duration::from_secs(31));
+    // The trial hangs on the server; its caller gives up (drops the future) once the server has
+    // it, so neither a success nor a failure is ever reported to the breaker.
+    h.emulator.faults().add(Fault::latency(LIST, Duration::from_secs(3600)).times(1));
+    let query = query();
+    let trial = client.fetch_folder(&query);
+    let server_has_it = async {
+        while h.count("GET", LIST) < 4 {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::select! {
+        result = trial => panic!("the trial should hang, got {:?}", result.map(|_| ())),
+        () = server_has_it => {}
+    }
+    // Right after, the trial's slot is still taken...
+    let err = client.fetch_folder(&query).await.unwrap_err();
+    assert!(matches!(err, ClientError::CircuitOpen { .. }), "{err:?}");
+    // ...but after another open period a new trial goes out and closes the circuit.
+    h.advance(Duration::from_secs(31));
+    client.fetch_folder(&query).await.unwrap();
+    assert!(!client.circuit_open());
+    assert_eq!(h.count("GET", LIST), 5);
+}
