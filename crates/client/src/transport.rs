@@ -21,8 +21,9 @@ use crate::retry::{CircuitBreaker, RetryPolicy, TokenBucket, parse_retry_after};
 use crate::token::AccessToken;
 use crate::wire::ErrorBody;
 
-/// Seconds spent waiting because of server rate limits or the client budget.
-pub const METRIC_RATE_LIMIT_WAIT: &str = "infisical_rate_limit_wait_seconds_total";
+/// Histogram of each wait, in fractional seconds, caused by a server rate limit (`Retry-After`)
+/// or the client budget; its sum is the total time spent waiting.
+pub const METRIC_RATE_LIMIT_WAIT: &str = "infisical_rate_limit_wait_seconds";
 
 /// A request, described independently of the wire. No `Debug`: the body may hold a secret.
 pub(crate) struct Call {
@@ -158,7 +159,7 @@ impl Transport {
                 return Err(ClientError::RateLimited { retry_after: Some(wait) });
             }
             tracing::debug!(wait_ms = wait.as_millis() as u64, "request budget exhausted, waiting");
-            metrics::counter!(METRIC_RATE_LIMIT_WAIT).increment(wait.as_secs_f64().ceil() as u64);
+            metrics::histogram!(METRIC_RATE_LIMIT_WAIT).record(wait.as_secs_f64());
             self.sleeper.sleep(wait).await;
         }
     }
@@ -198,8 +199,7 @@ impl Transport {
                 Some(wait) if wait > self.retry.max_retry_after => return Err(failure),
                 Some(wait) => {
                     if matches!(failure, Failure::Error(ClientError::RateLimited { .. })) {
-                        metrics::counter!(METRIC_RATE_LIMIT_WAIT)
-                            .increment(wait.as_secs_f64().ceil() as u64);
+                        metrics::histogram!(METRIC_RATE_LIMIT_WAIT).record(wait.as_secs_f64());
                     }
                     wait
                 }

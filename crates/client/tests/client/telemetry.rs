@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use ikit_client::{FolderQuery, SecretRef};
+use ikit_client::{BudgetConfig, Client, FolderQuery, SecretRef};
 use ikit_emulator::{ApiVersion, Fault};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 
@@ -19,6 +20,8 @@ struct Capture {
 
 struct Handle {
     key: String,
+    /// `name_sum{...}`: the running sum of a histogram's observations.
+    sum_key: String,
     series: Series,
 }
 
@@ -47,9 +50,11 @@ impl metrics::GaugeFn for Handle {
 }
 
 impl metrics::HistogramFn for Handle {
-    fn record(&self, _value: f64) {
-        // Histograms are counted by observations.
-        *self.series.lock().unwrap().entry(self.key.clone()).or_default() += 1.0;
+    fn record(&self, value: f64) {
+        // Histograms are counted by observations, and summed under `name_sum`.
+        let mut series = self.series.lock().unwrap();
+        *series.entry(self.key.clone()).or_default() += 1.0;
+        *series.entry(self.sum_key.clone()).or_default() += value;
     }
 }
 
@@ -58,8 +63,10 @@ impl Capture {
         let mut labels: Vec<String> =
             key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
         labels.sort();
+        let labels = labels.join(",");
         Arc::new(Handle {
-            key: format!("{}{{{}}}", key.name(), labels.join(",")),
+            key: format!("{}{{{labels}}}", key.name()),
+            sum_key: format!("{}_sum{{{labels}}}", key.name()),
             series: self.series.clone(),
         })
     }
@@ -105,13 +112,34 @@ async fn fetch_token_and_rate_limit_metrics_are_labelled_by_folder() {
         ("infisical_fetch_duration_seconds{path=/app}", 2.0),
         ("infisical_fetch_duration_seconds{path=/shared}", 2.0),
         ("infisical_token_expires_in_seconds{}", 600.0),
-        ("infisical_rate_limit_wait_seconds_total{}", 3.0),
+        ("infisical_rate_limit_wait_seconds{}", 1.0),
+        ("infisical_rate_limit_wait_seconds_sum{}", 3.0),
     ];
     for (series, value) in want {
         assert_eq!(got.get(series), Some(&value), "{series} in {got:#?}");
     }
     let all = format!("{got:?}");
     assert!(!all.contains("DB_URL") && !all.contains(DB_VALUE), "{all}");
+}
+
+#[tokio::test]
+async fn budget_waits_are_recorded_in_fractional_seconds() {
+    let capture = Capture::default();
+    let series = capture.series.clone();
+    let _guard = metrics::set_default_local_recorder(&capture);
+    let h = Harness::start(ApiVersion::V2026).await;
+    // Two tokens, eight per second: the login and the first list take them, the second list
+    // waits 125 ms, which must not count as a whole second.
+    let config = h.config(ua()).with_budget(BudgetConfig { capacity: 2.0, refill_per_sec: 8.0 });
+    let client = Client::new(config).unwrap();
+    let query = FolderQuery::new(PROJECT, "dev", "/app");
+    client.fetch_folder(&query).await.unwrap();
+    client.fetch_folder(&query).await.unwrap();
+    assert_eq!(h.sleeper.recorded(), vec![Duration::from_millis(125)]);
+    let got = series.lock().unwrap().clone();
+    assert_eq!(got.get("infisical_rate_limit_wait_seconds{}"), Some(&1.0), "{got:#?}");
+    let sum = got.get("infisical_rate_limit_wait_seconds_sum{}").copied().unwrap_or_default();
+    assert!((sum - 0.125).abs() < 1e-9, "{got:#?}");
 }
 
 #[tokio::test]
