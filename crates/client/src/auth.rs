@@ -9,12 +9,12 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use ikit_common::config::DEFAULT_K8S_TOKEN_PATH;
+
 use crate::error::ClientError;
 use crate::sigv4::{self, AwsCredentials};
 use crate::token::AccessToken;
 
-/// Where Kubernetes mounts the service-account token.
-pub const DEFAULT_K8S_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 /// The Azure instance metadata (IMDS) managed-identity token endpoint.
 pub const DEFAULT_AZURE_IMDS_URL: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
 /// The resource an Azure managed-identity token is requested for.

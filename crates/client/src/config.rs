@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ikit_common::Settings;
-use ikit_common::config::{AuthMethod as Common, InfisicalSettings};
+use ikit_common::config::{AuthMethod as Common, InfisicalSettings, normalize_api_url};
 use reqwest::header::{HeaderName, HeaderValue};
 use url::Url;
 use zeroize::Zeroizing;
@@ -18,9 +18,6 @@ use crate::error::ClientError;
 use crate::retry::{BreakerConfig, BudgetConfig, RetryPolicy};
 use crate::sigv4::AwsCredentials;
 use crate::wire::ImportOrder;
-
-/// Infisical Cloud, the default when no URL is configured.
-pub const DEFAULT_API_URL: &str = "https://app.infisical.com/api";
 
 /// Everything a [`crate::Client`] needs. Build with [`ClientConfig::new`] and the `with_*` setters.
 #[derive(Clone)]
@@ -60,17 +57,13 @@ impl fmt::Debug for ClientConfig {
     }
 }
 
-/// Normalises a configured URL the way the CLI does: `/api` is appended when missing.
-pub fn normalize_api_url(raw: &str) -> Result<Url, ClientError> {
-    let trimmed = raw.trim().trim_end_matches('/');
-    let with_api =
-        if trimmed.ends_with("/api") { format!("{trimmed}/") } else { format!("{trimmed}/api/") };
-    let url = Url::parse(&with_api)
-        .map_err(|e| ClientError::Config(format!("invalid api url {raw:?}: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(ClientError::Config(format!("api url {raw:?} must be http or https")));
-    }
-    Ok(url)
+/// The API base as a URL ending in `/api/`, normalised by `ikit_common`'s rule (the CLI's: `/api`
+/// is appended when missing), so a path joined onto it stays under `/api`.
+fn api_base(raw: &str) -> Result<Url, ClientError> {
+    let normalized = normalize_api_url(raw.trim())
+        .map_err(|e| ClientError::Config(format!("invalid api url: {e}")))?;
+    Url::parse(&format!("{normalized}/"))
+        .map_err(|e| ClientError::Config(format!("invalid api url {raw:?}: {e}")))
 }
 
 impl ClientConfig {
@@ -79,7 +72,7 @@ impl ClientConfig {
     /// opens for 30 s after 8 consecutive failures, the CLI's import order, system time.
     pub fn new(api_url: &str, auth: AuthMethod) -> Result<Self, ClientError> {
         Ok(Self {
-            api_url: normalize_api_url(api_url)?,
+            api_url: api_base(api_url)?,
             auth,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
@@ -297,10 +290,17 @@ mod tests {
             ("http://h/api/", "http://h/api/"),
             ("https://eu.infisical.com/", "https://eu.infisical.com/api/"),
         ] {
-            assert_eq!(normalize_api_url(raw).unwrap().as_str(), want, "{raw}");
+            assert_eq!(api_base(raw).unwrap().as_str(), want, "{raw}");
+            // One rule, ikit_common's: the same base the shared settings produce.
+            assert_eq!(api_base(raw).unwrap().as_str(), normalize_api_url(raw).unwrap() + "/");
         }
-        assert!(normalize_api_url("ftp://x").is_err());
-        assert!(normalize_api_url("not a url").is_err());
+        assert_eq!(api_base(" http://h ").unwrap().as_str(), "http://h/api/");
+        for bad in ["ftp://x", "not a url", "http://", "http://bad host"] {
+            assert!(
+                matches!(api_base(bad), Err(ClientError::Config(ref m)) if m.contains("api url")),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -337,7 +337,7 @@ mod tests {
 
         let t = ClientConfig::from_env(&env(&[("INFISICAL_TOKEN", "st.a.b.c")])).unwrap();
         assert_eq!(t.auth().name(), "service-token");
-        assert_eq!(t.api_url().as_str(), DEFAULT_API_URL.to_owned() + "/");
+        assert_eq!(t.api_url().as_str(), ikit_common::config::DEFAULT_API_URL.to_owned() + "/");
 
         let k = ClientConfig::from_env(&env(&[
             ("IKIT_INFISICAL_AUTH_METHOD", "kubernetes"),
@@ -348,7 +348,7 @@ mod tests {
             AuthMethod::Kubernetes { token_path, .. } => {
                 assert_eq!(
                     token_path,
-                    &std::path::PathBuf::from(crate::auth::DEFAULT_K8S_TOKEN_PATH)
+                    &std::path::PathBuf::from(ikit_common::config::DEFAULT_K8S_TOKEN_PATH)
                 )
             }
             other => panic!("{other:?}"),

@@ -41,7 +41,7 @@ mod wire;
 pub use api::{ApiVersion, FolderQuery, GetOptions, NewSecret, Scope, SecretUpdate};
 pub use auth::{
     AuthMethod, Credential, DEFAULT_AZURE_IMDS_URL, DEFAULT_AZURE_RESOURCE,
-    DEFAULT_GCP_METADATA_URL, DEFAULT_K8S_TOKEN_PATH,
+    DEFAULT_GCP_METADATA_URL,
 };
 pub use cache::{
     CacheConfig, CachedClient, DEFAULT_REDIS_PREFIX, ListenerHandle, METRIC_CACHE_HIT,
@@ -53,8 +53,10 @@ pub use client::{
     METRIC_TOKEN_EXPIRES_IN, Source,
 };
 pub use clock::{Clock, ManualClock, SleepFuture, Sleeper, SystemClock, TokioSleeper};
-pub use config::{ClientConfig, DEFAULT_API_URL, custom_headers, normalize_api_url};
+pub use config::{ClientConfig, custom_headers};
 pub use error::ClientError;
+/// One definition of the defaults and the URL rule, `ikit_common`'s, re-exported for callers.
+pub use ikit_common::config::{DEFAULT_API_URL, DEFAULT_K8S_TOKEN_PATH, normalize_api_url};
 pub use ikit_common::{SecretRef, SecretValue};
 pub use pattern::{folder_affected, path_matches};
 pub use retry::{
