@@ -7,11 +7,27 @@ use ikit_emulator::ApiVersion;
 
 use crate::support::{DB_VALUE, PROJECT, emulator};
 
-/// `cargo test` builds the examples next to the test binaries' `deps` folder.
+/// The `get` example that `cargo test` built beside this binary. `cargo test` leaves it as
+/// `examples/get-<hash>`; only `cargo build --example get` adds a plain `examples/get`, which may
+/// be older. The newest of them is the one built for this test run.
 fn example_path() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    dir.join(format!("get{}", std::env::consts::EXE_SUFFIX))
+    let suffix = std::env::consts::EXE_SUFFIX;
+    let built = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("no examples folder at {}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stem = name.strip_suffix(suffix).unwrap_or(&name);
+            let hashed = stem.strip_prefix("get-").is_some_and(|hash| {
+                !hash.is_empty() && hash.chars().all(|c| c.is_ascii_hexdigit())
+            });
+            (stem == "get" || hashed) && (suffix.is_empty() || name.ends_with(suffix))
+        })
+        .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
+        .max();
+    built.map(|(_, path)| path).unwrap_or_else(|| panic!("no `get` example in {}", dir.display()))
 }
 
 async fn run(envs: Vec<(&'static str, String)>, args: &'static [&'static str]) -> Output {
