@@ -12,10 +12,10 @@ help: ## list the targets with their one-line description
 
 test: ## run every test of the workspace against real PostgreSQL and Redis
 	@if scripts/services-check; then \
-	  $(CARGO) test --workspace --all-targets --locked; \
+	  $(CARGO) test --workspace --locked; \
 	elif scripts/services-check --docker; then \
 	  echo "nothing listens: the tests start PostgreSQL and Redis with testcontainers"; \
-	  $(CARGO) test --workspace --all-targets --locked --features ikit-common/containers; \
+	  $(CARGO) test --workspace --locked --features ikit-common/containers; \
 	else exit 1; fi
 
 fmt: ## format the whole workspace

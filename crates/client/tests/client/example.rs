@@ -9,7 +9,8 @@ use crate::support::{DB_VALUE, PROJECT, emulator};
 
 /// The `get` example that `cargo test` built beside this binary. `cargo test` leaves it as
 /// `examples/get-<hash>`; only `cargo build --example get` adds a plain `examples/get`, which may
-/// be older. The newest of them is the one built for this test run.
+/// be older. The newest of them is the one built for this test run. (`cargo test --all-targets`
+/// builds examples as test harnesses instead, which is why `make test` does not use it.)
 fn example_path() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().join("examples");
