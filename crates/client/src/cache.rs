@@ -238,6 +238,17 @@ struct Redis {
     retry_at_ms: AtomicI64,
 }
 
+/// What a finished flight served: the listing, its source and age, or the error.
+type Landed = Result<(Arc<FolderSecrets>, Source, Duration), ClientError>;
+
+/// One miss in progress for a key: whoever holds `lock` fetches; the first to finish leaves
+/// its result in `done` so the callers queued behind it return that instead of asking again.
+#[derive(Default)]
+struct Flight {
+    lock: tokio::sync::Mutex<()>,
+    done: std::sync::OnceLock<Landed>,
+}
+
 type Callback = Arc<dyn Fn(&SecretChangeEvent) + Send + Sync>;
 
 enum Sink {
@@ -255,7 +266,7 @@ struct Shared {
     client: Client,
     config: CacheConfig,
     l1: moka::future::Cache<String, Arc<Entry>>,
-    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    flights: Mutex<HashMap<String, Arc<Flight>>>,
     redis: Option<Redis>,
     snapshot: Option<SnapshotStore>,
     rng: Mutex<StdRng>,
@@ -380,7 +391,7 @@ impl CachedClient {
         if let Some(e) = self.shared.l1.get(&key).await {
             let age = e.age(now);
             if age < ttl {
-                return Ok(self.hit(path, &e, age));
+                return Ok(self.hit(path, &e.folder, age));
             }
             if age <= max_stale && self.shared.client.circuit_open() {
                 return Ok(self.stale(path, Source::Cache, e.folder.clone(), age));
@@ -392,18 +403,35 @@ impl CachedClient {
         }
 
         let flight = self.flight(&key);
-        let guard = flight.lock().await;
+        let guard = flight.lock.lock().await;
+        if let Some(landed) = flight.done.get() {
+            // Another caller fetched while we waited: its answer is ours.
+            return match landed {
+                Ok((folder, Source::Network, _)) => Ok(self.hit(path, folder, Duration::ZERO)),
+                Ok((folder, source, age)) => Ok(self.stale(path, *source, folder.clone(), *age)),
+                Err(e) => Err(e.clone()),
+            };
+        }
         let result = self.miss(q, &key).await;
+        let _ = flight.done.set(match &result {
+            Ok(s) => Ok((s.value.clone(), s.source, s.age)),
+            Err(e) => Err(e.clone()),
+        });
+        self.land(&key, &flight);
         drop(guard);
-        self.land(&key, flight);
         result
     }
 
-    fn hit(&self, path: &str, e: &Entry, age: Duration) -> Served<Arc<FolderSecrets>> {
+    fn hit(
+        &self,
+        path: &str,
+        folder: &Arc<FolderSecrets>,
+        age: Duration,
+    ) -> Served<Arc<FolderSecrets>> {
         metrics::counter!(METRIC_CACHE_HIT, "path" => path.to_owned()).increment(1);
         metrics::counter!(METRIC_FETCH_TOTAL, "source" => Source::Cache.as_str(), "path" => path.to_owned())
             .increment(1);
-        Served { value: e.folder.clone(), source: Source::Cache, age }
+        Served { value: folder.clone(), source: Source::Cache, age }
     }
 
     fn stale(
@@ -427,14 +455,15 @@ impl CachedClient {
         Served { value: folder, source, age }
     }
 
-    fn flight(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn flight(&self, key: &str) -> Arc<Flight> {
         lock(&self.shared.flights).entry(key.to_owned()).or_default().clone()
     }
 
-    fn land(&self, key: &str, flight: Arc<tokio::sync::Mutex<()>>) {
+    /// Removes a finished flight from the map: later callers start a new one, while those
+    /// already queued on it read its result.
+    fn land(&self, key: &str, flight: &Arc<Flight>) {
         let mut flights = lock(&self.shared.flights);
-        // The map's reference and ours: nobody else waits on this flight.
-        if Arc::strong_count(&flight) == 2 {
+        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
             flights.remove(key);
         }
     }
@@ -453,14 +482,14 @@ impl CachedClient {
         if let Some(e) = &previous
             && e.age(now) < ttl
         {
-            return Ok(self.hit(path, e, e.age(now)));
+            return Ok(self.hit(path, &e.folder, e.age(now)));
         }
         if let Some(e) = self.l2_get(key, path).await {
             let e = Arc::new(e);
             let age = e.age(now);
             if age < ttl {
                 self.shared.l1.insert(key.to_owned(), e.clone()).await;
-                return Ok(self.hit(path, &e, age));
+                return Ok(self.hit(path, &e.folder, age));
             }
             if previous.as_ref().is_none_or(|p| p.fetched_at_ms < e.fetched_at_ms) {
                 previous = Some(e);
@@ -510,13 +539,13 @@ impl CachedClient {
         tokio::spawn(async move {
             let flight = this.flight(&key);
             // Someone is already fetching this folder: nothing to add.
-            let Ok(guard) = flight.try_lock() else { return };
+            let Ok(guard) = flight.lock.try_lock() else { return };
             let previous = this.shared.l1.get(&key).await;
             if let Err(e) = this.refresh(&q, &key, previous.as_deref()).await {
                 tracing::warn!(path = q.path, error = e.kind(), "background revalidation failed");
             }
+            this.land(&key, &flight);
             drop(guard);
-            this.land(&key, flight);
         });
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::wire::ErrorBody;
 
 /// Everything that can go wrong talking to Infisical. Callers branch on the variant.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// The secret, folder or project does not exist.
     #[error("not found: {message}")]

@@ -465,3 +465,22 @@ async fn redis_going_away_degrades_to_l1_and_recovers() {
     assert_eq!(text.matches("redis cache unavailable").count(), 1, "{text}");
     assert_eq!(text.matches("redis cache is back").count(), 1, "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_queued_on_a_failing_fetch_get_its_error_without_asking_again() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    h.emulator.faults().add(Fault::status("/api/v4/secrets", 503));
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.get(&db_url()).await })
+        })
+        .collect();
+    for task in tasks {
+        let err = task.await.unwrap().unwrap_err();
+        assert!(matches!(err, ClientError::Unavailable { status: Some(503), .. }), "{err}");
+    }
+    // One flight with its retries (max_attempts 4), not one per caller.
+    assert!(h.count("GET", "/api/v4/secrets") <= 4, "{}", h.count("GET", "/api/v4/secrets"));
+}
