@@ -274,6 +274,9 @@ struct Shared {
     next_subscription: AtomicU64,
     dedup: Mutex<Dedup>,
     invalidated: broadcast::Sender<String>,
+    /// Bumped by every invalidation and change event: a fetch that saw another value when it
+    /// started answers its caller but stores nothing (its answer may predate the change).
+    epoch: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -360,6 +363,7 @@ impl CachedClient {
                 next_subscription: AtomicU64::new(1),
                 dedup: Mutex::new(Dedup::new(4096)),
                 invalidated: broadcast::channel(64).0,
+                epoch: AtomicU64::new(0),
             }),
         })
     }
@@ -476,6 +480,7 @@ impl CachedClient {
         key: &str,
     ) -> Result<Served<Arc<FolderSecrets>>, ClientError> {
         let path = q.path.as_str();
+        let epoch = self.epoch();
         let now = self.now_ms();
         let ttl = self.shared.config.ttl;
         let mut previous = self.shared.l1.get(key).await;
@@ -488,7 +493,9 @@ impl CachedClient {
             let e = Arc::new(e);
             let age = e.age(now);
             if age < ttl {
-                self.shared.l1.insert(key.to_owned(), e.clone()).await;
+                if self.epoch() == epoch {
+                    self.shared.l1.insert(key.to_owned(), e.clone()).await;
+                }
                 return Ok(self.hit(path, &e.folder, age));
             }
             if previous.as_ref().is_none_or(|p| p.fetched_at_ms < e.fetched_at_ms) {
@@ -496,7 +503,7 @@ impl CachedClient {
             }
         }
         metrics::counter!(METRIC_CACHE_MISS, "path" => path.to_owned()).increment(1);
-        match self.refresh(q, key, previous.as_deref()).await {
+        match self.refresh(q, key, previous.as_deref(), epoch).await {
             Ok(e) => {
                 Ok(Served { value: e.folder.clone(), source: Source::Network, age: Duration::ZERO })
             }
@@ -504,12 +511,18 @@ impl CachedClient {
         }
     }
 
-    /// Fetches (revalidating with the ETag of `previous`) and stores in L1, L2 and the snapshot.
+    fn epoch(&self) -> u64 {
+        self.shared.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Fetches (revalidating with the ETag of `previous`) and stores in L1, L2 and the snapshot,
+    /// unless an invalidation ran since `epoch` was read.
     async fn refresh(
         &self,
         q: &FolderQuery,
         key: &str,
         previous: Option<&Entry>,
+        epoch: u64,
     ) -> Result<Arc<Entry>, ClientError> {
         let etag = previous.and_then(|p| p.etag.as_deref());
         let fetched = self.shared.client.fetch_folder_if_changed(q, etag).await?;
@@ -527,6 +540,10 @@ impl CachedClient {
             }
         };
         let entry = Arc::new(entry);
+        if self.epoch() != epoch {
+            tracing::debug!(path = q.path, "invalidated while fetching, not cached");
+            return Ok(entry);
+        }
         self.shared.l1.insert(key.to_owned(), entry.clone()).await;
         let plain = encode_entry(entry.fetched_at_ms, entry.etag.as_deref(), &entry.folder);
         self.l2_put(key, &plain).await;
@@ -540,8 +557,9 @@ impl CachedClient {
             let flight = this.flight(&key);
             // Someone is already fetching this folder: nothing to add.
             let Ok(guard) = flight.lock.try_lock() else { return };
+            let epoch = this.epoch();
             let previous = this.shared.l1.get(&key).await;
-            if let Err(e) = this.refresh(&q, &key, previous.as_deref()).await {
+            if let Err(e) = this.refresh(&q, &key, previous.as_deref(), epoch).await {
                 tracing::warn!(path = q.path, error = e.kind(), "background revalidation failed");
             }
             this.land(&key, &flight);
@@ -644,6 +662,7 @@ impl CachedClient {
     /// Drops matching L1 listings of this replica only (within one project and environment
     /// when `scope` is given).
     async fn invalidate_local(&self, pattern: &str, scope: Option<(&str, &str)>) -> usize {
+        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
         let mut doomed = Vec::new();
         for (key, entry) in self.shared.l1.iter() {
             let Some((project, env, folder)) = key_parts(&key) else { continue };

@@ -484,3 +484,40 @@ async fn callers_queued_on_a_failing_fetch_get_its_error_without_asking_again() 
     // One flight with its retries (max_attempts 4), not one per caller.
     assert!(h.count("GET", "/api/v4/secrets") <= 4, "{}", h.count("GET", "/api/v4/secrets"));
 }
+
+/// Waits until the emulator has received `n` folder reads.
+async fn requests_reach(h: &Harness, n: u64) {
+    tokio::time::timeout(WAIT, async {
+        while h.count("GET", "/api/v4/secrets") < n {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("request reached the emulator");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_during_a_fetch_keeps_its_answer_out_of_the_cache() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let redis = TestRedis::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_redis(&redis, redis.url()).with_snapshot(dir.path(), key());
+    let cache = cached(&h, config);
+    h.emulator.faults().add(Fault::latency("/api/v4/secrets", Duration::from_millis(300)).times(1));
+    let reading = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.folder(&app()).await }
+    });
+    requests_reach(&h, 1).await;
+    cache.invalidate("/app").await;
+    let served = reading.await.unwrap().unwrap();
+    assert_eq!(served.source, Source::Network, "the caller still gets its answer");
+    assert!(!cache.is_cached(&app()).await, "not stored in L1");
+    assert!(snapshot_files(dir.path()).is_empty(), "nor in the snapshot");
+    let l2_key = format!("{}cache:{PROJECT}:dev:r0i1e1v1p0t:/app", redis.prefix());
+    let mut conn = redis.connection().await.unwrap();
+    let exists: i64 = redis::cmd("EXISTS").arg(l2_key).query_async(&mut conn).await.unwrap();
+    assert_eq!(exists, 0, "nor in L2");
+    assert_eq!(cache.folder(&app()).await.unwrap().source, Source::Network);
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 2);
+}
