@@ -644,8 +644,9 @@ impl CachedClient {
     /// to drop theirs. `pattern` is a key path, a folder prefix or a glob (`/auth/*`). Returns
     /// how many L1 entries were dropped here.
     pub async fn invalidate(&self, pattern: &str) -> usize {
-        let dropped = self.invalidate_local(pattern, None).await;
+        // L2 first: a read between the two steps must not refill L1 from the old L2 copy.
         self.l2_delete_matching(pattern).await;
+        let dropped = self.invalidate_local(pattern, None).await;
         if let Some(redis) = &self.shared.redis {
             let message =
                 serde_json::to_string(&InvalidationMessage { pattern: pattern.to_owned() })

@@ -521,3 +521,22 @@ async fn an_invalidation_during_a_fetch_keeps_its_answer_out_of_the_cache() {
     assert_eq!(cache.folder(&app()).await.unwrap().source, Source::Network);
     assert_eq!(h.count("GET", "/api/v4/secrets"), 2);
 }
+
+#[tokio::test]
+async fn a_read_right_after_the_local_drop_does_not_refill_from_the_old_l2_copy() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let redis = TestRedis::new().await;
+    let cache = cached(&h, with_redis(&redis, redis.url()));
+    assert_eq!(cache.folder(&app()).await.unwrap().source, Source::Network);
+    let mut applied = cache.invalidations();
+    let invalidating = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.invalidate("/app").await }
+    });
+    // As soon as L1 is dropped, read again: L2 must already be gone.
+    assert_eq!(tokio::time::timeout(WAIT, applied.recv()).await.unwrap().unwrap(), "/app");
+    let served = cache.folder(&app()).await.unwrap();
+    invalidating.await.unwrap();
+    assert_eq!(served.source, Source::Network, "not the pre-invalidation L2 copy");
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 2);
+}
