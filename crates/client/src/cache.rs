@@ -645,7 +645,7 @@ impl CachedClient {
     /// how many L1 entries were dropped here.
     pub async fn invalidate(&self, pattern: &str) -> usize {
         // L2 first: a read between the two steps must not refill L1 from the old L2 copy.
-        self.l2_delete_matching(pattern).await;
+        self.l2_delete_matching(pattern, None).await;
         let dropped = self.invalidate_local(pattern, None).await;
         if let Some(redis) = &self.shared.redis {
             let message =
@@ -735,7 +735,7 @@ impl CachedClient {
     }
 
     /// Delivers one change event (from Redis, or from an in-process receiver): drops the
-    /// folder's cached listing and calls the matching subscribers. A repeat of an event already
+    /// folder's cached listings (L2, then L1) and calls the matching subscribers. A repeat of an event already
     /// seen (same project, environment, path and version, or same id without a version) is
     /// dropped; returns whether it was delivered.
     pub async fn deliver(&self, event: &SecretChangeEvent) -> bool {
@@ -748,7 +748,9 @@ impl CachedClient {
             tracing::debug!(path, "duplicate change event dropped");
             return false;
         }
-        self.invalidate_local(&path, Some((&event.project, &event.environment))).await;
+        let scope = Some((event.project.as_str(), event.environment.as_str()));
+        self.l2_delete_matching(&path, scope).await;
+        self.invalidate_local(&path, scope).await;
         let sinks: Vec<(Option<Callback>, Option<mpsc::Sender<SecretChangeEvent>>)> =
             lock(&self.shared.subscriptions)
                 .iter()
@@ -993,11 +995,12 @@ impl CachedClient {
 
     /// Deletes the L2 listings `pattern` affects: by folder from the key name, and, for the
     /// others, by opening them to see what they import.
-    async fn l2_delete_matching(&self, pattern: &str) {
+    async fn l2_delete_matching(&self, pattern: &str, scope: Option<(&str, &str)>) {
         let Some(redis) = &self.shared.redis else { return };
         let Some(seal_key) = redis.config.seal_key.clone() else { return };
         let prefix = format!("{}cache:", redis.config.prefix);
         let pattern = pattern.to_owned();
+        let scope = scope.map(|(p, e)| (p.to_owned(), e.to_owned()));
         let budget = redis.config.op_timeout * 10;
         self.redis_op_within(budget, |mut c| async move {
             let mut cursor: u64 = 0;
@@ -1012,11 +1015,14 @@ impl CachedClient {
                     .query_async(&mut c)
                     .await?;
                 for k in keys {
-                    let Some(folder) =
-                        k.strip_prefix(&prefix).and_then(key_parts).map(|(_, _, f)| f.to_owned())
+                    let Some((project, env, folder)) = k.strip_prefix(&prefix).and_then(key_parts)
                     else {
                         continue;
                     };
+                    if scope.as_ref().is_some_and(|(p, e)| p != project || e != env) {
+                        continue;
+                    }
+                    let folder = folder.to_owned();
                     if folder_affected(&pattern, &folder, std::iter::empty()) {
                         doomed.push(k);
                         continue;

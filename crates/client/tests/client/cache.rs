@@ -319,6 +319,9 @@ async fn invalidation_and_change_events_reach_another_replica_through_redis() {
     );
     assert_eq!(*called.lock().unwrap(), ["COMMON"]);
     assert!(!b.is_cached(&app()).await, "a change event drops the folder listing");
+    // From L2 too: the next read asks Infisical instead of refilling L1 from the old copy.
+    assert_eq!(b.get(&db_url()).await.unwrap().source, Source::Network);
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 3);
     listener.shutdown().await;
 }
 
