@@ -70,6 +70,9 @@ impl std::fmt::Debug for RedisConfig {
 pub struct CacheConfig {
     /// How long a listing is fresh.
     pub ttl: Duration,
+    /// How long past `ttl` a listing is still served at once while it is revalidated in the
+    /// background (Infisical healthy). Older listings wait for Infisical.
+    pub stale_while_revalidate: Duration,
     /// How old a listing may be when served because Infisical is unreachable or failing.
     pub max_stale: Duration,
     /// Bound on L1 entries (folder listings).
@@ -84,11 +87,18 @@ impl CacheConfig {
     pub fn new(ttl: Duration, max_stale: Duration) -> Self {
         Self {
             ttl,
+            stale_while_revalidate: ttl,
             max_stale: max_stale.max(ttl),
             max_entries: 10_000,
             redis: None,
             snapshot: None,
         }
+    }
+
+    /// Sets the stale-while-revalidate window (default: `ttl`).
+    pub fn with_stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.stale_while_revalidate = window;
+        self
     }
 
     pub fn with_max_entries(mut self, n: u64) -> Self {
@@ -400,7 +410,7 @@ impl CachedClient {
             if age <= max_stale && self.shared.client.circuit_open() {
                 return Ok(self.stale(path, Source::Cache, e.folder.clone(), age));
             }
-            if age <= max_stale {
+            if age <= ttl.saturating_add(self.shared.config.stale_while_revalidate) {
                 self.revalidate_in_background(q.clone(), key.clone());
                 return Ok(self.stale(path, Source::Cache, e.folder.clone(), age));
             }
@@ -525,7 +535,21 @@ impl CachedClient {
         epoch: u64,
     ) -> Result<Arc<Entry>, ClientError> {
         let etag = previous.and_then(|p| p.etag.as_deref());
-        let fetched = self.shared.client.fetch_folder_if_changed(q, etag).await?;
+        let fetched = match self.shared.client.fetch_folder_if_changed(q, etag).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                if matches!(
+                    e,
+                    ClientError::NotFound { .. }
+                        | ClientError::PermissionDenied { .. }
+                        | ClientError::Auth { .. }
+                ) {
+                    // A definite answer: the listing is gone or no longer ours to read.
+                    self.forget(key).await;
+                }
+                return Err(e);
+            }
+        };
         let now = self.now_ms();
         let entry = match (fetched, previous) {
             (FolderFetch::Modified { folder, etag }, _) => {
@@ -549,6 +573,17 @@ impl CachedClient {
         self.l2_put(key, &plain).await;
         self.write_snapshot(key, plain).await;
         Ok(entry)
+    }
+
+    /// Drops one listing from L2 and L1.
+    async fn forget(&self, key: &str) {
+        if let Some((redis_key, _)) = self.l2_key(key) {
+            self.redis_op(|mut c| async move {
+                redis::cmd("DEL").arg(redis_key).query_async::<i64>(&mut c).await
+            })
+            .await;
+        }
+        self.shared.l1.invalidate(key).await;
     }
 
     fn revalidate_in_background(&self, q: FolderQuery, key: String) {

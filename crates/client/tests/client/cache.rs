@@ -543,3 +543,52 @@ async fn a_read_right_after_the_local_drop_does_not_refill_from_the_old_l2_copy(
     assert_eq!(served.source, Source::Network, "not the pre-invalidation L2 copy");
     assert_eq!(h.count("GET", "/api/v4/secrets"), 2);
 }
+
+#[tokio::test]
+async fn past_the_revalidate_window_a_healthy_infisical_is_waited_for() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    cache.folder(&app()).await.unwrap();
+    // ttl + stale_while_revalidate (default ttl) has passed, max_stale has not.
+    h.advance(TTL * 2 + Duration::from_secs(1));
+    let served = cache.folder(&app()).await.unwrap();
+    assert_eq!((served.source, served.age), (Source::Network, Duration::ZERO));
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 2);
+    // While Infisical fails, the same age is served stale up to max_stale.
+    h.advance(TTL * 2 + Duration::from_secs(1));
+    h.emulator.faults().add(Fault::status("/api/v4/secrets", 503));
+    let stale = cache.folder(&app()).await.unwrap();
+    // (the retries before giving up moved the injected clock a little further)
+    assert_eq!(stale.source, Source::Cache);
+    assert!(stale.age > TTL * 2 && stale.age < MAX_STALE, "{:?}", stale.age);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_background_refresh_drops_the_listing_from_l1_and_l2() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let redis = TestRedis::new().await;
+    let cache = cached(&h, with_redis(&redis, redis.url()));
+    cache.folder(&app()).await.unwrap();
+    let l2_key = format!("{}cache:{PROJECT}:dev:r0i1e1v1p0t:/app", redis.prefix());
+    let mut conn = redis.connection().await.unwrap();
+    let exists = |conn: &mut redis::aio::MultiplexedConnection| {
+        let k = l2_key.clone();
+        let mut conn = conn.clone();
+        async move { redis::cmd("EXISTS").arg(k).query_async::<i64>(&mut conn).await.unwrap() }
+    };
+    assert_eq!(exists(&mut conn).await, 1);
+    // The identity loses access: the next background refresh gets a definite 403.
+    h.emulator.faults().add(Fault::status("/api/v4/secrets", 403));
+    h.advance(TTL + Duration::from_secs(1));
+    assert_eq!(cache.folder(&app()).await.unwrap().source, Source::Cache, "served stale once");
+    tokio::time::timeout(WAIT, async {
+        while cache.is_cached(&app()).await {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("listing dropped from L1");
+    assert_eq!(exists(&mut conn).await, 0, "and from L2");
+    let err = cache.folder(&app()).await.unwrap_err();
+    assert!(matches!(err, ClientError::PermissionDenied { .. }), "{err}");
+}
