@@ -309,6 +309,7 @@ impl std::fmt::Debug for CachedClient {
 }
 
 /// Stops the background Redis listener; dropping it stops the listener too.
+#[must_use = "dropping the handle stops the listener"]
 pub struct ListenerHandle {
     stop: watch::Sender<bool>,
     ready: watch::Receiver<bool>,
@@ -797,7 +798,14 @@ impl CachedClient {
                 .collect();
         for sink in sinks {
             match sink {
-                (Some(callback), _) => callback(event),
+                (Some(callback), _) => {
+                    let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        callback(event);
+                    }));
+                    if called.is_err() {
+                        tracing::error!(path, "a change subscriber panicked; listener goes on");
+                    }
+                }
                 (_, Some(tx)) => {
                     if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(event.clone()) {
                         tracing::warn!(path, "subscriber lagging, change event dropped");

@@ -592,3 +592,43 @@ async fn a_refused_background_refresh_drops_the_listing_from_l1_and_l2() {
     let err = cache.folder(&app()).await.unwrap_err();
     assert!(matches!(err, ClientError::PermissionDenied { .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_subscriber_does_not_stop_the_listener() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let redis = TestRedis::new().await;
+    let a = cached(&h, with_redis(&redis, redis.url()));
+    let b = cached(&h, with_redis(&redis, redis.url()));
+    let mut listener = b.start_listener().expect("redis configured");
+    tokio::time::timeout(WAIT, listener.subscribed()).await.expect("listener subscribed");
+    let calls = Arc::new(Mutex::new(0));
+    let counted = calls.clone();
+    b.subscribe("/app", move |_| {
+        *counted.lock().unwrap() += 1;
+        panic!("subscriber bug");
+    });
+    let mut applied = b.invalidations();
+    let mut conn = redis.connection().await.unwrap();
+    let event = SecretChangeEvent {
+        project: PROJECT.into(),
+        environment: "dev".into(),
+        folder: "/app".into(),
+        key: "DB_URL".into(),
+        kind: ChangeKind::Updated,
+        version: Some(9),
+        event_id: "boom".into(),
+    };
+    redis::cmd("PUBLISH")
+        .arg(events_channel(redis.prefix()))
+        .arg(serde_json::to_string(&event).unwrap())
+        .query_async::<i64>(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(tokio::time::timeout(WAIT, applied.recv()).await.unwrap().unwrap(), "/app/DB_URL");
+    // The panic is behind us; a later invalidation from another replica still arrives.
+    a.invalidate("/shared").await;
+    let next = tokio::time::timeout(WAIT, applied.recv()).await.expect("listener alive").unwrap();
+    assert_eq!(next, "/shared");
+    assert_eq!(*calls.lock().unwrap(), 1);
+    listener.shutdown().await;
+}
