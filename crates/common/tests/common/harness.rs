@@ -109,3 +109,16 @@ async fn databases_left_by_killed_runs_are_swept() {
     fresh.cleanup().await.unwrap();
     db.cleanup().await.unwrap();
 }
+
+#[test]
+fn log_capture_sees_this_thread_only_and_stops_with_its_guard() {
+    let (capture, guard) = ikit_common::testsuite::LogCapture::start("trace");
+    tracing::info!(answer = 42, "captured event");
+    std::thread::spawn(|| tracing::info!("from another thread")).join().unwrap();
+    drop(guard);
+    tracing::info!("after the guard");
+    let text = capture.text();
+    assert!(text.contains("captured event") && text.contains("answer=42"), "{text}");
+    assert!(!text.contains("from another thread"), "{text}");
+    assert!(!text.contains("after the guard"), "{text}");
+}

@@ -299,36 +299,9 @@ async fn a_change_under_auth_reloads_and_others_do_not() {
     assert_eq!(b.jwks().unwrap(), a.jwks().unwrap());
 }
 
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
-    type Writer = LogBuffer;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn no_key_material_reaches_the_logs() {
-    let buffer = LogBuffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
-        .with_writer(buffer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (buffer, _guard) = ikit_common::testsuite::LogCapture::start("trace");
 
     let env = Env::new();
     // the default audit sink logs every step
@@ -345,7 +318,7 @@ async fn no_key_material_reaches_the_logs() {
     let _ = m.encrypt(b"refresh-token-plaintext", b"").unwrap();
     let _ = format!("{m:?} {:?} {:?}", m.ring(), m.health());
 
-    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let logs = buffer.text();
     assert!(logs.contains("key audit"), "the steps were logged: {logs}");
     let mut secrets: Vec<String> = Vec::new();
     for (name, value) in env.dump("/auth/jwt").await {
