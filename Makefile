@@ -5,7 +5,7 @@ export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export TEST_REDIS_URL ?= redis://127.0.0.1:6379
 
 .DEFAULT_GOAL := help
-.PHONY: help test fmt fmt-check lint bench services-check
+.PHONY: help test fmt fmt-check lint bench emulator services-check
 
 help: ## list the targets with their one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -29,6 +29,10 @@ lint: ## clippy over every target with warnings as errors
 
 bench: ## run the criterion benches and print their figures
 	$(CARGO) bench --workspace -- --warm-up-time 1 --measurement-time 3
+
+EMULATOR_ADDR ?= 127.0.0.1:8090
+emulator: ## run ikit-emulator on $(EMULATOR_ADDR) with the demo seed (docs/demo-seed.json)
+	$(CARGO) run -q -p ikit-emulator -- --addr $(EMULATOR_ADDR) --seed docs/demo-seed.json --admin-token demo-admin-token
 
 services-check: ## fail early, with a hint, when PostgreSQL or Redis is not reachable
 	@scripts/services-check
