@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use ikit_common::events::{ChangeKind, InvalidationMessage, SecretChangeEvent};
 pub use ikit_common::events::{DEFAULT_REDIS_PREFIX, events_channel, invalidation_channel};
-use ikit_common::events::{InvalidationMessage, SecretChangeEvent};
 use ikit_common::{SecretRef, Settings};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -771,22 +771,36 @@ impl CachedClient {
     }
 
     /// Delivers one change event (from Redis, or from an in-process receiver): drops the
-    /// folder's cached listings (L2, then L1) and calls the matching subscribers. A repeat of an event already
-    /// seen (same project, environment, path and version, or same id without a version) is
-    /// dropped; returns whether it was delivered.
+    /// folder's cached listings (L2, then L1), then calls the matching subscribers unless the
+    /// event repeats one already delivered (same project, environment, path, kind and version,
+    /// or same kind and id without a version; a deletion starts the path's history afresh).
+    /// Returns whether subscribers were called.
     pub async fn deliver(&self, event: &SecretChangeEvent) -> bool {
         let path = event.path();
-        let identity = match event.version {
-            Some(v) => format!("{}/{}{}@{v}", event.project, event.environment, path),
-            None => format!("{}/{}{}#{}", event.project, event.environment, path, event.event_id),
-        };
-        if !lock(&self.shared.dedup).first_time(identity) {
-            tracing::debug!(path, "duplicate change event dropped");
-            return false;
-        }
         let scope = Some((event.project.as_str(), event.environment.as_str()));
+        // Always drop the cache, even for a repeat: it is cheap and never wrong.
         self.l2_delete_matching(&path, scope).await;
         self.invalidate_local(&path, scope).await;
+        let base = format!("{}/{}{}\u{0}", event.project, event.environment, path);
+        let kind = match event.kind {
+            ChangeKind::Created => "created",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Deleted => "deleted",
+        };
+        let identity = match event.version {
+            Some(v) => format!("{base}{kind}@{v}"),
+            None => format!("{base}{kind}#{}", event.event_id),
+        };
+        {
+            let mut dedup = lock(&self.shared.dedup);
+            if !dedup.first_time(identity.clone()) {
+                tracing::debug!(path, "duplicate change event not delivered again");
+                return false;
+            }
+            if event.kind == ChangeKind::Deleted {
+                dedup.forget_prefix_except(&base, &identity);
+            }
+        }
         let sinks: Vec<(Option<Callback>, Option<mpsc::Sender<SecretChangeEvent>>)> =
             lock(&self.shared.subscriptions)
                 .iter()

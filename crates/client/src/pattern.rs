@@ -90,6 +90,16 @@ impl Dedup {
         true
     }
 
+    /// Forgets every identity starting with `prefix` except `keep` (after a deletion, a
+    /// re-created secret starts its versions again).
+    pub(crate) fn forget_prefix_except(&mut self, prefix: &str, keep: &str) {
+        let gone = |id: &String| id.starts_with(prefix) && id != keep;
+        if self.order.iter().any(gone) {
+            self.order.retain(|id| !gone(id));
+            self.seen.retain(|id| !gone(id));
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.order.len()
@@ -153,5 +163,8 @@ mod tests {
         assert_eq!(d.len(), 2);
         assert!(d.first_time("a".into()), "forgotten after capacity");
         assert!(!d.first_time("c".into()));
+        d.forget_prefix_except("a", "c");
+        assert!(d.first_time("a".into()));
+        assert!(!d.first_time("c".into()), "kept");
     }
 }

@@ -632,3 +632,36 @@ async fn a_panicking_subscriber_does_not_stop_the_listener() {
     assert_eq!(*calls.lock().unwrap(), 1);
     listener.shutdown().await;
 }
+
+#[tokio::test]
+async fn repeated_events_still_drop_the_cache_and_kinds_are_told_apart() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    let mut events = cache.subscribe_stream("/app", 16);
+    let event = |kind: ChangeKind, version: Option<u64>, id: &str| SecretChangeEvent {
+        project: PROJECT.into(),
+        environment: "dev".into(),
+        folder: "/app".into(),
+        key: "DB_URL".into(),
+        kind,
+        version,
+        event_id: id.into(),
+    };
+    cache.folder(&app()).await.unwrap();
+    assert!(cache.deliver(&event(ChangeKind::Created, Some(1), "e1")).await);
+    assert!(!cache.is_cached(&app()).await);
+    cache.folder(&app()).await.unwrap();
+    // A repeat is not delivered again, but the cache is still dropped.
+    assert!(!cache.deliver(&event(ChangeKind::Created, Some(1), "e1-again")).await);
+    assert!(!cache.is_cached(&app()).await, "a repeat drops the listing too");
+    // A deletion at the same version is another event; so is a re-creation after it.
+    assert!(cache.deliver(&event(ChangeKind::Deleted, Some(1), "e3")).await);
+    assert!(cache.deliver(&event(ChangeKind::Created, Some(1), "e4")).await);
+    assert!(!cache.deliver(&event(ChangeKind::Created, Some(1), "e4-again")).await);
+    let mut ids = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        ids.push(e.event_id);
+    }
+    assert_eq!(ids, ["e1", "e3", "e4"]);
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 2);
+}
