@@ -53,6 +53,8 @@ pub struct RedisConfig {
     pub op_timeout: Duration,
     /// After a failure, Redis is left alone this long (on the client clock).
     pub retry_every: Duration,
+    /// Bound on the L2 part of an invalidation (`SCAN` and `MGET` over the cache keys).
+    pub scan_budget: Duration,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -119,6 +121,7 @@ impl CacheConfig {
             seal_key,
             op_timeout: Duration::from_millis(500),
             retry_every: Duration::from_secs(1),
+            scan_budget: Duration::from_secs(5),
         });
         self
     }
@@ -154,6 +157,17 @@ impl CacheConfig {
         }
         Ok(config)
     }
+}
+
+/// What [`CachedClient::invalidate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invalidated {
+    /// Listings dropped from this replica's L1.
+    pub local: usize,
+    /// The message reached Redis for the other replicas (false without Redis).
+    pub published: bool,
+    /// Every affected L2 listing was deleted (true without an L2).
+    pub l2_cleared: bool,
 }
 
 /// A value with where it came from and how old it is (zero when fetched just now).
@@ -676,24 +690,41 @@ impl CachedClient {
 
     // ---- invalidation ----
 
-    /// Drops matching listings from this replica's L1 and from L2, and asks every other replica
-    /// to drop theirs. `pattern` is a key path, a folder prefix or a glob (`/auth/*`). Returns
-    /// how many L1 entries were dropped here.
-    pub async fn invalidate(&self, pattern: &str) -> usize {
+    /// Drops matching listings from L2 and this replica's L1, then asks every other replica to
+    /// drop theirs (published whatever became of the L2 step). `pattern` is a key path, a
+    /// folder prefix or a glob (`/auth/*`).
+    pub async fn invalidate(&self, pattern: &str) -> Invalidated {
         // L2 first: a read between the two steps must not refill L1 from the old L2 copy.
-        self.l2_delete_matching(pattern, None).await;
-        let dropped = self.invalidate_local(pattern, None).await;
+        let l2_cleared = self.l2_delete_matching(pattern, None).await;
+        let local = self.invalidate_local(pattern, None).await;
+        let mut published = false;
         if let Some(redis) = &self.shared.redis {
             let message =
                 serde_json::to_string(&InvalidationMessage { pattern: pattern.to_owned() })
                     .expect("serializes");
             let channel = invalidation_channel(&redis.config.prefix);
-            self.redis_op(|mut c| async move {
-                redis::cmd("PUBLISH").arg(channel).arg(message).query_async::<i64>(&mut c).await
-            })
-            .await;
+            let now = self.now_ms();
+            if let Some(mut c) = self.connection(redis, true).await {
+                let sent = tokio::time::timeout(
+                    redis.config.op_timeout,
+                    redis::cmd("PUBLISH").arg(channel).arg(message).query_async::<i64>(&mut c),
+                )
+                .await;
+                if let Ok(Ok(_)) = sent {
+                    self.mark(true);
+                    published = true;
+                } else {
+                    self.redis_failed(redis, now).await;
+                }
+            }
+            if !published {
+                tracing::warn!(
+                    pattern,
+                    "invalidation not published, other replicas keep their copies until their ttl"
+                );
+            }
         }
-        dropped
+        Invalidated { local, published, l2_cleared }
     }
 
     /// Drops matching L1 listings of this replica only (within one project and environment
@@ -954,44 +985,51 @@ impl CachedClient {
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let redis = self.shared.redis.as_ref()?;
-        let timeout = redis.config.op_timeout;
         let now = self.now_ms();
-        let conn = {
-            let mut slot = redis.conn.lock().await;
-            match slot.as_ref() {
-                Some(c) => c.clone(),
-                None => {
-                    if now < redis.retry_at_ms.load(Ordering::Relaxed) {
-                        return None;
-                    }
-                    let config = redis::AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(timeout))
-                        .set_response_timeout(Some(timeout));
-                    let made = tokio::time::timeout(
-                        timeout,
-                        redis.client.get_multiplexed_async_connection_with_config(&config),
-                    )
-                    .await;
-                    match made {
-                        Ok(Ok(c)) => {
-                            *slot = Some(c.clone());
-                            c
-                        }
-                        _ => {
-                            drop(slot);
-                            self.redis_failed(redis, now).await;
-                            return None;
-                        }
-                    }
-                }
-            }
-        };
+        let conn = self.connection(redis, false).await?;
         match tokio::time::timeout(budget, op(conn)).await {
             Ok(Ok(v)) => {
                 self.mark(true);
                 Some(v)
             }
             _ => {
+                self.redis_failed(redis, now).await;
+                None
+            }
+        }
+    }
+
+    /// The shared connection, made if needed. Inside the retry window after a failure it is
+    /// not tried, unless `always` (for the invalidation message, which must not be skipped).
+    async fn connection(
+        &self,
+        redis: &Redis,
+        always: bool,
+    ) -> Option<redis::aio::MultiplexedConnection> {
+        let timeout = redis.config.op_timeout;
+        let now = self.now_ms();
+        let mut slot = redis.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Some(c.clone());
+        }
+        if !always && now < redis.retry_at_ms.load(Ordering::Relaxed) {
+            return None;
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let made = tokio::time::timeout(
+            timeout,
+            redis.client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await;
+        match made {
+            Ok(Ok(c)) => {
+                *slot = Some(c.clone());
+                Some(c)
+            }
+            _ => {
+                drop(slot);
                 self.redis_failed(redis, now).await;
                 None
             }
@@ -1051,17 +1089,39 @@ impl CachedClient {
     }
 
     /// Deletes the L2 listings `pattern` affects: by folder from the key name, and, for the
-    /// others, by opening them to see what they import.
-    async fn l2_delete_matching(&self, pattern: &str, scope: Option<(&str, &str)>) {
-        let Some(redis) = &self.shared.redis else { return };
-        let Some(seal_key) = redis.config.seal_key.clone() else { return };
+    /// others, by opening them (one `MGET` per `SCAN` batch) to see what they import. Bounded
+    /// by `scan_budget`: overrunning it is logged and leaves L2 up. True when every affected
+    /// listing is gone (or there is no L2).
+    async fn l2_delete_matching(&self, pattern: &str, scope: Option<(&str, &str)>) -> bool {
+        let Some(redis) = &self.shared.redis else { return true };
+        let Some(seal_key) = redis.config.seal_key.clone() else { return true };
+        let now = self.now_ms();
+        let Some(mut c) = self.connection(redis, false).await else { return false };
         let prefix = format!("{}cache:", redis.config.prefix);
-        let pattern = pattern.to_owned();
         let scope = scope.map(|(p, e)| (p.to_owned(), e.to_owned()));
-        let budget = redis.config.op_timeout * 10;
-        self.redis_op_within(budget, |mut c| async move {
+        let affected = |k: &str, sealed: Option<&[u8]>| -> bool {
+            let Some((project, env, folder)) = k.strip_prefix(&prefix).and_then(key_parts) else {
+                return false;
+            };
+            if scope.as_ref().is_some_and(|(p, e)| p != project || e != env) {
+                return false;
+            }
+            match sealed {
+                None => folder_affected(pattern, folder, std::iter::empty()),
+                Some(b) => seal::open(&seal_key, k.as_bytes(), b)
+                    .ok()
+                    .and_then(|plain| decode_entry(&plain).ok())
+                    .is_some_and(|e| {
+                        let paths = listing_paths(&e.folder, folder);
+                        folder_affected(pattern, folder, paths.iter().map(String::as_str))
+                    }),
+            }
+        };
+        let budget = redis.config.scan_budget;
+        let deadline = tokio::time::Instant::now() + budget;
+        let scan = async {
             let mut cursor: u64 = 0;
-            let mut doomed = Vec::new();
+            let mut deleted = 0usize;
             loop {
                 let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
                     .arg(cursor)
@@ -1071,43 +1131,49 @@ impl CachedClient {
                     .arg(500)
                     .query_async(&mut c)
                     .await?;
-                for k in keys {
-                    let Some((project, env, folder)) = k.strip_prefix(&prefix).and_then(key_parts)
-                    else {
-                        continue;
-                    };
-                    if scope.as_ref().is_some_and(|(p, e)| p != project || e != env) {
-                        continue;
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                let (mut doomed, others): (Vec<String>, Vec<String>) =
+                    keys.into_iter().partition(|k| affected(k, None));
+                if !others.is_empty() {
+                    let values: Vec<Option<Vec<u8>>> =
+                        redis::cmd("MGET").arg(&others).query_async(&mut c).await?;
+                    for (k, v) in others.into_iter().zip(values) {
+                        if v.as_deref().is_some_and(|b| affected(&k, Some(b))) {
+                            doomed.push(k);
+                        }
                     }
-                    let folder = folder.to_owned();
-                    if folder_affected(&pattern, &folder, std::iter::empty()) {
-                        doomed.push(k);
-                        continue;
-                    }
-                    let sealed: Option<Vec<u8>> =
-                        redis::cmd("GET").arg(&k).query_async(&mut c).await?;
-                    let imports_affected = sealed
-                        .and_then(|b| seal::open(&seal_key, k.as_bytes(), &b).ok())
-                        .and_then(|plain| decode_entry(&plain).ok())
-                        .is_some_and(|e| {
-                            let paths = listing_paths(&e.folder, &folder);
-                            folder_affected(&pattern, &folder, paths.iter().map(String::as_str))
-                        });
-                    if imports_affected {
-                        doomed.push(k);
-                    }
+                }
+                if !doomed.is_empty() {
+                    redis::cmd("DEL").arg(&doomed).query_async::<i64>(&mut c).await?;
+                    deleted += doomed.len();
                 }
                 cursor = next;
                 if cursor == 0 {
-                    break;
+                    return Ok::<_, redis::RedisError>(Some(deleted));
                 }
             }
-            if !doomed.is_empty() {
-                redis::cmd("DEL").arg(&doomed).query_async::<i64>(&mut c).await?;
+        };
+        // The deadline is checked between batches; the timeout bounds one stuck command.
+        match tokio::time::timeout(budget + redis.config.op_timeout, scan).await {
+            Ok(Ok(Some(deleted))) => {
+                self.mark(true);
+                tracing::debug!(pattern, deleted, "invalidated l2 listings");
+                true
             }
-            Ok(doomed.len())
-        })
-        .await;
+            Ok(Err(_)) => {
+                self.redis_failed(redis, now).await;
+                false
+            }
+            Ok(Ok(None)) | Err(_) => {
+                tracing::warn!(
+                    pattern,
+                    "l2 invalidation overran its budget, some listings may remain until their ttl"
+                );
+                false
+            }
+        }
     }
 }
 

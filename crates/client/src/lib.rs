@@ -44,7 +44,7 @@ pub use auth::{
     DEFAULT_GCP_METADATA_URL,
 };
 pub use cache::{
-    CacheConfig, CachedClient, DEFAULT_REDIS_PREFIX, ListenerHandle, METRIC_CACHE_HIT,
+    CacheConfig, CachedClient, DEFAULT_REDIS_PREFIX, Invalidated, ListenerHandle, METRIC_CACHE_HIT,
     METRIC_CACHE_L2_UP, METRIC_CACHE_MISS, METRIC_CACHE_STALE, METRIC_CACHE_STALE_AGE, RedisConfig,
     Served, events_channel, invalidation_channel,
 };

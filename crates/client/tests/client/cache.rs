@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ikit_client::{
-    CacheConfig, CachedClient, ClientError, FolderQuery, SealKey, SecretRef, Source, events_channel,
+    CacheConfig, CachedClient, ClientError, FolderQuery, Invalidated, SealKey, SecretRef, Source,
+    events_channel,
 };
 use ikit_common::events::{ChangeKind, SecretChangeEvent};
 use ikit_common::testsuite::TestRedis;
@@ -664,4 +665,25 @@ async fn repeated_events_still_drop_the_cache_and_kinds_are_told_apart() {
     }
     assert_eq!(ids, ["e1", "e3", "e4"]);
     assert_eq!(h.count("GET", "/api/v4/secrets"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_l2_step_over_budget_still_publishes_and_leaves_l2_up() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let redis = TestRedis::new().await;
+    let mut slow = with_redis(&redis, redis.url());
+    slow.redis.as_mut().unwrap().scan_budget = Duration::ZERO;
+    let a = cached(&h, slow);
+    let b = cached(&h, with_redis(&redis, redis.url()));
+    let mut listener = b.start_listener().expect("redis configured");
+    tokio::time::timeout(WAIT, listener.subscribed()).await.expect("listener subscribed");
+    let mut applied = b.invalidations();
+    a.folder(&app()).await.unwrap();
+    assert!(a.l2_up());
+    let done = a.invalidate("/app").await;
+    assert_eq!(done, Invalidated { local: 1, published: true, l2_cleared: false });
+    assert!(a.l2_up(), "an overrun is not an outage");
+    let pattern = tokio::time::timeout(WAIT, applied.recv()).await.expect("published").unwrap();
+    assert_eq!(pattern, "/app");
+    listener.shutdown().await;
 }
