@@ -1029,18 +1029,28 @@ impl CachedClient {
                 Some(c)
             }
             _ => {
+                // Still holding the slot: callers queued on it see the retry window and give
+                // up at once instead of each trying to connect in turn.
+                Self::hold_off(redis, now);
                 drop(slot);
-                self.redis_failed(redis, now).await;
+                self.mark(false);
                 None
             }
         }
     }
 
     async fn redis_failed(&self, redis: &Redis, now: i64) {
-        *redis.conn.lock().await = None;
+        let mut slot = redis.conn.lock().await;
+        *slot = None;
+        Self::hold_off(redis, now);
+        drop(slot);
+        self.mark(false);
+    }
+
+    /// Leaves Redis alone for `retry_every` from `now`.
+    fn hold_off(redis: &Redis, now: i64) {
         let retry = i64::try_from(redis.config.retry_every.as_millis()).unwrap_or(i64::MAX);
         redis.retry_at_ms.store(now.saturating_add(retry), Ordering::Relaxed);
-        self.mark(false);
     }
 
     fn l2_key(&self, key: &str) -> Option<(String, &SealKey)> {

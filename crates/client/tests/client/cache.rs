@@ -687,3 +687,64 @@ async fn an_l2_step_over_budget_still_publishes_and_leaves_l2_up() {
     assert_eq!(pattern, "/app");
     listener.shutdown().await;
 }
+
+/// Accepts connections and never answers (a blackholing Redis); counts the connections.
+struct Blackhole {
+    addr: SocketAddr,
+    accepted: Arc<Mutex<Vec<tokio::net::TcpStream>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Blackhole {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted: Arc<Mutex<Vec<tokio::net::TcpStream>>> = Arc::default();
+        let held = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                held.lock().unwrap().push(stream);
+            }
+        });
+        Self { addr, accepted, task }
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.lock().unwrap().len()
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_against_a_blackholing_redis_try_to_connect_once() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let redis = TestRedis::new().await;
+    let hole = Blackhole::start().await;
+    let cache = cached(&h, with_redis(&redis, &format!("redis://{}", hole.addr)));
+    let queries: Vec<FolderQuery> = ["/app", "/shared", "/shared2"]
+        .into_iter()
+        .flat_map(|f| {
+            let q = FolderQuery::new(PROJECT, "dev", f);
+            [q.clone(), q.recursive(true)]
+        })
+        .collect();
+    let tasks: Vec<_> = queries
+        .into_iter()
+        .map(|q| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.folder(&q).await.map(|s| s.source) })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), Source::Network);
+    }
+    assert!(!cache.l2_up());
+    // One attempt, then the retry window (on the client clock, which has not moved) holds
+    // everyone else off.
+    assert_eq!(hole.connections(), 1);
+}
