@@ -342,6 +342,11 @@ impl ListenerHandle {
         let _ = self.ready.wait_for(|r| *r).await;
     }
 
+    /// Waits until the listener has lost its Redis subscription (it then reconnects).
+    pub async fn disconnected(&mut self) {
+        let _ = self.ready.wait_for(|r| !*r).await;
+    }
+
     /// Stops the listener and waits for it to finish.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);

@@ -468,6 +468,45 @@ async fn redis_going_away_degrades_to_l1_and_recovers() {
     let text = logs.text();
     assert_eq!(text.matches("redis cache unavailable").count(), 1, "{text}");
     assert_eq!(text.matches("redis cache is back").count(), 1, "{text}");
+
+    // The listener loses its subscription with the cut, comes back after the restore, and then
+    // applies an invalidation published by another replica.
+    let mut listener = cache.start_listener().expect("redis configured");
+    tokio::time::timeout(WAIT, listener.subscribed()).await.expect("listener subscribed");
+    proxy.cut();
+    tokio::time::timeout(WAIT, listener.disconnected()).await.expect("listener saw the cut");
+    proxy.restore();
+    tokio::time::timeout(WAIT, listener.subscribed()).await.expect("listener resubscribed");
+    let mut applied = cache.invalidations();
+    let other = cached(&h, with_redis(&redis, redis.url()));
+    assert!(other.invalidate("/shared2").await.published);
+    let pattern = tokio::time::timeout(WAIT, applied.recv()).await.expect("arrived").unwrap();
+    assert_eq!(pattern, "/shared2");
+    listener.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_waiter_finishes_when_the_fetching_caller_is_cancelled() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    h.emulator.faults().add(Fault::latency("/api/v4/secrets", Duration::from_secs(30)).times(1));
+    let leader = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.folder(&app()).await.map(|s| s.source) }
+    });
+    requests_reach(&h, 1).await;
+    let waiter = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.folder(&app()).await.map(|s| s.source) }
+    });
+    // Let the waiter queue behind the leader's flight, then cancel the leader.
+    tokio::task::yield_now().await;
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    let served = tokio::time::timeout(WAIT, waiter).await.expect("waiter finished").unwrap();
+    assert_eq!(served.unwrap(), Source::Network);
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 2, "the waiter fetched for itself");
+    assert!(cache.is_cached(&app()).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
