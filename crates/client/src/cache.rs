@@ -480,7 +480,8 @@ impl CachedClient {
         metrics::histogram!(METRIC_CACHE_STALE_AGE, &labels).record(age.as_secs_f64());
         metrics::counter!(METRIC_FETCH_TOTAL, "source" => source.as_str(), "path" => path.to_owned())
             .increment(1);
-        tracing::info!(
+        // Debug: during an outage this is every read (the metrics carry the counts).
+        tracing::debug!(
             path,
             source = source.as_str(),
             age_secs = age.as_secs(),

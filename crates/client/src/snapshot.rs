@@ -141,6 +141,9 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if !dir.exists() {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    // Made here or found: nobody but the owner may list or enter it.
+    if std::fs::metadata(dir)?.permissions().mode() & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
@@ -212,5 +215,13 @@ mod tests {
         // Truncated.
         std::fs::write(&path, &raw[..raw.len() / 2]).unwrap();
         assert!(store.read("p:dev:f:/a").is_err());
+
+        // A directory that already exists with wider permissions is tightened.
+        let existing = tmp.path().join("existing");
+        std::fs::create_dir(&existing).unwrap();
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = SnapshotStore::new(existing.clone(), SealKey::new([9; 32]));
+        store.write("p:dev:f:/a", &encode_entry(7, None, &folder()), &mut rng).unwrap();
+        assert_eq!(mode(&existing), 0o700);
     }
 }

@@ -787,3 +787,16 @@ async fn concurrent_reads_against_a_blackholing_redis_try_to_connect_once() {
     // everyone else off.
     assert_eq!(hole.connections(), 1);
 }
+
+#[tokio::test]
+async fn stale_serves_are_logged_at_debug_only() {
+    let (logs, _guard) = crate::support::capture_logs("ikit_client=info");
+    let h = Harness::start(ApiVersion::V2026).await;
+    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    cache.folder(&app()).await.unwrap();
+    h.advance(TTL + Duration::from_secs(1));
+    assert_eq!(cache.folder(&app()).await.unwrap().source, Source::Cache);
+    let text = logs.text();
+    assert!(text.contains("logged in to infisical"), "info logs are captured: {text}");
+    assert!(!text.contains("serving a stale listing"), "{text}");
+}

@@ -186,6 +186,7 @@ async fn cache_metrics_count_hits_misses_and_stale_serves_by_folder() {
         ("infisical_cache_stale_total{path=/app,source=snapshot}", 1.0),
         ("infisical_cache_stale_age_seconds{path=/app,source=cache}", 1.0),
         ("infisical_cache_stale_age_seconds{path=/app,source=snapshot}", 1.0),
+        ("infisical_cache_stale_age_seconds_sum{path=/app,source=cache}", 120.0),
         ("infisical_fetch_total{path=/app,source=cache}", 2.0),
         ("infisical_fetch_total{path=/app,source=snapshot}", 1.0),
         ("infisical_fetch_total{path=/app,source=network}", 2.0),
