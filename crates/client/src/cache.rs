@@ -55,6 +55,8 @@ pub struct RedisConfig {
     pub retry_every: Duration,
     /// Bound on the L2 part of an invalidation (`SCAN` and `MGET` over the cache keys).
     pub scan_budget: Duration,
+    /// How often the listener pings its pub/sub connection (a silent connection is replaced).
+    pub ping_every: Duration,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -122,6 +124,7 @@ impl CacheConfig {
             op_timeout: Duration::from_millis(500),
             retry_every: Duration::from_secs(1),
             scan_budget: Duration::from_secs(5),
+            ping_every: Duration::from_secs(15),
         });
         self
     }
@@ -879,6 +882,7 @@ impl CachedClient {
         let client = redis.client.clone();
         let prefix = redis.config.prefix.clone();
         let timeout = redis.config.op_timeout;
+        let ping_every = redis.config.ping_every.max(Duration::from_millis(10));
         let (stop, mut stopped) = watch::channel(false);
         let (ready_tx, ready) = watch::channel(false);
         let this = self.clone();
@@ -886,6 +890,7 @@ impl CachedClient {
             let channels = [invalidation_channel(&prefix), events_channel(&prefix)];
             let mut backoff = Duration::from_millis(100);
             let mut was_up = true;
+            let mut subscribed_before = false;
             loop {
                 if *stopped.borrow() {
                     return;
@@ -898,14 +903,22 @@ impl CachedClient {
                     Ok::<_, redis::RedisError>(pubsub)
                 })
                 .await;
-                if let Ok(Ok(mut pubsub)) = connected {
+                if let Ok(Ok(pubsub)) = connected {
                     if !was_up {
                         tracing::info!("redis listener reconnected");
                     }
+                    if subscribed_before {
+                        // Whatever was published while we were away is lost: start afresh.
+                        this.invalidate_local("*", None).await;
+                    }
+                    subscribed_before = true;
                     was_up = true;
                     backoff = Duration::from_millis(100);
                     let _ = ready_tx.send(true);
-                    let mut messages = pubsub.on_message();
+                    let (mut sink, mut messages) = pubsub.split();
+                    let mut ping = tokio::time::interval(ping_every);
+                    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    ping.tick().await;
                     loop {
                         tokio::select! {
                             _ = stopped.changed() => return,
@@ -913,6 +926,13 @@ impl CachedClient {
                                 Some(msg) => this.on_message(&channels, &msg).await,
                                 None => break,
                             },
+                            _ = ping.tick() => {
+                                // A connection that went silent is found out here.
+                                let pong = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;
+                                if !matches!(pong, Ok(Ok(_))) {
+                                    break;
+                                }
+                            }
                         }
                     }
                     let _ = ready_tx.send(false);

@@ -368,6 +368,8 @@ struct Proxy {
     open: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     accept: tokio::task::JoinHandle<()>,
+    /// Bumped by `freeze`: connections made before stop forwarding but stay open.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Proxy {
@@ -377,6 +379,8 @@ impl Proxy {
         let open = Arc::new(AtomicBool::new(true));
         let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
         let (o, c) = (open.clone(), conns.clone());
+        let generation = tokio::sync::watch::Sender::new(0u64);
+        let g = generation.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if !o.load(Ordering::SeqCst) {
@@ -384,14 +388,26 @@ impl Proxy {
                     continue;
                 }
                 let upstream = upstream.clone();
+                let mut frozen = g.subscribe();
+                frozen.mark_unchanged();
                 c.lock().unwrap().push(tokio::spawn(async move {
                     if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = frozen.changed() => {
+                                // Silent but open: hold both sockets until cut or dropped.
+                                std::future::pending::<()>().await;
+                            }
+                        }
                     }
                 }));
             }
         });
-        Self { addr, open, conns, accept }
+        Self { addr, open, conns, accept, generation }
+    }
+
+    fn freeze(&self) {
+        self.generation.send_modify(|g| *g += 1);
     }
 
     fn url(&self) -> String {
@@ -473,10 +489,13 @@ async fn redis_going_away_degrades_to_l1_and_recovers() {
     // applies an invalidation published by another replica.
     let mut listener = cache.start_listener().expect("redis configured");
     tokio::time::timeout(WAIT, listener.subscribed()).await.expect("listener subscribed");
+    assert!(cache.is_cached(&shared("/shared")).await);
     proxy.cut();
     tokio::time::timeout(WAIT, listener.disconnected()).await.expect("listener saw the cut");
     proxy.restore();
     tokio::time::timeout(WAIT, listener.subscribed()).await.expect("listener resubscribed");
+    // What was published while it was away is lost: L1 is dropped on reconnecting.
+    assert!(!cache.is_cached(&shared("/shared")).await, "L1 dropped after a reconnect");
     let mut applied = cache.invalidations();
     let other = cached(&h, with_redis(&redis, redis.url()));
     assert!(other.invalidate("/shared2").await.published);
@@ -799,4 +818,32 @@ async fn stale_serves_are_logged_at_debug_only() {
     let text = logs.text();
     assert!(text.contains("logged in to infisical"), "info logs are captured: {text}");
     assert!(!text.contains("serving a stale listing"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_pubsub_connection_is_found_by_ping_and_replaced() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let redis = TestRedis::new().await;
+    let proxy = Proxy::start(host_port(redis.url())).await;
+    let mut config = with_redis(&redis, &proxy.url());
+    config.redis.as_mut().unwrap().ping_every = Duration::from_millis(50);
+    let cache = cached(&h, config);
+    let mut listener = cache.start_listener().expect("redis configured");
+    tokio::time::timeout(WAIT, listener.subscribed()).await.expect("listener subscribed");
+    // The connection stays open but nothing goes through any more.
+    proxy.freeze();
+    tokio::time::timeout(WAIT, listener.disconnected()).await.expect("silence noticed");
+    tokio::time::timeout(WAIT, listener.subscribed()).await.expect("listener resubscribed");
+    let mut applied = cache.invalidations();
+    let other = cached(&h, with_redis(&redis, redis.url()));
+    assert!(other.invalidate("/app").await.published);
+    loop {
+        let pattern = tokio::time::timeout(WAIT, applied.recv()).await.expect("arrived").unwrap();
+        // ("*" is the drop of L1 after reconnecting, if it lands after we subscribed.)
+        if pattern == "/app" {
+            break;
+        }
+        assert_eq!(pattern, "*");
+    }
+    listener.shutdown().await;
 }
