@@ -1,7 +1,6 @@
 //! Shared fixtures: an emulator on port 0 with a pinned clock, a client whose clock and sleeper
 //! move the emulator clock too, and a log buffer.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -11,6 +10,7 @@ use ikit_client::{
     AuthMethod, BreakerConfig, BudgetConfig, Client, ClientConfig, Clock, ManualClock, RetryPolicy,
     SleepFuture, Sleeper,
 };
+use ikit_common::testsuite::LogCapture;
 use ikit_emulator::{ApiVersion, Emulator, EmulatorClock, EmulatorConfig, RunningEmulator, Seed};
 use sha2::Sha256;
 
@@ -162,45 +162,8 @@ pub(crate) fn hs256_jwt(claims: &serde_json::Value) -> String {
     format!("{signing_input}.{}", b64.encode(mac.finalize().into_bytes()))
 }
 
-/// A `Write` that appends to a shared buffer, for capturing logs.
-#[derive(Clone, Default)]
-pub(crate) struct LogBuffer(pub Arc<Mutex<Vec<u8>>>);
-
-impl LogBuffer {
-    pub(crate) fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
-    type Writer = LogBuffer;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-/// A subscriber writing into a buffer, installed for the current thread. `filter` is an
-/// env-filter directive such as `ikit_client=trace,reqwest=trace` (the emulator's own logs are
-/// left out: they are not the client's to keep clean).
-pub(crate) fn capture_logs(filter: &str) -> (LogBuffer, tracing::subscriber::DefaultGuard) {
-    let buffer = LogBuffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(buffer.clone())
-        .with_ansi(false)
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
-    (buffer, guard)
+/// Captures the logs matching `filter` on this thread (the emulator's own logs are left out by
+/// the filters the tests pass: they are not the client's to keep clean).
+pub(crate) fn capture_logs(filter: &str) -> (LogCapture, tracing::subscriber::DefaultGuard) {
+    LogCapture::start(filter)
 }
