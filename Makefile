@@ -28,7 +28,7 @@ lint: ## clippy over every target with warnings as errors
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 bench: ## run the criterion benches and print their figures
-	$(CARGO) bench --workspace -- --warm-up-time 1 --measurement-time 3
+	$(CARGO) bench --workspace --bench '*' -- --warm-up-time 1 --measurement-time 3
 
 EMULATOR_ADDR ?= 127.0.0.1:8090
 emulator: ## run ikit-emulator on $(EMULATOR_ADDR) with the demo seed (docs/demo-seed.json)
