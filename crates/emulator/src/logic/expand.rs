@@ -57,6 +57,42 @@ fn expand_inner(
     stack: &mut Vec<Target>,
     depth: usize,
 ) -> String {
+    map_references(value, |body| {
+        let target = parse_reference(body, env, path)?;
+        if depth >= MAX_DEPTH || stack.contains(&target) {
+            return None;
+        }
+        let raw = lookup.find(&target.env, &target.path, &target.key)?;
+        stack.push(target.clone());
+        let expanded = expand_inner(&raw, &target.env, &target.path, lookup, stack, depth + 1);
+        stack.pop();
+        Some(expanded)
+    })
+}
+
+/// Rewrites the references to `target` inside `value` (a secret of folder `path` in `env`) so
+/// they name `new_key`, as newer servers do when a secret is renamed
+/// (`fnUpdateSecretLinkedReferences`). Other text is left byte for byte.
+pub fn rename_references(
+    value: &str,
+    env: &str,
+    path: &str,
+    target: &Target,
+    new_key: &str,
+) -> String {
+    map_references(value, |body| {
+        if parse_reference(body, env, path).as_ref() != Some(target) {
+            return None;
+        }
+        let prefix = body.rsplit_once('.').map_or(String::new(), |(head, _)| format!("{head}."));
+        Some(format!("${{{prefix}{new_key}}}"))
+    })
+}
+
+/// Finds every reference `${body}` the server's pattern `\${([a-zA-Z0-9-_.]+)}` matches and
+/// replaces it with what `replace` returns for its body; `None` keeps the reference as written.
+/// Text that only looks like a reference (`${`, `${a b}`) is copied unchanged.
+fn map_references(value: &str, mut replace: impl FnMut(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -74,56 +110,9 @@ fn expand_inner(
         let body = &after[..body_len];
         let literal = &rest[start..start + 3 + body_len];
         rest = &after[body_len + 1..];
-        let resolved = parse_reference(body, env, path).and_then(|target| {
-            if depth >= MAX_DEPTH || stack.contains(&target) {
-                return None;
-            }
-            let raw = lookup.find(&target.env, &target.path, &target.key)?;
-            stack.push(target.clone());
-            let expanded = expand_inner(&raw, &target.env, &target.path, lookup, stack, depth + 1);
-            stack.pop();
-            Some(expanded)
-        });
-        out.push_str(resolved.as_deref().unwrap_or(literal));
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Rewrites the references to `target` inside `value` (a secret of folder `path` in `env`) so
-/// they name `new_key`, as newer servers do when a secret is renamed
-/// (`fnUpdateSecretLinkedReferences`). Other text is left byte for byte.
-pub fn rename_references(
-    value: &str,
-    env: &str,
-    path: &str,
-    target: &Target,
-    new_key: &str,
-) -> String {
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let body_len = after
-            .bytes()
-            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            .count();
-        if body_len == 0 || after.as_bytes().get(body_len) != Some(&b'}') {
-            out.push_str("${");
-            rest = after;
-            continue;
-        }
-        let body = &after[..body_len];
-        rest = &after[body_len + 1..];
-        if parse_reference(body, env, path).as_ref() == Some(target) {
-            let prefix =
-                body.rsplit_once('.').map_or(String::new(), |(head, _)| format!("{head}."));
-            out.push_str(&format!("${{{prefix}{new_key}}}"));
-        } else {
-            out.push_str("${");
-            out.push_str(body);
-            out.push('}');
+        match replace(body) {
+            Some(replacement) => out.push_str(&replacement),
+            None => out.push_str(literal),
         }
     }
     out.push_str(rest);
