@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::EmulatorError;
-use crate::logic::expand::{Lookup, merge_first_wins};
+use crate::logic::expand::Lookup;
 use crate::logic::tokens::TokenRow;
 use crate::logic::values::{join_path, normalize_path, split_parent};
 use crate::seed::{Seed, SeedEnvironment, SeedJwtAuth, SeedLockout, SeedScope};
@@ -672,24 +672,15 @@ pub(crate) struct ProjectLookup<'a> {
 
 impl Lookup for ProjectLookup<'_> {
     fn find(&self, env: &str, path: &str, key: &str) -> Option<String> {
-        let own: Vec<(String, String)> = self
-            .store
-            .secrets_in(self.project_id, env, path)
-            .into_iter()
-            .map(|s| (s.key.clone(), s.value.clone()))
-            .collect();
-        let imports: Vec<Vec<(String, String)>> = self
-            .store
-            .imports_of(self.project_id, env, path)
-            .into_iter()
-            .map(|i| {
-                self.store
-                    .secrets_in(self.project_id, &i.import_env, &i.import_path)
+        let (store, pid) = (self.store, self.project_id);
+        store
+            .find_secret(pid, env, path, key)
+            .or_else(|| {
+                store
+                    .imports_of(pid, env, path)
                     .into_iter()
-                    .map(|s| (s.key.clone(), s.value.clone()))
-                    .collect()
+                    .find_map(|i| store.find_secret(pid, &i.import_env, &i.import_path, key))
             })
-            .collect();
-        merge_first_wins(&own, &imports).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+            .map(|s| s.value.clone())
     }
 }

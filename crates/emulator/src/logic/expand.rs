@@ -10,7 +10,7 @@ pub const MAX_DEPTH: usize = 10;
 /// Finds the value a reference points at.
 pub trait Lookup {
     /// The value of `key` as seen from folder `path` of `env`: the folder's own secrets first,
-    /// then its imports in order ([`merge_first_wins`]).
+    /// then its imports in order, the first import holding the key winning.
     fn find(&self, env: &str, path: &str, key: &str) -> Option<String>;
 }
 
@@ -129,22 +129,6 @@ pub fn format_multiline(value: &str) -> String {
     }
 }
 
-/// Merges a folder's own entries with its imports: own entries win, then earlier imports win
-/// (the go-sdk, rust-sdk and server-side lookup order).
-pub fn merge_first_wins<T: Clone>(
-    own: &[(String, T)],
-    imports: &[Vec<(String, T)>],
-) -> Vec<(String, T)> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for (key, item) in own.iter().chain(imports.iter().flatten()) {
-        if seen.insert(key.clone()) {
-            out.push((key.clone(), item.clone()));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -239,18 +223,5 @@ mod tests {
     fn formats_multiline_values() {
         assert_eq!(format_multiline("a\nb"), "\"a\\nb\"");
         assert_eq!(format_multiline("ab"), "ab");
-    }
-
-    #[test]
-    fn own_entries_then_earlier_imports_win() {
-        let own = vec![("A".to_owned(), 1)];
-        let imports = vec![
-            vec![("A".to_owned(), 2), ("B".to_owned(), 2)],
-            vec![("B".to_owned(), 3), ("C".to_owned(), 3)],
-        ];
-        assert_eq!(
-            merge_first_wins(&own, &imports),
-            vec![("A".to_owned(), 1), ("B".to_owned(), 2), ("C".to_owned(), 3)]
-        );
     }
 }
