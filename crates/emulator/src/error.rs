@@ -26,17 +26,11 @@ pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) error: String,
     pub(crate) message: Value,
-    pub(crate) details: Option<Value>,
 }
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, error: &str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            error: error.to_owned(),
-            message: Value::String(message.into()),
-            details: None,
-        }
+        Self { status, error: error.to_owned(), message: Value::String(message.into()) }
     }
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
@@ -74,12 +68,7 @@ impl ApiError {
     /// A request-schema failure: `message` is an array of zod-like issues. `status` is 422 on
     /// current servers and 401 on the 2024 v3 routes.
     pub(crate) fn validation(status: StatusCode, issues: Vec<Value>) -> Self {
-        Self {
-            status,
-            error: "ValidationFailure".to_owned(),
-            message: Value::Array(issues),
-            details: None,
-        }
+        Self { status, error: "ValidationFailure".to_owned(), message: Value::Array(issues) }
     }
 
     /// The body, given the request id (`None` for the 2024 server's 401/403/404 bodies).
@@ -91,9 +80,6 @@ impl ApiError {
         body.insert("statusCode".into(), json!(self.status.as_u16()));
         body.insert("message".into(), self.message.clone());
         body.insert("error".into(), json!(self.error));
-        if let Some(details) = &self.details {
-            body.insert("details".into(), details.clone());
-        }
         Value::Object(body)
     }
 }
