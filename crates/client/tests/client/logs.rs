@@ -28,7 +28,6 @@ async fn a_full_flow_logs_no_secret_value_or_token() {
     h.advance(Duration::from_secs(9 * 60));
     let folder = client.fetch_folder(&FolderQuery::new(PROJECT, "dev", "/app")).await.unwrap();
     let debug = format!("{folder:?} {client:?}");
-    tracing::info!(folder = ?folder, "debug output of a folder");
     assert!(h.count("POST", "/api/v1/auth/token/renew") == 1);
 
     // The tokens the emulator issued, fetched the same way for comparison.
@@ -72,7 +71,7 @@ async fn a_full_flow_logs_no_secret_value_or_token() {
     redis.cleanup().await.unwrap();
     let offline = later.get(&db_url).await.unwrap();
     assert_eq!(offline.source, ikit_client::Source::Snapshot);
-    tracing::info!(served = ?offline, "debug output of a snapshot read");
+    let debug = format!("{debug} {offline:?}");
 
     let text = logs.text();
     assert!(text.contains("logged in to infisical"), "logs were captured: {text}");
