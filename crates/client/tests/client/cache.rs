@@ -84,7 +84,7 @@ async fn a_hundred_concurrent_cold_gets_make_one_request() {
 async fn stale_listings_are_revalidated_with_the_etag() {
     let h = Harness::start(ApiVersion::V2026).await;
     let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
-    cache.folder(&app()).await.unwrap();
+    let first = cache.folder(&app()).await.unwrap();
     h.advance(TTL * 2);
     // Past the TTL but within max_stale: served at once, refreshed in the background.
     let stale = cache.folder(&app()).await.unwrap();
@@ -105,6 +105,8 @@ async fn stale_listings_are_revalidated_with_the_etag() {
         revalidated.value.secrets.iter().any(|s| s.key == "DB_URL" && s.value.expose() == DB_VALUE)
     );
     assert_eq!(h.count("GET", "/api/v4/secrets"), 3, "first fetch, background refresh, 304");
+    // Both revalidations were answered 304, so the first listing is still the one served.
+    assert!(Arc::ptr_eq(&first.value, &revalidated.value), "a 304 reuses the cached listing");
 }
 
 #[tokio::test]
