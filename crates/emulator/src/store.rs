@@ -78,6 +78,32 @@ pub(crate) struct Folder {
     pub(crate) last_secret_modified_ms: Option<i64>,
 }
 
+impl Folder {
+    /// A new folder at version 1 with no description, created at `now_ms`.
+    pub(crate) fn new(
+        project_id: &str,
+        env: &str,
+        path: String,
+        name: &str,
+        parent_id: Option<String>,
+        now_ms: i64,
+    ) -> Self {
+        Self {
+            id: new_id(),
+            project_id: project_id.to_owned(),
+            env: env.to_owned(),
+            path,
+            name: name.to_owned(),
+            parent_id,
+            version: 1,
+            description: None,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            last_secret_modified_ms: None,
+        }
+    }
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Secret {
@@ -270,19 +296,7 @@ impl Store {
                 environments: environments.clone(),
             });
             for env in environments {
-                store.folders.push(Folder {
-                    id: new_id(),
-                    project_id: p.id.clone(),
-                    env: env.slug.clone(),
-                    path: "/".into(),
-                    name: "root".into(),
-                    parent_id: None,
-                    version: 1,
-                    description: None,
-                    created_at_ms: now_ms,
-                    updated_at_ms: now_ms,
-                    last_secret_modified_ms: None,
-                });
+                store.folders.push(Folder::new(&p.id, &env.slug, "/".into(), "root", None, now_ms));
             }
         }
         for f in &seed.folders {
@@ -465,19 +479,7 @@ impl Store {
             let next = join_path(&current, name);
             if self.folder(project_id, env, &next).is_none() {
                 let parent = self.folder(project_id, env, &current).map(|f| f.id.clone());
-                self.folders.push(Folder {
-                    id: new_id(),
-                    project_id: project_id.to_owned(),
-                    env: env.to_owned(),
-                    path: next.clone(),
-                    name: name.to_owned(),
-                    parent_id: parent,
-                    version: 1,
-                    description: None,
-                    created_at_ms: now_ms,
-                    updated_at_ms: now_ms,
-                    last_secret_modified_ms: None,
-                });
+                self.folders.push(Folder::new(project_id, env, next.clone(), name, parent, now_ms));
             }
             current = next;
         }

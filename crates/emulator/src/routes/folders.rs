@@ -14,7 +14,7 @@ use crate::error::{ApiError, issue};
 use crate::logic::time::iso_ms;
 use crate::logic::values::{join_path, normalize_path, split_parent, valid_folder_name};
 use crate::server::App;
-use crate::store::{Folder, Store, new_id};
+use crate::store::{Folder, Store};
 
 const BAD_NAME: &str =
     "Invalid folder name. Only alphanumeric characters, dashes, and underscores are allowed.";
@@ -104,17 +104,8 @@ fn create_folder(
         return Ok(existing.clone());
     }
     let folder = Folder {
-        id: new_id(),
-        project_id: project_id.to_owned(),
-        env: env.to_owned(),
-        path,
-        name: name.to_owned(),
-        parent_id: Some(parent_folder.id),
-        version: 1,
         description,
-        created_at_ms: now,
-        updated_at_ms: now,
-        last_secret_modified_ms: None,
+        ..Folder::new(project_id, env, path, name, Some(parent_folder.id), now)
     };
     store.folders.push(folder.clone());
     Ok(folder)

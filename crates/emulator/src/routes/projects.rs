@@ -172,19 +172,14 @@ pub(crate) async fn create_environment(
         name: input.name,
         slug: input.slug,
     };
-    store.folders.push(crate::store::Folder {
-        id: crate::store::new_id(),
-        project_id: project_id.clone(),
-        env: env.slug.clone(),
-        path: "/".into(),
-        name: "root".into(),
-        parent_id: None,
-        version: 1,
-        description: None,
-        created_at_ms: now,
-        updated_at_ms: now,
-        last_secret_modified_ms: None,
-    });
+    store.folders.push(crate::store::Folder::new(
+        &project_id,
+        &env.slug,
+        "/".into(),
+        "root",
+        None,
+        now,
+    ));
     let project = store.projects.iter_mut().find(|p| p.id == project_id).expect("checked above");
     project.environments.push(env.clone());
     let rendered = environment_json(project, &env);
