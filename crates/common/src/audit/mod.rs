@@ -37,7 +37,7 @@ pub mod chain;
 mod spool;
 mod store;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -220,6 +220,7 @@ pub struct AuditStatus {
     pub capacity: usize,
     /// The last database or spool error, if the last attempt failed.
     pub last_error: Option<String>,
+    /// When the last error happened (unix ms, from the injected clock).
     pub last_error_ms: Option<i64>,
 }
 
@@ -307,7 +308,6 @@ struct State {
 
 struct Inner {
     store: Store,
-    spool_dir: PathBuf,
     clock: Arc<dyn Clock>,
     retry_after_ms: i64,
     state: tokio::sync::Mutex<State>,
@@ -338,8 +338,10 @@ impl AuditLog {
             if let Some(parent) = connect.get_filename().parent()
                 && !parent.as_os_str().is_empty()
             {
-                std::fs::create_dir_all(parent)
-                    .map_err(|source| AuditError::Spool { path: parent.to_path_buf(), source })?;
+                std::fs::create_dir_all(parent).map_err(|source| AuditError::CreateDir {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
             }
             let pool = SqlitePoolOptions::new()
                 .max_connections(5)
@@ -372,7 +374,6 @@ impl AuditLog {
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
-                spool_dir: options.spool_dir,
                 clock: options.clock,
                 retry_after_ms,
                 state: tokio::sync::Mutex::new(State { spool, migrated: false, retry_at_ms: 0 }),
@@ -505,11 +506,6 @@ impl AuditLog {
     /// Spool depth, capacity and the last error, for health endpoints and metrics.
     pub fn status(&self) -> AuditStatus {
         self.inner.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// The spool directory.
-    pub fn spool_dir(&self) -> &Path {
-        &self.inner.spool_dir
     }
 
     fn note_error(&self, state: &mut State, error: &AuditError) {

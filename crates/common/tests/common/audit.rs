@@ -417,6 +417,7 @@ async fn full_spool_is_an_error_not_a_drop() {
     assert!(status.is_spool_full());
     assert_eq!((status.spooled, status.capacity), (3, 3));
     assert!(status.last_error.as_deref().unwrap_or("").contains("full"), "{status:?}");
+    assert_eq!(status.last_error_ms, Some(T0));
     let text = metrics.render();
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
     assert!(lines.contains(&"audit_events_total{outcome=\"spool_full\"} 1"), "{text}");
@@ -442,6 +443,14 @@ async fn connect_by_url_creates_the_sqlite_file() {
     let log = AuditLog::connect(&url, AuditOptions::new(spool.path())).unwrap();
     assert!(matches!(log.record(event(1)).await.unwrap(), Recorded::Stored { seq: 1 }));
     assert!(dir.path().join("nested/dir/audit.db").exists());
+    // A directory that cannot be created (its parent is a file) is named in the error.
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let url = format!("sqlite://{}/sub/audit.db", file.display());
+    match AuditLog::connect(&url, AuditOptions::new(spool.path())) {
+        Err(AuditError::CreateDir { path, .. }) => assert_eq!(path, file.join("sub")),
+        other => panic!("expected CreateDir, got {:?}", other.err()),
+    }
     assert!(matches!(
         AuditLog::connect("mysql://x", AuditOptions::new(spool.path())),
         Err(AuditError::UnsupportedUrl)
