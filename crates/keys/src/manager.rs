@@ -262,6 +262,14 @@ impl std::fmt::Debug for KeyManager {
 
 type Stored = BTreeMap<String, SecretValue>;
 
+/// The folders a run holds as it left them in the store; the ring is built from these, and only
+/// a folder the run did not touch is read again.
+#[derive(Default)]
+struct Held {
+    jwt: Option<Stored>,
+    aes: Option<Stored>,
+}
+
 /// Context of one run under the lock.
 struct Run<'a> {
     guard: &'a mut Box<dyn LockGuard>,
@@ -378,8 +386,19 @@ impl KeyManager {
     /// Re-reads both folders and swaps the ring in one atomic store. Never writes: this is the
     /// path a change under `/auth/*` (the webhook) takes.
     pub async fn reload(&self) -> Result<()> {
-        let (jwt, aes) =
-            (self.read(&self.config.jwt_folder).await?, self.read(&self.config.aes_folder).await?);
+        self.install(Held::default()).await
+    }
+
+    /// Builds the ring from the held folders (reading the others) and swaps it in.
+    async fn install(&self, held: Held) -> Result<()> {
+        let jwt = match held.jwt {
+            Some(stored) => stored,
+            None => self.read(&self.config.jwt_folder).await?,
+        };
+        let aes = match held.aes {
+            Some(stored) => stored,
+            None => self.read(&self.config.aes_folder).await?,
+        };
         let ring = self.build_ring(&jwt, &aes)?;
         self.ring.store(Arc::new(ring));
         Ok(())
@@ -410,6 +429,7 @@ impl KeyManager {
     /// is and `busy` is set.
     pub async fn load(&self) -> Result<RotateOutcome> {
         let mut outcome = RotateOutcome::default();
+        let mut held = Held::default();
         let lock = match self.lock.try_acquire().await {
             Ok(lock) => lock,
             Err(e) => {
@@ -423,17 +443,18 @@ impl KeyManager {
             Some(mut guard) => {
                 let result = async {
                     let mut run = Run { guard: &mut guard, trigger: "load", reason: "load" };
-                    let mut steps = self.settle_jwt(&mut run).await?.1;
-                    steps.extend(self.settle_aes(&mut run).await?.1);
-                    Ok::<_, Error>(steps)
+                    let ((_, jwt), mut steps) = self.settle_jwt(&mut run).await?;
+                    let ((_, aes), settled) = self.settle_aes(&mut run).await?;
+                    steps.extend(settled);
+                    Ok::<_, Error>((steps, Held { jwt: Some(jwt), aes: Some(aes) }))
                 }
                 .await;
                 let released = guard.release().await;
-                outcome.steps = result?;
+                (outcome.steps, held) = result?;
                 released?;
             }
         }
-        self.reload().await?;
+        self.install(held).await?;
         Ok(outcome)
     }
 
@@ -706,12 +727,19 @@ impl KeyManager {
             return Ok(RotateOutcome { busy: true, steps: Vec::new() });
         };
         let mut steps = Vec::new();
+        let mut held = Held::default();
         let mut result = Ok(());
         for &kind in target.kinds() {
             let mut run = Run { guard: &mut guard, trigger: trigger.as_str(), reason };
             let r = match kind {
-                KeyKind::Jwt => self.rotate_jwt(&mut run, force, trigger, &mut steps).await,
-                KeyKind::Aes => self.rotate_aes(&mut run, force, trigger, &mut steps).await,
+                KeyKind::Jwt => self
+                    .rotate_jwt(&mut run, force, trigger, &mut steps)
+                    .await
+                    .map(|stored| held.jwt = Some(stored)),
+                KeyKind::Aes => self
+                    .rotate_aes(&mut run, force, trigger, &mut steps)
+                    .await
+                    .map(|stored| held.aes = Some(stored)),
             };
             let outcome = LastOutcome {
                 at: self.clock.now_secs(),
@@ -744,7 +772,7 @@ impl KeyManager {
         let released = guard.release().await;
         result?;
         released?;
-        self.reload().await?;
+        self.install(held).await?;
         Ok(RotateOutcome { busy: false, steps })
     }
 
@@ -754,7 +782,7 @@ impl KeyManager {
         force: bool,
         trigger: Trigger,
         steps: &mut Vec<AppliedStep>,
-    ) -> Result<()> {
+    ) -> Result<Stored> {
         let folder = self.config.jwt_folder.clone();
         let ((mut keys, mut stored), settled) = self.settle_jwt(run).await?;
         steps.extend(settled);
@@ -811,7 +839,7 @@ impl KeyManager {
             }
             keys = next;
         }
-        Ok(())
+        Ok(stored)
     }
 
     async fn rotate_aes(
@@ -820,7 +848,7 @@ impl KeyManager {
         force: bool,
         trigger: Trigger,
         steps: &mut Vec<AppliedStep>,
-    ) -> Result<()> {
+    ) -> Result<Stored> {
         let folder = self.config.aes_folder.clone();
         let ((mut ring, mut stored), settled) = self.settle_aes(run).await?;
         steps.extend(settled);
@@ -854,7 +882,7 @@ impl KeyManager {
             }
             ring = next;
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// The kinds whose state machine has a step due now, by the loaded ring.
@@ -910,7 +938,7 @@ impl KeyManager {
 
     async fn with_lock<T>(
         &self,
-        f: impl AsyncFnOnce(&mut Run<'_>) -> Result<T>,
+        f: impl AsyncFnOnce(&mut Run<'_>) -> Result<(T, Held)>,
         trigger: &str,
         reason: &str,
     ) -> Result<T> {
@@ -922,9 +950,9 @@ impl KeyManager {
             f(&mut run).await
         };
         let released = guard.release().await;
-        let value = result?;
+        let (value, held) = result?;
         released?;
-        self.reload().await?;
+        self.install(held).await?;
         Ok(value)
     }
 
@@ -964,8 +992,10 @@ impl KeyManager {
                     }
                 };
                 let layout = keys.layout();
-                self.step(run, KeyKind::Jwt, "import", kids, &folder, &mut stored, layout, None)
-                    .await
+                let step = self
+                    .step(run, KeyKind::Jwt, "import", kids, &folder, &mut stored, layout, None)
+                    .await?;
+                Ok((step, Held { jwt: Some(stored), aes: None }))
             },
             "import",
             reason,
@@ -1019,17 +1049,19 @@ impl KeyManager {
                 }
                 let ring = aes_activate(&ring, active, now)?;
                 let kids = imported.iter().map(|k| k.kid().to_owned()).collect();
-                self.step(
-                    run,
-                    KeyKind::Aes,
-                    "import",
-                    kids,
-                    &folder,
-                    &mut stored,
-                    aes_layout(&ring),
-                    None,
-                )
-                .await
+                let step = self
+                    .step(
+                        run,
+                        KeyKind::Aes,
+                        "import",
+                        kids,
+                        &folder,
+                        &mut stored,
+                        aes_layout(&ring),
+                        None,
+                    )
+                    .await?;
+                Ok((step, Held { jwt: None, aes: Some(stored) }))
             },
             "import",
             reason,

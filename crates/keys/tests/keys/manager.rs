@@ -18,7 +18,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
 
-use crate::support::{Env, T0, policy};
+use crate::support::{Env, FailingStore, T0, policy};
 
 #[test]
 fn an_unsafe_policy_is_refused_at_load() {
@@ -167,6 +167,30 @@ async fn reload_swaps_the_ring_seen_by_another_replica() {
     assert_eq!(b.verify::<Value>(&fresh_token).unwrap()["sub"], "new");
     let ct = a.encrypt(b"x", b"").unwrap();
     assert_eq!(&*b.decrypt(&ct, b"").unwrap(), b"x");
+}
+
+/// A run builds the ring from the folders it settled and wrote: each is read once (the in-process
+/// lock does not fence), only an untouched folder is read again, and the ring installed is the
+/// one a fresh reload builds.
+#[tokio::test]
+async fn runs_read_each_folder_once_and_install_what_they_wrote() {
+    let env = Env::new();
+    let counting = Arc::new(FailingStore::new(env.store.clone()));
+    let m = env.manager_on(counting.clone(), 7, None);
+    m.load().await.unwrap();
+    assert_eq!(counting.reads(), 2, "load reads each folder once");
+    let before = m.jwks().unwrap();
+    m.rotate(RotationTarget::Jwt, true, "", Trigger::Manual).await.unwrap();
+    assert_eq!(counting.reads(), 4, "the jwt folder once, and the untouched aes folder");
+    assert_ne!(m.jwks().unwrap(), before, "the ring holds the published next key");
+    let aes_before = m.health().aes.unwrap().active_kid;
+    m.rotate(RotationTarget::Both, true, "", Trigger::Manual).await.unwrap();
+    assert_eq!(counting.reads(), 6, "each folder once");
+    let installed = m.health();
+    assert_ne!(installed.aes.as_ref().unwrap().active_kid, aes_before, "the new aes key is active");
+    m.reload().await.unwrap();
+    assert_eq!(m.health(), installed);
+    assert_eq!(env.dump("/auth/jwt").await["public_jwks"], m.jwks().unwrap().to_string());
 }
 
 fn prometheus() -> &'static PrometheusHandle {

@@ -21,6 +21,7 @@ pub(crate) struct FailingStore {
     inner: Arc<dyn KeyStore>,
     fail_at: AtomicI64,
     writes: AtomicUsize,
+    reads: AtomicUsize,
     injected: AtomicBool,
 }
 
@@ -30,6 +31,7 @@ impl FailingStore {
             inner,
             fail_at: AtomicI64::new(-1),
             writes: AtomicUsize::new(0),
+            reads: AtomicUsize::new(0),
             injected: AtomicBool::new(false),
         }
     }
@@ -48,6 +50,11 @@ impl FailingStore {
         self.writes.load(Ordering::SeqCst)
     }
 
+    /// Folder reads since the store was made.
+    pub(crate) fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+
     fn gate(&self) -> Result<(), Error> {
         let index = self.writes.fetch_add(1, Ordering::SeqCst) as i64;
         if index == self.fail_at.load(Ordering::SeqCst) {
@@ -60,6 +67,7 @@ impl FailingStore {
 
 impl KeyStore for FailingStore {
     fn read_folder<'a>(&'a self, folder: &'a str) -> BoxFuture<'a, ikit_keys::Result<Folder>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.read_folder(folder)
     }
 
