@@ -86,7 +86,7 @@ fn default_ttl() -> u64 {
     2_592_000
 }
 
-#[derive(Clone, Deserialize, serde::Serialize)]
+#[derive(Clone, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SeedJwtAuth {
     #[serde(default)]

@@ -37,11 +37,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/api/v1/auth/oidc-auth/login", post(|s, b| auth::jwt_login(s, "oidc-auth", b)))
         .route("/api/v1/auth/jwt-auth/login", post(|s, b| auth::jwt_login(s, "jwt-auth", b)))
         .route("/api/v1/auth/aws-auth/login", post(auth::aws_login))
-        .route(
-            "/api/v1/auth/azure-auth/login",
-            post(|s, b| auth::cloud_jwt_login(s, "azure-auth", b)),
-        )
-        .route("/api/v1/auth/gcp-auth/login", post(|s, b| auth::cloud_jwt_login(s, "gcp-auth", b)))
+        .route("/api/v1/auth/azure-auth/login", post(|s, b| auth::jwt_login(s, "azure-auth", b)))
+        .route("/api/v1/auth/gcp-auth/login", post(|s, b| auth::jwt_login(s, "gcp-auth", b)))
         .route("/api/v1/auth/token/renew", post(auth::renew))
         .route("/api/v1/auth/token/revoke", post(auth::revoke))
         .route("/api/v1/auth/token-auth/identities/{identity_id}/tokens", post(auth::token_auth))
