@@ -301,7 +301,6 @@ impl AuditOptions {
 
 struct State {
     spool: Spool,
-    migrated: bool,
     /// Before this time (unix ms) `record` does not try the database.
     retry_at_ms: i64,
 }
@@ -310,6 +309,8 @@ struct Inner {
     store: Store,
     clock: Arc<dyn Clock>,
     retry_after_ms: i64,
+    /// Set once the embedded migrations ran; read without taking `state`.
+    migrated: tokio::sync::OnceCell<()>,
     state: tokio::sync::Mutex<State>,
     status: Mutex<AuditStatus>,
 }
@@ -376,7 +377,8 @@ impl AuditLog {
                 store,
                 clock: options.clock,
                 retry_after_ms,
-                state: tokio::sync::Mutex::new(State { spool, migrated: false, retry_at_ms: 0 }),
+                migrated: tokio::sync::OnceCell::new(),
+                state: tokio::sync::Mutex::new(State { spool, retry_at_ms: 0 }),
                 status: Mutex::new(status),
             }),
         })
@@ -384,8 +386,7 @@ impl AuditLog {
 
     /// Applies the embedded migrations (also done before the first write).
     pub async fn migrate(&self) -> Result<(), AuditError> {
-        let mut state = self.inner.state.lock().await;
-        self.ensure_migrated(&mut state).await
+        self.inner.migrated.get_or_try_init(|| self.inner.store.migrate()).await.map(drop)
     }
 
     /// Records one event: into the database when it answers (after anything spooled, so order
@@ -403,7 +404,7 @@ impl AuditLog {
                 self.note_error(&mut state, &e);
             }
             if state.spool.is_empty() {
-                match self.store_one(&mut state, &event).await {
+                match self.store_one(&event).await {
                     Ok(seq) => {
                         count("stored");
                         self.clear_error(&mut state);
@@ -463,7 +464,7 @@ impl AuditLog {
                 }
                 Err(e) => return Err(e),
             };
-            let stored = self.store_one(state, &event).await;
+            let stored = self.store_one(&event).await;
             if let Err(e) = stored {
                 self.set_depth(state);
                 return Err(e);
@@ -478,16 +479,8 @@ impl AuditLog {
         Ok(flushed)
     }
 
-    async fn ensure_migrated(&self, state: &mut State) -> Result<(), AuditError> {
-        if !state.migrated {
-            self.inner.store.migrate().await?;
-            state.migrated = true;
-        }
-        Ok(())
-    }
-
-    async fn store_one(&self, state: &mut State, event: &AuditEvent) -> Result<i64, AuditError> {
-        self.ensure_migrated(state).await?;
+    async fn store_one(&self, event: &AuditEvent) -> Result<i64, AuditError> {
+        self.migrate().await?;
         self.inner.store.append(event).await
     }
 
