@@ -100,11 +100,13 @@ impl AesKeyState {
     }
 }
 
-/// A 256-bit AES key with its kid. Zeroized on drop; never printed.
+/// A 256-bit AES key with its kid and its cipher, set up once (the key schedule is zeroized on
+/// drop with the key). Never printed.
 #[derive(Clone)]
 pub struct AesKey {
     kid: String,
     key: Zeroizing<[u8; 32]>,
+    cipher: Aes256Gcm,
 }
 
 impl fmt::Debug for AesKey {
@@ -130,7 +132,12 @@ impl AesKey {
         rng.fill_bytes(&mut key[..]);
         let mut id = [0u8; 8];
         rng.fill_bytes(&mut id);
-        Self { kid: hex::encode(id), key }
+        Self::with_key(hex::encode(id), key)
+    }
+
+    fn with_key(kid: String, key: Zeroizing<[u8; 32]>) -> Self {
+        let cipher = Aes256Gcm::new(aes_gcm::Key::<Aes256Gcm>::from_slice(&key[..]));
+        Self { kid, key, cipher }
     }
 
     pub fn from_bytes(kid: impl Into<String>, bytes: &[u8]) -> Result<Self> {
@@ -139,7 +146,7 @@ impl AesKey {
         let key: [u8; 32] = bytes.try_into().map_err(|_| {
             Error::InvalidKey(format!("aes key {kid:?} is {} bytes, not 32", bytes.len()))
         })?;
-        Ok(Self { kid, key: Zeroizing::new(key) })
+        Ok(Self::with_key(kid, Zeroizing::new(key)))
     }
 
     /// Reads a key stored as standard base64 (with or without padding) or base64url.
@@ -165,10 +172,6 @@ impl AesKey {
         SecretValue::new(STANDARD.encode(&self.key[..]))
     }
 
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new_from_slice(&self.key[..]).unwrap_or_else(|_| unreachable!("key is 32 bytes"))
-    }
-
     /// Encrypts to the binary form with a fresh random nonce.
     pub fn seal(
         &self,
@@ -190,7 +193,7 @@ impl AesKey {
         let header = Envelope::header(CIPHERTEXT_VERSION, &self.kid)?;
         let full_aad = [header.as_slice(), aad].concat();
         let sealed = self
-            .cipher()
+            .cipher
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &full_aad })
             .map_err(|_| Error::InvalidKey("aes-gcm encryption failed".into()))?;
         Envelope { version: CIPHERTEXT_VERSION, kid: &self.kid, nonce, sealed: &sealed }.encode()
@@ -200,7 +203,7 @@ impl AesKey {
     pub fn open(&self, envelope: &Envelope<'_>, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         let header = Envelope::header(envelope.version, envelope.kid)?;
         let full_aad = [header.as_slice(), aad].concat();
-        self.cipher()
+        self.cipher
             .decrypt(
                 Nonce::from_slice(&envelope.nonce),
                 Payload { msg: envelope.sealed, aad: &full_aad },
@@ -345,15 +348,15 @@ impl AesKeyRing {
 
     /// Decrypts the text form with whichever key its kid names, unless that key is retired.
     pub fn decrypt(&self, ciphertext: &str, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(ciphertext.trim())
-            .map_err(|_| Error::MalformedCiphertext("not base64url".into()))?;
-        self.decrypt_bytes(&bytes, aad)
+        self.decrypt_bytes(&from_text(ciphertext)?, aad)
     }
 
     /// Decrypts the binary form.
     pub fn decrypt_bytes(&self, bytes: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let envelope = Envelope::decode(bytes)?;
+        self.open(&Envelope::decode(bytes)?, aad)
+    }
+
+    fn open(&self, envelope: &Envelope<'_>, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         let key = self
             .keys
             .get(envelope.kid)
@@ -361,15 +364,12 @@ impl AesKeyRing {
         if key.state == AesKeyState::Retired {
             return Err(Error::RetiredKid(envelope.kid.to_owned()));
         }
-        key.key.open(&envelope, aad)
+        key.key.open(envelope, aad)
     }
 
     /// The kid a ciphertext was made under, without decrypting it.
     pub fn kid_of(ciphertext: &str) -> Result<String> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(ciphertext.trim())
-            .map_err(|_| Error::MalformedCiphertext("not base64url".into()))?;
-        Ok(Envelope::decode(&bytes)?.kid.to_owned())
+        Ok(Envelope::decode(&from_text(ciphertext)?)?.kid.to_owned())
     }
 
     /// Moves a ciphertext to the active key: decrypts it and encrypts again under the active key.
@@ -381,12 +381,21 @@ impl AesKeyRing {
         aad: &[u8],
     ) -> Result<String> {
         let active = self.active().ok_or(Error::NoActiveKey)?;
-        let plaintext = self.decrypt(ciphertext, aad)?;
-        if Self::kid_of(ciphertext)? == active.key.kid {
+        let bytes = from_text(ciphertext)?;
+        let envelope = Envelope::decode(&bytes)?;
+        let plaintext = self.open(&envelope, aad)?;
+        if envelope.kid == active.key.kid {
             return Ok(ciphertext.trim().to_owned());
         }
         self.encrypt(rng, &plaintext, aad)
     }
+}
+
+/// The bytes of a ciphertext's text form.
+fn from_text(ciphertext: &str) -> Result<Vec<u8>> {
+    URL_SAFE_NO_PAD
+        .decode(ciphertext.trim())
+        .map_err(|_| Error::MalformedCiphertext("not base64url".into()))
 }
 
 #[cfg(test)]
