@@ -191,7 +191,7 @@ fn create_common(
     input: CreateBody,
     with_path: bool,
 ) -> Result<Response, ApiError> {
-    let parent = path_or_422(app, input.path.as_deref().or(input.directory.as_deref()), "path")?;
+    let parent = path_or_422(&app, input.path.as_deref().or(input.directory.as_deref()), "path")?;
     let now = app.clock.now_ms();
     let mut store = app.store.lock().expect("store lock");
     check(&store, caller, project_id, &input.environment, "create")?;
@@ -221,38 +221,22 @@ struct DeleteBody {
     directory: Option<String>,
 }
 
-pub(crate) async fn v1_delete(
-    State(app): State<Arc<App>>,
-    caller: Caller,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let input: DeleteBody = parse_body(&body, validation_status(&app, false))?;
-    delete_common(&app, &caller, &name, input)
-}
-
-pub(crate) async fn v2_delete(
+/// `DELETE /api/v1/folders/:name` and `DELETE /api/v2/folders/:id`: by id, or by name under
+/// the body's path.
+pub(crate) async fn delete_folder(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id_or_name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let input: DeleteBody = parse_body(&body, validation_status(&app, false))?;
-    delete_common(&app, &caller, &id_or_name, input)
-}
-
-fn delete_common(
-    app: &App,
-    caller: &Caller,
-    id_or_name: &str,
-    input: DeleteBody,
-) -> Result<Response, ApiError> {
+    let id_or_name = id_or_name.as_str();
     let project_id =
-        required(app, input.project_id.as_deref().or(input.workspace_id.as_deref()), "projectId")?
+        required(&app, input.project_id.as_deref().or(input.workspace_id.as_deref()), "projectId")?
             .to_owned();
-    let parent = path_or_422(app, input.path.as_deref().or(input.directory.as_deref()), "path")?;
+    let parent = path_or_422(&app, input.path.as_deref().or(input.directory.as_deref()), "path")?;
     let mut store = app.store.lock().expect("store lock");
-    check(&store, caller, &project_id, &input.environment, "delete")?;
+    check(&store, &caller, &project_id, &input.environment, "delete")?;
     let folder = store
         .folders
         .iter()

@@ -59,11 +59,11 @@ pub(crate) fn router(app: Arc<App>) -> Router {
                 .delete(|s, c, b| secrets::batch_delete(Gen::V3, s, c, b)),
         )
         .route("/api/v1/folders", get(folders::v1_list).post(folders::v1_create))
-        .route("/api/v1/folders/{name}", delete(folders::v1_delete))
+        .route("/api/v1/folders/{name}", delete(folders::delete_folder))
         .route("/api/v2/folders", get(folders::v2_list).post(folders::v2_create))
         .route(
             "/api/v2/folders/{id}",
-            get(folders::v2_get).patch(folders::v2_update).delete(folders::v2_delete),
+            get(folders::v2_get).patch(folders::v2_update).delete(folders::delete_folder),
         )
         .route("/api/v1/projects", get(projects::list_projects))
         .route("/api/v1/workspace", get(projects::list_workspaces))
