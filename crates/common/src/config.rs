@@ -256,22 +256,22 @@ impl<'a> Loader<'a> {
         });
     }
 
-    /// The first non-empty env variable of `env_names`, else the file key, else `None`.
+    /// The first non-empty env variable of `env_names`, else the file key named like `field`,
+    /// else `None`.
     fn raw(
         &mut self,
         field: &'static str,
         env_names: &[&'static str],
-        file_key: &'static str,
         kind: Kind,
     ) -> Option<(String, Origin)> {
-        self.used.insert(file_key.to_owned());
+        self.used.insert(field.to_owned());
         for name in env_names {
             if let Some(v) = self.env.get(*name).filter(|v| !v.trim().is_empty()) {
                 return Some((v.clone(), Origin::Env(name)));
             }
         }
-        let origin = Origin::File(file_key.to_owned());
-        match self.file.get(file_key).cloned() {
+        let origin = Origin::File(field.to_owned());
+        match self.file.get(field).cloned() {
             None => None,
             Some(toml::Value::String(s)) => Some((s, origin)),
             Some(toml::Value::Integer(i)) if kind == Kind::Plain => Some((i.to_string(), origin)),
@@ -283,22 +283,16 @@ impl<'a> Loader<'a> {
         }
     }
 
-    fn string(
-        &mut self,
-        field: &'static str,
-        env: &[&'static str],
-        key: &'static str,
-    ) -> Option<String> {
-        self.raw(field, env, key, Kind::Plain).map(|(v, _)| v.trim().to_owned())
+    fn string(&mut self, field: &'static str, env: &[&'static str]) -> Option<String> {
+        self.raw(field, env, Kind::Plain).map(|(v, _)| v.trim().to_owned())
     }
 
     fn secret(
         &mut self,
         field: &'static str,
         env: &[&'static str],
-        key: &'static str,
     ) -> Option<(SecretValue, Origin)> {
-        self.raw(field, env, key, Kind::Secret).map(|(v, o)| (SecretValue::new(v), o))
+        self.raw(field, env, Kind::Secret).map(|(v, o)| (SecretValue::new(v), o))
     }
 
     /// A value parsed by `parse`; a parse error is reported with the field and origin. The
@@ -307,10 +301,9 @@ impl<'a> Loader<'a> {
         &mut self,
         field: &'static str,
         env: &[&'static str],
-        key: &'static str,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Option<T> {
-        let (value, origin) = self.raw(field, env, key, Kind::Plain)?;
+        let (value, origin) = self.raw(field, env, Kind::Plain)?;
         match parse(value.trim()) {
             Ok(v) => Some(v),
             Err(message) => {
@@ -320,10 +313,10 @@ impl<'a> Loader<'a> {
         }
     }
 
-    fn required_error(&mut self, field: &'static str, env: &'static str, key: &str, method: &str) {
+    fn required_error(&mut self, field: &'static str, env: &'static str, method: &str) {
         self.error(
             field,
-            format!("env {env} or file key {key}"),
+            format!("env {env} or file key {field}"),
             format!("is required for {method}"),
         );
     }
@@ -389,99 +382,58 @@ impl Settings {
             .parsed(
                 "infisical.api_url",
                 &["INFISICAL_DOMAIN", "INFISICAL_API_URL"],
-                "infisical.api_url",
                 normalize_api_url,
             )
             .unwrap_or_else(|| DEFAULT_API_URL.to_owned());
-        let project_id =
-            l.string("infisical.project_id", &["INFISICAL_PROJECT_ID"], "infisical.project_id");
+        let project_id = l.string("infisical.project_id", &["INFISICAL_PROJECT_ID"]);
         let environment = l
-            .parsed(
-                "infisical.environment",
-                &["IKIT_INFISICAL_ENVIRONMENT"],
-                "infisical.environment",
-                |v| validate_environment(v).map(|()| v.to_owned()).map_err(|e| e.to_string()),
-            )
+            .parsed("infisical.environment", &["IKIT_INFISICAL_ENVIRONMENT"], |v| {
+                validate_environment(v).map(|()| v.to_owned()).map_err(|e| e.to_string())
+            })
             .unwrap_or_else(|| DEFAULT_ENVIRONMENT.to_owned());
-        let jwt_file = l
-            .string("infisical.jwt_file", &["INFISICAL_JWT_FILE"], "infisical.jwt_file")
-            .map(PathBuf::from);
+        let jwt_file = l.string("infisical.jwt_file", &["INFISICAL_JWT_FILE"]).map(PathBuf::from);
         let auth = load_auth(l, jwt_file.is_some());
-        let organization_slug = l.string(
-            "infisical.organization_slug",
-            &["INFISICAL_AUTH_ORGANIZATION_SLUG"],
-            "infisical.organization_slug",
-        );
+        let organization_slug =
+            l.string("infisical.organization_slug", &["INFISICAL_AUTH_ORGANIZATION_SLUG"]);
         let cloud = CloudSettings {
-            aws_access_key_id: l.string(
-                "cloud.aws_access_key_id",
-                &["AWS_ACCESS_KEY_ID"],
-                "cloud.aws_access_key_id",
-            ),
+            aws_access_key_id: l.string("cloud.aws_access_key_id", &["AWS_ACCESS_KEY_ID"]),
             aws_secret_access_key: l
-                .secret(
-                    "cloud.aws_secret_access_key",
-                    &["AWS_SECRET_ACCESS_KEY"],
-                    "cloud.aws_secret_access_key",
-                )
+                .secret("cloud.aws_secret_access_key", &["AWS_SECRET_ACCESS_KEY"])
                 .map(|(v, _)| v),
             aws_session_token: l
-                .secret(
-                    "cloud.aws_session_token",
-                    &["AWS_SESSION_TOKEN"],
-                    "cloud.aws_session_token",
-                )
+                .secret("cloud.aws_session_token", &["AWS_SESSION_TOKEN"])
                 .map(|(v, _)| v),
-            aws_region: l.string(
-                "cloud.aws_region",
-                &["AWS_REGION", "AWS_DEFAULT_REGION"],
-                "cloud.aws_region",
-            ),
-            aws_sts_host: l.string(
-                "cloud.aws_sts_host",
-                &["IKIT_AWS_STS_HOST"],
-                "cloud.aws_sts_host",
-            ),
-            azure_imds_url: l.parsed(
-                "cloud.azure_imds_url",
-                &["IKIT_AZURE_IMDS_URL"],
-                "cloud.azure_imds_url",
-                |v| http_url(v).map(str::to_owned),
-            ),
-            gcp_metadata_url: l.parsed(
-                "cloud.gcp_metadata_url",
-                &["IKIT_GCP_METADATA_URL"],
-                "cloud.gcp_metadata_url",
-                |v| http_url(v).map(str::to_owned),
-            ),
+            aws_region: l.string("cloud.aws_region", &["AWS_REGION", "AWS_DEFAULT_REGION"]),
+            aws_sts_host: l.string("cloud.aws_sts_host", &["IKIT_AWS_STS_HOST"]),
+            azure_imds_url: l.parsed("cloud.azure_imds_url", &["IKIT_AZURE_IMDS_URL"], |v| {
+                http_url(v).map(str::to_owned)
+            }),
+            gcp_metadata_url: l.parsed("cloud.gcp_metadata_url", &["IKIT_GCP_METADATA_URL"], |v| {
+                http_url(v).map(str::to_owned)
+            }),
         };
-        let custom_headers = match l.raw(
-            "infisical.custom_headers",
-            &["INFISICAL_CUSTOM_HEADERS"],
-            "infisical.custom_headers",
-            Kind::Secret,
-        ) {
-            Some((text, origin)) => match parse_custom_headers(&text) {
-                Ok(h) => h,
-                Err(message) => {
-                    l.error("infisical.custom_headers", origin, message);
-                    Vec::new()
-                }
-            },
-            None => Vec::new(),
-        };
+        let custom_headers =
+            match l.raw("infisical.custom_headers", &["INFISICAL_CUSTOM_HEADERS"], Kind::Secret) {
+                Some((text, origin)) => match parse_custom_headers(&text) {
+                    Ok(h) => h,
+                    Err(message) => {
+                        l.error("infisical.custom_headers", origin, message);
+                        Vec::new()
+                    }
+                },
+                None => Vec::new(),
+            };
         let disable_update_check = l
             .parsed(
                 "infisical.disable_update_check",
                 &["INFISICAL_DISABLE_UPDATE_CHECK"],
-                "infisical.disable_update_check",
                 // The CLI treats any non-empty value as "disable"; the file takes a boolean.
                 |v| Ok(v != "false"),
             )
             .unwrap_or(false);
 
         let database_url = l
-            .parsed("database.url", &["IKIT_DATABASE_URL"], "database.url", |v| {
+            .parsed("database.url", &["IKIT_DATABASE_URL"], |v| {
                 let ok =
                     ["postgres://", "postgresql://", "sqlite:"].iter().any(|p| v.starts_with(p));
                 if ok {
@@ -491,7 +443,7 @@ impl Settings {
                 }
             })
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        let redis_url = l.parsed("redis.url", &["IKIT_REDIS_URL"], "redis.url", |v| {
+        let redis_url = l.parsed("redis.url", &["IKIT_REDIS_URL"], |v| {
             let ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
                 .iter()
                 .any(|p| v.starts_with(p));
@@ -502,34 +454,32 @@ impl Settings {
             }
         });
         let log_format = l
-            .parsed("log.format", &["IKIT_LOG_FORMAT"], "log.format", |v| match v {
+            .parsed("log.format", &["IKIT_LOG_FORMAT"], |v| match v {
                 "json" => Ok(LogFormat::Json),
                 "pretty" => Ok(LogFormat::Pretty),
                 other => Err(format!("{other:?} is not a log format: use json or pretty")),
             })
             .unwrap_or(LogFormat::Json);
         let log_filter = l
-            .parsed("log.filter", &["RUST_LOG"], "log.filter", |v| {
+            .parsed("log.filter", &["RUST_LOG"], |v| {
                 tracing_subscriber::EnvFilter::try_new(v)
                     .map(|_| v.to_owned())
                     .map_err(|e| format!("not a valid filter: {e}"))
             })
             .unwrap_or_else(|| "info".to_owned());
-        let otlp_endpoint = l.parsed(
-            "telemetry.otlp_endpoint",
-            &["OTEL_EXPORTER_OTLP_ENDPOINT"],
-            "telemetry.otlp_endpoint",
-            |v| http_url(v).map(|u| u.trim_end_matches('/').to_owned()),
-        );
+        let otlp_endpoint =
+            l.parsed("telemetry.otlp_endpoint", &["OTEL_EXPORTER_OTLP_ENDPOINT"], |v| {
+                http_url(v).map(|u| u.trim_end_matches('/').to_owned())
+            });
         let addr = |v: &str| {
             v.parse::<SocketAddr>()
                 .map_err(|_| format!("{v:?} is not a socket address (e.g. 0.0.0.0:8080)"))
         };
         let webhook_addr = l
-            .parsed("listen.webhook", &["IKIT_WEBHOOK_ADDR"], "listen.webhook", addr)
+            .parsed("listen.webhook", &["IKIT_WEBHOOK_ADDR"], addr)
             .unwrap_or_else(|| DEFAULT_WEBHOOK_ADDR.parse().expect("valid default"));
         let health_addr = l
-            .parsed("listen.health", &["IKIT_HEALTH_ADDR"], "listen.health", addr)
+            .parsed("listen.health", &["IKIT_HEALTH_ADDR"], addr)
             .unwrap_or_else(|| DEFAULT_HEALTH_ADDR.parse().expect("valid default"));
         if webhook_addr == health_addr {
             l.error(
@@ -538,13 +488,8 @@ impl Settings {
                 "must differ from listen.webhook",
             );
         }
-        let ttl = l.parsed("cache.ttl", &["IKIT_CACHE_TTL"], "cache.ttl", parse_duration);
-        let max_stale = l.parsed(
-            "cache.max_stale",
-            &["IKIT_CACHE_MAX_STALE"],
-            "cache.max_stale",
-            parse_duration,
-        );
+        let ttl = l.parsed("cache.ttl", &["IKIT_CACHE_TTL"], parse_duration);
+        let max_stale = l.parsed("cache.max_stale", &["IKIT_CACHE_MAX_STALE"], parse_duration);
         let cache_ttl = ttl.unwrap_or(DEFAULT_CACHE_TTL);
         let cache_max_stale = max_stale.unwrap_or(DEFAULT_CACHE_MAX_STALE.max(cache_ttl));
         if cache_ttl.is_zero() {
@@ -561,12 +506,10 @@ impl Settings {
                 "must be at least cache.ttl",
             );
         }
-        let cache_key = l.secret("cache.key", &["IKIT_CACHE_KEY"], "cache.key").map(|(v, _)| v);
-        let snapshot_dir =
-            l.string("snapshot.dir", &["IKIT_SNAPSHOT_DIR"], "snapshot.dir").map(PathBuf::from);
-        let snapshot_key =
-            l.secret("snapshot.key", &["IKIT_SNAPSHOT_KEY"], "snapshot.key").map(|(v, _)| v);
-        let admin_token = match l.secret("admin.token", &["IKIT_ADMIN_TOKEN"], "admin.token") {
+        let cache_key = l.secret("cache.key", &["IKIT_CACHE_KEY"]).map(|(v, _)| v);
+        let snapshot_dir = l.string("snapshot.dir", &["IKIT_SNAPSHOT_DIR"]).map(PathBuf::from);
+        let snapshot_key = l.secret("snapshot.key", &["IKIT_SNAPSHOT_KEY"]).map(|(v, _)| v);
+        let admin_token = match l.secret("admin.token", &["IKIT_ADMIN_TOKEN"]) {
             Some((token, origin)) if token.expose().trim().len() < MIN_ADMIN_TOKEN_LEN => {
                 l.error(
                     "admin.token",
@@ -620,34 +563,19 @@ impl Settings {
 /// file is read at login).
 fn load_auth(l: &mut Loader<'_>, has_jwt_file: bool) -> AuthMethod {
     const METHOD_ENV: &str = "IKIT_INFISICAL_AUTH_METHOD";
-    let explicit = l.string("infisical.auth_method", &[METHOD_ENV], "infisical.auth_method");
+    let explicit = l.string("infisical.auth_method", &[METHOD_ENV]);
     // `INFISICAL_UNIVERSAL_AUTH_ACCESS_TOKEN` wins over `INFISICAL_TOKEN`, as in the CLI.
-    let token = l.secret(
-        "infisical.token",
-        &["INFISICAL_UNIVERSAL_AUTH_ACCESS_TOKEN", "INFISICAL_TOKEN"],
-        "infisical.token",
-    );
-    let client_id = l.string(
-        "infisical.client_id",
-        &["INFISICAL_UNIVERSAL_AUTH_CLIENT_ID"],
-        "infisical.client_id",
-    );
-    let client_secret = l.secret(
-        "infisical.client_secret",
-        &["INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET"],
-        "infisical.client_secret",
-    );
-    let identity_id = l.string(
-        "infisical.identity_id",
-        &["INFISICAL_MACHINE_IDENTITY_ID"],
-        "infisical.identity_id",
-    );
-    let jwt = l.secret("infisical.jwt", &["INFISICAL_JWT"], "infisical.jwt");
+    let token =
+        l.secret("infisical.token", &["INFISICAL_UNIVERSAL_AUTH_ACCESS_TOKEN", "INFISICAL_TOKEN"]);
+    let client_id = l.string("infisical.client_id", &["INFISICAL_UNIVERSAL_AUTH_CLIENT_ID"]);
+    let client_secret =
+        l.secret("infisical.client_secret", &["INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET"]);
+    let identity_id = l.string("infisical.identity_id", &["INFISICAL_MACHINE_IDENTITY_ID"]);
+    let jwt = l.secret("infisical.jwt", &["INFISICAL_JWT"]);
     let token_path = l
         .string(
             "infisical.service_account_token_path",
             &["INFISICAL_KUBERNETES_SERVICE_ACCOUNT_TOKEN_PATH"],
-            "infisical.service_account_token_path",
         )
         .unwrap_or_else(|| DEFAULT_K8S_TOKEN_PATH.to_owned());
 
@@ -661,12 +589,7 @@ fn load_auth(l: &mut Loader<'_>, has_jwt_file: bool) -> AuthMethod {
     let identity = |l: &mut Loader<'_>, method: &str| match &identity_id {
         Some(id) => id.clone(),
         None => {
-            l.required_error(
-                "infisical.identity_id",
-                "INFISICAL_MACHINE_IDENTITY_ID",
-                "infisical.identity_id",
-                method,
-            );
+            l.required_error("infisical.identity_id", "INFISICAL_MACHINE_IDENTITY_ID", method);
             String::new()
         }
     };
@@ -674,7 +597,7 @@ fn load_auth(l: &mut Loader<'_>, has_jwt_file: bool) -> AuthMethod {
         Some((jwt, _)) => jwt.clone(),
         None if has_jwt_file => SecretValue::new(""),
         None => {
-            l.required_error("infisical.jwt", "INFISICAL_JWT", "infisical.jwt", method);
+            l.required_error("infisical.jwt", "INFISICAL_JWT", method);
             SecretValue::new("")
         }
     };
@@ -683,7 +606,7 @@ fn load_auth(l: &mut Loader<'_>, has_jwt_file: bool) -> AuthMethod {
         "token" => match token {
             Some((t, _)) => AuthMethod::Token(t),
             None => {
-                l.required_error("infisical.token", "INFISICAL_TOKEN", "infisical.token", "token");
+                l.required_error("infisical.token", "INFISICAL_TOKEN", "token");
                 AuthMethod::None
             }
         },
@@ -692,7 +615,6 @@ fn load_auth(l: &mut Loader<'_>, has_jwt_file: bool) -> AuthMethod {
                 l.required_error(
                     "infisical.client_id",
                     "INFISICAL_UNIVERSAL_AUTH_CLIENT_ID",
-                    "infisical.client_id",
                     "universal-auth",
                 );
             }
@@ -700,7 +622,6 @@ fn load_auth(l: &mut Loader<'_>, has_jwt_file: bool) -> AuthMethod {
                 l.required_error(
                     "infisical.client_secret",
                     "INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET",
-                    "infisical.client_secret",
                     "universal-auth",
                 );
             }
