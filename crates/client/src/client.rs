@@ -183,6 +183,29 @@ impl TokenManager {
     }
 }
 
+/// How an authenticated call failed: the transport's [`Failure`] and the call it ended on (none
+/// when no call was sent because getting a token failed).
+struct Refused {
+    failure: Failure,
+    call: Option<Call>,
+}
+
+impl Refused {
+    fn into_error(self) -> ClientError {
+        match self.failure {
+            Failure::RouteNotFound => {
+                let route = self
+                    .call
+                    .map(|call| format!("{} {}", call.method, call.route()))
+                    .unwrap_or_default();
+                ClientError::NotFound { message: format!("route {route} not found") }
+            }
+            Failure::ReAuth(message) => ClientError::Auth { message },
+            Failure::Error(e) => e,
+        }
+    }
+}
+
 fn login_error(f: Failure, what: &str) -> ClientError {
     match f {
         Failure::ReAuth(message) => {
@@ -297,11 +320,25 @@ impl Client {
         versioned: bool,
         build: impl Fn(ApiVersion) -> Call,
     ) -> Result<Reply, ClientError> {
+        self.send_authenticated(versioned, build).await.map_err(Refused::into_error)
+    }
+
+    /// [`Client::execute`] keeping the transport's [`Failure`] and the call it ended on.
+    async fn send_authenticated(
+        &self,
+        versioned: bool,
+        build: impl Fn(ApiVersion) -> Call,
+    ) -> Result<Reply, Refused> {
         let mut reauthenticated = false;
         let mut fell_back = false;
         loop {
             let version = self.api_version();
-            let token = self.inner.tokens.current(&self.inner.transport).await?;
+            let token = self
+                .inner
+                .tokens
+                .current(&self.inner.transport)
+                .await
+                .map_err(|e| Refused { failure: Failure::Error(e), call: None })?;
             let call = build(version);
             match self.inner.transport.send(&call, Some(&token)).await {
                 Ok(body) => return Ok(body),
@@ -316,20 +353,14 @@ impl Client {
                         );
                     }
                 }
-                Err(Failure::RouteNotFound) => {
-                    return Err(ClientError::NotFound {
-                        message: format!("route {} {} not found", call.method, call.route()),
-                    });
-                }
-                Err(Failure::ReAuth(message)) => {
-                    if reauthenticated || self.inner.tokens.auth.static_token().is_some() {
-                        return Err(ClientError::Auth { message });
-                    }
+                Err(Failure::ReAuth(_))
+                    if !reauthenticated && self.inner.tokens.auth.static_token().is_none() =>
+                {
                     tracing::info!(route = call.route(), "token rejected, logging in again");
                     reauthenticated = true;
                     self.inner.tokens.invalidate(&token).await;
                 }
-                Err(Failure::Error(e)) => return Err(e),
+                Err(failure) => return Err(Refused { failure, call: Some(call) }),
             }
         }
     }
@@ -541,12 +572,13 @@ impl Client {
             #[serde(default, alias = "workspaces")]
             projects: Vec<Project>,
         }
-        let body = match self.execute(false, |_| api::list_projects(ApiVersion::V4)).await {
-            Err(ClientError::NotFound { message }) if message.starts_with("route ") => {
-                self.execute(false, |_| api::list_projects(ApiVersion::V3)).await?
-            }
-            other => other?,
-        };
+        let body =
+            match self.send_authenticated(false, |_| api::list_projects(ApiVersion::V4)).await {
+                Err(Refused { failure: Failure::RouteNotFound, .. }) => {
+                    self.execute(false, |_| api::list_projects(ApiVersion::V3)).await?
+                }
+                other => other.map_err(Refused::into_error)?,
+            };
         Ok(wire::decode_json::<Projects>(&body.body)?.projects)
     }
 }
