@@ -191,7 +191,7 @@ fn create_common(
     input: CreateBody,
     with_path: bool,
 ) -> Result<Response, ApiError> {
-    let parent = path_or_422(&app, input.path.as_deref().or(input.directory.as_deref()), "path")?;
+    let parent = path_or_422(app, input.path.as_deref().or(input.directory.as_deref()), "path")?;
     let now = app.clock.now_ms();
     let mut store = app.store.lock().expect("store lock");
     check(&store, caller, project_id, &input.environment, "create")?;
