@@ -66,17 +66,18 @@ impl TestDatabase {
 
     /// A fresh database on the server that `admin_url` points at (any existing database there).
     pub async fn try_postgres_at(admin_url: &str) -> Result<Self, TestSupportError> {
-        let admin_url = match admin_connect(admin_url).await {
-            Ok(conn) => {
-                let _ = conn.close().await;
-                admin_url.to_owned()
+        // The probe connection is kept for the setup below when it succeeds.
+        let (admin_url, mut admin) = match admin_connect(admin_url).await {
+            Ok(conn) => (admin_url.to_owned(), conn),
+            Err(e) if is_unreachable(&e) => {
+                let url = fallback_postgres(admin_url, e.to_string()).await?;
+                let conn = admin_connect(&url).await.map_err(|e| setup("postgresql", e))?;
+                (url, conn)
             }
-            Err(e) if is_unreachable(&e) => fallback_postgres(admin_url, e.to_string()).await?,
             Err(e) => return Err(setup("postgresql", e)),
         };
         let now = unix_secs();
         let name = format!("ikit_test_{now}_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = admin_connect(&admin_url).await.map_err(|e| setup("postgresql", e))?;
         sweep_stale_databases(&mut admin, now).await;
         sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
             .execute(&mut admin)
