@@ -108,3 +108,21 @@ async fn a_flip_interrupted_over_the_api_is_finished_by_a_fresh_manager() {
     assert_eq!(fresh.verify::<Value>(&token).unwrap()["sub"], "before");
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn deleting_ignores_missing_keys_and_folders() {
+    let emulator = emulator().await;
+    let store = store(&emulator);
+    store.delete("/auth/none", vec!["a".into()]).await.unwrap();
+    store
+        .upsert("/auth/d", vec![("a".into(), "1".into()), ("b".into(), "2".into())])
+        .await
+        .unwrap();
+    store.delete("/auth/d", vec!["a".into()]).await.unwrap();
+    let names: Vec<String> = store.read_folder("/auth/d").await.unwrap().into_keys().collect();
+    assert_eq!(names, ["b"]);
+    store.delete("/auth/d", vec!["missing".into(), "b".into(), "a".into()]).await.unwrap();
+    assert!(store.read_folder("/auth/d").await.unwrap().is_empty());
+    store.delete("/auth/d", vec!["b".into()]).await.unwrap();
+    emulator.shutdown().await;
+}
