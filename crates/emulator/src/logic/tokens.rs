@@ -40,7 +40,8 @@ fn refuse(message: &'static str) -> Refusal {
     Refusal { message, delete: true }
 }
 
-fn secs_ms(secs: u64) -> i64 {
+/// Seconds to milliseconds, saturating at `i64::MAX`.
+pub(crate) fn secs_ms(secs: u64) -> i64 {
     i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 

@@ -274,11 +274,11 @@ pub(crate) async fn universal_login(
     let matches = bool::from(client_secret.as_bytes().ct_eq(expected.as_bytes()));
     if !matches || identity.client_secret.is_none() || identity.secret_state.revoked {
         if lockout.enabled {
-            let window = i64::try_from(lockout.counter_reset_seconds * 1000).unwrap_or(i64::MAX);
+            let window = tokens::secs_ms(lockout.counter_reset_seconds);
             identity.failures.retain(|t| now - *t < window);
             identity.failures.push(now);
             if identity.failures.len() >= usize::try_from(lockout.threshold).unwrap_or(usize::MAX) {
-                let duration = i64::try_from(lockout.duration_seconds * 1000).unwrap_or(i64::MAX);
+                let duration = tokens::secs_ms(lockout.duration_seconds);
                 identity.locked_until_ms = Some(now.saturating_add(duration));
                 identity.failures.clear();
             }
@@ -288,7 +288,8 @@ pub(crate) async fn universal_login(
     identity.failures.clear();
     identity.locked_until_ms = None;
     let secret = &mut identity.secret_state;
-    if secret.ttl_secs > 0 && now > secret.created_at_ms.saturating_add(secs_to_ms(secret.ttl_secs))
+    if secret.ttl_secs > 0
+        && now > secret.created_at_ms.saturating_add(tokens::secs_ms(secret.ttl_secs))
     {
         secret.revoked = true;
         return Err(ApiError::unauthorized("Access denied due to expired client secret"));
@@ -302,10 +303,6 @@ pub(crate) async fn universal_login(
     secret.num_uses += 1;
     let identity = identity.clone();
     Ok(issue(&mut store, &identity, now))
-}
-
-fn secs_to_ms(secs: u64) -> i64 {
-    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
 #[derive(Deserialize)]
