@@ -2,7 +2,7 @@
 //! metrics, the scheduler and rejection of tampered input.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -13,7 +13,6 @@ use ikit_keys::jwt::{JwtAlgorithm, JwtKey};
 use ikit_keys::policy::{HOUR, Policy};
 use ikit_keys::store::KeyStore;
 use ikit_keys::{Error, KeyManager, RotationTarget, Trigger, spawn_scheduler};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
@@ -193,13 +192,6 @@ async fn runs_read_each_folder_once_and_install_what_they_wrote() {
     assert_eq!(env.dump("/auth/jwt").await["public_jwks"], m.jwks().unwrap().to_string());
 }
 
-fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        PrometheusBuilder::new().install_recorder().expect("one recorder per test binary")
-    })
-}
-
 fn counter(rendered: &str, name: &str, method: &str) -> u64 {
     rendered
         .lines()
@@ -211,7 +203,7 @@ fn counter(rendered: &str, name: &str, method: &str) -> u64 {
 
 #[tokio::test]
 async fn rotations_are_counted_by_method() {
-    let handle = prometheus();
+    let handle = ikit_common::telemetry::metrics_handle();
     let env = Env::new();
     let m = env.manager(7);
     m.load().await.unwrap();
