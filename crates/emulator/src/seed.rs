@@ -97,29 +97,12 @@ pub struct SeedJwtAuth {
 }
 
 #[derive(Clone, Deserialize, serde::Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct SeedLockout {
-    #[serde(default = "yes")]
     pub enabled: bool,
-    #[serde(default = "three")]
     pub threshold: u32,
-    #[serde(default = "five_minutes")]
     pub duration_seconds: u64,
-    #[serde(default = "thirty")]
     pub counter_reset_seconds: u64,
-}
-
-fn yes() -> bool {
-    true
-}
-fn three() -> u32 {
-    3
-}
-fn five_minutes() -> u64 {
-    300
-}
-fn thirty() -> u64 {
-    30
 }
 
 impl Default for SeedLockout {
