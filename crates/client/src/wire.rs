@@ -507,11 +507,9 @@ pub(crate) fn decode_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(crate) struct ErrorBody {
-    pub(crate) status_code: Option<u16>,
     /// A string, or (422) an array of issues.
     pub(crate) message: serde_json::Value,
     pub(crate) error: Option<String>,
-    pub(crate) req_id: Option<String>,
     /// Set by the 503 a starting server sends (`"unavailable"`).
     pub(crate) status: Option<String>,
 }
