@@ -265,22 +265,11 @@ async fn azure_token(
     struct Imds {
         access_token: String,
     }
-    let response = http
+    let request = http
         .get(imds_url)
         .query(&[("api-version", "2018-02-01"), ("resource", resource)])
-        .header("Metadata", "true")
-        .timeout(METADATA_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| ClientError::Credential(format!("azure imds unreachable: {e}")))?;
-    let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| ClientError::Credential(format!("azure imds read failed: {e}")))?;
-    if !status.is_success() {
-        return Err(ClientError::Credential(format!("azure imds answered {status}")));
-    }
+        .header("Metadata", "true");
+    let bytes = metadata_get(request, "azure imds", "azure imds").await?;
     let imds: Imds = serde_json::from_slice(&bytes)
         .map_err(|_| ClientError::Credential("azure imds answer has no access_token".into()))?;
     Ok(Zeroizing::new(imds.access_token))
@@ -292,29 +281,42 @@ async fn gcp_id_token(
     metadata_url: &str,
     audience: &str,
 ) -> Result<Zeroizing<String>, ClientError> {
-    let response = http
+    let request = http
         .get(metadata_url)
         .query(&[("audience", audience), ("format", "full")])
-        .header("Metadata-Flavor", "Google")
-        .timeout(METADATA_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| ClientError::Credential(format!("gcp metadata server unreachable: {e}")))?;
-    let status = response.status();
-    let text = Zeroizing::new(
-        response
-            .text()
-            .await
-            .map_err(|e| ClientError::Credential(format!("gcp metadata read failed: {e}")))?,
-    );
-    if !status.is_success() {
-        return Err(ClientError::Credential(format!("gcp metadata server answered {status}")));
-    }
-    let token = Zeroizing::new(text.trim().to_owned());
+        .header("Metadata-Flavor", "Google");
+    let bytes = metadata_get(request, "gcp metadata server", "gcp metadata").await?;
+    let token = Zeroizing::new(String::from_utf8_lossy(&bytes).trim().to_owned());
     if token.is_empty() {
         return Err(ClientError::Credential("gcp metadata server sent an empty token".into()));
     }
     Ok(token)
+}
+
+/// Sends a request to a cloud metadata endpoint and returns its body when the status is a
+/// success. `server` names the endpoint in errors, `read` names it when the body cannot be read.
+async fn metadata_get(
+    request: reqwest::RequestBuilder,
+    server: &str,
+    read: &str,
+) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    let response = request
+        .timeout(METADATA_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| ClientError::Credential(format!("{server} unreachable: {e}")))?;
+    let status = response.status();
+    let bytes = Zeroizing::new(
+        response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Credential(format!("{read} read failed: {e}")))?
+            .to_vec(),
+    );
+    if !status.is_success() {
+        return Err(ClientError::Credential(format!("{server} answered {status}")));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
