@@ -80,6 +80,9 @@ pub(crate) fn notify_change(
                 .cloned()
                 .collect()
         };
+        if hooks.is_empty() {
+            return;
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for hook in hooks {
             let (app, path, actor) = (app.clone(), path.clone(), actor.clone());
@@ -88,6 +91,7 @@ pub(crate) fn notify_change(
             });
         }
         while tasks.join_next().await.is_some() {}
+        // Each delivery recorded its outcome on its hook; nothing changed when no hook matched.
         app.persist();
     });
 }
