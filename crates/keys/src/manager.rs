@@ -304,34 +304,24 @@ impl KeyManager {
         self.ring.load_full()
     }
 
-    fn jwt_ring(&self) -> Result<arc_swap::Guard<Arc<KeyRing>>> {
-        let ring = self.ring.load();
-        if ring.jwt.is_none() { Err(Error::NotLoaded) } else { Ok(ring) }
-    }
-
     /// Signs `claims` with the current key.
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String> {
-        let ring = self.jwt_ring()?;
+        let ring = self.ring.load();
         let jwt = ring.jwt.as_ref().ok_or(Error::NotLoaded)?;
         jwt.keys.current.sign(claims)
     }
 
     /// Verifies a token against every published key, at the clock's time with the policy's skew.
     pub fn verify<T: DeserializeOwned>(&self, token: &str) -> Result<T> {
-        let ring = self.jwt_ring()?;
+        let ring = self.ring.load();
         let jwt = ring.jwt.as_ref().ok_or(Error::NotLoaded)?;
         jwt.published.verify_at(token, self.clock.now_secs(), self.config.policy.clock_skew)
     }
 
     /// `{"keys":[...]}`: current, next and previous keys.
     pub fn jwks(&self) -> Result<Value> {
-        let ring = self.jwt_ring()?;
-        Ok(ring.jwt.as_ref().ok_or(Error::NotLoaded)?.published.to_json())
-    }
-
-    fn aes(&self) -> Result<arc_swap::Guard<Arc<KeyRing>>> {
         let ring = self.ring.load();
-        if ring.aes.is_none() { Err(Error::NotLoaded) } else { Ok(ring) }
+        Ok(ring.jwt.as_ref().ok_or(Error::NotLoaded)?.published.to_json())
     }
 
     /// Encrypts under the active key (nonce from the thread-local CSPRNG).
@@ -345,19 +335,19 @@ impl KeyManager {
         plaintext: &[u8],
         aad: &[u8],
     ) -> Result<String> {
-        let ring = self.aes()?;
+        let ring = self.ring.load();
         ring.aes.as_ref().ok_or(Error::NotLoaded)?.encrypt(rng, plaintext, aad)
     }
 
     /// Decrypts with any key that is not retired.
     pub fn decrypt(&self, ciphertext: &str, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let ring = self.aes()?;
+        let ring = self.ring.load();
         ring.aes.as_ref().ok_or(Error::NotLoaded)?.decrypt(ciphertext, aad)
     }
 
     /// Moves a ciphertext to the active key (unchanged when it is already there).
     pub fn reencrypt(&self, ciphertext: &str, aad: &[u8]) -> Result<String> {
-        let ring = self.aes()?;
+        let ring = self.ring.load();
         ring.aes.as_ref().ok_or(Error::NotLoaded)?.reencrypt(
             &mut rand::thread_rng(),
             ciphertext,
@@ -1043,9 +1033,6 @@ impl KeyManager {
                             retired_at: None,
                         }),
                     }
-                }
-                if ring.get(active).is_none() {
-                    return Err(Error::UnknownKid(active.to_owned()));
                 }
                 let ring = aes_activate(&ring, active, now)?;
                 let kids = imported.iter().map(|k| k.kid().to_owned()).collect();

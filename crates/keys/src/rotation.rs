@@ -593,9 +593,6 @@ pub fn verify_jwt_folder(stored: &BTreeMap<String, SecretValue>) -> Vec<Check> {
         Ok(f) => f,
         Err(e) => return vec![check("jwt keys parse", false, e.to_string())],
     };
-    if folder.state.is_none() {
-        return vec![check("jwt rotation_state present", false, "no rotation_state")];
-    }
     let keys = match folder.resolve() {
         Ok(Some(keys)) => keys,
         Ok(None) => return vec![check("jwt rotation_state present", false, "no rotation_state")],
