@@ -112,24 +112,25 @@ impl FromRequestParts<Arc<App>> for Caller {
         if claims.auth_token_type != "identityAccessToken" {
             return Err(ApiError::unauthorized("Token type not supported by the emulator"));
         }
-        let row = store.token(&claims.identity_access_token_id).cloned();
-        if let Err(refusal) = tokens::check_request(row.as_ref(), now) {
+        if let Err(refusal) =
+            tokens::check_request(store.token(&claims.identity_access_token_id), now)
+        {
             if refusal.delete {
                 store.delete_token(&claims.identity_access_token_id);
             }
             return Err(ApiError::unauthorized(refusal.message));
         }
-        let Some(identity) = store.identity(&claims.identity_id).cloned() else {
+        let Some(caller) = store.identity(&claims.identity_id).map(|i| Caller::Identity {
+            identity_id: i.id.clone(),
+            name: i.name.clone(),
+            projects: i.projects.clone(),
+        }) else {
             return Err(ApiError::bad_request("Identity does not belong to this organization"));
         };
         if let Some(row) = store.token_mut(&claims.identity_access_token_id) {
             row.num_uses += 1;
         }
-        Ok(Caller::Identity {
-            identity_id: identity.id,
-            name: identity.name,
-            projects: identity.projects,
-        })
+        Ok(caller)
     }
 }
 
@@ -466,8 +467,7 @@ pub(crate) async fn renew(State(app): State<Arc<App>>, body: Bytes) -> Result<Re
         return Err(ApiError::bad_request("Only identity access tokens can be renewed"));
     }
     let id = claims.identity_access_token_id;
-    let row = store.token(&id).cloned();
-    if let Err(refusal) = tokens::check_renew(row.as_ref(), now) {
+    if let Err(refusal) = tokens::check_renew(store.token(&id), now) {
         if refusal.delete {
             store.delete_token(&id);
         }
