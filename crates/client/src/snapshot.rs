@@ -8,6 +8,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -69,6 +70,9 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<StoredEntry, String> {
 pub(crate) struct SnapshotStore {
     dir: PathBuf,
     key: SealKey,
+    /// The directory was made (or found) and tightened; not checked again until a write finds
+    /// it gone.
+    dir_ready: AtomicBool,
 }
 
 fn aad(cache_key: &str) -> Vec<u8> {
@@ -77,7 +81,7 @@ fn aad(cache_key: &str) -> Vec<u8> {
 
 impl SnapshotStore {
     pub(crate) fn new(dir: PathBuf, key: SealKey) -> Self {
-        Self { dir, key }
+        Self { dir, key, dir_ready: AtomicBool::new(false) }
     }
 
     /// The file for a cache key: a hash, so names reveal nothing about folders.
@@ -87,24 +91,49 @@ impl SnapshotStore {
     }
 
     /// Seals and writes atomically: temp file (0600), fsync, rename, fsync of the directory.
+    /// The directory is made private on the first write, and again if a write finds it gone.
     pub(crate) fn write(
         &self,
         cache_key: &str,
         entry: &[u8],
         rng: &mut impl RngCore,
     ) -> std::io::Result<()> {
-        create_private_dir(&self.dir)?;
         let sealed = seal::seal(&self.key, &aad(cache_key), entry, rng);
         let target = self.path(cache_key);
+        self.ensure_dir()?;
+        match self.write_file(&target, &sealed, rng) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.dir_ready.store(false, Ordering::Release);
+                self.ensure_dir()?;
+                self.write_file(&target, &sealed, rng)
+            }
+            other => other,
+        }
+    }
+
+    fn ensure_dir(&self) -> std::io::Result<()> {
+        if !self.dir_ready.load(Ordering::Acquire) {
+            create_private_dir(&self.dir)?;
+            self.dir_ready.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    fn write_file(
+        &self,
+        target: &Path,
+        sealed: &[u8],
+        rng: &mut impl RngCore,
+    ) -> std::io::Result<()> {
         let mut suffix = [0u8; 6];
         rng.fill_bytes(&mut suffix);
         let tmp = self.dir.join(format!(".{}.tmp", hex::encode(suffix)));
         let result = (|| {
             let mut file = open_private(&tmp)?;
-            file.write_all(&sealed)?;
+            file.write_all(sealed)?;
             file.sync_all()?;
             drop(file);
-            std::fs::rename(&tmp, &target)?;
+            std::fs::rename(&tmp, target)?;
             std::fs::File::open(&self.dir)?.sync_all()
         })();
         if result.is_err() {
@@ -223,5 +252,11 @@ mod tests {
         let store = SnapshotStore::new(existing.clone(), SealKey::new([9; 32]));
         store.write("p:dev:f:/a", &encode_entry(7, None, &folder()), &mut rng).unwrap();
         assert_eq!(mode(&existing), 0o700);
+
+        // A directory removed after the first write is made again, private, by the next one.
+        std::fs::remove_dir_all(&existing).unwrap();
+        store.write("p:dev:f:/b", &encode_entry(8, None, &folder()), &mut rng).unwrap();
+        assert_eq!(mode(&existing), 0o700);
+        assert_eq!(store.read("p:dev:f:/b").unwrap().unwrap().saved_at_ms, 8);
     }
 }
