@@ -258,6 +258,9 @@ async fn cloud_logins_check_shape_and_record_the_body() {
         let path = format!("/api/v1/auth/{method}/login");
         let ok = h.post(&path, None, json!({"identityId": JWT_IDENTITY, "jwt": "a.b.c"})).await;
         assert_eq!(ok.status, 200, "{method}");
+        let bad =
+            h.post(&path, None, json!({"identityId": JWT_IDENTITY, "jwt": "not-a-jwt"})).await;
+        assert_error(&bad, 401, "UnauthorizedError", "Access denied: malformed jwt");
     }
     // An identity without the method configured is refused.
     let unknown = h

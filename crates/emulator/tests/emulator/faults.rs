@@ -1,7 +1,7 @@
 //! Fault injection, counters, clock control and the production-like rate limiter, in process
 //! and over the admin API.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ikit_emulator::Fault;
 use reqwest::Method;
@@ -18,6 +18,16 @@ async fn status_faults_fire_the_given_number_of_times() {
     let h = start().await;
     let token = h.token().await;
     h.emu.faults().add(Fault::status("/api/v4/secrets", 503).times(2).method("GET"));
+    // While the fault is active, another method under the prefix and another route are served.
+    let create = h
+        .post(
+            "/api/v4/secrets/X",
+            Some(&token),
+            json!({"projectId": PROJECT, "environment": "dev", "secretValue": "x"}),
+        )
+        .await;
+    assert_eq!(create.status, 200, "{}", create.body);
+    assert_eq!(h.get("/api/v1/workspace", &token).await.status, 200);
     for _ in 0..2 {
         let a = h.get(&list(), &token).await;
         assert_eq!(a.status, 503);
@@ -69,7 +79,9 @@ async fn error_rates_and_latency() {
     assert_eq!(h.get(&list(), &token).await.body["error"], "GatewayTimeoutError");
     // A latency fault delays and then lets the request through; it is consumed.
     h.emu.faults().add(Fault::latency("/api/v4/secrets", Duration::from_millis(20)).times(1));
+    let before = Instant::now();
     assert_eq!(h.get(&list(), &token).await.status, 200);
+    assert!(before.elapsed() >= Duration::from_millis(20), "the latency was injected");
     assert!(h.emu.faults().list().is_empty(), "used-up faults are removed");
 }
 
