@@ -18,14 +18,13 @@
 //!   write is not detected by the stamp, only by the lock check before each write;
 //! - the stamp is checked once per step, not before each write of the step;
 //! - tokens of different locks are not comparable, so a stamp with another scope (for example
-//!   after moving from PostgreSQL to Redis) admits any token, and [`LocalLock`] (whose tokens
-//!   restart with the process) neither stamps nor is refused;
+//!   after moving from PostgreSQL to Redis) admits any token, and [`LocalLock`] (which has no
+//!   token that outlives the process) neither stamps nor is refused;
 //! - the Redis token counter (`<key>:fence`) must be durable: if Redis loses it, new tokens start
 //!   again at 1 and every step is refused until the counter is set above the stored token
 //!   (`SET <key>:fence <stored token>`); the error names both tokens.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -58,8 +57,6 @@ impl Fence {
 
 /// A held lock.
 pub trait LockGuard: Send {
-    /// Increases with every acquisition (where the backend can tell).
-    fn fencing_token(&self) -> u64;
     /// The stamp to fence commits with; `None` when the token does not outlive the process
     /// (nothing is stamped or refused then).
     fn fence(&self) -> Option<Fence> {
@@ -81,30 +78,26 @@ pub fn lock_id(name: &str) -> i64 {
 #[derive(Clone, Debug, Default)]
 pub struct LocalLock {
     mutex: Arc<tokio::sync::Mutex<()>>,
-    counter: Arc<AtomicU64>,
 }
 
 struct LocalGuard {
     _guard: tokio::sync::OwnedMutexGuard<()>,
-    token: u64,
 }
 
 impl RotationLock for LocalLock {
     fn try_acquire(&self) -> BoxFuture<'_, Result<Option<Box<dyn LockGuard>>>> {
         Box::pin(async move {
-            Ok(self.mutex.clone().try_lock_owned().ok().map(|guard| {
-                let token = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
-                Box::new(LocalGuard { _guard: guard, token }) as Box<dyn LockGuard>
-            }))
+            Ok(self
+                .mutex
+                .clone()
+                .try_lock_owned()
+                .ok()
+                .map(|guard| Box::new(LocalGuard { _guard: guard }) as Box<dyn LockGuard>))
         })
     }
 }
 
 impl LockGuard for LocalGuard {
-    fn fencing_token(&self) -> u64 {
-        self.token
-    }
-
     fn check(&mut self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
     }
@@ -185,10 +178,6 @@ impl RotationLock for PgAdvisoryLock {
 }
 
 impl LockGuard for PgGuard {
-    fn fencing_token(&self) -> u64 {
-        self.token
-    }
-
     fn fence(&self) -> Option<Fence> {
         Some(Fence { scope: format!("postgres:{}", self.id), token: self.token })
     }
@@ -272,10 +261,6 @@ impl RotationLock for RedisLock {
 }
 
 impl LockGuard for RedisGuard {
-    fn fencing_token(&self) -> u64 {
-        self.token
-    }
-
     fn fence(&self) -> Option<Fence> {
         Some(Fence { scope: format!("redis:{}", self.key), token: self.token })
     }

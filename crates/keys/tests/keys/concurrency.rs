@@ -143,10 +143,6 @@ impl RotationLock for AlwaysGrant {
 }
 
 impl LockGuard for GrantedGuard {
-    fn fencing_token(&self) -> u64 {
-        self.0.as_ref().map_or(0, |f| f.token)
-    }
-
     fn fence(&self) -> Option<Fence> {
         self.0.clone()
     }
@@ -337,10 +333,10 @@ async fn postgres_lock_excludes_a_second_holder_and_notices_a_lost_session() {
     let mut first = a.try_acquire().await.unwrap().expect("free lock");
     first.check().await.unwrap();
     assert!(b.try_acquire().await.unwrap().is_none(), "held by the first");
-    let token = first.fencing_token();
+    let token = first.fence().unwrap().token;
     first.release().await.unwrap();
     let mut second = b.try_acquire().await.unwrap().expect("released lock");
-    assert!(second.fencing_token() > token, "fencing tokens grow");
+    assert!(second.fence().unwrap().token > token, "fencing tokens grow");
 
     // the holder's session dies (crash, network): it must notice before writing, and the
     // server frees the lock for the next leader
@@ -382,7 +378,7 @@ async fn redis_lock_detects_a_lost_lock_and_fences() {
     let mut conn = redis.connection().await.unwrap();
     let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
     let next = lock.try_acquire().await.unwrap().expect("taken over");
-    assert!(next.fencing_token() > held.fencing_token());
+    assert!(next.fence().unwrap().token > held.fence().unwrap().token);
     assert!(matches!(held.check().await, Err(Error::LockLost)));
     // the old holder's release does not free the new holder's lock
     held.release().await.unwrap();
