@@ -455,3 +455,22 @@ async fn tags_attach_filter_and_validate() {
     let all = h.get(&format!("/api/v1/projects/{PROJECT}/tags"), &token).await;
     assert_eq!(all.body["tags"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_reference_resolves_through_the_earliest_import_that_has_the_key() {
+    let mut seed = seed();
+    let secrets = seed["secrets"].as_array_mut().unwrap();
+    secrets.push(json!({"projectId": PROJECT, "environment": "staging", "path": "/first", "key": "PICK", "value": "from-first"}));
+    secrets.push(json!({"projectId": PROJECT, "environment": "prod", "path": "/second", "key": "PICK", "value": "from-second"}));
+    secrets.push(json!({"projectId": PROJECT, "environment": "dev", "path": "/consumer", "key": "REF", "value": "${PICK}"}));
+    let imports = seed["imports"].as_array_mut().unwrap();
+    imports.push(json!({"projectId": PROJECT, "environment": "dev", "path": "/consumer", "importEnvironment": "staging", "importPath": "/first"}));
+    imports.push(json!({"projectId": PROJECT, "environment": "dev", "path": "/consumer", "importEnvironment": "prod", "importPath": "/second"}));
+    let h = start_with(config(&seed)).await;
+    let token = h.token().await;
+    let one = h
+        .get(&format!("/api/v4/secrets/REF?projectId={PROJECT}&environment=dev&secretPath=/consumer&expandSecretReferences=true"), &token)
+        .await;
+    assert_eq!(one.status, 200, "{}", one.body);
+    assert_eq!(one.body["secret"]["secretValue"], "from-first");
+}
