@@ -108,11 +108,7 @@ impl TokenManager {
         }
         let mut state = self.state.lock().await;
         let Some(current) = state.take() else { return Ok(()) };
-        let mut call = Call::new(Method::POST, &["v1", "auth", "token", "revoke"]);
-        call.body = Some(Zeroizing::new(
-            serde_json::json!({ "accessToken": current.token.expose() }).to_string(),
-        ));
-        call.idempotent = true;
+        let call = token_call("revoke", &current.token);
         transport.send(&call, None).await.map_err(|f| login_error(f, "revocation"))?;
         Ok(())
     }
@@ -150,11 +146,7 @@ impl TokenManager {
         old: &TokenState,
     ) -> Result<TokenState, ClientError> {
         let sent_at = transport.clock.now();
-        let mut call = Call::new(Method::POST, &["v1", "auth", "token", "renew"]);
-        call.body = Some(Zeroizing::new(
-            serde_json::json!({ "accessToken": old.token.expose() }).to_string(),
-        ));
-        call.idempotent = true;
+        let call = token_call("renew", &old.token);
         let reply = transport.send(&call, None).await.map_err(|f| login_error(f, "renewal"))?;
         let renewed = wire::decode_login(&reply.body)?;
         tracing::debug!(expires_in = renewed.expires_in, "renewed infisical access token");
@@ -181,6 +173,16 @@ impl TokenManager {
             },
         }
     }
+}
+
+/// `POST /api/v1/auth/token/{action}` with the token in the body (renew and revoke); safe to
+/// send twice.
+fn token_call(action: &str, token: &AccessToken) -> Call {
+    let mut call = Call::new(Method::POST, &["v1", "auth", "token", action]);
+    call.body =
+        Some(Zeroizing::new(serde_json::json!({ "accessToken": token.expose() }).to_string()));
+    call.idempotent = true;
+    call
 }
 
 /// How an authenticated call failed: the transport's [`Failure`] and the call it ended on (none

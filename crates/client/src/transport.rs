@@ -86,6 +86,12 @@ pub(crate) struct Transport {
     sleeper: Arc<dyn Sleeper>,
 }
 
+/// A server error or outage answer: its message as the reason, or the status when it has none.
+fn unavailable(status: u16, message: String) -> Failure {
+    let reason = if message.is_empty() { format!("status {status}") } else { message };
+    Failure::Error(ClientError::Unavailable { status: Some(status), reason })
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -295,23 +301,13 @@ impl Transport {
                     .as_deref()
                     .and_then(|h| parse_retry_after(Some(h), None, self.clock.now()));
                 Attempt::Fail {
-                    failure: Failure::Error(ClientError::Unavailable {
-                        status: Some(status),
-                        reason: if message.is_empty() {
-                            format!("status {status}")
-                        } else {
-                            message
-                        },
-                    }),
+                    failure: unavailable(status, message),
                     retry: repeatable.then_some(wait),
                     breaker_failure: true,
                 }
             }
             ErrorClass::ServerError => Attempt::Fail {
-                failure: Failure::Error(ClientError::Unavailable {
-                    status: Some(status),
-                    reason: if message.is_empty() { format!("status {status}") } else { message },
-                }),
+                failure: unavailable(status, message),
                 retry: None,
                 breaker_failure: true,
             },
