@@ -35,8 +35,10 @@ pub struct ClientConfig {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) sleeper: Arc<dyn Sleeper>,
     pub(crate) rng_seed: Option<u64>,
-    pub(crate) user_agent: String,
 }
+
+/// The `User-Agent` of every request this crate sends to Infisical.
+pub(crate) const USER_AGENT: &str = concat!("ikit-client/", env!("CARGO_PKG_VERSION"));
 
 impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -85,7 +87,6 @@ impl ClientConfig {
             clock: Arc::new(SystemClock),
             sleeper: Arc::new(TokioSleeper),
             rng_seed: None,
-            user_agent: format!("ikit-client/{}", env!("CARGO_PKG_VERSION")),
         })
     }
 

@@ -62,7 +62,8 @@ impl TokenTimes {
     }
 
     /// When the token expires, if it does.
-    pub fn expires_at(&self) -> Option<SystemTime> {
+    #[cfg(test)]
+    fn expires_at(&self) -> Option<SystemTime> {
         (!self.expires_in.is_zero()).then(|| self.obtained_at + self.expires_in)
     }
 }

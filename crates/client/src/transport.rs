@@ -108,7 +108,7 @@ impl Transport {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
-            .user_agent(config.user_agent.clone())
+            .user_agent(crate::config::USER_AGENT)
             .build()
             .map_err(|e| ClientError::Config(format!("cannot build http client: {e}")))?;
         let now = config.clock.now();

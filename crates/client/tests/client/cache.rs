@@ -13,7 +13,7 @@ use ikit_client::{
     events_channel,
 };
 use ikit_common::events::{ChangeKind, SecretChangeEvent};
-use ikit_common::testsuite::TestRedis;
+use ikit_common::testsuite::{LogCapture, TestRedis};
 use ikit_emulator::{ApiVersion, Fault};
 
 use crate::support::{DB_VALUE, Harness, PROJECT, ua};
@@ -443,7 +443,7 @@ fn host_port(url: &str) -> String {
 
 #[tokio::test]
 async fn redis_going_away_degrades_to_l1_and_recovers() {
-    let (logs, _guard) = crate::support::capture_logs("ikit_client=debug");
+    let (logs, _guard) = LogCapture::start("ikit_client=debug");
     let h = Harness::start(ApiVersion::V2026).await;
     let redis = TestRedis::new().await;
     let proxy = Proxy::start(host_port(redis.url())).await;
@@ -811,7 +811,7 @@ async fn concurrent_reads_against_a_blackholing_redis_try_to_connect_once() {
 
 #[tokio::test]
 async fn stale_serves_are_logged_at_debug_only() {
-    let (logs, _guard) = crate::support::capture_logs("ikit_client=info");
+    let (logs, _guard) = LogCapture::start("ikit_client=info");
     let h = Harness::start(ApiVersion::V2026).await;
     let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
     cache.folder(&app()).await.unwrap();

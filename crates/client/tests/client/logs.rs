@@ -6,12 +6,15 @@ use std::time::Duration;
 use ikit_client::{FolderQuery, NewSecret, Scope, SecretRef, SecretUpdate};
 use ikit_emulator::{ApiVersion, Fault};
 
-use crate::support::{DB_VALUE, Harness, PROJECT, capture_logs, ua};
+use ikit_common::testsuite::LogCapture;
+
+use crate::support::{DB_VALUE, Harness, PROJECT, ua};
 
 #[tokio::test]
 async fn a_full_flow_logs_no_secret_value_or_token() {
-    let (logs, _guard) =
-        capture_logs("ikit_client=trace,reqwest=trace,hyper=trace,hyper_util=trace,redis=trace");
+    let (logs, _guard) = LogCapture::start(
+        "ikit_client=trace,reqwest=trace,hyper=trace,hyper_util=trace,redis=trace",
+    );
     let h = Harness::start(ApiVersion::V2026).await;
     let client = h.client(ua());
     let scope = Scope::new(PROJECT, "dev", "/app");

@@ -10,7 +10,6 @@ use ikit_client::{
     AuthMethod, BreakerConfig, BudgetConfig, Client, ClientConfig, Clock, ManualClock, RetryPolicy,
     SleepFuture, Sleeper,
 };
-use ikit_common::testsuite::LogCapture;
 use ikit_emulator::{ApiVersion, Emulator, EmulatorClock, EmulatorConfig, RunningEmulator, Seed};
 use sha2::Sha256;
 
@@ -160,10 +159,4 @@ pub(crate) fn hs256_jwt(claims: &serde_json::Value) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(JWT_HMAC.as_bytes()).unwrap();
     mac.update(signing_input.as_bytes());
     format!("{signing_input}.{}", b64.encode(mac.finalize().into_bytes()))
-}
-
-/// Captures the logs matching `filter` on this thread (the emulator's own logs are left out by
-/// the filters the tests pass: they are not the client's to keep clean).
-pub(crate) fn capture_logs(filter: &str) -> (LogCapture, tracing::subscriber::DefaultGuard) {
-    LogCapture::start(filter)
 }
