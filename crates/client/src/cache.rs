@@ -18,6 +18,7 @@ use futures_util::StreamExt as _;
 use ikit_common::events::{ChangeKind, InvalidationMessage, SecretChangeEvent};
 pub use ikit_common::events::{DEFAULT_REDIS_PREFIX, events_channel, invalidation_channel};
 use ikit_common::{SecretRef, Settings};
+use metrics::SharedString;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -306,6 +307,11 @@ struct Shared {
     epoch: AtomicU64,
 }
 
+/// A folder path as a metric label, allocated once and shared by the metrics of one read.
+fn path_label(path: &str) -> SharedString {
+    SharedString::from_shared(Arc::from(path))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -465,8 +471,9 @@ impl CachedClient {
         folder: &Arc<FolderSecrets>,
         age: Duration,
     ) -> Served<Arc<FolderSecrets>> {
-        metrics::counter!(METRIC_CACHE_HIT, "path" => path.to_owned()).increment(1);
-        metrics::counter!(METRIC_FETCH_TOTAL, "source" => Source::Cache.as_str(), "path" => path.to_owned())
+        let path = path_label(path);
+        metrics::counter!(METRIC_CACHE_HIT, "path" => path.clone()).increment(1);
+        metrics::counter!(METRIC_FETCH_TOTAL, "source" => Source::Cache.as_str(), "path" => path)
             .increment(1);
         Served { value: folder.clone(), source: Source::Cache, age }
     }
@@ -478,10 +485,11 @@ impl CachedClient {
         folder: Arc<FolderSecrets>,
         age: Duration,
     ) -> Served<Arc<FolderSecrets>> {
-        let labels = [("path", path.to_owned()), ("source", source.as_str().to_owned())];
+        let label = path_label(path);
+        let labels = [("path", label.clone()), ("source", SharedString::from(source.as_str()))];
         metrics::counter!(METRIC_CACHE_STALE, &labels).increment(1);
         metrics::histogram!(METRIC_CACHE_STALE_AGE, &labels).record(age.as_secs_f64());
-        metrics::counter!(METRIC_FETCH_TOTAL, "source" => source.as_str(), "path" => path.to_owned())
+        metrics::counter!(METRIC_FETCH_TOTAL, "source" => source.as_str(), "path" => label)
             .increment(1);
         // Debug: during an outage this is every read (the metrics carry the counts).
         tracing::debug!(
