@@ -534,6 +534,10 @@ async fn a_waiter_finishes_when_the_fetching_caller_is_cancelled() {
 async fn callers_queued_on_a_failing_fetch_get_its_error_without_asking_again() {
     let h = Harness::start(ApiVersion::V2026).await;
     let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    // The leader's first attempt is held, so all 100 callers are queued behind its flight rather
+    // than arriving after it ended (late callers rightly start a flight of their own). Faults are
+    // evaluated in order and a status ends the evaluation, so the latency goes first.
+    h.emulator.faults().add(Fault::latency("/api/v4/secrets", Duration::from_millis(500)).times(1));
     h.emulator.faults().add(Fault::status("/api/v4/secrets", 503));
     let tasks: Vec<_> = (0..100)
         .map(|_| {
