@@ -265,7 +265,13 @@ pub(crate) async fn universal_login(
         .iter_mut()
         .find(|i| i.has_method("universal-auth") && i.client_id.as_deref() == Some(client_id))
     else {
-        return Err(ApiError::unauthorized("Invalid credentials"));
+        // The 2024 server looked the client id up first and said so (identity-ua-service.ts
+        // of 2024-10); current servers answer every credential failure alike (spec 1.3).
+        return Err(if app.api_version == ApiVersion::V2024 {
+            ApiError::not_found("No identity with specified client ID was found")
+        } else {
+            ApiError::unauthorized("Invalid credentials")
+        });
     };
     let lockout = identity.lockout.clone();
     if lockout.enabled && identity.locked_until_ms.is_some_and(|until| now < until) {
