@@ -413,6 +413,61 @@ pub(crate) async fn list(
     Ok(Json(Value::Object(body)).into_response())
 }
 
+/// `GET /api/v1/secret-imports?workspaceId&environment&path`: a folder's imports in order.
+pub(crate) async fn list_imports(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = Query::parse(raw.as_deref());
+    let status = validation_status(&app);
+    let required = |key: &str| {
+        q.get(key).filter(|v| !v.is_empty()).map(str::to_owned).ok_or_else(|| {
+            ApiError::validation(
+                status,
+                vec![super::schema::invalid_type("string", None, &[json!(key)])],
+            )
+        })
+    };
+    let (pid, env) = (required("workspaceId")?, required("environment")?);
+    let store = app.store.lock().expect("store lock");
+    let place = place(&app, &store, Gen::V3, pid, Some(&env), q.get("path"))?;
+    authorize(&caller, &place, "read")?;
+    let folder = store
+        .folder(&place.project_id, &place.env, &place.path)
+        .ok_or_else(|| folder_missing(&place, Op::Get))?;
+    let created = store.project(&place.project_id).map_or(0, |p| p.created_at_ms);
+    let imports: Vec<Value> = store
+        .imports_of(&place.project_id, &place.env, &place.path)
+        .into_iter()
+        .enumerate()
+        .map(|(i, import)| {
+            let env = store.environment(&place.project_id, &import.import_env);
+            json!({
+                "id": import.id,
+                "version": 1,
+                "importPath": import.import_path,
+                "position": i + 1,
+                "createdAt": iso_ms(created),
+                "updatedAt": iso_ms(created),
+                "folderId": folder.id,
+                "isReplication": false,
+                "isReplicationSuccess": null,
+                "replicationStatus": null,
+                "lastReplicated": null,
+                "isReserved": false,
+                "importEnv": {
+                    "name": env.map(|e| e.name.clone()),
+                    "slug": import.import_env,
+                    "id": env.map(|e| e.id.clone()),
+                },
+            })
+        })
+        .collect();
+    Ok(Json(json!({"message": "Successfully fetched secret imports", "secretImports": imports}))
+        .into_response())
+}
+
 fn not_found_quoted(key: &str) -> ApiError {
     ApiError::not_found(format!("Secret with name '{key}' not found"))
 }

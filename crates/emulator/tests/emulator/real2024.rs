@@ -449,3 +449,34 @@ async fn item15_bodies_headers_and_keys_as_the_2024_server_sends_them() {
         .unwrap();
     assert_eq!(not_preflight.status(), 400);
 }
+
+#[tokio::test]
+async fn item13_2024_routes_serve_secret_imports_and_not_secrets_by_id() {
+    let (h, token) = v2024().await;
+    let imports = h
+        .get(
+            &format!("/api/v1/secret-imports?workspaceId={PROJECT}&environment=dev&path=/"),
+            &token,
+        )
+        .await;
+    assert_eq!(imports.status, 200, "{}", imports.body);
+    assert_eq!(imports.body["message"], "Successfully fetched secret imports");
+    let first = &imports.body["secretImports"][0];
+    assert_eq!(
+        (first["importPath"].as_str(), first["importEnv"]["slug"].as_str()),
+        (Some("/shared"), Some("staging"))
+    );
+    assert_eq!(first["position"], 1);
+    let list = h.get(&raw_list(""), &token).await;
+    let id = list.body["secrets"][0]["id"].as_str().unwrap();
+    let path = format!("/api/v3/secrets/raw/id/{id}");
+    let by_id = h.get(&path, &token).await;
+    assert_eq!(
+        by_id.body,
+        json!({"message": format!("Route GET:{path} not found"), "error": "Not Found", "statusCode": 404})
+    );
+    // 2026 serves both.
+    let new = start().await;
+    let t = new.token().await;
+    assert_eq!(new.get(&path.replace(id, "nope"), &t).await.body["error"], "NotFound");
+}
