@@ -524,3 +524,31 @@ async fn item15_token_errors_use_the_2024_wording() {
         json!({"statusCode": 404, "message": "Service token with ID 'nope' not found", "error": "NotFound"})
     );
 }
+
+#[tokio::test]
+async fn item16_with_the_default_ttls_every_renewal_is_refused() {
+    for version in [ApiVersion::V2024, ApiVersion::V2026] {
+        let mut s = seed();
+        s["identities"].as_array_mut().unwrap().push(json!(
+            {"name": "defaults", "clientId": "defaults-id", "clientSecret": "defaults-secret", "projects": [PROJECT]}
+        ));
+        let h = start_with(config(&s).api_version(version)).await;
+        let login = h.login_as("defaults-id", "defaults-secret").await;
+        assert_eq!(
+            (login.body["expiresIn"].as_u64(), login.body["accessTokenMaxTTL"].as_u64()),
+            (Some(2_592_000), Some(2_592_000))
+        );
+        let token = login.body["accessToken"].as_str().unwrap().to_owned();
+        // One second after login, now + TTL is past created + max TTL: refused, and the token is gone.
+        h.emu.clock().advance(std::time::Duration::from_secs(1));
+        let renew = h.post("/api/v1/auth/token/renew", None, json!({"accessToken": token})).await;
+        assert_eq!(renew.status, 401, "{}", renew.body);
+        assert_eq!(
+            renew.body["message"],
+            "Failed to renew MI access token past its Max TTL expiration"
+        );
+        assert_eq!(h.get(&raw_list(""), &token).await.status, 401);
+        // Logging in again is the way out.
+        assert_eq!(h.login_as("defaults-id", "defaults-secret").await.status, 200);
+    }
+}
