@@ -462,7 +462,7 @@ impl Settings {
             .unwrap_or(LogFormat::Json);
         let log_filter = l
             .parsed("log.filter", &["RUST_LOG"], |v| {
-                tracing_subscriber::EnvFilter::try_new(v)
+                crate::telemetry::parse_log_filter(v)
                     .map(|_| v.to_owned())
                     .map_err(|e| format!("not a valid filter: {e}"))
             })
@@ -1244,6 +1244,20 @@ mod tests {
         let errs = Settings::load_path(Some(&missing), &BTreeMap::new()).unwrap_err();
         assert_eq!(errs.0[0].field, "file");
         assert!(errs.0[0].origin.contains("absent.toml"));
+    }
+
+    #[test]
+    fn a_non_ascii_log_filter_is_a_config_error_not_a_panic() {
+        for filter in ["x, é=info", "é", "ikit=debug,ünïcode=warn"] {
+            let errs = Settings::load(None, &env(&[("RUST_LOG", filter)])).unwrap_err();
+            let e = errs.field("log.filter").unwrap();
+            assert_eq!(e.origin, "env RUST_LOG");
+            assert!(e.message.contains("ASCII"), "{e}");
+        }
+        let errs = Settings::load(Some("[log]\nfilter = \"x, é=info\"\n"), &BTreeMap::new());
+        assert!(errs.unwrap_err().field("log.filter").is_some());
+        let s = Settings::load(None, &env(&[("RUST_LOG", "ikit_client=debug,warn")])).unwrap();
+        assert_eq!(s.log_filter, "ikit_client=debug,warn");
     }
 
     #[test]
