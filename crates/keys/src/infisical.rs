@@ -168,3 +168,24 @@ impl KeyStore for InfisicalStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::DEFAULT_STORE_TIMEOUT;
+
+    #[test]
+    fn the_call_budget_adds_every_attempt_and_backoff_and_the_default_store_timeout_covers_it() {
+        let retry = RetryPolicy::default();
+        let secs = |s: f64| Duration::from_secs_f64(s);
+        // 4 attempts of 30 s, backoff ceilings of 0.2, 0.4 and 0.8 s
+        let budget = InfisicalStore::call_budget(&retry, Duration::from_secs(30), false);
+        assert_eq!(budget, secs(121.4));
+        assert!(budget < DEFAULT_STORE_TIMEOUT);
+        // with the longest Retry-After waited before each retry
+        let with_waits = InfisicalStore::call_budget(&retry, Duration::from_secs(30), true);
+        assert_eq!(with_waits, secs(120.0 + 3.0 * 120.0));
+        let once = RetryPolicy { max_attempts: 1, ..retry };
+        assert_eq!(InfisicalStore::call_budget(&once, secs(2.0), true), secs(2.0));
+    }
+}

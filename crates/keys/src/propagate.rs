@@ -86,11 +86,20 @@ mod watch {
         /// one's). The subscriptions are in place when this returns. Start the cache's Redis
         /// listener (`CachedClient::start_listener`) for messages from other replicas.
         ///
-        /// ```ignore
-        /// let manager = Arc::new(KeyManager::builder(store).publisher(Arc::new(cache.clone())).build()?);
+        /// ```no_run
+        /// # async fn run(
+        /// #     store: std::sync::Arc<dyn ikit_keys::KeyStore>,
+        /// #     cache: ikit_client::CachedClient,
+        /// # ) -> ikit_keys::Result<()> {
+        /// use std::sync::Arc;
+        /// let manager = Arc::new(
+        ///     ikit_keys::KeyManager::builder(store).publisher(Arc::new(cache.clone())).build()?,
+        /// );
         /// manager.load().await?;
-        /// let _listener = cache.start_listener();
+        /// let _listener = cache.start_listener(); // messages from the other replicas
         /// let _watch = manager.attach(&cache); // keep both for the life of the service
+        /// # Ok(())
+        /// # }
         /// ```
         pub fn attach(self: &Arc<Self>, cache: &CachedClient) -> RingWatch {
             let folders = [self.config().jwt_folder.clone(), self.config().aes_folder.clone()];
