@@ -472,7 +472,8 @@ impl Store {
         self.folders.iter().find(|f| f.id == id)
     }
 
-    /// Creates every missing folder along `path` (seed only; the API creates one at a time).
+    /// Creates every missing folder along `path` (the seed, and folder creation under a missing
+    /// parent, which the server answers by creating the parents).
     pub(crate) fn ensure_folders(&mut self, project_id: &str, env: &str, path: &str, now_ms: i64) {
         let mut current = "/".to_owned();
         for name in path.split('/').filter(|s| !s.is_empty()) {

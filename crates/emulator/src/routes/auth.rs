@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use super::{parse_body, validation_status};
+use super::parse_body;
+use super::schema::{Ty, opt, req};
+
 use crate::ApiVersion;
 use crate::error::ApiError;
 use crate::logic::tokens::{self, TokenRow};
@@ -256,7 +258,8 @@ pub(crate) async fn universal_login(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     record(&app, "universal-auth", &body);
-    let input: UaLogin = parse_body(&body, validation_status(&app, false))?;
+    let input: UaLogin =
+        parse_body(&app, &body, &[req("clientId", Ty::Str), req("clientSecret", Ty::Str)])?;
     let (client_id, client_secret) = (input.client_id.trim(), input.client_secret.trim());
     let now = app.clock.now_ms();
     let mut store = app.store.lock().expect("store lock");
@@ -265,7 +268,13 @@ pub(crate) async fn universal_login(
         .iter_mut()
         .find(|i| i.has_method("universal-auth") && i.client_id.as_deref() == Some(client_id))
     else {
-        return Err(ApiError::unauthorized("Invalid credentials"));
+        // The 2024 server looked the client id up first and said so (identity-ua-service.ts
+        // of 2024-10); current servers answer every credential failure alike (spec 1.3).
+        return Err(if app.api_version == ApiVersion::V2024 {
+            ApiError::not_found("No identity with specified client ID was found")
+        } else {
+            ApiError::unauthorized("Invalid credentials")
+        });
     };
     let lockout = identity.lockout.clone();
     if lockout.enabled && identity.locked_until_ms.is_some_and(|until| now < until) {
@@ -329,7 +338,8 @@ pub(crate) async fn jwt_login(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     record(&app, method, &body);
-    let input: JwtLogin = parse_body(&body, validation_status(&app, false))?;
+    let input: JwtLogin =
+        parse_body(&app, &body, &[req("identityId", Ty::Str), req("jwt", Ty::Str)])?;
     let now = app.clock.now_ms();
     let mut store = app.store.lock().expect("store lock");
     let identity = configured_identity(&store, input.identity_id.trim(), method)?;
@@ -420,7 +430,16 @@ pub(crate) async fn aws_login(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     record(&app, "aws-auth", &body);
-    let input: AwsLogin = parse_body(&body, validation_status(&app, false))?;
+    let input: AwsLogin = parse_body(
+        &app,
+        &body,
+        &[
+            req("identityId", Ty::Str),
+            opt("iamHttpRequestMethod", Ty::Str),
+            req("iamRequestBody", Ty::Str),
+            req("iamRequestHeaders", Ty::Str),
+        ],
+    )?;
     let now = app.clock.now_ms();
     let mut store = app.store.lock().expect("store lock");
     let identity = configured_identity(&store, input.identity_id.trim(), "aws-auth")?;
@@ -459,7 +478,7 @@ struct TokenBody {
 }
 
 pub(crate) async fn renew(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
-    let input: TokenBody = parse_body(&body, validation_status(&app, false))?;
+    let input: TokenBody = parse_body(&app, &body, &[req("accessToken", Ty::Str)])?;
     let now = app.clock.now_ms();
     let mut store = app.store.lock().expect("store lock");
     let claims = decode_access_token(&store.jwt_secret, &input.access_token, now)?;
@@ -481,7 +500,7 @@ pub(crate) async fn renew(State(app): State<Arc<App>>, body: Bytes) -> Result<Re
 }
 
 pub(crate) async fn revoke(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
-    let input: TokenBody = parse_body(&body, validation_status(&app, false))?;
+    let input: TokenBody = parse_body(&app, &body, &[req("accessToken", Ty::Str)])?;
     let now = app.clock.now_ms();
     let mut store = app.store.lock().expect("store lock");
     let claims = decode_access_token(&store.jwt_secret, &input.access_token, now)?;

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::Caller;
+use super::schema::{Ty, opt, req};
 use crate::error::ApiError;
 use crate::logic::time::iso_ms;
 use crate::server::App;
@@ -146,8 +147,9 @@ pub(crate) async fn create_environment(
     Path(project_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let status = super::validation_status(&app, false);
-    let input: NewEnvironment = super::parse_body(&body, status)?;
+    let status = super::validation_status(&app);
+    let input: NewEnvironment =
+        super::parse_body(&app, &body, &[req("name", Ty::Str), req("slug", Ty::Str)])?;
     if !crate::logic::values::valid_slug(&input.slug) {
         return Err(ApiError::validation(
             status,
@@ -275,8 +277,9 @@ pub(crate) async fn create_tag(
     Path(project_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let status = super::validation_status(&app, false);
-    let input: NewTag = super::parse_body(&body, status)?;
+    let status = super::validation_status(&app);
+    let input: NewTag =
+        super::parse_body(&app, &body, &[req("slug", Ty::Str), opt("color", Ty::Str)])?;
     if !crate::logic::values::valid_slug(&input.slug) {
         return Err(ApiError::validation(
             status,

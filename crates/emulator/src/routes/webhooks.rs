@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::schema::{Ty, opt, req};
 use super::{Caller, Query, parse_body, validation_status};
 use crate::error::{ApiError, issue};
 use crate::logic::time::iso_ms;
@@ -72,8 +73,19 @@ pub(crate) async fn create(
     caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let status = validation_status(&app, false);
-    let input: CreateBody = parse_body(&body, status)?;
+    let status = validation_status(&app);
+    let input: CreateBody = parse_body(
+        &app,
+        &body,
+        &[
+            opt("type", Ty::Str),
+            req("projectId", Ty::Str),
+            req("environment", Ty::Str),
+            req("webhookUrl", Ty::Str),
+            opt("webhookSecretKey", Ty::Str),
+            opt("secretPath", Ty::Str),
+        ],
+    )?;
     if url::Url::parse(&input.webhook_url).is_err() {
         return Err(ApiError::validation(
             status,
@@ -133,7 +145,7 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: UpdateBody = parse_body(&body, validation_status(&app, false))?;
+    let input: UpdateBody = parse_body(&app, &body, &[req("isDisabled", Ty::Bool)])?;
     let now = app.clock.now_ms();
     let mut store = app.store.lock().expect("store lock");
     member(&caller, &find(&store, &id)?.project_id)?;
