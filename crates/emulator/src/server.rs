@@ -197,7 +197,18 @@ fn strip_trailing_slash(uri: &Uri) -> Option<Uri> {
 #[derive(Clone)]
 pub(crate) struct OriginalUri(pub Uri);
 
-async fn pipeline(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Body>) -> Response {
+/// Every Infisical answer, faults and rate-limit refusals included, carries the CORS headers.
+async fn pipeline(app: Arc<App>, router: Router, conn: Conn, req: Request<Body>) -> Response {
+    let path = req.uri().path();
+    let is_admin = path == "/__emulator" || path.starts_with("/__emulator/");
+    let mut response = handle(app.clone(), router, conn, req).await;
+    if !is_admin {
+        cors(&app, response.headers_mut());
+    }
+    response
+}
+
+async fn handle(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Body>) -> Response {
     let original = req.uri().clone();
     req.extensions_mut().insert(OriginalUri(original.clone()));
     if let Some(uri) = strip_trailing_slash(&original) {
@@ -243,11 +254,7 @@ async fn pipeline(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Bo
     }
     let req = match read_body(&app, req).await {
         Ok(req) => req,
-        Err(refusal) => {
-            let mut response = finish(&app, refusal.into_response(), &req_id, None).await;
-            cors(&app, response.headers_mut());
-            return response;
-        }
+        Err(refusal) => return finish(&app, refusal.into_response(), &req_id, None).await,
     };
     let response = match router.oneshot(req).await {
         Ok(response) => response,
@@ -257,9 +264,6 @@ async fn pipeline(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Bo
     let mut response = finish(&app, response, &req_id, if_none_match).await;
     if let Some(d) = limit_headers {
         add_limit_headers(response.headers_mut(), &d);
-    }
-    if !is_admin {
-        cors(&app, response.headers_mut());
     }
     if wrote {
         app.persist();

@@ -552,3 +552,13 @@ async fn item16_with_the_default_ttls_every_renewal_is_refused() {
         assert_eq!(h.login_as("defaults-id", "defaults-secret").await.status, 200);
     }
 }
+
+#[tokio::test]
+async fn item15_cors_headers_ride_on_fault_answers_too() {
+    let h = start().await;
+    h.emu.faults().add(ikit_emulator::Fault::status("/api/v3", 500).times(1));
+    let a = h.send(reqwest::Method::GET, "/api/v3/secrets/raw", None, None).await;
+    assert_eq!(a.status, 500);
+    assert_eq!(a.headers["access-control-allow-origin"], h.emu.base_url().as_str());
+    assert!(a.headers.contains_key("etag"));
+}
