@@ -448,6 +448,10 @@ async fn item15_bodies_headers_and_keys_as_the_2024_server_sends_them() {
         .await
         .unwrap();
     assert_eq!(not_preflight.status(), 400);
+    // `/api/status` without the newer `auditLogStorageDisabled`.
+    let status = h.send(reqwest::Method::GET, "/api/status", None, None).await;
+    assert_eq!(status.body["message"], "Ok");
+    assert!(status.body.get("auditLogStorageDisabled").is_none());
 }
 
 #[tokio::test]
@@ -492,9 +496,10 @@ async fn item14_2024_webhook_management_needs_a_user_token() {
     assert_eq!(created.status, 200, "{}", created.body);
     let listed = h.get(&format!("/api/v1/webhooks?projectId={PROJECT}"), USER_TOKEN).await;
     assert_eq!(listed.body["webhooks"].as_array().unwrap().len(), 1);
-    // The user reads secrets like a member, and its writes are attributed to it.
+    // The user reads secrets like a project member.
     let secret = h.get(&raw_list(""), USER_TOKEN).await;
     assert_eq!(secret.status, 200);
+    assert!(!secret.body["secrets"].as_array().unwrap().is_empty());
     // A 2026 server lets identities manage hooks.
     let new = start().await;
     let t = new.token().await;
