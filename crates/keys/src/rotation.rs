@@ -420,7 +420,7 @@ impl Layout {
         let mut writes: Vec<Write> = self
             .upserts
             .iter()
-            .filter(|(name, value)| stored.get(name) != Some(value))
+            .filter(|(name, value)| !stored.get(name).is_some_and(|s| s.verify(value.expose())))
             .map(|(name, value)| Write::Upsert(name.clone(), value.clone()))
             .collect();
         let delete: Vec<String> =
