@@ -23,8 +23,9 @@ use crate::rules::Probe;
 const EVENTS_KEPT: usize = 20;
 /// How long to wait between attempts to load keys that could not be loaded.
 const LOAD_RETRY: Duration = Duration::from_secs(5);
-/// Redis lock expiry: longer than any rotation step takes.
-const REDIS_LOCK_TTL_MS: u64 = 60_000;
+/// Redis lock expiry: ikit-keys refuses a lease that does not outlast one store call (its default
+/// store timeout, 125 s, which covers ikit-client's default retry budget) plus a lock call (5 s).
+const REDIS_LOCK_TTL_MS: u64 = 180_000;
 
 /// What the binary does not build itself: tests and `ikit dev` pass their own.
 #[derive(Default)]
