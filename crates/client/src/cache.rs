@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use ikit_common::events::{ChangeKind, InvalidationMessage, SecretChangeEvent};
+use ikit_common::events::{ChangeKind, InvalidationMessage, InvalidationScope, SecretChangeEvent};
 pub use ikit_common::events::{DEFAULT_REDIS_PREFIX, events_channel, invalidation_channel};
 use ikit_common::{SecretRef, Settings};
 use metrics::SharedString;
@@ -26,9 +26,10 @@ use tokio::sync::{broadcast, mpsc, watch};
 use crate::api::FolderQuery;
 use crate::client::{Client, FolderFetch, METRIC_FETCH_TOTAL, Source, pick};
 use crate::error::ClientError;
+use crate::l2::{self, Cleared, Generation};
 use crate::pattern::{Dedup, folder_affected, path_matches};
 use crate::seal::{self, SealKey};
-use crate::snapshot::{SnapshotStore, decode_entry, encode_entry};
+use crate::snapshot::{SnapshotStore, decode_entry, encode_entry, stored_age};
 use crate::wire::{FolderSecrets, Secret};
 
 /// Fresh reads served from L1 or L2, by folder path.
@@ -54,7 +55,7 @@ pub struct RedisConfig {
     pub op_timeout: Duration,
     /// After a failure, Redis is left alone this long (on the client clock).
     pub retry_every: Duration,
-    /// Bound on the L2 part of an invalidation (`SCAN` and `MGET` over the cache keys).
+    /// Bound on the L2 part of an invalidation (`SCAN` over the cache keys by name).
     pub scan_budget: Duration,
     /// How often the listener pings its pub/sub connection (a silent connection is replaced).
     pub ping_every: Duration,
@@ -163,10 +164,10 @@ impl CacheConfig {
     }
 }
 
-/// What [`CachedClient::invalidate`] did.
+/// What [`CachedClient::invalidate`] (or the [`Invalidator`](crate::Invalidator)) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Invalidated {
-    /// Listings dropped from this replica's L1.
+    /// Listings dropped from this replica's L1 (0 for the standalone invalidator).
     pub local: usize,
     /// The message reached Redis for the other replicas (false without Redis).
     pub published: bool,
@@ -219,38 +220,38 @@ struct Entry {
     folder: Arc<FolderSecrets>,
     etag: Option<String>,
     fetched_at_ms: i64,
-    /// Secret paths and imported folders, for invalidation matching.
-    paths: Vec<String>,
-}
-
-fn join(folder: &str, key: &str) -> String {
-    format!("{}/{key}", folder.trim_end_matches('/'))
-}
-
-/// The paths a listing of `path` depends on: its secrets, the folders it imports and theirs.
-fn listing_paths(folder: &FolderSecrets, path: &str) -> Vec<String> {
-    let mut paths: Vec<String> = folder.secrets.iter().map(|s| join(path, &s.key)).collect();
-    for import in &folder.imports {
-        paths.push(import.path.clone());
-        paths.extend(import.secrets.iter().map(|s| join(&import.path, &s.key)));
-    }
-    paths
 }
 
 impl Entry {
-    fn new(
-        folder: Arc<FolderSecrets>,
-        etag: Option<String>,
-        fetched_at_ms: i64,
-        path: &str,
-    ) -> Self {
-        let paths = listing_paths(&folder, path);
-        Self { folder, etag, fetched_at_ms, paths }
+    fn new(folder: Arc<FolderSecrets>, etag: Option<String>, fetched_at_ms: i64) -> Self {
+        Self { folder, etag, fetched_at_ms }
     }
 
     fn age(&self, now_ms: i64) -> Duration {
-        Duration::from_millis(u64::try_from(now_ms - self.fetched_at_ms).unwrap_or(0))
+        stored_age(now_ms, self.fetched_at_ms)
     }
+}
+
+/// Whether an invalidation of `pattern` within `scope` reaches the L1 listing under `key`: the
+/// listing's own folder, or a folder it imports (whatever the importer's environment).
+fn l1_affected(scope: &InvalidationScope, pattern: &str, key: &str, entry: &Entry) -> bool {
+    let Some((project, env, folder)) = key_parts(key) else { return false };
+    (scope.contains(project, env) && folder_affected(pattern, folder))
+        || entry.folder.imports.iter().any(|import| {
+            let import_env =
+                if import.environment.is_empty() { env } else { import.environment.as_str() };
+            scope.contains(project, import_env) && folder_affected(pattern, &import.path)
+        })
+}
+
+/// What became of an L2 write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum L2Write {
+    Written,
+    /// An invalidation began since the listing was looked up: its answer may predate it.
+    Refused,
+    /// No L2, or Redis is down.
+    Skipped,
 }
 
 const L2_UNKNOWN: u8 = 0;
@@ -286,6 +287,7 @@ enum Sink {
 
 struct Subscription {
     id: u64,
+    scope: InvalidationScope,
     pattern: String,
     sink: Sink,
 }
@@ -302,8 +304,9 @@ struct Shared {
     next_subscription: AtomicU64,
     dedup: Mutex<Dedup>,
     invalidated: broadcast::Sender<String>,
-    /// Bumped by every invalidation and change event: a fetch that saw another value when it
-    /// started answers its caller but stores nothing (its answer may predate the change).
+    /// Bumped by every invalidation and change event before it drops anything: a fetch that saw
+    /// another value when it started answers its caller but stores nothing (its answer may
+    /// predate the change), and one whose L1 insert raced an invalidation removes it again.
     epoch: AtomicU64,
 }
 
@@ -531,21 +534,23 @@ impl CachedClient {
         {
             return Ok(self.hit(path, &e.folder, e.age(now)));
         }
-        if let Some(e) = self.l2_get(key, path).await {
-            let e = Arc::new(e);
-            let age = e.age(now);
-            if age < ttl {
-                if self.epoch() == epoch {
-                    self.shared.l1.insert(key.to_owned(), e.clone()).await;
+        let mut generation = None;
+        if let Some((found, seen)) = self.l2_read(key, q).await {
+            generation = Some(seen);
+            if let Some(e) = found {
+                let e = Arc::new(e);
+                let age = e.age(now);
+                if age < ttl {
+                    self.store_l1(key, e.clone(), epoch).await;
+                    return Ok(self.hit(path, &e.folder, age));
                 }
-                return Ok(self.hit(path, &e.folder, age));
-            }
-            if previous.as_ref().is_none_or(|p| p.fetched_at_ms < e.fetched_at_ms) {
-                previous = Some(e);
+                if previous.as_ref().is_none_or(|p| p.age(now) > age) {
+                    previous = Some(e);
+                }
             }
         }
         metrics::counter!(METRIC_CACHE_MISS, "path" => path.to_owned()).increment(1);
-        match self.refresh(q, key, previous.as_deref(), epoch).await {
+        match self.refresh(q, key, previous.as_deref(), epoch, generation).await {
             Ok(e) => {
                 Ok(Served { value: e.folder.clone(), source: Source::Network, age: Duration::ZERO })
             }
@@ -557,26 +562,40 @@ impl CachedClient {
         self.shared.epoch.load(Ordering::SeqCst)
     }
 
+    /// Puts a listing in L1 unless an invalidation ran since `epoch` was read, checked again
+    /// once the insert is done (an invalidation walking L1 meanwhile may have missed it).
+    async fn store_l1(&self, key: &str, entry: Arc<Entry>, epoch: u64) -> bool {
+        if self.epoch() != epoch {
+            return false;
+        }
+        self.shared.l1.insert(key.to_owned(), entry).await;
+        if self.epoch() != epoch {
+            self.shared.l1.invalidate(key).await;
+            return false;
+        }
+        true
+    }
+
     /// Fetches (revalidating with the ETag of `previous`) and stores in L1, L2 and the snapshot,
-    /// unless an invalidation ran since `epoch` was read.
+    /// unless an invalidation ran since `epoch` was read (here) or since `generation` was read
+    /// (anywhere: the L2 write is refused, and the listing leaves L1 again).
     async fn refresh(
         &self,
         q: &FolderQuery,
         key: &str,
         previous: Option<&Entry>,
         epoch: u64,
+        generation: Option<Generation>,
     ) -> Result<Arc<Entry>, ClientError> {
         let etag = previous.and_then(|p| p.etag.as_deref());
         let fetched = match self.shared.client.fetch_folder_if_changed(q, etag).await {
             Ok(fetched) => fetched,
             Err(e) => {
-                if matches!(
-                    e,
-                    ClientError::NotFound { .. }
-                        | ClientError::PermissionDenied { .. }
-                        | ClientError::Auth { .. }
-                ) {
-                    // A definite answer: the listing is gone or no longer ours to read.
+                // A definite answer to a request we were allowed to make: the listing is gone
+                // or no longer ours to read. (A refused login of our own is not one: the other
+                // replicas' copies stay, see `fallback`.)
+                if matches!(e, ClientError::NotFound { .. } | ClientError::PermissionDenied { .. })
+                {
                     self.forget(key).await;
                 }
                 return Err(e);
@@ -584,25 +603,28 @@ impl CachedClient {
         };
         let now = self.now_ms();
         let entry = match (fetched, previous) {
-            (FolderFetch::Modified { folder, etag }, _) => {
-                Entry::new(Arc::new(folder), etag, now, &q.path)
-            }
+            (FolderFetch::Modified { folder, etag }, _) => Entry::new(Arc::new(folder), etag, now),
             (FolderFetch::NotModified, Some(p)) => {
                 tracing::debug!(path = q.path, "listing not modified");
-                Entry::new(p.folder.clone(), p.etag.clone(), now, &q.path)
+                Entry::new(p.folder.clone(), p.etag.clone(), now)
             }
             (FolderFetch::NotModified, None) => {
                 return Err(ClientError::Decode("304 without a cached listing".into()));
             }
         };
         let entry = Arc::new(entry);
-        if self.epoch() != epoch {
+        if !self.store_l1(key, entry.clone(), epoch).await {
             tracing::debug!(path = q.path, "invalidated while fetching, not cached");
             return Ok(entry);
         }
-        self.shared.l1.insert(key.to_owned(), entry.clone()).await;
         let plain = encode_entry(entry.fetched_at_ms, entry.etag.as_deref(), &entry.folder);
-        self.l2_put(key, &plain).await;
+        if let Some(generation) = generation
+            && self.l2_put(key, q, &entry, &plain, &generation).await == L2Write::Refused
+        {
+            tracing::debug!(path = q.path, "invalidated elsewhere while fetching, not cached");
+            self.shared.l1.invalidate(key).await;
+            return Ok(entry);
+        }
         self.write_snapshot(key, plain).await;
         Ok(entry)
     }
@@ -626,7 +648,20 @@ impl CachedClient {
             let Ok(guard) = flight.lock.try_lock() else { return };
             let epoch = this.epoch();
             let previous = this.shared.l1.get(&key).await;
-            if let Err(e) = this.refresh(&q, &key, previous.as_deref(), epoch).await {
+            let now = this.now_ms();
+            // L2 gives the generation to write under, and maybe a copy another replica just
+            // refreshed.
+            let (found, generation) = match this.l2_read(&key, &q).await {
+                Some((found, seen)) => (found, Some(seen)),
+                None => (None, None),
+            };
+            if let Some(e) = found
+                && e.age(now) < this.shared.config.ttl
+            {
+                this.store_l1(&key, Arc::new(e), epoch).await;
+            } else if let Err(e) =
+                this.refresh(&q, &key, previous.as_deref(), epoch, generation).await
+            {
                 tracing::warn!(path = q.path, error = e.kind(), "background revalidation failed");
             }
             this.land(&key, &flight);
@@ -665,8 +700,16 @@ impl CachedClient {
         let path = q.path.as_str();
         let now = self.now_ms();
         let max_stale = self.shared.config.max_stale;
+        // Infisical failing, or our own login refused (a lockout, a secret rotated under this
+        // pod, a briefly stale token file): the copy we hold is still the best answer.
         let unavailable = error.is_unreachable()
-            || matches!(error, ClientError::Unavailable { .. } | ClientError::RateLimited { .. });
+            || matches!(
+                error,
+                ClientError::Unavailable { .. }
+                    | ClientError::RateLimited { .. }
+                    | ClientError::Auth { .. }
+                    | ClientError::Credential(_)
+            );
         if !unavailable {
             return Err(error);
         }
@@ -692,7 +735,7 @@ impl CachedClient {
                 .map_err(|e| ClientError::Snapshot(format!("snapshot reader failed: {e}")))?
             };
             if let Some(s) = read? {
-                let age = Duration::from_millis(u64::try_from(now - s.saved_at_ms).unwrap_or(0));
+                let age = stored_age(now, s.saved_at_ms);
                 if age <= max_stale {
                     return Ok(self.stale(path, Source::Snapshot, Arc::new(s.folder), age));
                 }
@@ -709,16 +752,23 @@ impl CachedClient {
 
     /// Drops matching listings from L2 and this replica's L1, then asks every other replica to
     /// drop theirs (published whatever became of the L2 step). `pattern` is a key path, a
-    /// folder prefix or a glob (`/auth/*`).
+    /// folder prefix or a glob (`/auth/*`), in every project and environment.
     pub async fn invalidate(&self, pattern: &str) -> Invalidated {
-        // L2 first: a read between the two steps must not refill L1 from the old L2 copy.
-        let l2_cleared = self.l2_delete_matching(pattern, None).await;
-        let local = self.invalidate_local(pattern, None).await;
+        self.invalidate_in(&InvalidationScope::all(), pattern).await
+    }
+
+    /// [`CachedClient::invalidate`] within one project and/or environment.
+    pub async fn invalidate_in(&self, scope: &InvalidationScope, pattern: &str) -> Invalidated {
+        // Bump first: a fetch already under way here stores nothing, and L2 writes started
+        // anywhere before the L2 step are refused by the generation it bumps.
+        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+        let l2_cleared = self.l2_clear(&[(scope.clone(), pattern.to_owned())]).await;
+        // L1 after L2: a read between the two steps must not refill L1 from the old L2 copy.
+        let local = self.invalidate_local(scope, pattern).await;
         let mut published = false;
         if let Some(redis) = &self.shared.redis {
-            let message =
-                serde_json::to_string(&InvalidationMessage { pattern: pattern.to_owned() })
-                    .expect("serializes");
+            let message = serde_json::to_string(&InvalidationMessage::new(scope, pattern))
+                .expect("serializes");
             let channel = invalidation_channel(&redis.config.prefix);
             let now = self.now_ms();
             if let Some(mut c) = self.connection(redis, true).await {
@@ -744,20 +794,16 @@ impl CachedClient {
         Invalidated { local, published, l2_cleared }
     }
 
-    /// Drops matching L1 listings of this replica only (within one project and environment
-    /// when `scope` is given).
-    async fn invalidate_local(&self, pattern: &str, scope: Option<(&str, &str)>) -> usize {
+    /// Drops matching L1 listings of this replica only.
+    async fn invalidate_local(&self, scope: &InvalidationScope, pattern: &str) -> usize {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
-        let mut doomed = Vec::new();
-        for (key, entry) in self.shared.l1.iter() {
-            let Some((project, env, folder)) = key_parts(&key) else { continue };
-            if scope.is_some_and(|(p, e)| p != project || e != env) {
-                continue;
-            }
-            if folder_affected(pattern, folder, entry.paths.iter().map(String::as_str)) {
-                doomed.push(key.clone());
-            }
-        }
+        let doomed: Vec<Arc<String>> = self
+            .shared
+            .l1
+            .iter()
+            .filter(|(key, entry)| l1_affected(scope, pattern, key, entry))
+            .map(|(key, _)| key)
+            .collect();
         for key in &doomed {
             self.shared.l1.invalidate(key.as_str()).await;
         }
@@ -788,23 +834,45 @@ impl CachedClient {
 
     /// Calls `callback` for every created / updated / deleted event whose path matches
     /// `pattern`. Returns an id for [`CachedClient::unsubscribe`].
+    /// (In every project and environment; see [`CachedClient::subscribe_in`].)
     pub fn subscribe(
         &self,
         pattern: impl Into<String>,
         callback: impl Fn(&SecretChangeEvent) + Send + Sync + 'static,
     ) -> u64 {
-        self.add_subscription(pattern.into(), Sink::Callback(Arc::new(callback)))
+        self.subscribe_in(&InvalidationScope::all(), pattern, callback)
+    }
+
+    /// [`CachedClient::subscribe`] for events of one project and/or environment only.
+    pub fn subscribe_in(
+        &self,
+        scope: &InvalidationScope,
+        pattern: impl Into<String>,
+        callback: impl Fn(&SecretChangeEvent) + Send + Sync + 'static,
+    ) -> u64 {
+        self.add_subscription(scope, pattern.into(), Sink::Callback(Arc::new(callback)))
     }
 
     /// Events whose path matches `pattern`, on a channel of `buffer` (events are dropped, with a
-    /// warning, while the receiver lags behind by a full buffer).
+    /// warning, while the receiver lags behind by a full buffer). In every project and
+    /// environment; see [`CachedClient::subscribe_stream_in`].
     pub fn subscribe_stream(
         &self,
         pattern: impl Into<String>,
         buffer: usize,
     ) -> mpsc::Receiver<SecretChangeEvent> {
+        self.subscribe_stream_in(&InvalidationScope::all(), pattern, buffer)
+    }
+
+    /// [`CachedClient::subscribe_stream`] for events of one project and/or environment only.
+    pub fn subscribe_stream_in(
+        &self,
+        scope: &InvalidationScope,
+        pattern: impl Into<String>,
+        buffer: usize,
+    ) -> mpsc::Receiver<SecretChangeEvent> {
         let (tx, rx) = mpsc::channel(buffer.max(1));
-        self.add_subscription(pattern.into(), Sink::Stream(tx));
+        self.add_subscription(scope, pattern.into(), Sink::Stream(tx));
         rx
     }
 
@@ -812,23 +880,26 @@ impl CachedClient {
         lock(&self.shared.subscriptions).retain(|s| s.id != id);
     }
 
-    fn add_subscription(&self, pattern: String, sink: Sink) -> u64 {
+    fn add_subscription(&self, scope: &InvalidationScope, pattern: String, sink: Sink) -> u64 {
         let id = self.shared.next_subscription.fetch_add(1, Ordering::Relaxed);
-        lock(&self.shared.subscriptions).push(Subscription { id, pattern, sink });
+        let scope = scope.clone();
+        lock(&self.shared.subscriptions).push(Subscription { id, scope, pattern, sink });
         id
     }
 
     /// Delivers one change event (from Redis, or from an in-process receiver): drops the
-    /// folder's cached listings (L2, then L1), then calls the matching subscribers unless the
-    /// event repeats one already delivered (same project, environment, path, kind and version,
-    /// or same kind and id without a version; a deletion starts the path's history afresh).
-    /// Returns whether subscribers were called.
+    /// listings of this replica's L1 holding the key, then calls the matching subscribers
+    /// (by project, environment and path) unless the event repeats one already delivered (same
+    /// project, environment, path, kind and version, or same kind and id without a version; a
+    /// deletion starts the path's history afresh). Returns whether subscribers were called.
+    ///
+    /// L2 is left alone: the publisher ([`Invalidator::publish`](crate::Invalidator::publish))
+    /// clears it once, before it publishes, instead of every replica for every event.
     pub async fn deliver(&self, event: &SecretChangeEvent) -> bool {
         let path = event.path();
-        let scope = Some((event.project.as_str(), event.environment.as_str()));
+        let scope = InvalidationScope::of(&event.project, &event.environment);
         // Always drop the cache, even for a repeat: it is cheap and never wrong.
-        self.l2_delete_matching(&path, scope).await;
-        self.invalidate_local(&path, scope).await;
+        self.invalidate_local(&scope, &path).await;
         let base = format!("{}/{}{}\u{0}", event.project, event.environment, path);
         let kind = match event.kind {
             ChangeKind::Created => "created",
@@ -852,7 +923,10 @@ impl CachedClient {
         let sinks: Vec<(Option<Callback>, Option<mpsc::Sender<SecretChangeEvent>>)> =
             lock(&self.shared.subscriptions)
                 .iter()
-                .filter(|s| path_matches(&s.pattern, &path))
+                .filter(|s| {
+                    s.scope.contains(&event.project, &event.environment)
+                        && path_matches(&s.pattern, &path)
+                })
                 .map(|s| match &s.sink {
                     Sink::Callback(c) => (Some(c.clone()), None),
                     Sink::Stream(tx) => (None, Some(tx.clone())),
@@ -917,7 +991,7 @@ impl CachedClient {
                     }
                     if subscribed_before {
                         // Whatever was published while we were away is lost: start afresh.
-                        this.invalidate_local("*", None).await;
+                        this.invalidate_local(&InvalidationScope::all(), "*").await;
                     }
                     subscribed_before = true;
                     was_up = true;
@@ -964,7 +1038,7 @@ impl CachedClient {
         if msg.get_channel_name() == channels[0] {
             match serde_json::from_slice::<InvalidationMessage>(payload) {
                 Ok(m) => {
-                    self.invalidate_local(&m.pattern, None).await;
+                    self.invalidate_local(&m.scope(), &m.pattern).await;
                 }
                 Err(_) => tracing::warn!("ignoring a malformed invalidation message"),
             }
@@ -1090,129 +1164,109 @@ impl CachedClient {
     fn l2_key(&self, key: &str) -> Option<(String, &SealKey)> {
         let redis = self.shared.redis.as_ref()?;
         let seal_key = redis.config.seal_key.as_ref()?;
-        Some((format!("{}cache:{key}", redis.config.prefix), seal_key))
+        Some((l2::entry_key(&redis.config.prefix, key), seal_key))
     }
 
-    async fn l2_get(&self, key: &str, path: &str) -> Option<Entry> {
+    /// L2's copy of a listing (when there is one that opens) and the generation it was read
+    /// under; `None` without L2 or while Redis is down.
+    async fn l2_read(&self, key: &str, q: &FolderQuery) -> Option<(Option<Entry>, Generation)> {
         let (redis_key, seal_key) = self.l2_key(key)?;
-        let rk = redis_key.clone();
-        let bytes: Option<Vec<u8>> = self
-            .redis_op(|mut c| async move { redis::cmd("GET").arg(rk).query_async(&mut c).await })
+        let prefix = self.shared.redis.as_ref()?.config.prefix.clone();
+        let (cache_key, project, env) =
+            (key.to_owned(), q.project_id.clone(), q.environment.clone());
+        let read = self
+            .redis_op(
+                |mut c| async move { l2::read(&mut c, &prefix, &cache_key, &project, &env).await },
+            )
             .await?;
-        let bytes = bytes?;
+        let Some(bytes) = read.sealed else { return Some((None, read.generation)) };
         let opened = seal::open(seal_key, redis_key.as_bytes(), &bytes)
             .map_err(|e| e.to_string())
             .and_then(|plain| decode_entry(&plain));
         match opened {
-            Ok(s) => Some(Entry::new(Arc::new(s.folder), s.etag, s.saved_at_ms, path)),
+            Ok(s) => {
+                Some((Some(Entry::new(Arc::new(s.folder), s.etag, s.saved_at_ms)), read.generation))
+            }
             Err(e) => {
-                tracing::warn!(path, error = %e, "ignoring an l2 entry that does not open");
-                None
+                tracing::warn!(path = q.path, error = %e, "ignoring an l2 entry that does not open");
+                Some((None, read.generation))
             }
         }
     }
 
-    async fn l2_put(&self, key: &str, plain: &[u8]) {
-        let Some((redis_key, seal_key)) = self.l2_key(key) else { return };
+    /// Writes a listing to L2 if no invalidation of its scope began since `generation` was
+    /// read, indexing it under every folder it imports.
+    async fn l2_put(
+        &self,
+        key: &str,
+        q: &FolderQuery,
+        entry: &Entry,
+        plain: &[u8],
+        generation: &Generation,
+    ) -> L2Write {
+        let Some((redis_key, seal_key)) = self.l2_key(key) else { return L2Write::Skipped };
+        let Some(redis) = &self.shared.redis else { return L2Write::Skipped };
         let sealed = {
             let mut rng = lock(&self.shared.rng);
             seal::seal(seal_key, redis_key.as_bytes(), plain, &mut *rng)
         };
         let ttl_ms =
             u64::try_from(self.shared.config.max_stale.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.redis_op(|mut c| async move {
-            redis::cmd("SET")
-                .arg(redis_key)
-                .arg(sealed)
-                .arg("PX")
-                .arg(ttl_ms)
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await;
+        let prefix = redis.config.prefix.as_str();
+        let imports: Vec<(&str, &str)> = entry
+            .folder
+            .imports
+            .iter()
+            .map(|i| {
+                let env = if i.environment.is_empty() { &q.environment } else { &i.environment };
+                (env.as_str(), i.path.as_str())
+            })
+            .collect();
+        let listing = l2::Listing {
+            cache_key: key,
+            project: &q.project_id,
+            environment: &q.environment,
+            imports,
+        };
+        let written = self
+            .redis_op(|mut c| async move {
+                l2::write(&mut c, prefix, &listing, generation, &sealed, ttl_ms).await
+            })
+            .await;
+        match written {
+            Some(true) => L2Write::Written,
+            Some(false) => L2Write::Refused,
+            None => L2Write::Skipped,
+        }
     }
 
-    /// Deletes the L2 listings `pattern` affects: by folder from the key name, and, for the
-    /// others, by opening them (one `MGET` per `SCAN` batch) to see what they import. Bounded
-    /// by `scan_budget`: overrunning it is logged and leaves L2 up. True when every affected
-    /// listing is gone (or there is no L2).
-    async fn l2_delete_matching(&self, pattern: &str, scope: Option<(&str, &str)>) -> bool {
+    /// The L2 part of an invalidation, by name only (see `l2::clear`), bounded by
+    /// `scan_budget`: overrunning it is logged and leaves L2 up. True when every affected
+    /// listing is gone (or there is no Redis).
+    async fn l2_clear(&self, targets: &[(InvalidationScope, String)]) -> bool {
         let Some(redis) = &self.shared.redis else { return true };
-        let Some(seal_key) = redis.config.seal_key.clone() else { return true };
         let now = self.now_ms();
         let Some(mut c) = self.connection(redis, false).await else { return false };
-        let prefix = format!("{}cache:", redis.config.prefix);
-        let scope = scope.map(|(p, e)| (p.to_owned(), e.to_owned()));
-        let affected = |k: &str, sealed: Option<&[u8]>| -> bool {
-            let Some((project, env, folder)) = k.strip_prefix(&prefix).and_then(key_parts) else {
-                return false;
-            };
-            if scope.as_ref().is_some_and(|(p, e)| p != project || e != env) {
-                return false;
-            }
-            match sealed {
-                None => folder_affected(pattern, folder, std::iter::empty()),
-                Some(b) => seal::open(&seal_key, k.as_bytes(), b)
-                    .ok()
-                    .and_then(|plain| decode_entry(&plain).ok())
-                    .is_some_and(|e| {
-                        let paths = listing_paths(&e.folder, folder);
-                        folder_affected(pattern, folder, paths.iter().map(String::as_str))
-                    }),
-            }
-        };
         let budget = redis.config.scan_budget;
         let deadline = tokio::time::Instant::now() + budget;
-        let scan = async {
-            let mut cursor: u64 = 0;
-            let mut deleted = 0usize;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{prefix}*"))
-                    .arg("COUNT")
-                    .arg(500)
-                    .query_async(&mut c)
-                    .await?;
-                if tokio::time::Instant::now() >= deadline {
-                    return Ok(None);
-                }
-                let (mut doomed, others): (Vec<String>, Vec<String>) =
-                    keys.into_iter().partition(|k| affected(k, None));
-                if !others.is_empty() {
-                    let values: Vec<Option<Vec<u8>>> =
-                        redis::cmd("MGET").arg(&others).query_async(&mut c).await?;
-                    for (k, v) in others.into_iter().zip(values) {
-                        if v.as_deref().is_some_and(|b| affected(&k, Some(b))) {
-                            doomed.push(k);
-                        }
-                    }
-                }
-                if !doomed.is_empty() {
-                    redis::cmd("DEL").arg(&doomed).query_async::<i64>(&mut c).await?;
-                    deleted += doomed.len();
-                }
-                cursor = next;
-                if cursor == 0 {
-                    return Ok::<_, redis::RedisError>(Some(deleted));
-                }
-            }
-        };
         // The deadline is checked between batches; the timeout bounds one stuck command.
-        match tokio::time::timeout(budget + redis.config.op_timeout, scan).await {
-            Ok(Ok(Some(deleted))) => {
+        let cleared = tokio::time::timeout(
+            budget + redis.config.op_timeout,
+            l2::clear(&mut c, &redis.config.prefix, targets, deadline),
+        )
+        .await;
+        match cleared {
+            Ok(Ok(Cleared::All(deleted))) => {
                 self.mark(true);
-                tracing::debug!(pattern, deleted, "invalidated l2 listings");
+                tracing::debug!(deleted, "invalidated l2 listings");
                 true
             }
             Ok(Err(_)) => {
                 self.redis_failed(redis, now).await;
                 false
             }
-            Ok(Ok(None)) | Err(_) => {
+            Ok(Ok(Cleared::Overran)) | Err(_) => {
                 tracing::warn!(
-                    pattern,
                     "l2 invalidation overran its budget, some listings may remain until their ttl"
                 );
                 false

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ikit_client::{
-    CacheConfig, CachedClient, ClientError, FolderQuery, Invalidated, SealKey, SecretRef, Source,
-    events_channel,
+    CacheConfig, CachedClient, ClientError, FolderQuery, Invalidated, Invalidator, SealKey,
+    SecretRef, Source, events_channel,
 };
 use ikit_common::events::{ChangeKind, SecretChangeEvent};
 use ikit_common::testsuite::{LogCapture, TestRedis};
@@ -262,7 +262,15 @@ async fn invalidation_and_change_events_reach_another_replica_through_redis() {
     }
     assert!(!keys.is_empty());
     for k in &keys {
-        let value: Vec<u8> = redis::cmd("GET").arg(k).query_async(&mut conn).await.unwrap();
+        // Listings are strings; the import index holds sets of key names.
+        let kind: String = redis::cmd("TYPE").arg(k).query_async(&mut conn).await.unwrap();
+        let value: Vec<u8> = if kind == "set" {
+            let members: Vec<String> =
+                redis::cmd("SMEMBERS").arg(k).query_async(&mut conn).await.unwrap();
+            members.concat().into_bytes()
+        } else {
+            redis::cmd("GET").arg(k).query_async(&mut conn).await.unwrap()
+        };
         let text = String::from_utf8_lossy(&value);
         assert!(!text.contains(DB_VALUE) && !text.contains("Sup3r"), "{k} holds plain text");
         assert!(!text.contains("from-shared"), "{k} holds an imported value in plain text");
@@ -293,17 +301,12 @@ async fn invalidation_and_change_events_reach_another_replica_through_redis() {
         version,
         event_id: id.into(),
     };
+    // Published the way the webhook service does: L2 cleared once by the publisher, then the
+    // coalesced invalidation, then the events.
+    let publisher = Invalidator::connect(redis.url(), redis.prefix()).await.unwrap();
     let publish = |e: SecretChangeEvent| {
-        let channel = events_channel(redis.prefix());
-        let mut conn = conn.clone();
-        async move {
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(serde_json::to_string(&e).unwrap())
-                .query_async::<i64>(&mut conn)
-                .await
-                .unwrap()
-        }
+        let publisher = publisher.clone();
+        async move { assert!(publisher.publish(&[e]).await.unwrap().published) }
     };
     publish(event("DB_URL", "/app", Some(2), "e1")).await;
     publish(event("DB_URL", "/app", Some(2), "e1-again")).await;
@@ -435,7 +438,7 @@ impl Drop for Proxy {
     }
 }
 
-fn host_port(url: &str) -> String {
+pub(crate) fn host_port(url: &str) -> String {
     let rest = url.trim_start_matches("redis://");
     let authority = rest.split('/').next().unwrap();
     authority.rsplit('@').next().unwrap().to_owned()

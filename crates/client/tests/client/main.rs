@@ -5,6 +5,7 @@ mod api;
 mod auth;
 mod cache;
 mod example;
+mod invalidation;
 mod lifecycle;
 mod logs;
 mod reliability;
