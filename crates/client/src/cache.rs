@@ -9,6 +9,7 @@
 //! a reconnect is tried again after `retry_every` on the injected clock.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher as _, Hash as _, Hasher as _, RandomState};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,13 +25,13 @@ use rand::rngs::StdRng;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::api::FolderQuery;
-use crate::client::{Client, FolderFetch, METRIC_FETCH_TOTAL, Source, pick};
+use crate::client::{Client, FolderFetch, METRIC_FETCH_TOTAL, Source};
 use crate::error::ClientError;
 use crate::l2::{self, Cleared, Generation};
 use crate::pattern::{Dedup, folder_affected, path_matches};
 use crate::seal::{self, SealKey};
 use crate::snapshot::{SnapshotStore, decode_entry, encode_entry, stored_age};
-use crate::wire::{FolderSecrets, Secret};
+use crate::wire::{FolderSecrets, ImportOrder, Secret};
 
 /// Fresh reads served from L1 or L2, by folder path.
 pub const METRIC_CACHE_HIT: &str = "infisical_cache_hit_total";
@@ -215,27 +216,95 @@ fn key_parts(key: &str) -> Option<(&str, &str, &str)> {
     Some((project, env, folder))
 }
 
-/// One cached listing. No `Debug`: holds secret values.
+/// One cached listing, with what a hit needs made once, at insert: the key index (import order
+/// applied) and the metric handles. No `Debug`: holds secret values.
 struct Entry {
+    query: FolderQuery,
+    /// `query` has the default flags of [`FolderQuery::new`] (what [`CachedClient::get`] reads).
+    default_flags: bool,
+    /// The listing's name in L2, the snapshot and the flights.
+    key: String,
     folder: Arc<FolderSecrets>,
     etag: Option<String>,
     fetched_at_ms: i64,
+    /// Every key the listing resolves to, own secrets first, then imports in `ImportOrder`.
+    index: HashMap<Box<str>, Arc<Secret>>,
+    /// `infisical_cache_hit_total` and `infisical_fetch_total{source=cache}` for this folder.
+    hits: [metrics::Counter; 2],
 }
 
 impl Entry {
-    fn new(folder: Arc<FolderSecrets>, etag: Option<String>, fetched_at_ms: i64) -> Self {
-        Self { folder, etag, fetched_at_ms }
+    fn new(
+        query: &FolderQuery,
+        key: &str,
+        folder: Arc<FolderSecrets>,
+        etag: Option<String>,
+        fetched_at_ms: i64,
+        order: ImportOrder,
+    ) -> Self {
+        let mut index: HashMap<Box<str>, Arc<Secret>> = HashMap::new();
+        let imports: Box<dyn Iterator<Item = &crate::wire::Import>> = match order {
+            ImportOrder::LaterWins => Box::new(folder.imports.iter().rev()),
+            ImportOrder::EarlierWins => Box::new(folder.imports.iter()),
+        };
+        for secret in folder.secrets.iter().chain(imports.flat_map(|i| i.secrets.iter())) {
+            index.entry(secret.key.as_str().into()).or_insert_with(|| Arc::new(secret.clone()));
+        }
+        let path = path_label(&query.path);
+        let hits = [
+            metrics::counter!(METRIC_CACHE_HIT, "path" => path.clone()),
+            metrics::counter!(METRIC_FETCH_TOTAL, "source" => Source::Cache.as_str(), "path" => path),
+        ];
+        Self {
+            default_flags: is_default(query),
+            query: query.clone(),
+            key: key.to_owned(),
+            folder,
+            etag,
+            fetched_at_ms,
+            index,
+            hits,
+        }
     }
 
     fn age(&self, now_ms: i64) -> Duration {
         stored_age(now_ms, self.fetched_at_ms)
     }
+
+    /// The same listing as `folder` of `project` / `environment` with the default flags.
+    fn is_default_of(&self, project: &str, environment: &str, folder: &str) -> bool {
+        self.default_flags
+            && self.query.path == folder
+            && self.query.project_id == project
+            && self.query.environment == environment
+    }
+
+    /// The secret a reference resolves to, as `Client::get` would pick it from the listing.
+    fn pick(&self, secret: &SecretRef) -> Result<Arc<Secret>, ClientError> {
+        let found = self.index.get(secret.key()).ok_or_else(|| ClientError::NotFound {
+            message: format!("secret {} not found in {}", secret.key(), secret.folder()),
+        })?;
+        if found.value_hidden {
+            return Err(ClientError::PermissionDenied {
+                message: format!(
+                    "the value of {} in {} is hidden: the identity may not read secret values",
+                    secret.key(),
+                    secret.folder()
+                ),
+            });
+        }
+        Ok(found.clone())
+    }
+}
+
+fn is_default(q: &FolderQuery) -> bool {
+    *q == FolderQuery::new(q.project_id.as_str(), q.environment.as_str(), q.path.as_str())
 }
 
 /// Whether an invalidation of `pattern` within `scope` reaches the L1 listing under `key`: the
 /// listing's own folder, or a folder it imports (whatever the importer's environment).
-fn l1_affected(scope: &InvalidationScope, pattern: &str, key: &str, entry: &Entry) -> bool {
-    let Some((project, env, folder)) = key_parts(key) else { return false };
+fn l1_affected(scope: &InvalidationScope, pattern: &str, entry: &Entry) -> bool {
+    let Some((project, env, folder)) = key_parts(&entry.key) else { return false };
     (scope.contains(project, env) && folder_affected(pattern, folder))
         || entry.folder.imports.iter().any(|import| {
             let import_env =
@@ -268,7 +337,7 @@ struct Redis {
 }
 
 /// What a finished flight served: the listing, its source and age, or the error.
-type Landed = Result<(Arc<FolderSecrets>, Source, Duration), ClientError>;
+type Landed = Result<(Arc<Entry>, Source, Duration), ClientError>;
 
 /// One miss in progress for a key: whoever holds `lock` fetches; the first to finish leaves
 /// its result in `done` so the callers queued behind it return that instead of asking again.
@@ -295,7 +364,10 @@ struct Subscription {
 struct Shared {
     client: Client,
     config: CacheConfig,
-    l1: moka::future::Cache<String, Arc<Entry>>,
+    /// Keyed by [`CachedClient::slot`]: a hash of the query, computed on a hit without
+    /// formatting anything; the entry's query is compared on every read.
+    l1: moka::future::Cache<u64, Arc<Entry>>,
+    slots: RandomState,
     flights: Mutex<HashMap<String, Arc<Flight>>>,
     redis: Option<Redis>,
     snapshot: Option<SnapshotStore>,
@@ -397,6 +469,7 @@ impl CachedClient {
                 client,
                 config,
                 l1,
+                slots: RandomState::new(),
                 flights: Mutex::new(HashMap::new()),
                 redis,
                 snapshot,
@@ -419,46 +492,91 @@ impl CachedClient {
         self.shared.client.clock().now_ms()
     }
 
-    /// Reads one secret through its folder's cached listing.
-    pub async fn get(&self, secret: &SecretRef) -> Result<Served<Secret>, ClientError> {
-        let query = FolderQuery::new(secret.project(), secret.environment(), secret.folder());
-        let served = self.folder(&query).await?;
-        let found = pick(&served.value, secret, self.shared.client.import_order())?;
+    /// Reads one secret through its folder's cached listing. A fresh L1 hit is a hash of the
+    /// reference's parts, one lookup, a comparison and a lookup in the listing's key index: no
+    /// formatting, no label resolution, no copy of the secret.
+    pub async fn get(&self, secret: &SecretRef) -> Result<Served<Arc<Secret>>, ClientError> {
+        let (project, env, folder) = (secret.project(), secret.environment(), secret.folder());
+        if let Some(e) = self.shared.l1.get(&self.default_slot(project, env, folder)).await
+            && e.is_default_of(project, env, folder)
+        {
+            let age = e.age(self.now_ms());
+            if age < self.shared.config.ttl {
+                let found = e.pick(secret)?;
+                Self::count_hit(&e);
+                return Ok(Served { value: found, source: Source::Cache, age });
+            }
+        }
+        let query = FolderQuery::new(project, env, folder);
+        let served = self.entry(&query).await?;
+        let found = served.value.pick(secret)?;
         Ok(Served { value: found, source: served.source, age: served.age })
     }
 
     /// A folder listing: fresh from L1 or L2, else from Infisical (one request however many
     /// callers miss together), else stale from cache or snapshot when Infisical cannot answer.
     pub async fn folder(&self, q: &FolderQuery) -> Result<Served<Arc<FolderSecrets>>, ClientError> {
-        let key = cache_key(q);
-        let path = q.path.as_str();
+        let served = self.entry(q).await?;
+        Ok(Served { value: served.value.folder.clone(), source: served.source, age: served.age })
+    }
+
+    /// The L1 slot of a listing with the default flags.
+    fn default_slot(&self, project: &str, environment: &str, folder: &str) -> u64 {
+        let mut h = self.shared.slots.build_hasher();
+        0u8.hash(&mut h);
+        project.hash(&mut h);
+        environment.hash(&mut h);
+        folder.hash(&mut h);
+        h.finish()
+    }
+
+    /// The L1 slot of a query: [`Self::default_slot`] for the default flags, else a hash of the
+    /// whole query.
+    fn slot(&self, q: &FolderQuery) -> u64 {
+        if is_default(q) {
+            return self.default_slot(&q.project_id, &q.environment, &q.path);
+        }
+        let mut h = self.shared.slots.build_hasher();
+        1u8.hash(&mut h);
+        q.hash(&mut h);
+        h.finish()
+    }
+
+    /// This query's L1 entry (another query's entry in the same slot is not it).
+    async fn l1_get(&self, slot: u64, q: &FolderQuery) -> Option<Arc<Entry>> {
+        self.shared.l1.get(&slot).await.filter(|e| e.query == *q)
+    }
+
+    async fn entry(&self, q: &FolderQuery) -> Result<Served<Arc<Entry>>, ClientError> {
+        let slot = self.slot(q);
         let now = self.now_ms();
         let (ttl, max_stale) = (self.shared.config.ttl, self.shared.config.max_stale);
-        if let Some(e) = self.shared.l1.get(&key).await {
+        if let Some(e) = self.l1_get(slot, q).await {
             let age = e.age(now);
             if age < ttl {
-                return Ok(self.hit(path, &e.folder, age));
+                return Ok(self.hit(&e, age));
             }
             if age <= max_stale && self.shared.client.circuit_open() {
-                return Ok(self.stale(path, Source::Cache, e.folder.clone(), age));
+                return Ok(self.stale(Source::Cache, e, age));
             }
             if age <= ttl.saturating_add(self.shared.config.stale_while_revalidate) {
-                self.revalidate_in_background(q.clone(), key.clone());
-                return Ok(self.stale(path, Source::Cache, e.folder.clone(), age));
+                self.revalidate_in_background(q.clone(), e.key.clone());
+                return Ok(self.stale(Source::Cache, e, age));
             }
         }
 
+        let key = cache_key(q);
         let flight = self.flight(&key);
         let guard = flight.lock.lock().await;
         if let Some(landed) = flight.done.get() {
             // Another caller fetched while we waited: its answer is ours.
             return match landed {
-                Ok((folder, Source::Network, _)) => Ok(self.hit(path, folder, Duration::ZERO)),
-                Ok((folder, source, age)) => Ok(self.stale(path, *source, folder.clone(), *age)),
+                Ok((e, Source::Network, _)) => Ok(self.hit(e, Duration::ZERO)),
+                Ok((e, source, age)) => Ok(self.stale(*source, e.clone(), *age)),
                 Err(e) => Err(e.clone()),
             };
         }
-        let result = self.miss(q, &key).await;
+        let result = self.miss(q, slot, &key).await;
         let _ = flight.done.set(match &result {
             Ok(s) => Ok((s.value.clone(), s.source, s.age)),
             Err(e) => Err(e.clone()),
@@ -468,26 +586,19 @@ impl CachedClient {
         result
     }
 
-    fn hit(
-        &self,
-        path: &str,
-        folder: &Arc<FolderSecrets>,
-        age: Duration,
-    ) -> Served<Arc<FolderSecrets>> {
-        let path = path_label(path);
-        metrics::counter!(METRIC_CACHE_HIT, "path" => path.clone()).increment(1);
-        metrics::counter!(METRIC_FETCH_TOTAL, "source" => Source::Cache.as_str(), "path" => path)
-            .increment(1);
-        Served { value: folder.clone(), source: Source::Cache, age }
+    fn count_hit(e: &Entry) {
+        for counter in &e.hits {
+            counter.increment(1);
+        }
     }
 
-    fn stale(
-        &self,
-        path: &str,
-        source: Source,
-        folder: Arc<FolderSecrets>,
-        age: Duration,
-    ) -> Served<Arc<FolderSecrets>> {
+    fn hit(&self, e: &Arc<Entry>, age: Duration) -> Served<Arc<Entry>> {
+        Self::count_hit(e);
+        Served { value: e.clone(), source: Source::Cache, age }
+    }
+
+    fn stale(&self, source: Source, e: Arc<Entry>, age: Duration) -> Served<Arc<Entry>> {
+        let path = e.query.path.as_str();
         let label = path_label(path);
         let labels = [("path", label.clone()), ("source", SharedString::from(source.as_str()))];
         metrics::counter!(METRIC_CACHE_STALE, &labels).increment(1);
@@ -501,7 +612,7 @@ impl CachedClient {
             age_secs = age.as_secs(),
             "serving a stale listing"
         );
-        Served { value: folder, source, age }
+        Served { value: e, source, age }
     }
 
     fn flight(&self, key: &str) -> Arc<Flight> {
@@ -517,22 +628,34 @@ impl CachedClient {
         }
     }
 
+    fn new_entry(
+        &self,
+        q: &FolderQuery,
+        key: &str,
+        folder: Arc<FolderSecrets>,
+        etag: Option<String>,
+        fetched_at_ms: i64,
+    ) -> Entry {
+        Entry::new(q, key, folder, etag, fetched_at_ms, self.shared.client.import_order())
+    }
+
     /// Under the key's flight lock: L1 again (another caller may just have filled it), then
     /// L2, then Infisical, then the fallbacks.
     async fn miss(
         &self,
         q: &FolderQuery,
+        slot: u64,
         key: &str,
-    ) -> Result<Served<Arc<FolderSecrets>>, ClientError> {
+    ) -> Result<Served<Arc<Entry>>, ClientError> {
         let path = q.path.as_str();
         let epoch = self.epoch();
         let now = self.now_ms();
         let ttl = self.shared.config.ttl;
-        let mut previous = self.shared.l1.get(key).await;
+        let mut previous = self.l1_get(slot, q).await;
         if let Some(e) = &previous
             && e.age(now) < ttl
         {
-            return Ok(self.hit(path, &e.folder, e.age(now)));
+            return Ok(self.hit(e, e.age(now)));
         }
         let mut generation = None;
         if let Some((found, seen)) = self.l2_read(key, q).await {
@@ -541,8 +664,8 @@ impl CachedClient {
                 let e = Arc::new(e);
                 let age = e.age(now);
                 if age < ttl {
-                    self.store_l1(key, e.clone(), epoch).await;
-                    return Ok(self.hit(path, &e.folder, age));
+                    self.store_l1(slot, e.clone(), epoch).await;
+                    return Ok(self.hit(&e, age));
                 }
                 if previous.as_ref().is_none_or(|p| p.age(now) > age) {
                     previous = Some(e);
@@ -550,11 +673,9 @@ impl CachedClient {
             }
         }
         metrics::counter!(METRIC_CACHE_MISS, "path" => path.to_owned()).increment(1);
-        match self.refresh(q, key, previous.as_deref(), epoch, generation).await {
-            Ok(e) => {
-                Ok(Served { value: e.folder.clone(), source: Source::Network, age: Duration::ZERO })
-            }
-            Err(error) => self.fallback(q, key, previous.as_deref(), error).await,
+        match self.refresh(q, slot, key, previous.as_deref(), epoch, generation).await {
+            Ok(e) => Ok(Served { value: e, source: Source::Network, age: Duration::ZERO }),
+            Err(error) => self.fallback(q, key, previous, error).await,
         }
     }
 
@@ -564,13 +685,13 @@ impl CachedClient {
 
     /// Puts a listing in L1 unless an invalidation ran since `epoch` was read, checked again
     /// once the insert is done (an invalidation walking L1 meanwhile may have missed it).
-    async fn store_l1(&self, key: &str, entry: Arc<Entry>, epoch: u64) -> bool {
+    async fn store_l1(&self, slot: u64, entry: Arc<Entry>, epoch: u64) -> bool {
         if self.epoch() != epoch {
             return false;
         }
-        self.shared.l1.insert(key.to_owned(), entry).await;
+        self.shared.l1.insert(slot, entry).await;
         if self.epoch() != epoch {
-            self.shared.l1.invalidate(key).await;
+            self.shared.l1.invalidate(&slot).await;
             return false;
         }
         true
@@ -582,6 +703,7 @@ impl CachedClient {
     async fn refresh(
         &self,
         q: &FolderQuery,
+        slot: u64,
         key: &str,
         previous: Option<&Entry>,
         epoch: u64,
@@ -596,24 +718,26 @@ impl CachedClient {
                 // replicas' copies stay, see `fallback`.)
                 if matches!(e, ClientError::NotFound { .. } | ClientError::PermissionDenied { .. })
                 {
-                    self.forget(key).await;
+                    self.forget(slot, key).await;
                 }
                 return Err(e);
             }
         };
         let now = self.now_ms();
         let entry = match (fetched, previous) {
-            (FolderFetch::Modified { folder, etag }, _) => Entry::new(Arc::new(folder), etag, now),
+            (FolderFetch::Modified { folder, etag }, _) => {
+                self.new_entry(q, key, Arc::new(folder), etag, now)
+            }
             (FolderFetch::NotModified, Some(p)) => {
                 tracing::debug!(path = q.path, "listing not modified");
-                Entry::new(p.folder.clone(), p.etag.clone(), now)
+                self.new_entry(q, key, p.folder.clone(), p.etag.clone(), now)
             }
             (FolderFetch::NotModified, None) => {
                 return Err(ClientError::Decode("304 without a cached listing".into()));
             }
         };
         let entry = Arc::new(entry);
-        if !self.store_l1(key, entry.clone(), epoch).await {
+        if !self.store_l1(slot, entry.clone(), epoch).await {
             tracing::debug!(path = q.path, "invalidated while fetching, not cached");
             return Ok(entry);
         }
@@ -622,7 +746,7 @@ impl CachedClient {
             && self.l2_put(key, q, &entry, &plain, &generation).await == L2Write::Refused
         {
             tracing::debug!(path = q.path, "invalidated elsewhere while fetching, not cached");
-            self.shared.l1.invalidate(key).await;
+            self.shared.l1.invalidate(&slot).await;
             return Ok(entry);
         }
         self.write_snapshot(key, plain).await;
@@ -630,14 +754,14 @@ impl CachedClient {
     }
 
     /// Drops one listing from L2 and L1.
-    async fn forget(&self, key: &str) {
+    async fn forget(&self, slot: u64, key: &str) {
         if let Some((redis_key, _)) = self.l2_key(key) {
             self.redis_op(|mut c| async move {
                 redis::cmd("DEL").arg(redis_key).query_async::<i64>(&mut c).await
             })
             .await;
         }
-        self.shared.l1.invalidate(key).await;
+        self.shared.l1.invalidate(&slot).await;
     }
 
     fn revalidate_in_background(&self, q: FolderQuery, key: String) {
@@ -646,8 +770,9 @@ impl CachedClient {
             let flight = this.flight(&key);
             // Someone is already fetching this folder: nothing to add.
             let Ok(guard) = flight.lock.try_lock() else { return };
+            let slot = this.slot(&q);
             let epoch = this.epoch();
-            let previous = this.shared.l1.get(&key).await;
+            let previous = this.l1_get(slot, &q).await;
             let now = this.now_ms();
             // L2 gives the generation to write under, and maybe a copy another replica just
             // refreshed.
@@ -658,9 +783,9 @@ impl CachedClient {
             if let Some(e) = found
                 && e.age(now) < this.shared.config.ttl
             {
-                this.store_l1(&key, Arc::new(e), epoch).await;
+                this.store_l1(slot, Arc::new(e), epoch).await;
             } else if let Err(e) =
-                this.refresh(&q, &key, previous.as_deref(), epoch, generation).await
+                this.refresh(&q, slot, &key, previous.as_deref(), epoch, generation).await
             {
                 tracing::warn!(path = q.path, error = e.kind(), "background revalidation failed");
             }
@@ -694,10 +819,9 @@ impl CachedClient {
         &self,
         q: &FolderQuery,
         key: &str,
-        previous: Option<&Entry>,
+        previous: Option<Arc<Entry>>,
         error: ClientError,
-    ) -> Result<Served<Arc<FolderSecrets>>, ClientError> {
-        let path = q.path.as_str();
+    ) -> Result<Served<Arc<Entry>>, ClientError> {
         let now = self.now_ms();
         let max_stale = self.shared.config.max_stale;
         // Infisical failing, or our own login refused (a lockout, a secret rotated under this
@@ -717,7 +841,7 @@ impl CachedClient {
         if let Some(p) = previous {
             let age = p.age(now);
             if age <= max_stale {
-                return Ok(self.stale(path, Source::Cache, p.folder.clone(), age));
+                return Ok(self.stale(Source::Cache, p, age));
             }
             oldest = Some(age);
         }
@@ -737,7 +861,9 @@ impl CachedClient {
             if let Some(s) = read? {
                 let age = stored_age(now, s.saved_at_ms);
                 if age <= max_stale {
-                    return Ok(self.stale(path, Source::Snapshot, Arc::new(s.folder), age));
+                    // Not put in L1: every offline read reports the snapshot and its age.
+                    let e = self.new_entry(q, key, Arc::new(s.folder), s.etag, s.saved_at_ms);
+                    return Ok(self.stale(Source::Snapshot, Arc::new(e), age));
                 }
                 oldest = Some(oldest.map_or(age, |o: Duration| o.min(age)));
             }
@@ -797,15 +923,15 @@ impl CachedClient {
     /// Drops matching L1 listings of this replica only.
     async fn invalidate_local(&self, scope: &InvalidationScope, pattern: &str) -> usize {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
-        let doomed: Vec<Arc<String>> = self
+        let doomed: Vec<Arc<u64>> = self
             .shared
             .l1
             .iter()
-            .filter(|(key, entry)| l1_affected(scope, pattern, key, entry))
-            .map(|(key, _)| key)
+            .filter(|(_, entry)| l1_affected(scope, pattern, entry))
+            .map(|(slot, _)| slot)
             .collect();
-        for key in &doomed {
-            self.shared.l1.invalidate(key.as_str()).await;
+        for slot in &doomed {
+            self.shared.l1.invalidate(slot.as_ref()).await;
         }
         if !doomed.is_empty() {
             tracing::debug!(pattern, dropped = doomed.len(), "invalidated cached listings");
@@ -822,12 +948,12 @@ impl CachedClient {
     /// The age of this replica's L1 listing for the query, on the client clock.
     pub async fn cached_age(&self, q: &FolderQuery) -> Option<Duration> {
         let now = self.now_ms();
-        self.shared.l1.get(&cache_key(q)).await.map(|e| e.age(now))
+        self.l1_get(self.slot(q), q).await.map(|e| e.age(now))
     }
 
     /// True when L1 holds a listing for this query (fresh or not).
     pub async fn is_cached(&self, q: &FolderQuery) -> bool {
-        self.shared.l1.get(&cache_key(q)).await.is_some()
+        self.l1_get(self.slot(q), q).await.is_some()
     }
 
     // ---- subscriptions ----
@@ -1185,7 +1311,8 @@ impl CachedClient {
             .and_then(|plain| decode_entry(&plain));
         match opened {
             Ok(s) => {
-                Some((Some(Entry::new(Arc::new(s.folder), s.etag, s.saved_at_ms)), read.generation))
+                let entry = self.new_entry(q, key, Arc::new(s.folder), s.etag, s.saved_at_ms);
+                Some((Some(entry), read.generation))
             }
             Err(e) => {
                 tracing::warn!(path = q.path, error = %e, "ignoring an l2 entry that does not open");
@@ -1318,6 +1445,41 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("32 bytes"), "{err}");
+    }
+
+    #[test]
+    fn the_key_index_resolves_like_the_listing_does() {
+        let folder = crate::wire::decode_list(
+            br#"{"secrets":[{"secretKey":"OWN","secretValue":"own"},
+                            {"secretKey":"COMMON","secretValue":"own-common"}],
+                 "imports":[
+                   {"secretPath":"/a","environment":"dev","secrets":[
+                      {"secretKey":"COMMON","secretValue":"a"},{"secretKey":"A","secretValue":"a"},
+                      {"secretKey":"BOTH","secretValue":"from-a"}]},
+                   {"secretPath":"/b","environment":"dev","secrets":[
+                      {"secretKey":"BOTH","secretValue":"from-b"}]}]}"#,
+        )
+        .unwrap();
+        let folder = Arc::new(folder);
+        let q = FolderQuery::new("p", "dev", "/app");
+        for order in [ImportOrder::LaterWins, ImportOrder::EarlierWins] {
+            let entry = Entry::new(&q, &cache_key(&q), folder.clone(), None, 0, order);
+            assert_eq!(entry.index.len(), 4);
+            for key in ["OWN", "COMMON", "A", "BOTH"] {
+                let indexed = entry.index.get(key).unwrap().value.expose();
+                assert_eq!(indexed, folder.find(key, order).unwrap().value.expose(), "{key}");
+            }
+            let secret = SecretRef::parse("p", "dev", "/app/MISSING").unwrap();
+            assert!(matches!(entry.pick(&secret), Err(ClientError::NotFound { .. })));
+        }
+        let later = Entry::new(&q, "k", folder.clone(), None, 0, ImportOrder::LaterWins);
+        assert_eq!(later.index["BOTH"].value.expose(), "from-b");
+        assert_eq!(later.index["COMMON"].value.expose(), "own-common", "own secrets win");
+        assert!(later.default_flags && later.is_default_of("p", "dev", "/app"));
+        assert!(!later.is_default_of("p", "prod", "/app"));
+        let recursive =
+            Entry::new(&q.clone().recursive(true), "k", folder, None, 0, ImportOrder::LaterWins);
+        assert!(!recursive.is_default_of("p", "dev", "/app"), "another listing of the folder");
     }
 
     #[test]

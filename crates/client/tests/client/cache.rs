@@ -81,6 +81,27 @@ async fn a_hundred_concurrent_cold_gets_make_one_request() {
 }
 
 #[tokio::test]
+async fn cached_gets_share_one_indexed_secret_and_keep_listings_of_other_flags_apart() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    let first = cache.get(&db_url()).await.unwrap();
+    let second = cache.get(&db_url()).await.unwrap();
+    assert_eq!((first.source, second.source), (Source::Network, Source::Cache));
+    assert!(Arc::ptr_eq(&first.value, &second.value), "a hit copies nothing");
+    // Imports resolved once, at insert, with the client's import order (a later import wins).
+    let common = SecretRef::parse(PROJECT, "dev", "/app/COMMON").unwrap();
+    assert_eq!(cache.get(&common).await.unwrap().value.value.expose(), "from-shared2");
+    let missing = SecretRef::parse(PROJECT, "dev", "/app/NOPE").unwrap();
+    assert!(matches!(cache.get(&missing).await, Err(ClientError::NotFound { .. })));
+    // A listing of the same folder with other flags is another entry, not this one.
+    let recursive = app().recursive(true);
+    assert!(!cache.is_cached(&recursive).await);
+    assert_eq!(cache.folder(&recursive).await.unwrap().source, Source::Network);
+    assert_eq!(cache.get(&db_url()).await.unwrap().source, Source::Cache);
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 2);
+}
+
+#[tokio::test]
 async fn stale_listings_are_revalidated_with_the_etag() {
     let h = Harness::start(ApiVersion::V2026).await;
     let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
