@@ -6,10 +6,12 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod events;
+pub mod folder_diff;
 pub mod secret;
 pub mod telemetry;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
+pub mod webhook_signature;
 
 pub use config::{ConfigError, ConfigErrors, Settings, env_map_from_process};
 pub use secret::{SecretRef, SecretRefError, SecretValue};

@@ -3,6 +3,7 @@
 
 mod api;
 mod auth;
+mod aws;
 mod cache;
 mod example;
 mod invalidation;
@@ -11,3 +12,4 @@ mod logs;
 mod reliability;
 mod support;
 mod telemetry;
+mod tls;
