@@ -63,6 +63,9 @@ pub enum ClientError {
         max_stale.as_secs()
     )]
     TooStale { age: Duration, max_stale: Duration },
+    /// Redis failed a step that could not be skipped (publishing an invalidation).
+    #[error("redis failed: {0}")]
+    Redis(String),
 }
 
 impl ClientError {
@@ -84,6 +87,7 @@ impl ClientError {
             Self::Credential(_) => "credential",
             Self::Snapshot(_) => "snapshot",
             Self::TooStale { .. } => "too_stale",
+            Self::Redis(_) => "redis",
         }
     }
 
