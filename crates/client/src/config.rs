@@ -15,6 +15,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use url::Url;
 use zeroize::Zeroizing;
 
+use crate::api::{ApiVersion, BatchLimits};
 use crate::auth::{AuthMethod, Credential};
 use crate::aws::{
     AwsCredentialChain, AwsCredentialSource, ContainerCredentials, DEFAULT_IMDS_ENDPOINT,
@@ -45,6 +46,9 @@ pub struct ClientConfig {
     /// A PEM bundle of extra trusted roots, read when the client is built.
     pub(crate) ca_file: Option<PathBuf>,
     pub(crate) root_certificates_pem: Option<Vec<u8>>,
+    /// The secrets dialect a previous process found; probed when `None`.
+    pub(crate) api_version: Option<ApiVersion>,
+    pub(crate) batch_limits: BatchLimits,
 }
 
 /// The `User-Agent` of every request this crate sends to Infisical.
@@ -100,6 +104,8 @@ impl ClientConfig {
             rng_seed: None,
             ca_file: None,
             root_certificates_pem: None,
+            api_version: None,
+            batch_limits: BatchLimits::default(),
         })
     }
 
@@ -161,6 +167,20 @@ impl ClientConfig {
     /// Trusts the roots of a PEM bundle given in memory too.
     pub fn with_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.root_certificates_pem = Some(pem.into());
+        self
+    }
+
+    /// Starts in the dialect a previous process found ([`crate::Client::api_version`]), so a
+    /// warm start does not probe v4 on a server without it. A wrong guess costs one probe: v4 still
+    /// falls back on a route-not-found, and every server has v3.
+    pub fn with_api_version(mut self, version: ApiVersion) -> Self {
+        self.api_version = Some(version);
+        self
+    }
+
+    /// The chunk limits of batch writes.
+    pub fn with_batch_limits(mut self, limits: BatchLimits) -> Self {
+        self.batch_limits = limits;
         self
     }
 
