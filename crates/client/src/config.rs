@@ -3,16 +3,23 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ikit_common::Settings;
-use ikit_common::config::{AuthMethod as Common, InfisicalSettings, normalize_api_url};
+use ikit_common::config::{
+    AuthMethod as Common, CloudSettings, InfisicalSettings, normalize_api_url,
+};
 use reqwest::header::{HeaderName, HeaderValue};
 use url::Url;
 use zeroize::Zeroizing;
 
 use crate::auth::{AuthMethod, Credential};
+use crate::aws::{
+    AwsCredentialChain, AwsCredentialSource, ContainerCredentials, DEFAULT_IMDS_ENDPOINT,
+    ECS_CREDENTIALS_HOST, WebIdentity,
+};
 use crate::clock::{Clock, Sleeper, SystemClock, TokioSleeper};
 use crate::error::ClientError;
 use crate::retry::{BreakerConfig, BudgetConfig, RetryPolicy};
@@ -35,6 +42,9 @@ pub struct ClientConfig {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) sleeper: Arc<dyn Sleeper>,
     pub(crate) rng_seed: Option<u64>,
+    /// A PEM bundle of extra trusted roots, read when the client is built.
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) root_certificates_pem: Option<Vec<u8>>,
 }
 
 /// The `User-Agent` of every request this crate sends to Infisical.
@@ -55,6 +65,7 @@ impl fmt::Debug for ClientConfig {
                 &self.custom_headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
             .field("import_order", &self.import_order)
+            .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +98,8 @@ impl ClientConfig {
             clock: Arc::new(SystemClock),
             sleeper: Arc::new(TokioSleeper),
             rng_seed: None,
+            ca_file: None,
+            root_certificates_pem: None,
         })
     }
 
@@ -138,6 +151,19 @@ impl ClientConfig {
         self
     }
 
+    /// Trusts the roots in the PEM bundle at `path` too (`IKIT_CA_FILE` / `SSL_CERT_FILE`), beside
+    /// the system's and the built-in ones: a self-hosted server behind a private CA.
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Trusts the roots of a PEM bundle given in memory too.
+    pub fn with_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates_pem = Some(pem.into());
+        self
+    }
+
     /// Seeds the backoff jitter (tests); entropy otherwise.
     pub fn with_rng_seed(mut self, seed: u64) -> Self {
         self.rng_seed = Some(seed);
@@ -161,6 +187,7 @@ impl ClientConfig {
         let mut config = Self::new(&infisical.api_url, auth)?;
         config.custom_headers = header_pairs(&infisical.custom_headers)?;
         config.organization_slug = infisical.organization_slug.clone();
+        config.ca_file = infisical.ca_file.clone();
         Ok(config)
     }
 
@@ -202,28 +229,12 @@ fn auth_from_settings(infisical: &InfisicalSettings) -> Result<AuthMethod, Clien
         Common::JwtAuth { identity_id, jwt: value } => {
             AuthMethod::Jwt { identity_id: identity_id.clone(), jwt: jwt(value) }
         }
-        Common::AwsIam { identity_id } => {
-            let need = |v: Option<&str>, name: &str| {
-                v.map(str::to_owned)
-                    .ok_or_else(|| ClientError::Config(format!("aws-iam needs {name}")))
-            };
-            AuthMethod::AwsIam {
-                identity_id: identity_id.clone(),
-                credentials: AwsCredentials {
-                    access_key_id: need(cloud.aws_access_key_id.as_deref(), "AWS_ACCESS_KEY_ID")?,
-                    secret_access_key: Zeroizing::new(need(
-                        cloud.aws_secret_access_key.as_ref().map(|v| v.expose()),
-                        "AWS_SECRET_ACCESS_KEY",
-                    )?),
-                    session_token: cloud
-                        .aws_session_token
-                        .as_ref()
-                        .map(|t| Zeroizing::new(t.expose().to_owned())),
-                },
-                region: cloud.aws_region.clone().unwrap_or_else(|| "us-east-1".into()),
-                sts_host: cloud.aws_sts_host.clone(),
-            }
-        }
+        Common::AwsIam { identity_id } => AuthMethod::AwsIam {
+            identity_id: identity_id.clone(),
+            credentials: AwsCredentialSource::chain(aws_chain(cloud)?),
+            region: cloud.aws_region.clone().unwrap_or_else(|| "us-east-1".into()),
+            sts_host: cloud.aws_sts_host.clone(),
+        },
         Common::Azure { identity_id } => {
             let mut method = AuthMethod::azure(identity_id);
             if let (AuthMethod::Azure { imds_url, .. }, Some(url)) =
@@ -243,6 +254,63 @@ fn auth_from_settings(infisical: &InfisicalSettings) -> Result<AuthMethod, Clien
             method
         }
     })
+}
+
+/// The standard AWS credential chain from the standard variables: static keys when both are
+/// set, a web identity when its token file and role are, container credentials when a URI is,
+/// else the instance role unless `AWS_EC2_METADATA_DISABLED`.
+fn aws_chain(cloud: &CloudSettings) -> Result<AwsCredentialChain, ClientError> {
+    let chain = &cloud.aws_chain;
+    let fixed = match (&cloud.aws_access_key_id, &cloud.aws_secret_access_key) {
+        (Some(id), Some(secret)) => Some(AwsCredentials {
+            access_key_id: id.clone(),
+            secret_access_key: Zeroizing::new(secret.expose().to_owned()),
+            session_token: cloud
+                .aws_session_token
+                .as_ref()
+                .map(|t| Zeroizing::new(t.expose().to_owned())),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ClientError::Config(
+                "aws-iam: AWS_ACCESS_KEY_ID without AWS_SECRET_ACCESS_KEY".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ClientError::Config(
+                "aws-iam: AWS_SECRET_ACCESS_KEY without AWS_ACCESS_KEY_ID".into(),
+            ));
+        }
+    };
+    let web_identity = match (&chain.web_identity_token_file, &chain.role_arn) {
+        (Some(token_file), Some(role_arn)) => Some(WebIdentity {
+            token_file: token_file.clone(),
+            role_arn: role_arn.clone(),
+            session_name: chain.role_session_name.clone(),
+            sts_endpoint: chain.sts_endpoint.clone(),
+        }),
+        _ => None,
+    };
+    let container_url = match (&chain.container_full_uri, &chain.container_relative_uri) {
+        (Some(full), _) => Some(full.clone()),
+        (None, Some(relative)) => Some(format!("{ECS_CREDENTIALS_HOST}{relative}")),
+        (None, None) => None,
+    };
+    let container = container_url.map(|url| ContainerCredentials {
+        url,
+        authorization: match (
+            &chain.container_authorization_token_file,
+            &chain.container_authorization_token,
+        ) {
+            (Some(file), _) => Some(Credential::File(file.clone())),
+            (None, Some(token)) => Some(Credential::value(token.expose())),
+            (None, None) => None,
+        },
+    });
+    let instance_metadata = (!chain.ec2_metadata_disabled).then(|| {
+        chain.ec2_metadata_endpoint.clone().unwrap_or_else(|| DEFAULT_IMDS_ENDPOINT.to_owned())
+    });
+    Ok(AwsCredentialChain { fixed, web_identity, container, instance_metadata })
 }
 
 /// Custom headers parsed by `ikit_common::config::parse_custom_headers`, as HTTP headers marked

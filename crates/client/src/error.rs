@@ -30,6 +30,13 @@ pub enum ClientError {
     /// Infisical could not be reached (`status` is `None`) or answered 5xx, after retries.
     #[error("infisical unavailable: {reason}")]
     Unavailable { status: Option<u16>, reason: String },
+    /// The server redirected to another origin (scheme, host or port). Not followed: the request
+    /// carries credentials that must only reach the configured server.
+    #[error(
+        "infisical at {from} redirected to another origin, {to}: not followed, credentials are \
+         only sent to the configured server (point INFISICAL_API_URL at the new address)"
+    )]
+    Redirect { from: String, to: String },
     /// Too many consecutive failures: requests are not sent until the breaker half-opens.
     #[error("infisical circuit open, next trial in {retry_in:?}")]
     CircuitOpen { retry_in: Duration },
@@ -69,6 +76,7 @@ impl ClientError {
             Self::RateLimited { .. } => "rate_limited",
             Self::PendingApproval { .. } => "pending_approval",
             Self::Unavailable { .. } => "unavailable",
+            Self::Redirect { .. } => "redirect",
             Self::CircuitOpen { .. } => "circuit_open",
             Self::Api { .. } => "api",
             Self::Decode(_) => "decode",

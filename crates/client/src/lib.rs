@@ -22,6 +22,7 @@
 
 mod api;
 mod auth;
+mod aws;
 mod cache;
 mod client;
 mod clock;
@@ -42,6 +43,10 @@ pub use api::{ApiVersion, FolderQuery, GetOptions, NewSecret, Scope, SecretUpdat
 pub use auth::{
     AuthMethod, Credential, DEFAULT_AZURE_IMDS_URL, DEFAULT_AZURE_RESOURCE,
     DEFAULT_GCP_METADATA_URL,
+};
+pub use aws::{
+    AwsCredentialChain, AwsCredentialSource, ContainerCredentials, DEFAULT_IMDS_ENDPOINT,
+    ECS_CREDENTIALS_HOST, REFRESH_BEFORE_EXPIRY, WebIdentity,
 };
 pub use cache::{
     CacheConfig, CachedClient, DEFAULT_REDIS_PREFIX, Invalidated, ListenerHandle, METRIC_CACHE_HIT,

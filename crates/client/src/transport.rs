@@ -86,6 +86,100 @@ pub(crate) struct Transport {
     sleeper: Arc<dyn Sleeper>,
 }
 
+/// The extra trusted roots of the configuration: the PEM bundle at `ca_file` (read once, here)
+/// and any PEM given directly. A file that cannot be read or holds no certificate is an error,
+/// never silently ignored: the connection would then fail later with a vaguer message.
+fn extra_roots(config: &ClientConfig) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let mut bundles: Vec<(String, Vec<u8>)> = Vec::new();
+    if let Some(path) = &config.ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            ClientError::Config(format!("cannot read ca file {}: {e}", path.display()))
+        })?;
+        bundles.push((format!("ca file {}", path.display()), pem));
+    }
+    if let Some(pem) = &config.root_certificates_pem {
+        bundles.push(("root certificates".to_owned(), pem.clone()));
+    }
+    let mut out = Vec::new();
+    for (what, pem) in bundles {
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| ClientError::Config(format!("{what} is not a pem bundle: {e}")))?;
+        if certificates.is_empty() {
+            return Err(ClientError::Config(format!("{what} holds no pem certificate")));
+        }
+        out.extend(certificates);
+    }
+    Ok(out)
+}
+
+/// A redirect to another origin, refused.
+#[derive(Debug)]
+struct CrossOriginRedirect {
+    to: String,
+}
+
+impl std::fmt::Display for CrossOriginRedirect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cross-origin redirect to {}", self.to)
+    }
+}
+
+impl std::error::Error for CrossOriginRedirect {}
+
+/// `scheme://host:port` of a URL: no credentials, path or query.
+pub(crate) fn origin_of(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// The URL for messages: origin and path, without credentials or query.
+pub(crate) fn display_url(url: &Url) -> String {
+    format!("{}{}", origin_of(url), url.path())
+}
+
+/// Every request carries a credential (a bearer token, custom headers such as an access proxy's
+/// client secret, or a login body), and a 307/308 would send all of it again to wherever the
+/// `Location` points. Redirects are followed within the origin of the request only; a redirect
+/// to another scheme, host or port is refused.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(Url::origin);
+        if attempt.previous().len() > 5 {
+            attempt.error("too many redirects")
+        } else if first.is_some_and(|origin| origin == attempt.url().origin()) {
+            attempt.follow()
+        } else {
+            let to = origin_of(attempt.url());
+            attempt.error(CrossOriginRedirect { to })
+        }
+    })
+}
+
+/// The causes of a transport error, outermost first, each once: "client error (Connect): tcp
+/// connect error: Connection refused (os error 111)".
+fn error_causes(e: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    if parts.is_empty() { e.to_string() } else { parts.join(": ") }
+}
+
+fn cross_origin_redirect(e: &reqwest::Error) -> Option<&CrossOriginRedirect> {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(found) = cause.downcast_ref::<CrossOriginRedirect>() {
+            return Some(found);
+        }
+        source = cause.source();
+    }
+    None
+}
+
 /// A server error or outage answer: its message as the reason, or the status when it has none.
 fn unavailable(status: u16, message: String) -> Failure {
     let reason = if message.is_empty() { format!("status {status}") } else { message };
@@ -105,10 +199,15 @@ enum Attempt {
 impl Transport {
     pub(crate) fn new(config: &ClientConfig) -> Result<Self, ClientError> {
         config.budget.validate().map_err(ClientError::Config)?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .user_agent(crate::config::USER_AGENT)
+            .redirect(same_origin_redirects());
+        for certificate in extra_roots(config)? {
+            builder = builder.add_root_certificate(certificate);
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Config(format!("cannot build http client: {e}")))?;
         let now = config.clock.now();
@@ -251,9 +350,10 @@ impl Transport {
         }
         let route = call.route();
         tracing::trace!(method = %call.method, route, "sending infisical request");
+        let url = self.url(call);
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return self.network_failure(call, &e, true),
+            Err(e) => return self.network_failure(call, &url, &e, true),
         };
         let status = response.status().as_u16();
         let header = |name| {
@@ -267,7 +367,7 @@ impl Transport {
         let etag = header(ETAG);
         let body = match response.bytes().await {
             Ok(b) => Zeroizing::new(Vec::from(b)),
-            Err(e) => return self.network_failure(call, &e, false),
+            Err(e) => return self.network_failure(call, &url, &e, false),
         };
         tracing::debug!(method = %call.method, route, status, "infisical response");
         if (200..300).contains(&status) || (status == 304 && call.if_none_match.is_some()) {
@@ -335,15 +435,32 @@ impl Transport {
 
     /// A transport error. A refused connection proves the request never reached the server, so
     /// even a create may be sent again; anything later only for repeatable requests.
-    fn network_failure(&self, call: &Call, e: &reqwest::Error, before_response: bool) -> Attempt {
+    fn network_failure(
+        &self,
+        call: &Call,
+        url: &Url,
+        e: &reqwest::Error,
+        before_response: bool,
+    ) -> Attempt {
+        if let Some(redirect) = cross_origin_redirect(e) {
+            return Attempt::Fail {
+                failure: Failure::Error(ClientError::Redirect {
+                    from: origin_of(url),
+                    to: redirect.to.clone(),
+                }),
+                retry: None,
+                breaker_failure: false,
+            };
+        }
         let never_sent = before_response && e.is_connect();
-        let reason = if e.is_timeout() {
-            "request timed out".to_owned()
+        let what = if e.is_timeout() {
+            "request timed out"
         } else if e.is_connect() {
-            "connection failed".to_owned()
+            "connection failed"
         } else {
-            "connection error".to_owned()
+            "connection error"
         };
+        let reason = format!("{what}: {} {}: {}", call.method, display_url(url), error_causes(e));
         tracing::debug!(method = %call.method, route = call.route(), reason, "infisical request failed");
         Attempt::Fail {
             failure: Failure::Error(ClientError::Unavailable { status: None, reason }),

@@ -118,9 +118,18 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
     result
 }
 
+/// Parses an `EnvFilter` directive (`RUST_LOG`). Non-ASCII text is refused before
+/// tracing-subscriber sees it: its directive parser slices such input inside a character and
+/// panics (`x, é=info`), and target names are Rust paths, ASCII in practice.
+pub fn parse_log_filter(directives: &str) -> Result<EnvFilter, String> {
+    if let Some(c) = directives.chars().find(|c| !c.is_ascii()) {
+        return Err(format!("{c:?} is not ASCII"));
+    }
+    EnvFilter::try_new(directives).map_err(|e| e.to_string())
+}
+
 fn try_init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
-    let filter = EnvFilter::try_new(&config.log_filter)
-        .map_err(|e| TelemetryError::Filter(e.to_string()))?;
+    let filter = parse_log_filter(&config.log_filter).map_err(TelemetryError::Filter)?;
     let provider = match &config.otlp_endpoint {
         Some(endpoint) => Some(otlp_provider(&config.service_name, endpoint)?),
         None => None,
@@ -268,6 +277,9 @@ mod tests {
 
         let bad = TelemetryConfig { log_filter: "=[".into(), ..config.clone() };
         assert!(matches!(init(&bad), Err(TelemetryError::Filter(_))));
+        // tracing-subscriber panics on this one; it must be an error like any bad filter.
+        let non_ascii = TelemetryConfig { log_filter: "x, é=info".into(), ..config.clone() };
+        assert!(matches!(init(&non_ascii), Err(TelemetryError::Filter(m)) if m.contains("ASCII")));
 
         let guard = init(&config).unwrap();
         assert!(guard.exports_traces());

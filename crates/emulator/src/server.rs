@@ -42,6 +42,8 @@ pub(crate) struct App {
     pub dispatcher: Dispatcher,
     pub data_file: Option<std::path::PathBuf>,
     pub rng: Mutex<StdRng>,
+    /// `http://HOST:PORT`: the allowed CORS origin.
+    pub site_url: String,
 }
 
 impl App {
@@ -117,6 +119,7 @@ pub(crate) async fn start(config: EmulatorConfig) -> Result<RunningEmulator, Emu
         dispatcher: Dispatcher::new(config.webhook_coalesce)?,
         data_file: config.data_file,
         rng: Mutex::new(rng),
+        site_url: format!("http://{addr}"),
     });
     app.persist();
     let router = crate::routes::router(app.clone());
@@ -214,7 +217,7 @@ async fn pipeline(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Bo
             Ok(decision) => limit_headers = decision,
             Err(decision) => {
                 let response = too_many_requests(decision.reset_secs, decision.limit);
-                return finish(&app, response, &req_id, &method, None).await;
+                return finish(&app, response, &req_id, None).await;
             }
         }
         let outcome = {
@@ -230,21 +233,112 @@ async fn pipeline(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Bo
         }
         if let Some((status, retry_after)) = outcome.status {
             let response = fault_response(status, retry_after);
-            return finish(&app, response, &req_id, &method, None).await;
+            return finish(&app, response, &req_id, None).await;
         }
     }
     let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
+    if method == "OPTIONS" && !is_admin {
+        return preflight(&app, req.headers());
+    }
+    let req = match read_body(&app, req).await {
+        Ok(req) => req,
+        Err(refusal) => {
+            let mut response = finish(&app, refusal.into_response(), &req_id, None).await;
+            cors(&app, response.headers_mut());
+            return response;
+        }
+    };
     let response = match router.oneshot(req).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
-    let mut response = finish(&app, response, &req_id, &method, if_none_match).await;
+    let wrote = !is_admin && method != "GET" && response.status().is_success();
+    let mut response = finish(&app, response, &req_id, if_none_match).await;
     if let Some(d) = limit_headers {
         add_limit_headers(response.headers_mut(), &d);
     }
-    if !is_admin && method != "GET" && response.status().is_success() {
+    if !is_admin {
+        cors(&app, response.headers_mut());
+    }
+    if wrote {
         app.persist();
     }
+    response
+}
+
+/// Fastify's JSON body limit (1 MiB, spec 4.3).
+pub(crate) const BODY_LIMIT: usize = 1 << 20;
+
+/// Reads the whole body up to [`BODY_LIMIT`]. A larger body is refused the way the emulated
+/// server does (2024: the error handler masks Fastify's 413 as a 500; 2026: 413). A
+/// `text/plain` body reaches the routes as the JSON string Fastify's text parser makes of it,
+/// so the schema check reports "Expected object, received string".
+async fn read_body(app: &App, req: Request<Body>) -> Result<Request<Body>, ApiError> {
+    let too_large = || match app.api_version {
+        ApiVersion::V2024 => ApiError::internal(),
+        ApiVersion::V2026 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large",
+            "Request body is too large",
+        ),
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
+    let text = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/plain"));
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| too_large())?;
+    let bytes = if text && !bytes.is_empty() {
+        let as_json = serde_json::to_vec(&String::from_utf8_lossy(&bytes))
+            .map_err(|_| ApiError::internal())?;
+        axum::body::Bytes::from(as_json)
+    } else {
+        bytes
+    };
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// The CORS headers `@fastify/cors` adds with `credentials: true` and the site URL as the
+/// allowed origin (the emulator is its own site).
+fn cors(app: &App, headers: &mut HeaderMap) {
+    if let Ok(origin) = HeaderValue::from_str(&app.site_url) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+    headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+/// `OPTIONS` as `@fastify/cors` answers it: a preflight (with `Origin` and
+/// `Access-Control-Request-Method`) gets 204 with the allowed methods and the requested
+/// headers echoed; anything else is 400 "Invalid Preflight Request".
+fn preflight(app: &App, request: &HeaderMap) -> Response {
+    if !request.contains_key(header::ORIGIN)
+        || !request.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        let mut response = (StatusCode::BAD_REQUEST, "Invalid Preflight Request").into_response();
+        cors(app, response.headers_mut());
+        return response;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    cors(app, headers);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"),
+    );
+    if let Some(asked) = request.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     response
 }
 
@@ -328,18 +422,17 @@ fn fault_response(status: u16, retry_after: Option<u64>) -> Response {
     }
 }
 
-/// Renders error bodies, adds the ETag of GET 200 answers and turns a matching
-/// `If-None-Match` into 304.
+/// Renders error bodies, adds an ETag to every answer with a body and turns a matching
+/// `If-None-Match` into 304, whatever the method or status (`@fastify/etag` runs on send).
 async fn finish(
     app: &App,
     mut response: Response,
     req_id: &str,
-    method: &str,
     if_none_match: Option<HeaderValue>,
 ) -> Response {
     if let Some(error) = response.extensions_mut().remove::<ApiError>() {
-        let legacy = app.api_version == ApiVersion::V2024
-            && matches!(error.status.as_u16(), 401 | 403 | 404);
+        // The 2024 server put no request id in any error body.
+        let legacy = app.api_version == ApiVersion::V2024;
         let body = error.body(if legacy { None } else { Some(req_id) });
         let (mut parts, _) = response.into_parts();
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -357,13 +450,13 @@ async fn finish(
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
     }
-    if method != "GET" || response.status() != StatusCode::OK {
-        return response;
-    }
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return ApiError::internal().into_response();
     };
+    if bytes.is_empty() {
+        return Response::from_parts(parts, Body::empty());
+    }
     let digest = Sha256::digest(&bytes);
     let etag = format!("\"{}\"", &hex::encode(digest)[..32]);
     let etag_value = HeaderValue::from_str(&etag).expect("hex is a valid header value");

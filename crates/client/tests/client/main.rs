@@ -3,6 +3,7 @@
 
 mod api;
 mod auth;
+mod aws;
 mod cache;
 mod example;
 mod lifecycle;
@@ -10,3 +11,4 @@ mod logs;
 mod reliability;
 mod support;
 mod telemetry;
+mod tls;

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::schema::{Ty, opt, req};
 use super::{Caller, Query, parse_body, validation_status};
 use crate::error::{ApiError, issue};
 use crate::logic::time::iso_ms;
@@ -50,7 +51,9 @@ fn check(
         )));
     }
     let allowed = match caller {
-        Caller::Identity { projects, .. } => projects.iter().any(|p| p == project_id),
+        Caller::Identity { projects, .. } | Caller::User { projects, .. } => {
+            projects.iter().any(|p| p == project_id)
+        }
         Caller::ServiceToken { project_id: p, scopes, .. } => {
             p == project_id && scopes.iter().any(|s| s.environment == env)
         }
@@ -61,7 +64,7 @@ fn check(
 fn path_or_422(app: &App, raw: Option<&str>, field: &str) -> Result<String, ApiError> {
     normalize_path(raw.unwrap_or("/")).ok_or_else(|| {
         ApiError::validation(
-            validation_status(app, false),
+            validation_status(app),
             vec![issue("custom", &[field], "Invalid path")],
         )
     })
@@ -70,7 +73,7 @@ fn path_or_422(app: &App, raw: Option<&str>, field: &str) -> Result<String, ApiE
 fn required<'a>(app: &App, value: Option<&'a str>, field: &str) -> Result<&'a str, ApiError> {
     value.filter(|v| !v.is_empty()).ok_or_else(|| {
         ApiError::validation(
-            validation_status(app, false),
+            validation_status(app),
             vec![issue("invalid_type", &[field], "Required")],
         )
     })
@@ -82,7 +85,8 @@ fn missing_folder(path: &str, env: &str) -> ApiError {
     ))
 }
 
-/// Creates `name` under `parent`, or returns the folder that already has that name.
+/// Creates `name` under `parent` (and any missing folder along `parent`, as the server does),
+/// or returns the folder that already has that name.
 fn create_folder(
     store: &mut Store,
     project_id: &str,
@@ -95,6 +99,7 @@ fn create_folder(
     if !valid_folder_name(name) {
         return Err(ApiError::bad_request(BAD_NAME));
     }
+    store.ensure_folders(project_id, env, parent, now);
     let parent_folder = store
         .folder(project_id, env, parent)
         .cloned()
@@ -134,7 +139,8 @@ pub(crate) async fn v1_list(
     let q = Query::parse(raw.as_deref());
     let project_id = required(&app, q.get("workspaceId"), "workspaceId")?;
     let env = required(&app, q.get("environment"), "environment")?;
-    let path = path_or_422(&app, q.get("directory"), "directory")?;
+    // The server reads `path` (default `/`); the CLI's `directory` is never consulted.
+    let path = path_or_422(&app, q.get("path"), "path")?;
     let store = app.store.lock().expect("store lock");
     check(&store, &caller, project_id, env, "read")?;
     let folders: Vec<Value> = store
@@ -162,7 +168,19 @@ pub(crate) async fn v1_create(
     caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: CreateBody = parse_body(&body, validation_status(&app, false))?;
+    let input: CreateBody = parse_body(
+        &app,
+        &body,
+        &[
+            opt("projectId", Ty::Str),
+            opt("workspaceId", Ty::Str),
+            req("environment", Ty::Str),
+            req("name", Ty::Str),
+            opt("path", Ty::Str),
+            opt("directory", Ty::Str),
+            opt("description", Ty::Str),
+        ],
+    )?;
     let project_id = required(
         &app,
         input.workspace_id.as_deref().or(input.project_id.as_deref()),
@@ -177,7 +195,19 @@ pub(crate) async fn v2_create(
     caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: CreateBody = parse_body(&body, validation_status(&app, false))?;
+    let input: CreateBody = parse_body(
+        &app,
+        &body,
+        &[
+            opt("projectId", Ty::Str),
+            opt("workspaceId", Ty::Str),
+            req("environment", Ty::Str),
+            req("name", Ty::Str),
+            opt("path", Ty::Str),
+            opt("directory", Ty::Str),
+            opt("description", Ty::Str),
+        ],
+    )?;
     let project_id =
         required(&app, input.project_id.as_deref().or(input.workspace_id.as_deref()), "projectId")?
             .to_owned();
@@ -229,7 +259,17 @@ pub(crate) async fn delete_folder(
     Path(id_or_name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: DeleteBody = parse_body(&body, validation_status(&app, false))?;
+    let input: DeleteBody = parse_body(
+        &app,
+        &body,
+        &[
+            opt("projectId", Ty::Str),
+            opt("workspaceId", Ty::Str),
+            req("environment", Ty::Str),
+            opt("path", Ty::Str),
+            opt("directory", Ty::Str),
+        ],
+    )?;
     let id_or_name = id_or_name.as_str();
     let project_id =
         required(&app, input.project_id.as_deref().or(input.workspace_id.as_deref()), "projectId")?
@@ -329,7 +369,17 @@ pub(crate) async fn v2_update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: UpdateBody = parse_body(&body, validation_status(&app, false))?;
+    let input: UpdateBody = parse_body(
+        &app,
+        &body,
+        &[
+            req("projectId", Ty::Str),
+            req("environment", Ty::Str),
+            req("name", Ty::Str),
+            opt("path", Ty::Str),
+            opt("description", Ty::Str),
+        ],
+    )?;
     let name = input.name.trim().to_owned();
     if !valid_folder_name(&name) {
         return Err(ApiError::bad_request(BAD_NAME));

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::Caller;
+use super::schema::{Ty, opt, req};
 use crate::error::ApiError;
 use crate::logic::time::iso_ms;
 use crate::server::App;
@@ -42,7 +43,9 @@ fn project_json(store: &Store, p: &Project) -> Value {
 
 fn visible(caller: &Caller, project_id: &str) -> bool {
     match caller {
-        Caller::Identity { projects, .. } => projects.iter().any(|p| p == project_id),
+        Caller::Identity { projects, .. } | Caller::User { projects, .. } => {
+            projects.iter().any(|p| p == project_id)
+        }
         Caller::ServiceToken { project_id: p, .. } => p == project_id,
     }
 }
@@ -146,8 +149,9 @@ pub(crate) async fn create_environment(
     Path(project_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let status = super::validation_status(&app, false);
-    let input: NewEnvironment = super::parse_body(&body, status)?;
+    let status = super::validation_status(&app);
+    let input: NewEnvironment =
+        super::parse_body(&app, &body, &[req("name", Ty::Str), req("slug", Ty::Str)])?;
     if !crate::logic::values::valid_slug(&input.slug) {
         return Err(ApiError::validation(
             status,
@@ -275,8 +279,9 @@ pub(crate) async fn create_tag(
     Path(project_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let status = super::validation_status(&app, false);
-    let input: NewTag = super::parse_body(&body, status)?;
+    let status = super::validation_status(&app);
+    let input: NewTag =
+        super::parse_body(&app, &body, &[req("slug", Ty::Str), opt("color", Ty::Str)])?;
     if !crate::logic::values::valid_slug(&input.slug) {
         return Err(ApiError::validation(
             status,

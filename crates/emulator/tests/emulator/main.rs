@@ -5,5 +5,6 @@ mod errors;
 mod faults;
 mod helpers;
 mod persistence;
+mod real2024;
 mod secrets;
 mod webhooks;
