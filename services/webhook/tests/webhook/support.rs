@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ikit_client::{
-    AuthMethod, BreakerConfig, Client, ClientConfig, ManualClock, NewSecret, RetryPolicy, Scope,
-    SecretUpdate,
+    AuthMethod, BreakerConfig, BudgetConfig, Client, ClientConfig, ManualClock, NewSecret,
+    RetryPolicy, Scope, SecretUpdate,
 };
 use ikit_common::audit::{AuditFilter, AuditRecord};
 use ikit_common::testsuite::{TestDatabase, TestRedis};
@@ -115,6 +115,7 @@ impl Stack {
             max_retry_after: Duration::from_millis(10),
         })
         .with_breaker(BreakerConfig { failure_threshold: 1000, open_for: Duration::from_millis(1) })
+        .with_budget(BudgetConfig { capacity: 100_000.0, refill_per_sec: 100_000.0 })
         .with_timeouts(Duration::from_secs(2), Duration::from_secs(5))
     }
 
@@ -174,6 +175,7 @@ impl Stack {
             .update_secret(&Scope::new(PROJECT, "dev", folder), &SecretUpdate::value(key, value))
             .await
             .expect("update");
+        self.tick();
     }
 
     pub(crate) async fn create(&self, folder: &str, key: &str, value: &str) {
@@ -181,6 +183,13 @@ impl Stack {
             .create_secret(&Scope::new(PROJECT, "dev", folder), &NewSecret::new(key, value))
             .await
             .expect("create");
+        self.tick();
+    }
+
+    /// One millisecond on both clocks: the emulator's clock is pinned, and two deliveries of one
+    /// folder in the same millisecond are the same bytes (a replay).
+    pub(crate) fn tick(&self) {
+        self.advance(Duration::from_millis(1));
     }
 
     /// Moves the service's and the emulator's clocks together.
@@ -236,4 +245,87 @@ pub(crate) async fn post(
         req = req.header(*k, *v);
     }
     req.body(body).send().await.expect("post")
+}
+
+/// A minimal SSE reader over the event stream, as a 20-line client in any language would be.
+pub(crate) struct SseClient {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseClient {
+    pub(crate) async fn connect(
+        app: &Application,
+        query: &str,
+        last_event_id: Option<i64>,
+    ) -> Self {
+        let mut req = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/api/v1/infisical/events{query}", app.port()))
+            .bearer_auth(EVENTS_TOKEN);
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let response = req.send().await.expect("sse connect");
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Self { response, buffer: String::new() }
+    }
+
+    /// The next event's id and JSON (heartbeats skipped), within 15 s.
+    pub(crate) async fn next(&mut self) -> (i64, serde_json::Value) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = None;
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse().ok();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data = serde_json::from_str(v.trim()).ok();
+                    }
+                }
+                if let (Some(id), Some(data)) = (id, data) {
+                    return (id, data);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .expect("an event within 15 s")
+                .expect("stream readable")
+                .expect("stream open");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+/// A reader with L1 and the shared sealed L2, listening for invalidations and events.
+pub(crate) async fn cached_reader(
+    stack: &Stack,
+) -> (ikit_client::CachedClient, ikit_client::ListenerHandle) {
+    use ikit_client::{CacheConfig, CachedClient, SealKey};
+    let config = CacheConfig::new(Duration::from_secs(3600), Duration::from_secs(7200)).with_redis(
+        stack.redis.url(),
+        stack.redis.prefix(),
+        Some(SealKey::new([7u8; 32])),
+    );
+    let cache = CachedClient::new(stack.writer(), config).expect("cached client");
+    let mut listener = cache.start_listener().expect("listener");
+    listener.subscribed().await;
+    (cache, listener)
+}
+
+pub(crate) async fn read(
+    cache: &ikit_client::CachedClient,
+    folder: &str,
+    key: &str,
+) -> Option<String> {
+    let secret = ikit_common::SecretRef::new(PROJECT, "dev", folder, key).expect("ref");
+    match cache.get(&secret).await {
+        Ok(served) => Some(served.value.value.expose().to_owned()),
+        Err(ikit_client::ClientError::NotFound { .. }) => None,
+        Err(e) => panic!("read {folder}/{key}: {e}"),
+    }
 }
