@@ -218,3 +218,25 @@ async fn invalidation_goes_through_the_fan_out_and_says_what_it_did() {
     let _ = redis.cleanup().await;
     emu.shutdown().await;
 }
+
+/// Runs on one thread so the capture sees the service's tasks too.
+#[tokio::test(flavor = "current_thread")]
+async fn no_token_or_key_material_reaches_the_logs() {
+    let (logs, _guard) = ikit_common::testsuite::LogCapture::start("trace");
+    let emu = emulator(None).await;
+    let t = spawn_app(Options::new(&emu)).await;
+    let body = json!({"rotation_type": "both", "force": true, "reason": "log check"});
+    assert_eq!(t.rotate(Some(PREVIOUS_ADMIN_TOKEN), body.clone()).await.0, 200);
+    assert_eq!(t.rotate(Some("wrong-admin-token-000000000"), body).await.0, 401);
+    let _ = t.get("/").await;
+    let _ = t.health().await;
+    let text = logs.text();
+    assert!(text.contains("ikit-health listening"), "the capture works");
+    for secret in
+        [ADMIN_TOKEN, PREVIOUS_ADMIN_TOKEN, "wrong-admin-token", "health-secret", "PRIVATE KEY"]
+    {
+        assert!(!text.contains(secret), "{secret} leaked into the logs");
+    }
+    t.stop().await;
+    emu.shutdown().await;
+}
