@@ -30,6 +30,18 @@ pub(crate) struct Store {
     pub(crate) approval_policies: Vec<ApprovalPolicy>,
     #[serde(default)]
     pub(crate) tags: Vec<Tag>,
+    #[serde(default)]
+    pub(crate) users: Vec<User>,
+}
+
+/// A seeded user and the bearer token it is known by.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct User {
+    pub(crate) id: String,
+    pub(crate) email: String,
+    pub(crate) token: String,
+    pub(crate) projects: Vec<String>,
 }
 
 /// A project tag; secrets hold copies of theirs.
@@ -272,6 +284,7 @@ impl Store {
             webhooks: Vec::new(),
             approval_policies: Vec::new(),
             tags: Vec::new(),
+            users: Vec::new(),
         };
         for p in &seed.projects {
             if store.project(&p.id).is_some() {
@@ -423,6 +436,25 @@ impl Store {
                 last_run_error_message: None,
                 created_at_ms: now_ms,
                 updated_at_ms: now_ms,
+            });
+        }
+        for u in &seed.users {
+            for p in &u.projects {
+                if store.project(p).is_none() {
+                    return Err(seed_err(format!("user {} names unknown project {p}", u.email)));
+                }
+            }
+            if u.token.is_empty() || u.token.starts_with("st.") {
+                return Err(seed_err(format!(
+                    "user {}: token must be non-empty, not st.",
+                    u.email
+                )));
+            }
+            store.users.push(User {
+                id: u.id.clone().unwrap_or_else(new_id),
+                email: u.email.clone(),
+                token: u.token.clone(),
+                projects: u.projects.clone(),
             });
         }
         for a in &seed.approval_policies {

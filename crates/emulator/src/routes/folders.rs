@@ -51,7 +51,9 @@ fn check(
         )));
     }
     let allowed = match caller {
-        Caller::Identity { projects, .. } => projects.iter().any(|p| p == project_id),
+        Caller::Identity { projects, .. } | Caller::User { projects, .. } => {
+            projects.iter().any(|p| p == project_id)
+        }
         Caller::ServiceToken { project_id: p, scopes, .. } => {
             p == project_id && scopes.iter().any(|s| s.environment == env)
         }

@@ -43,7 +43,9 @@ fn project_json(store: &Store, p: &Project) -> Value {
 
 fn visible(caller: &Caller, project_id: &str) -> bool {
     match caller {
-        Caller::Identity { projects, .. } => projects.iter().any(|p| p == project_id),
+        Caller::Identity { projects, .. } | Caller::User { projects, .. } => {
+            projects.iter().any(|p| p == project_id)
+        }
         Caller::ServiceToken { project_id: p, .. } => p == project_id,
     }
 }

@@ -163,7 +163,9 @@ fn scope_override(caller: &Caller, place: &mut Place) {
 
 fn authorize(caller: &Caller, place: &Place, action: &str) -> Result<(), ApiError> {
     let allowed = match caller {
-        Caller::Identity { projects, .. } => projects.contains(&place.project_id),
+        Caller::Identity { projects, .. } | Caller::User { projects, .. } => {
+            projects.contains(&place.project_id)
+        }
         Caller::ServiceToken { project_id, scopes, .. } => {
             *project_id == place.project_id
                 && scopes.iter().any(|s| {
