@@ -6,7 +6,7 @@ use std::time::Duration;
 use ikit_client::{CacheConfig, CachedClient, Client, ClientConfig};
 use ikit_common::audit::Outcome;
 use ikit_common::testsuite::TestRedis;
-use ikit_keys::jwt::JwkSet;
+use ikit_keys::jwt::{JwkSet, VerifyOptions};
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -79,9 +79,7 @@ async fn rotation_publishes_next_then_flips_and_old_tokens_keep_verifying() {
 
     // just before the flip, the old key still signs
     t.advance_secs(DAY - 60);
-    let now = t.clock_secs();
-    let before_flip: String =
-        t.app().keys().sign(&json!({"sub": "before", "iat": now, "exp": now + 1800})).unwrap();
+    let before_flip = t.app().keys().sign(&json!({"sub": "before"}), HALF_HOUR).unwrap();
     t.advance_secs(120);
     let (status, answer) = t.rotate(Some(ADMIN_TOKEN), body).await;
     assert_eq!(status, 200, "{answer}");
@@ -90,13 +88,14 @@ async fn rotation_publishes_next_then_flips_and_old_tokens_keep_verifying() {
 
     let jwks = JwkSet::from_json(&t.jwks().await).unwrap();
     let now = t.clock_secs();
-    let claims: Value = jwks.verify_at(&before_flip, now, 0).expect("old token still verifies");
+    let claims: Value = jwks
+        .verify_at(&before_flip, now, &VerifyOptions::default())
+        .expect("old token still verifies");
     assert_eq!(claims["sub"], "before");
-    let after: String =
-        t.app().keys().sign(&json!({"sub": "after", "iat": now, "exp": now + 1800})).unwrap();
+    let after = t.app().keys().sign(&json!({"sub": "after"}), HALF_HOUR).unwrap();
     assert_eq!(kid_of(&after), next, "a new token carries the new kid");
     assert_eq!(kid_of(&before_flip), old[0]);
-    assert!(jwks.verify_at::<Value>(&after, now, 0).is_ok());
+    assert!(jwks.verify_at::<Value>(&after, now, &VerifyOptions::default()).is_ok());
 
     let rows = t.audit("admin.rotate", Some(Outcome::Success)).await;
     assert_eq!(rows.len(), 3);
@@ -104,6 +103,8 @@ async fn rotation_publishes_next_then_flips_and_old_tokens_keep_verifying() {
     t.stop().await;
     emu.shutdown().await;
 }
+
+const HALF_HOUR: Duration = Duration::from_secs(1800);
 
 fn kid_of(token: &str) -> String {
     use base64::Engine as _;
