@@ -26,6 +26,29 @@ pub const DEMO_CLIENT_ID: &str = "ikit-dev-client";
 pub const DEMO_CLIENT_SECRET: &str = "ikit-dev-client-secret";
 pub const DEFAULT_STATE_FILE: &str = ".ikit/dev.json";
 
+/// `ikit dev`: starts the stack, prints the banner, serves until `stop`, stops everything.
+pub async fn run(
+    args: crate::DevArgs,
+    env: &BTreeMap<String, String>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), CliError> {
+    let options = DevOptions {
+        emulator_addr: args.emulator_addr,
+        webhook_addr: args.webhook_addr,
+        health_addr: args.health_addr,
+        state_file: args.state_file,
+        data: args.data,
+        redis_url: env.get("IKIT_REDIS_URL").filter(|v| !v.trim().is_empty()).cloned(),
+        log_filter: env.get("RUST_LOG").cloned(),
+    };
+    let stack = DevStack::start(options.clone()).await?;
+    println!("{}", stack.info().banner(&options.state_file));
+    stop.await;
+    eprintln!("ikit dev: stopping");
+    stack.stop().await;
+    Ok(())
+}
+
 /// Where the parts listen and keep their state.
 #[derive(Clone, Debug)]
 pub struct DevOptions {
