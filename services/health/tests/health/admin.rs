@@ -241,3 +241,30 @@ async fn no_token_or_key_material_reaches_the_logs() {
     t.stop().await;
     emu.shutdown().await;
 }
+
+/// Another replica holding the rotation lock: the call answers 409 `busy` and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_while_another_replica_holds_the_lock_is_busy() {
+    use ikit_keys::lock::{PgAdvisoryLock, RotationLock};
+    let emu = emulator(None).await;
+    let t = spawn_app(Options::new(&emu)).await;
+    let before = kids(&t.jwks().await);
+    let name = format!("ikit-keys-rotation:{}:dev", crate::support::PROJECT);
+    let other = PgAdvisoryLock::from_url(t.db.url(), &name).unwrap();
+    let held = other.try_acquire().await.unwrap().expect("the other replica takes the lock");
+
+    let body = json!({"rotation_type": "both", "force": true, "reason": "while busy"});
+    let (status, answer) = t.rotate(Some(ADMIN_TOKEN), body.clone()).await;
+    assert_eq!((status, answer["error"].as_str()), (409, Some("busy")), "{answer}");
+    assert_eq!(kids(&t.jwks().await), before, "nothing was written");
+    let rows = t.audit("admin.rotate", Some(Outcome::Failure)).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].event.details["outcome"], "busy");
+
+    held.release().await.unwrap();
+    let (status, answer) = t.rotate(Some(ADMIN_TOKEN), body).await;
+    assert_eq!(status, 200, "free again: {answer}");
+    assert_eq!(kids(&t.jwks().await).len(), 2, "now the next key is published");
+    t.stop().await;
+    emu.shutdown().await;
+}
