@@ -620,7 +620,7 @@ impl Client {
         &self,
         scope: &Scope,
         items: &[NewSecret],
-        progress: &mut dyn FnMut(BatchProgress),
+        progress: &mut (dyn FnMut(BatchProgress) + Send),
     ) -> Result<Vec<Secret>, ClientError> {
         self.chunked(items, progress, |chunk| async move {
             let body = self.execute(true, |v| api::batch_create(v, scope, chunk)).await?;
@@ -642,7 +642,7 @@ impl Client {
         &self,
         scope: &Scope,
         items: &[NewSecret],
-        progress: &mut dyn FnMut(BatchProgress),
+        progress: &mut (dyn FnMut(BatchProgress) + Send),
     ) -> Result<Vec<Secret>, ClientError> {
         self.chunked(items, progress, |chunk| async move {
             let body = self.execute(true, |v| api::batch_upsert(v, scope, chunk)).await?;
@@ -668,7 +668,7 @@ impl Client {
     async fn chunked<'a, F, Fut>(
         &self,
         items: &'a [NewSecret],
-        progress: &mut dyn FnMut(BatchProgress),
+        progress: &mut (dyn FnMut(BatchProgress) + Send),
         send: F,
     ) -> Result<Vec<Secret>, ClientError>
     where
