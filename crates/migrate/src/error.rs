@@ -14,4 +14,19 @@ pub enum MigrateError {
         "the value of {key:?} ends with a backslash and needs quoting; python-dotenv cannot read it back"
     )]
     DotenvUnrepresentable { key: String },
+    /// A `.env` key written without `=`.
+    #[error("key {key:?} at {origin} has no value")]
+    NoValue { key: String, origin: String },
+    /// A JSON/YAML/TOML document that does not parse.
+    #[error("{file}: {reason}")]
+    Document { file: String, reason: String },
+    /// A source value that is neither text, number nor boolean (arrays, null).
+    #[error("key {key:?} at {origin} holds a list or null, which cannot be a secret")]
+    Unsupported { key: String, origin: String },
+    /// A key the mapping cannot place: no environment, or not a valid Infisical name.
+    #[error("key {key:?} from {origin} cannot be mapped: {reason}")]
+    Unmapped { key: String, origin: String, reason: String },
+    /// Two source keys that map to the same target.
+    #[error("keys {first:?} and {second:?} both map to {target}")]
+    Collision { first: String, second: String, target: String },
 }

@@ -2,8 +2,12 @@
 //! Infisical with a plan that never prints values.
 //!
 //! `dotenv` is the pure parser and quoter for the python-dotenv dialect, shared with `ikit export`.
+//! `source` reads `.env` files, an env map (filtered by prefix) and JSON objects (nested objects
+//! are folders); `mapping` places every key from a TOML mapping file or fails naming it.
 
 pub mod dotenv;
 mod error;
+pub mod mapping;
+pub mod source;
 
 pub use error::MigrateError;
