@@ -29,4 +29,7 @@ pub enum MigrateError {
     /// Two source keys that map to the same target.
     #[error("keys {first:?} and {second:?} both map to {target}")]
     Collision { first: String, second: String, target: String },
+    /// Reading a target folder from Infisical failed (the client's error carries the server's reason).
+    #[error("cannot read {folder} from Infisical: {source}")]
+    Read { folder: String, source: ikit_client::ClientError },
 }

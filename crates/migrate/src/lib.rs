@@ -4,10 +4,13 @@
 //! `dotenv` is the pure parser and quoter for the python-dotenv dialect, shared with `ikit export`.
 //! `source` reads `.env` files, an env map (filtered by prefix) and JSON objects (nested objects
 //! are folders); `mapping` places every key from a TOML mapping file or fails naming it.
+//! `plan` decides per key create | update | unchanged | conflict | skip against Infisical, showing
+//! no value (the plan file holds keyed HMACs).
 
 pub mod dotenv;
 mod error;
 pub mod mapping;
+pub mod plan;
 pub mod source;
 
 pub use error::MigrateError;
