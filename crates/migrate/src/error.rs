@@ -32,4 +32,10 @@ pub enum MigrateError {
     /// Reading a target folder from Infisical failed (the client's error carries the server's reason).
     #[error("cannot read {folder} from Infisical: {source}")]
     Read { folder: String, source: ikit_client::ClientError },
+    /// A batch write failed; the chunks before it were written.
+    #[error("writing {folder} failed after {written} of {total} keys: {source}")]
+    Write { folder: String, written: usize, total: usize, source: ikit_client::ClientError },
+    /// A target folder could not be listed or created.
+    #[error("cannot create folder {folder}: {source}")]
+    Folder { folder: String, source: ikit_client::ClientError },
 }

@@ -51,6 +51,9 @@ pub struct PlanItem {
     pub origin: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value_hmac: Option<String>,
+    /// Why a key is a conflict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -108,11 +111,15 @@ pub fn decide(
     let mut items: Vec<PlanItem> = mapped
         .secrets
         .iter()
-        .map(|secret| PlanItem {
-            action: action_for(secret, existing.get(&secret.target), overwrite),
-            target: secret.target.to_string(),
-            origin: secret.origin.clone(),
-            value_hmac: Some(value_hmac(plan_key, &secret.value)),
+        .map(|secret| {
+            let (action, reason) = action_for(secret, existing.get(&secret.target), overwrite);
+            PlanItem {
+                action,
+                target: secret.target.to_string(),
+                origin: secret.origin.clone(),
+                value_hmac: Some(value_hmac(plan_key, &secret.value)),
+                reason,
+            }
         })
         .collect();
     items.extend(mapped.skipped.iter().map(|skipped| PlanItem {
@@ -120,20 +127,42 @@ pub fn decide(
         target: skipped.key.clone(),
         origin: skipped.origin.clone(),
         value_hmac: None,
+        reason: None,
     }));
     Plan { items }
 }
 
-fn action_for(secret: &MappedSecret, existing: Option<&Existing>, overwrite: bool) -> Action {
-    match existing {
-        None => Action::Create,
-        Some(Existing::Hidden) => Action::Conflict,
-        Some(Existing::Value(current)) if current.verify(secret.value.expose()) => {
-            Action::Unchanged
-        }
-        Some(Existing::Value(_)) if overwrite => Action::Update,
-        Some(Existing::Value(_)) => Action::Conflict,
+fn action_for(
+    secret: &MappedSecret,
+    existing: Option<&Existing>,
+    overwrite: bool,
+) -> (Action, Option<&'static str>) {
+    if !server_keeps(secret.value.expose()) {
+        return (Action::Conflict, Some(TRIMMED));
     }
+    match existing {
+        None => (Action::Create, None),
+        Some(Existing::Hidden) => (Action::Conflict, Some("the server hides the current value")),
+        Some(Existing::Value(current)) if current.verify(secret.value.expose()) => {
+            (Action::Unchanged, None)
+        }
+        Some(Existing::Value(_)) if overwrite => (Action::Update, None),
+        Some(Existing::Value(_)) => {
+            (Action::Conflict, Some("a different value exists and the mapping does not overwrite"))
+        }
+    }
+}
+
+const TRIMMED: &str = "the server trims surrounding white space from this value";
+
+/// Whether Infisical stores `value` unchanged: it trims every written value (JavaScript's
+/// `trim`), keeping one trailing `\n` when the value ended in one (spec section on value trimming).
+/// A value it would change cannot migrate exactly, so it is a conflict, never a silent rewrite.
+pub fn server_keeps(value: &str) -> bool {
+    let is_js_space = |c: char| (c.is_whitespace() && c != '\u{85}') || c == '\u{feff}';
+    let trimmed = value.trim_matches(is_js_space);
+    let kept_tail = if value.ends_with('\n') { "\n" } else { "" };
+    value.strip_suffix(kept_tail) == Some(trimmed)
 }
 
 /// Reads every target folder once (a missing folder counts as empty: apply creates it) and decides.
@@ -179,4 +208,19 @@ pub async fn plan(
         }
     }
     Ok(decide(mapped, &existing, overwrite, plan_key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_the_server_would_trim_are_recognised() {
+        for kept in ["", "v", "a b", "line\n", "multi\nline\n", "\n", "é"] {
+            assert!(server_keeps(kept), "{kept:?}");
+        }
+        for changed in [" v", "v ", "v\n\n", "\tv", "v\r\n", "\u{a0}v", "\u{feff}v", "  "] {
+            assert!(!server_keeps(changed), "{changed:?}");
+        }
+    }
 }

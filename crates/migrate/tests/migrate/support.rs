@@ -13,11 +13,15 @@ fn seed_json() -> String {
             {"id": "id-ua", "name": "migrator", "clientId": "migrate-client", "clientSecret": "migrate-secret",
              "accessTokenTTL": 600, "accessTokenMaxTTL": 3600, "projects": [PROJECT]}
         ],
-        "folders": [{"projectId": PROJECT, "environment": "dev", "path": "/database"}],
+        "folders": [
+            {"projectId": PROJECT, "environment": "dev", "path": "/database"},
+            {"projectId": PROJECT, "environment": "prod", "path": "/auth"}
+        ],
         "secrets": [
             {"projectId": PROJECT, "environment": "dev", "path": "/database", "key": "SAME", "value": "same ${REF} value"},
             {"projectId": PROJECT, "environment": "dev", "path": "/database", "key": "DIFF", "value": EXISTING_DIFF}
-        ]
+        ],
+        "approvalPolicies": [{"projectId": PROJECT, "environment": "prod", "secretPath": "/auth"}]
     })
     .to_string()
 }
