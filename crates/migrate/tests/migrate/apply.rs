@@ -148,3 +148,20 @@ async fn a_folder_behind_approval_is_reported_pending() {
     assert_eq!(report.pending_approval, ["prod:/auth/JWT_KEY"]);
     assert!(report.written.is_empty());
 }
+
+#[tokio::test]
+async fn ten_thousand_keys_take_at_most_a_hundred_writes() {
+    let emulator = support::emulator(ApiVersion::V2026).await;
+    let client = support::client(&emulator);
+    let mapping = Mapping::from_toml("m", "[defaults]\nenvironment = \"prod\"\n").expect("parses");
+    let text: String = (0..10_000).map(|n| format!("KEY_{n:05}=\"value-{n}\"\n")).collect();
+    let sources = source::from_dotenv(".env", &text, Interpolation::Off).expect("parses");
+    let mapped = mapping.apply(sources).expect("maps");
+    let started = std::time::Instant::now();
+    let (_, report) =
+        apply(&client, PROJECT, &mapped, false, b"k", &mut |_, _| {}).await.expect("applies");
+    // measured, not asserted: printed for `make bench` and the closing note
+    println!("10000 keys: {:?}, {} write requests", started.elapsed(), writes(&emulator));
+    assert_eq!(report.written.len(), 10_000);
+    assert!(writes(&emulator) <= 100, "{} write requests", writes(&emulator));
+}
