@@ -236,7 +236,7 @@ impl Refused {
                     .call
                     .map(|call| format!("{} {}", call.method, call.route()))
                     .unwrap_or_default();
-                ClientError::NotFound { message: format!("route {route} not found") }
+                ClientError::not_found(format!("route {route} not found"))
             }
             Failure::ReAuth(message) => ClientError::Auth { message },
             Failure::Error(e) => e,
@@ -258,7 +258,7 @@ fn login_error(f: Failure, what: &str) -> ClientError {
             ClientError::Auth { message: format!("{what} route not found on this server") }
         }
         Failure::Error(
-            ClientError::PermissionDenied { message }
+            ClientError::PermissionDenied { message, .. }
             | ClientError::NotFound { message, .. }
             | ClientError::InvalidInput { message },
         ) => refused(message),
@@ -290,10 +290,16 @@ pub(crate) fn pick(
         } else {
             format!("secret {} not found in {place}", secret.key())
         };
-        ClientError::NotFound { message }
+        ClientError::NotFound {
+            message,
+            secret: Some(secret.key().to_owned()),
+            folder: Some(secret.folder().to_owned()),
+        }
     })?;
     if found.value_hidden {
         return Err(ClientError::PermissionDenied {
+            secret: Some(secret.key().to_owned()),
+            folder: Some(secret.folder().to_owned()),
             message: format!(
                 "the value of {} in {} is hidden: the identity may not read secret values",
                 secret.key(),
@@ -523,7 +529,10 @@ impl Client {
         key: &str,
         options: &GetOptions,
     ) -> Result<Secret, ClientError> {
-        let body = self.execute(true, |v| api::get(v, scope, key, options)).await?;
+        let body = self
+            .execute(true, |v| api::get(v, scope, key, options))
+            .await
+            .map_err(|e| e.about(&scope.path, key))?;
         wire::decode_one(&body.body)
     }
 
@@ -545,7 +554,10 @@ impl Client {
         scope: &Scope,
         update: &SecretUpdate,
     ) -> Result<Secret, ClientError> {
-        let first = self.execute(true, |v| api::update(v, scope, update)).await;
+        let first = self
+            .execute(true, |v| api::update(v, scope, update))
+            .await
+            .map_err(|e| e.about(&scope.path, &update.key));
         let body = match first {
             Err(ClientError::InvalidInput { message })
                 if update.value.is_none() && message.contains("secretValue") =>
@@ -600,7 +612,10 @@ impl Client {
         key: &str,
         secret_type: SecretType,
     ) -> Result<Secret, ClientError> {
-        let body = self.execute(true, |v| api::delete(v, scope, key, secret_type)).await?;
+        let body = self
+            .execute(true, |v| api::delete(v, scope, key, secret_type))
+            .await
+            .map_err(|e| e.about(&scope.path, key))?;
         wire::decode_one(&body.body)
     }
 
@@ -620,7 +635,7 @@ impl Client {
         &self,
         scope: &Scope,
         items: &[NewSecret],
-        progress: &mut dyn FnMut(BatchProgress),
+        progress: &mut (dyn FnMut(BatchProgress) + Send),
     ) -> Result<Vec<Secret>, ClientError> {
         self.chunked(items, progress, |chunk| async move {
             let body = self.execute(true, |v| api::batch_create(v, scope, chunk)).await?;
@@ -642,7 +657,7 @@ impl Client {
         &self,
         scope: &Scope,
         items: &[NewSecret],
-        progress: &mut dyn FnMut(BatchProgress),
+        progress: &mut (dyn FnMut(BatchProgress) + Send),
     ) -> Result<Vec<Secret>, ClientError> {
         self.chunked(items, progress, |chunk| async move {
             let body = self.execute(true, |v| api::batch_upsert(v, scope, chunk)).await?;
@@ -668,7 +683,7 @@ impl Client {
     async fn chunked<'a, F, Fut>(
         &self,
         items: &'a [NewSecret],
-        progress: &mut dyn FnMut(BatchProgress),
+        progress: &mut (dyn FnMut(BatchProgress) + Send),
         send: F,
     ) -> Result<Vec<Secret>, ClientError>
     where

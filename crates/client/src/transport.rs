@@ -495,9 +495,9 @@ impl Transport {
                 let failure = match other {
                     ErrorClass::ReAuth => Failure::ReAuth(message),
                     ErrorClass::RouteNotFound => Failure::RouteNotFound,
-                    ErrorClass::NotFound => Failure::Error(ClientError::NotFound { message }),
+                    ErrorClass::NotFound => Failure::Error(ClientError::not_found(message)),
                     ErrorClass::PermissionDenied => {
-                        Failure::Error(ClientError::PermissionDenied { message })
+                        Failure::Error(ClientError::permission_denied(message))
                     }
                     ErrorClass::InvalidInput => {
                         Failure::Error(ClientError::InvalidInput { message })
