@@ -72,6 +72,9 @@ pub enum ClientError {
         max_stale.as_secs()
     )]
     TooStale { age: Duration, max_stale: Duration },
+    /// Redis failed a step that could not be skipped (publishing an invalidation).
+    #[error("redis failed: {0}")]
+    Redis(String),
 }
 
 impl From<ikit_common::ConfigErrors> for ClientError {
@@ -149,6 +152,7 @@ impl ClientError {
             Self::Credential(_) => "credential",
             Self::Snapshot(_) => "snapshot",
             Self::TooStale { .. } => "too_stale",
+            Self::Redis(_) => "redis",
         }
     }
 

@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use subtle::{Choice, ConstantTimeEq};
 use zeroize::Zeroizing;
 
 /// The address of one secret in Infisical.
@@ -158,7 +159,17 @@ pub fn validate_key(key: &str) -> Result<String, SecretRefError> {
 
 /// The plain text of a secret. Zeroized on drop; `Debug` and `Display` print `[REDACTED]`; there
 /// is no `Serialize`: the only way to the text is the explicit [`SecretValue::expose`].
-#[derive(Clone, PartialEq, Eq)]
+///
+/// There is no `PartialEq`: `==` on strings stops at the first differing byte, which lets a
+/// caller who can time the answer guess a token byte by byte. Compare with [`SecretValue::verify`]
+/// or `subtle::ConstantTimeEq`, whose time depends on the lengths only:
+///
+/// ```compile_fail
+/// use ikit_common::SecretValue;
+/// let presented = SecretValue::new("from the request");
+/// let _ = presented == SecretValue::new("the admin token"); // no `==` on values
+/// ```
+#[derive(Clone)]
 pub struct SecretValue(Zeroizing<String>);
 
 impl SecretValue {
@@ -177,6 +188,18 @@ impl SecretValue {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Whether `candidate` (a presented token, a header value) equals this value, compared in
+    /// constant time. The lengths are not hidden; the content is.
+    pub fn verify(&self, candidate: impl AsRef<[u8]>) -> bool {
+        self.0.as_bytes().ct_eq(candidate.as_ref()).into()
+    }
+}
+
+impl ConstantTimeEq for SecretValue {
+    fn ct_eq(&self, other: &Self) -> Choice {
+        self.0.as_bytes().ct_eq(other.0.as_bytes())
     }
 }
 
@@ -259,6 +282,19 @@ mod tests {
             SecretRef::new("p", "prod-eu", "/api", "K").unwrap().to_string(),
             "prod-eu:p/api/K"
         );
+    }
+
+    #[test]
+    fn values_compare_only_through_the_constant_time_verify() {
+        let token = SecretValue::new("admin-token-0123456789");
+        assert!(token.verify("admin-token-0123456789"));
+        assert!(token.verify(b"admin-token-0123456789"));
+        assert!(!token.verify("admin-token-0123456780"));
+        assert!(!token.verify("admin-token-012345678"));
+        assert!(!token.verify(""));
+        assert!(bool::from(token.ct_eq(&SecretValue::new("admin-token-0123456789"))));
+        assert!(!bool::from(token.ct_eq(&SecretValue::new("other"))));
+        assert!(SecretValue::new("").verify(""));
     }
 
     #[test]

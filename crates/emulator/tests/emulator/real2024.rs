@@ -448,6 +448,10 @@ async fn item15_bodies_headers_and_keys_as_the_2024_server_sends_them() {
         .await
         .unwrap();
     assert_eq!(not_preflight.status(), 400);
+    // `/api/status` without the newer `auditLogStorageDisabled`.
+    let status = h.send(reqwest::Method::GET, "/api/status", None, None).await;
+    assert_eq!(status.body["message"], "Ok");
+    assert!(status.body.get("auditLogStorageDisabled").is_none());
 }
 
 #[tokio::test]
@@ -479,4 +483,87 @@ async fn item13_2024_routes_serve_secret_imports_and_not_secrets_by_id() {
     let new = start().await;
     let t = new.token().await;
     assert_eq!(new.get(&path.replace(id, "nope"), &t).await.body["error"], "NotFound");
+}
+
+#[tokio::test]
+async fn item14_2024_webhook_management_needs_a_user_token() {
+    let (h, token) = v2024().await;
+    let hook = json!({"projectId": PROJECT, "environment": "dev", "webhookUrl": "http://127.0.0.1:9/hook", "secretPath": "/**"});
+    let refused = h.post("/api/v1/webhooks", Some(&token), hook.clone()).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.body["error"], "Forbidden access to /api/v1/webhooks");
+    let created = h.post("/api/v1/webhooks", Some(USER_TOKEN), hook.clone()).await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let listed = h.get(&format!("/api/v1/webhooks?projectId={PROJECT}"), USER_TOKEN).await;
+    assert_eq!(listed.body["webhooks"].as_array().unwrap().len(), 1);
+    // The user reads secrets like a project member.
+    let secret = h.get(&raw_list(""), USER_TOKEN).await;
+    assert_eq!(secret.status, 200);
+    assert!(!secret.body["secrets"].as_array().unwrap().is_empty());
+    // A 2026 server lets identities manage hooks.
+    let new = start().await;
+    let t = new.token().await;
+    assert_eq!(new.post("/api/v1/webhooks", Some(&t), hook).await.status, 200);
+}
+
+#[tokio::test]
+async fn item15_token_errors_use_the_2024_wording() {
+    let (h, token) = v2024().await;
+    let list = raw_list("");
+    let empty = h.http.get(h.url(&list)).header("authorization", "Bearer ").send().await.unwrap();
+    assert_eq!(empty.status(), 403);
+    assert_eq!(
+        empty.json::<Value>().await.unwrap(),
+        json!({"statusCode": 403, "message": "jwt must be provided", "error": "TokenError"})
+    );
+    let (head, _) = token.rsplit_once('.').unwrap();
+    let forged = format!("{head}.c2lnbmF0dXJl");
+    let bad = h.get(&list, &forged).await;
+    assert_eq!(
+        bad.body,
+        json!({"statusCode": 403, "message": "invalid signature", "error": "TokenError"})
+    );
+    let unknown = h.get(&list, "st.nope.secret").await;
+    assert_eq!(
+        unknown.body,
+        json!({"statusCode": 404, "message": "Service token with ID 'nope' not found", "error": "NotFound"})
+    );
+}
+
+#[tokio::test]
+async fn item16_with_the_default_ttls_every_renewal_is_refused() {
+    for version in [ApiVersion::V2024, ApiVersion::V2026] {
+        let mut s = seed();
+        s["identities"].as_array_mut().unwrap().push(json!(
+            {"name": "defaults", "clientId": "defaults-id", "clientSecret": "defaults-secret", "projects": [PROJECT]}
+        ));
+        let h = start_with(config(&s).api_version(version)).await;
+        let login = h.login_as("defaults-id", "defaults-secret").await;
+        assert_eq!(
+            (login.body["expiresIn"].as_u64(), login.body["accessTokenMaxTTL"].as_u64()),
+            (Some(2_592_000), Some(2_592_000))
+        );
+        let token = login.body["accessToken"].as_str().unwrap().to_owned();
+        // One second after login, now + TTL is past created + max TTL: refused, and the token is gone.
+        h.emu.clock().advance(std::time::Duration::from_secs(1));
+        let renew = h.post("/api/v1/auth/token/renew", None, json!({"accessToken": token})).await;
+        assert_eq!(renew.status, 401, "{}", renew.body);
+        assert_eq!(
+            renew.body["message"],
+            "Failed to renew MI access token past its Max TTL expiration"
+        );
+        assert_eq!(h.get(&raw_list(""), &token).await.status, 401);
+        // Logging in again is the way out.
+        assert_eq!(h.login_as("defaults-id", "defaults-secret").await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn item15_cors_headers_ride_on_fault_answers_too() {
+    let h = start().await;
+    h.emu.faults().add(ikit_emulator::Fault::status("/api/v3", 500).times(1));
+    let a = h.send(reqwest::Method::GET, "/api/v3/secrets/raw", None, None).await;
+    assert_eq!(a.status, 500);
+    assert_eq!(a.headers["access-control-allow-origin"], h.emu.base_url().as_str());
+    assert!(a.headers.contains_key("etag"));
 }

@@ -1,0 +1,3 @@
+mod admin;
+mod api;
+mod support;
