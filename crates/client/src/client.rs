@@ -271,41 +271,50 @@ fn login_error(f: Failure, what: &str) -> ClientError {
     }
 }
 
+/// A key missing from its folder's listing. A 2024 server lists an unknown environment (and a
+/// missing folder) as empty, so an empty listing names the environment as possibly unknown.
+pub(crate) fn missing_secret(secret: &SecretRef, listing_empty: bool) -> ClientError {
+    let place = format!("{}:{}", secret.environment(), secret.folder());
+    let message = if listing_empty {
+        format!(
+            "secret {} not found: the listing of {place} is empty; the environment {:?} may not \
+             exist in this project, or the folder may not",
+            secret.key(),
+            secret.environment()
+        )
+    } else {
+        format!("secret {} not found in {place}", secret.key())
+    };
+    ClientError::NotFound {
+        message,
+        secret: Some(secret.key().to_owned()),
+        folder: Some(secret.folder().to_owned()),
+    }
+}
+
+/// A value the server masked: refused, never returned as the mask.
+pub(crate) fn hidden_value(secret: &SecretRef) -> ClientError {
+    ClientError::PermissionDenied {
+        secret: Some(secret.key().to_owned()),
+        folder: Some(secret.folder().to_owned()),
+        message: format!(
+            "the value of {} in {} is hidden: the identity may not read secret values",
+            secret.key(),
+            secret.folder()
+        ),
+    }
+}
+
 /// The secret a reference resolves to in a folder listing.
 pub(crate) fn pick(
     folder: &FolderSecrets,
     secret: &SecretRef,
     order: ImportOrder,
 ) -> Result<Secret, ClientError> {
-    let found = folder.find(secret.key(), order).ok_or_else(|| {
-        let place = format!("{}:{}", secret.environment(), secret.folder());
-        let message = if folder.secrets.is_empty() && folder.imports.is_empty() {
-            // A 2024 server lists an unknown environment (and a missing folder) as empty.
-            format!(
-                "secret {} not found: the listing of {place} is empty; the environment {:?} \
-                 may not exist in this project, or the folder may not",
-                secret.key(),
-                secret.environment()
-            )
-        } else {
-            format!("secret {} not found in {place}", secret.key())
-        };
-        ClientError::NotFound {
-            message,
-            secret: Some(secret.key().to_owned()),
-            folder: Some(secret.folder().to_owned()),
-        }
-    })?;
+    let empty = folder.secrets.is_empty() && folder.imports.iter().all(|i| i.secrets.is_empty());
+    let found = folder.find(secret.key(), order).ok_or_else(|| missing_secret(secret, empty))?;
     if found.value_hidden {
-        return Err(ClientError::PermissionDenied {
-            secret: Some(secret.key().to_owned()),
-            folder: Some(secret.folder().to_owned()),
-            message: format!(
-                "the value of {} in {} is hidden: the identity may not read secret values",
-                secret.key(),
-                secret.folder()
-            ),
-        });
+        return Err(hidden_value(secret));
     }
     Ok(found.clone())
 }

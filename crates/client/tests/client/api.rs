@@ -275,6 +275,20 @@ async fn an_empty_listing_of_an_unknown_environment_says_it_may_not_exist() {
             if message.contains("environment \"staging\" may not exist")),
         "{err:?}"
     );
+    // The cache fills whole listings and says the same.
+    let minute = std::time::Duration::from_secs(60);
+    let cached = ikit_client::CachedClient::new(
+        h.client(ua()),
+        ikit_client::CacheConfig::new(minute, minute),
+    )
+    .unwrap();
+    let err =
+        cached.get(&SecretRef::parse(PROJECT, "staging", "/DB_URL").unwrap()).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::NotFound { ref message, .. }
+            if message.contains("environment \"staging\" may not exist")),
+        "{err:?}"
+    );
     // A key missing from a folder that has secrets is just missing.
     let err =
         client.get(&SecretRef::parse(PROJECT, "dev", "/app/NOPE").unwrap()).await.unwrap_err();
