@@ -466,6 +466,17 @@ mod tests {
             "jwt-auth without an identity id"
         );
         assert_eq!(c.budget, None, "no client-side budget by default");
+        let container = env(&[
+            ("IKIT_INFISICAL_AUTH_METHOD", "aws-iam"),
+            ("INFISICAL_MACHINE_IDENTITY_ID", "mid"),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/creds"),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "container-token-qqq"),
+        ]);
+        let settings = Settings::load(None, &container).unwrap();
+        let aws = ClientConfig::from_settings(&settings).unwrap();
+        let shown = format!("{settings:?} {aws:?}");
+        assert!(!shown.contains("container-token-qqq"), "{shown}");
+        assert!(shown.contains("container"), "the source is named: {shown}");
         let floor = ClientConfig::from_env(&env(&[
             ("INFISICAL_TOKEN", "st.a.b.c"),
             ("IKIT_RATE_LIMIT_BURST", "20"),
