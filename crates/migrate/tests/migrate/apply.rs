@@ -206,3 +206,25 @@ async fn an_apply_cancelled_after_one_chunk_is_finished_by_the_next() {
         assert_eq!(secret.value.expose(), format!("value-{n}"));
     }
 }
+
+#[tokio::test]
+async fn the_apply_report_and_plan_show_no_value() {
+    let emulator = support::emulator(ApiVersion::V2026).await;
+    let client = support::client(&emulator);
+    let mapping =
+        Mapping::from_toml("m", "[defaults]\nenvironment = \"dev\"\nfolder = \"/logged\"\n")
+            .expect("parses");
+    let values = ["logged-value-5e1f0a", "second \"quoted\" value-77c2"];
+    let quoted = ikit_migrate::dotenv::quote("B", values[1]).expect("quotes");
+    let text = format!("A={}\n{quoted}\n", values[0]);
+    let mapped = mapping
+        .apply(source::from_dotenv(".env", &text, Interpolation::Off).expect("parses"))
+        .expect("maps");
+    let (planned, report) =
+        apply(&client, PROJECT, &mapped, false, b"k", &mut |_, _| {}).await.expect("applies");
+    assert_eq!(report.written, ["dev:/logged/A", "dev:/logged/B"]);
+    let shown = format!("{}{}{report:?}{planned:?}", planned.render(), planned.to_json());
+    for value in values {
+        assert!(!shown.contains(value), "a value reached the output");
+    }
+}
