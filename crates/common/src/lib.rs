@@ -9,7 +9,9 @@
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod datetime;
 pub mod events;
+pub mod files;
 pub mod secret;
 pub mod telemetry;
 #[cfg(feature = "testsuite")]
