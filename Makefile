@@ -5,10 +5,13 @@ export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export TEST_REDIS_URL ?= redis://127.0.0.1:6379
 
 .DEFAULT_GOAL := help
-.PHONY: help test fmt fmt-check lint bench emulator services-check
+.PHONY: help dev test fmt fmt-check lint bench emulator services-check
 
 help: ## list the targets with their one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
+
+dev: ## the whole stack in one process (emulator, webhook, health, SQLite audit); prints URLs and the admin token
+	$(CARGO) run -q -p ikit -- dev $(DEV_ARGS)
 
 test: ## run every test of the workspace against real PostgreSQL and Redis
 	@if scripts/services-check; then \
@@ -29,6 +32,9 @@ lint: ## clippy over every target with warnings as errors
 
 bench: ## run the criterion benches and print their figures
 	$(CARGO) bench --workspace --bench '*' -- --warm-up-time 1 --measurement-time 3
+
+bench-webhook: ## the webhook receiver beside a bare axum handler: requests/s, p50, p99
+	$(CARGO) bench -p ikit-webhook --bench webhook
 
 EMULATOR_ADDR ?= 127.0.0.1:8090
 emulator: ## run ikit-emulator on $(EMULATOR_ADDR) with the demo seed (docs/demo-seed.json)

@@ -11,8 +11,9 @@ use zeroize::Zeroizing;
 
 use ikit_common::config::{DEFAULT_K8S_TOKEN_PATH, redact_url};
 
+use crate::aws::AwsCredentialSource;
 use crate::error::ClientError;
-use crate::sigv4::{self, AwsCredentials};
+use crate::sigv4;
 use crate::token::AccessToken;
 
 /// The Azure instance metadata (IMDS) managed-identity token endpoint.
@@ -83,7 +84,8 @@ pub enum AuthMethod {
     },
     AwsIam {
         identity_id: String,
-        credentials: AwsCredentials,
+        /// Static keys (`AwsCredentials.into()`) or the standard chain, with refresh.
+        credentials: AwsCredentialSource,
         region: String,
         /// The STS host signed into the request; `sts.<region>.amazonaws.com` when `None`.
         sts_host: Option<String>,
@@ -183,9 +185,10 @@ impl fmt::Debug for AuthMethod {
             Self::Oidc { identity_id, jwt } | Self::Jwt { identity_id, jwt } => {
                 d.field("identity_id", identity_id).field("jwt", jwt)
             }
-            Self::AwsIam { identity_id, region, .. } => {
-                d.field("identity_id", identity_id).field("region", region)
-            }
+            Self::AwsIam { identity_id, region, credentials, .. } => d
+                .field("identity_id", identity_id)
+                .field("region", region)
+                .field("credentials", &credentials.config().source_name()),
             Self::Azure { identity_id, imds_url, .. } => {
                 d.field("identity_id", identity_id).field("imds_url", &redact_url(imds_url))
             }
@@ -228,7 +231,8 @@ pub(crate) async fn login_request(
         }
         AuthMethod::AwsIam { identity_id, credentials, region, sts_host } => {
             let host = sts_host.clone().unwrap_or_else(|| format!("sts.{region}.amazonaws.com"));
-            let signed = sigv4::sign_get_caller_identity(credentials, region, &host, now);
+            let credentials = credentials.credentials(http, region, now).await?;
+            let signed = sigv4::sign_get_caller_identity(&credentials, region, &host, now);
             sigv4::aws_login_body(identity_id, &signed)
         }
         AuthMethod::Azure { identity_id, resource, imds_url } => {

@@ -3,16 +3,24 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ikit_common::Settings;
-use ikit_common::config::{AuthMethod as Common, InfisicalSettings, normalize_api_url, redact_url};
+use ikit_common::config::{
+    AuthMethod as Common, CloudSettings, InfisicalSettings, normalize_api_url, redact_url,
+};
 use reqwest::header::{HeaderName, HeaderValue};
 use url::Url;
 use zeroize::Zeroizing;
 
+use crate::api::{ApiVersion, BatchLimits};
 use crate::auth::{AuthMethod, Credential};
+use crate::aws::{
+    AwsCredentialChain, AwsCredentialSource, ContainerCredentials, DEFAULT_IMDS_ENDPOINT,
+    ECS_CREDENTIALS_HOST, WebIdentity,
+};
 use crate::clock::{Clock, Sleeper, SystemClock, TokioSleeper};
 use crate::error::ClientError;
 use crate::retry::{BreakerConfig, BudgetConfig, RetryPolicy};
@@ -27,7 +35,8 @@ pub struct ClientConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) retry: RetryPolicy,
-    pub(crate) budget: BudgetConfig,
+    /// A client-side floor under the server's pacing; off (`None`) by default.
+    pub(crate) budget: Option<BudgetConfig>,
     pub(crate) breaker: BreakerConfig,
     pub(crate) custom_headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) import_order: ImportOrder,
@@ -35,6 +44,12 @@ pub struct ClientConfig {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) sleeper: Arc<dyn Sleeper>,
     pub(crate) rng_seed: Option<u64>,
+    /// A PEM bundle of extra trusted roots, read when the client is built.
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) root_certificates_pem: Option<Vec<u8>>,
+    /// The secrets dialect a previous process found; probed when `None`.
+    pub(crate) api_version: Option<ApiVersion>,
+    pub(crate) batch_limits: BatchLimits,
 }
 
 /// The `User-Agent` of every request this crate sends to Infisical.
@@ -55,6 +70,7 @@ impl fmt::Debug for ClientConfig {
                 &self.custom_headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
             .field("import_order", &self.import_order)
+            .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -70,7 +86,8 @@ fn api_base(raw: &str) -> Result<Url, ClientError> {
 
 impl ClientConfig {
     /// Defaults: connect timeout 5 s, request timeout 30 s, 4 attempts with full-jitter backoff
-    /// from 200 ms up to 10 s, a budget of 50 requests refilled at 8 per second, a breaker that
+    /// from 200 ms up to 10 s, pacing from the server's `x-ratelimit-*` headers with no client-side
+    /// budget (see [`ClientConfig::with_budget`]), a breaker that
     /// opens for 30 s after 8 consecutive failures, the CLI's import order, system time.
     pub fn new(api_url: &str, auth: AuthMethod) -> Result<Self, ClientError> {
         Ok(Self {
@@ -79,7 +96,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
-            budget: BudgetConfig::default(),
+            budget: None,
             breaker: BreakerConfig::default(),
             custom_headers: Vec::new(),
             import_order: ImportOrder::default(),
@@ -87,6 +104,10 @@ impl ClientConfig {
             clock: Arc::new(SystemClock),
             sleeper: Arc::new(TokioSleeper),
             rng_seed: None,
+            ca_file: None,
+            root_certificates_pem: None,
+            api_version: None,
+            batch_limits: BatchLimits::default(),
         })
     }
 
@@ -101,8 +122,10 @@ impl ClientConfig {
         self
     }
 
+    /// A client-side request budget (`IKIT_RATE_LIMIT_BURST` / `_PER_SECOND`) on top of the
+    /// pacing the server's rate-limit headers ask for: a floor for servers that send none.
     pub fn with_budget(mut self, budget: BudgetConfig) -> Self {
-        self.budget = budget;
+        self.budget = Some(budget);
         self
     }
 
@@ -138,6 +161,33 @@ impl ClientConfig {
         self
     }
 
+    /// Trusts the roots in the PEM bundle at `path` too (`IKIT_CA_FILE` / `SSL_CERT_FILE`), beside
+    /// the system's and the built-in ones: a self-hosted server behind a private CA.
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Trusts the roots of a PEM bundle given in memory too.
+    pub fn with_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates_pem = Some(pem.into());
+        self
+    }
+
+    /// Starts in the dialect a previous process found ([`crate::Client::api_version`]), so a
+    /// warm start does not probe v4 on a server without it. A wrong guess costs one probe: v4 still
+    /// falls back on a route-not-found, and every server has v3.
+    pub fn with_api_version(mut self, version: ApiVersion) -> Self {
+        self.api_version = Some(version);
+        self
+    }
+
+    /// The chunk limits of batch writes.
+    pub fn with_batch_limits(mut self, limits: BatchLimits) -> Self {
+        self.batch_limits = limits;
+        self
+    }
+
     /// Seeds the backoff jitter (tests); entropy otherwise.
     pub fn with_rng_seed(mut self, seed: u64) -> Self {
         self.rng_seed = Some(seed);
@@ -161,6 +211,10 @@ impl ClientConfig {
         let mut config = Self::new(&infisical.api_url, auth)?;
         config.custom_headers = header_pairs(&infisical.custom_headers)?;
         config.organization_slug = infisical.organization_slug.clone();
+        config.ca_file = infisical.ca_file.clone();
+        config.budget = infisical
+            .rate_limit
+            .map(|r| BudgetConfig { capacity: r.burst, refill_per_sec: r.per_second });
         Ok(config)
     }
 
@@ -202,28 +256,12 @@ fn auth_from_settings(infisical: &InfisicalSettings) -> Result<AuthMethod, Clien
         Common::JwtAuth { identity_id, jwt: value } => {
             AuthMethod::Jwt { identity_id: identity_id.clone(), jwt: jwt(value) }
         }
-        Common::AwsIam { identity_id } => {
-            let need = |v: Option<&str>, name: &str| {
-                v.map(str::to_owned)
-                    .ok_or_else(|| ClientError::Config(format!("aws-iam needs {name}")))
-            };
-            AuthMethod::AwsIam {
-                identity_id: identity_id.clone(),
-                credentials: AwsCredentials {
-                    access_key_id: need(cloud.aws_access_key_id.as_deref(), "AWS_ACCESS_KEY_ID")?,
-                    secret_access_key: Zeroizing::new(need(
-                        cloud.aws_secret_access_key.as_ref().map(|v| v.expose()),
-                        "AWS_SECRET_ACCESS_KEY",
-                    )?),
-                    session_token: cloud
-                        .aws_session_token
-                        .as_ref()
-                        .map(|t| Zeroizing::new(t.expose().to_owned())),
-                },
-                region: cloud.aws_region.clone().unwrap_or_else(|| "us-east-1".into()),
-                sts_host: cloud.aws_sts_host.clone(),
-            }
-        }
+        Common::AwsIam { identity_id } => AuthMethod::AwsIam {
+            identity_id: identity_id.clone(),
+            credentials: AwsCredentialSource::chain(aws_chain(cloud)?),
+            region: cloud.aws_region.clone().unwrap_or_else(|| "us-east-1".into()),
+            sts_host: cloud.aws_sts_host.clone(),
+        },
         Common::Azure { identity_id } => {
             let mut method = AuthMethod::azure(identity_id);
             if let (AuthMethod::Azure { imds_url, .. }, Some(url)) =
@@ -243,6 +281,63 @@ fn auth_from_settings(infisical: &InfisicalSettings) -> Result<AuthMethod, Clien
             method
         }
     })
+}
+
+/// The standard AWS credential chain from the standard variables: static keys when both are
+/// set, a web identity when its token file and role are, container credentials when a URI is,
+/// else the instance role unless `AWS_EC2_METADATA_DISABLED`.
+fn aws_chain(cloud: &CloudSettings) -> Result<AwsCredentialChain, ClientError> {
+    let chain = &cloud.aws_chain;
+    let fixed = match (&cloud.aws_access_key_id, &cloud.aws_secret_access_key) {
+        (Some(id), Some(secret)) => Some(AwsCredentials {
+            access_key_id: id.clone(),
+            secret_access_key: Zeroizing::new(secret.expose().to_owned()),
+            session_token: cloud
+                .aws_session_token
+                .as_ref()
+                .map(|t| Zeroizing::new(t.expose().to_owned())),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ClientError::Config(
+                "aws-iam: AWS_ACCESS_KEY_ID without AWS_SECRET_ACCESS_KEY".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ClientError::Config(
+                "aws-iam: AWS_SECRET_ACCESS_KEY without AWS_ACCESS_KEY_ID".into(),
+            ));
+        }
+    };
+    let web_identity = match (&chain.web_identity_token_file, &chain.role_arn) {
+        (Some(token_file), Some(role_arn)) => Some(WebIdentity {
+            token_file: token_file.clone(),
+            role_arn: role_arn.clone(),
+            session_name: chain.role_session_name.clone(),
+            sts_endpoint: chain.sts_endpoint.clone(),
+        }),
+        _ => None,
+    };
+    let container_url = match (&chain.container_full_uri, &chain.container_relative_uri) {
+        (Some(full), _) => Some(full.clone()),
+        (None, Some(relative)) => Some(format!("{ECS_CREDENTIALS_HOST}{relative}")),
+        (None, None) => None,
+    };
+    let container = container_url.map(|url| ContainerCredentials {
+        url,
+        authorization: match (
+            &chain.container_authorization_token_file,
+            &chain.container_authorization_token,
+        ) {
+            (Some(file), _) => Some(Credential::File(file.clone())),
+            (None, Some(token)) => Some(Credential::value(token.expose())),
+            (None, None) => None,
+        },
+    });
+    let instance_metadata = (!chain.ec2_metadata_disabled).then(|| {
+        chain.ec2_metadata_endpoint.clone().unwrap_or_else(|| DEFAULT_IMDS_ENDPOINT.to_owned())
+    });
+    Ok(AwsCredentialChain { fixed, web_identity, container, instance_metadata })
 }
 
 /// Custom headers parsed by `ikit_common::config::parse_custom_headers`, as HTTP headers marked
@@ -394,6 +489,19 @@ mod tests {
             ClientConfig::from_env(&env(&[("IKIT_INFISICAL_AUTH_METHOD", "jwt-auth")])).is_err(),
             "jwt-auth without an identity id"
         );
+        assert_eq!(c.budget, None, "no client-side budget by default");
+        let floor = ClientConfig::from_env(&env(&[
+            ("INFISICAL_TOKEN", "st.a.b.c"),
+            ("IKIT_RATE_LIMIT_BURST", "20"),
+            ("IKIT_RATE_LIMIT_PER_SECOND", "2.5"),
+        ]))
+        .unwrap();
+        assert_eq!(floor.budget, Some(BudgetConfig { capacity: 20.0, refill_per_sec: 2.5 }));
+        let bad = ClientConfig::from_env(&env(&[
+            ("INFISICAL_TOKEN", "st.a.b.c"),
+            ("IKIT_RATE_LIMIT_PER_SECOND", "fast"),
+        ]));
+        assert!(bad.unwrap_err().to_string().contains("IKIT_RATE_LIMIT_PER_SECOND"));
         let debug = format!("{c:?}");
         assert!(!debug.contains("\"cs\"") && !debug.contains("t1"), "{debug}");
     }

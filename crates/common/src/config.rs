@@ -78,6 +78,19 @@ pub struct InfisicalSettings {
     pub organization_slug: Option<String>,
     /// Credentials and endpoints of the cloud auth methods.
     pub cloud: CloudSettings,
+    /// `IKIT_CA_FILE`, else `SSL_CERT_FILE`: a PEM bundle of extra trusted root certificates
+    /// (a self-hosted server behind a private CA), trusted beside the system and built-in roots.
+    pub ca_file: Option<PathBuf>,
+    /// `IKIT_RATE_LIMIT_BURST` / `IKIT_RATE_LIMIT_PER_SECOND`: a client-side request budget under
+    /// the server's own pacing; `None` (the default) leaves pacing to the server's headers.
+    pub rate_limit: Option<RateLimitSettings>,
+}
+
+/// A client-side floor on request pacing: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimitSettings {
+    pub burst: f64,
+    pub per_second: f64,
 }
 
 /// The cloud side of aws-iam, azure and gcp-id-token logins: the standard AWS credential
@@ -98,6 +111,55 @@ pub struct CloudSettings {
     pub azure_imds_url: Option<String>,
     /// `IKIT_GCP_METADATA_URL`: the identity-token endpoint of the metadata server.
     pub gcp_metadata_url: Option<String>,
+    /// The rest of the standard AWS credential chain (web identity, container, instance role).
+    pub aws_chain: AwsChainSettings,
+}
+
+/// The standard AWS variables of the credential chain after the static keys, read as the AWS
+/// SDKs read them.
+#[derive(Clone, Default)]
+pub struct AwsChainSettings {
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE` (IRSA, EKS pod identity webhook): re-read at every refresh.
+    pub web_identity_token_file: Option<PathBuf>,
+    /// `AWS_ROLE_ARN`: the role assumed with the web identity token.
+    pub role_arn: Option<String>,
+    /// `AWS_ROLE_SESSION_NAME`.
+    pub role_session_name: Option<String>,
+    /// `AWS_ENDPOINT_URL_STS`, else `AWS_ENDPOINT_URL`: the STS endpoint for
+    /// `AssumeRoleWithWebIdentity` (regional `sts.<region>.amazonaws.com` when unset).
+    pub sts_endpoint: Option<String>,
+    /// `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (ECS task role, under `169.254.170.2`).
+    pub container_relative_uri: Option<String>,
+    /// `AWS_CONTAINER_CREDENTIALS_FULL_URI` (EKS pod identity, Greengrass, local fakes).
+    pub container_full_uri: Option<String>,
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
+    pub container_authorization_token: Option<SecretValue>,
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`: re-read at every refresh; wins over the token.
+    pub container_authorization_token_file: Option<PathBuf>,
+    /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`: the instance metadata service (IMDSv2).
+    pub ec2_metadata_endpoint: Option<String>,
+    /// `AWS_EC2_METADATA_DISABLED=true` skips the instance role.
+    pub ec2_metadata_disabled: bool,
+}
+
+impl fmt::Debug for AwsChainSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsChainSettings")
+            .field("web_identity_token_file", &self.web_identity_token_file)
+            .field("role_arn", &self.role_arn)
+            .field("role_session_name", &self.role_session_name)
+            .field("sts_endpoint", &self.sts_endpoint)
+            .field("container_relative_uri", &self.container_relative_uri)
+            .field("container_full_uri", &self.container_full_uri)
+            .field(
+                "container_authorization_token",
+                &self.container_authorization_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("container_authorization_token_file", &self.container_authorization_token_file)
+            .field("ec2_metadata_endpoint", &self.ec2_metadata_endpoint)
+            .field("ec2_metadata_disabled", &self.ec2_metadata_disabled)
+            .finish()
+    }
 }
 
 impl fmt::Debug for CloudSettings {
@@ -113,6 +175,7 @@ impl fmt::Debug for CloudSettings {
             .field("aws_sts_host", &self.aws_sts_host)
             .field("azure_imds_url", &self.azure_imds_url.as_deref().map(redact_url))
             .field("gcp_metadata_url", &self.gcp_metadata_url.as_deref().map(redact_url))
+            .field("aws_chain", &self.aws_chain)
             .finish()
     }
 }
@@ -411,7 +474,11 @@ impl Settings {
             gcp_metadata_url: l.parsed("cloud.gcp_metadata_url", &["IKIT_GCP_METADATA_URL"], |v| {
                 http_url(v).map(str::to_owned)
             }),
+            aws_chain: load_aws_chain(l),
         };
+        let ca_file =
+            l.string("infisical.ca_file", &["IKIT_CA_FILE", "SSL_CERT_FILE"]).map(PathBuf::from);
+        let rate_limit = load_rate_limit(l);
         let custom_headers =
             match l.raw("infisical.custom_headers", &["INFISICAL_CUSTOM_HEADERS"], Kind::Secret) {
                 Some((text, origin)) => match parse_custom_headers(&text) {
@@ -541,6 +608,8 @@ impl Settings {
                 jwt_file,
                 organization_slug,
                 cloud,
+                ca_file,
+                rate_limit,
             },
             database_url,
             redis_url,
@@ -556,6 +625,81 @@ impl Settings {
             snapshot_key,
             admin_token,
         })
+    }
+}
+
+fn load_aws_chain(l: &mut Loader<'_>) -> AwsChainSettings {
+    let url = |v: &str| http_url(v).map(str::to_owned);
+    AwsChainSettings {
+        web_identity_token_file: l
+            .string("cloud.aws_web_identity_token_file", &["AWS_WEB_IDENTITY_TOKEN_FILE"])
+            .map(PathBuf::from),
+        role_arn: l.string("cloud.aws_role_arn", &["AWS_ROLE_ARN"]),
+        role_session_name: l.string("cloud.aws_role_session_name", &["AWS_ROLE_SESSION_NAME"]),
+        sts_endpoint: l.parsed(
+            "cloud.aws_sts_endpoint",
+            &["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"],
+            url,
+        ),
+        container_relative_uri: l.string(
+            "cloud.aws_container_credentials_relative_uri",
+            &["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"],
+        ),
+        container_full_uri: l.parsed(
+            "cloud.aws_container_credentials_full_uri",
+            &["AWS_CONTAINER_CREDENTIALS_FULL_URI"],
+            url,
+        ),
+        container_authorization_token: l
+            .secret(
+                "cloud.aws_container_authorization_token",
+                &["AWS_CONTAINER_AUTHORIZATION_TOKEN"],
+            )
+            .map(|(v, _)| v),
+        container_authorization_token_file: l
+            .string(
+                "cloud.aws_container_authorization_token_file",
+                &["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"],
+            )
+            .map(PathBuf::from),
+        ec2_metadata_endpoint: l.parsed(
+            "cloud.aws_ec2_metadata_endpoint",
+            &["AWS_EC2_METADATA_SERVICE_ENDPOINT"],
+            url,
+        ),
+        ec2_metadata_disabled: l
+            .parsed("cloud.aws_ec2_metadata_disabled", &["AWS_EC2_METADATA_DISABLED"], |v| {
+                Ok(v.eq_ignore_ascii_case("true"))
+            })
+            .unwrap_or(false),
+    }
+}
+
+/// Both numbers or neither; a burst of at least one and a positive rate.
+fn load_rate_limit(l: &mut Loader<'_>) -> Option<RateLimitSettings> {
+    let number = |v: &str| match v.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        _ => Err(format!("{v:?} is not a positive number")),
+    };
+    let burst = l.parsed("infisical.rate_limit_burst", &["IKIT_RATE_LIMIT_BURST"], number);
+    let per_second =
+        l.parsed("infisical.rate_limit_per_second", &["IKIT_RATE_LIMIT_PER_SECOND"], number);
+    match (burst, per_second) {
+        (Some(burst), _) if burst < 1.0 => {
+            l.error(
+                "infisical.rate_limit_burst",
+                "env IKIT_RATE_LIMIT_BURST or file key infisical.rate_limit_burst",
+                "must be at least 1",
+            );
+            None
+        }
+        (Some(burst), Some(per_second)) => Some(RateLimitSettings { burst, per_second }),
+        // One alone: a burst refilled at a tenth of it per second, or a second's worth of burst.
+        (Some(burst), None) => Some(RateLimitSettings { burst, per_second: burst / 10.0 }),
+        (None, Some(per_second)) => {
+            Some(RateLimitSettings { burst: per_second.max(1.0), per_second })
+        }
+        (None, None) => None,
     }
 }
 
@@ -870,6 +1014,8 @@ impl fmt::Debug for InfisicalSettings {
             .field("jwt_file", &self.jwt_file)
             .field("organization_slug", &self.organization_slug)
             .field("cloud", &self.cloud)
+            .field("ca_file", &self.ca_file)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }

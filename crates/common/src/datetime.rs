@@ -1,8 +1,9 @@
 //! UTC timestamps as text, for the two formats the workspace writes: the extended ISO 8601 with
 //! milliseconds that Infisical sends (JavaScript's `toISOString`) and the basic form SigV4 signs.
-//! The calendar arithmetic is the `time` crate's.
+//! The calendar arithmetic is the `jiff` crate's.
 
-use time::OffsetDateTime;
+use jiff::civil::{DateTime, date};
+use jiff::tz::Offset;
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for Unix milliseconds, e.g. `2026-11-22T09:57:41.073Z`.
 pub fn iso8601_millis(unix_ms: i64) -> String {
@@ -10,7 +11,7 @@ pub fn iso8601_millis(unix_ms: i64) -> String {
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
         t.year(),
-        u8::from(t.month()),
+        t.month(),
         t.day(),
         t.hour(),
         t.minute(),
@@ -25,7 +26,7 @@ pub fn iso8601_basic(unix_secs: i64) -> String {
     format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
         t.year(),
-        u8::from(t.month()),
+        t.month(),
         t.day(),
         t.hour(),
         t.minute(),
@@ -33,19 +34,12 @@ pub fn iso8601_basic(unix_secs: i64) -> String {
     )
 }
 
-/// The instant, clamped to the years 0000 to 9999 (what four digits can show).
-fn utc(unix_ms: i64) -> OffsetDateTime {
-    let min = OffsetDateTime::new_utc(
-        time::Date::from_calendar_date(0, time::Month::January, 1).expect("valid date"),
-        time::Time::MIDNIGHT,
-    );
-    let max = OffsetDateTime::new_utc(
-        time::Date::from_calendar_date(9999, time::Month::December, 31).expect("valid date"),
-        time::Time::from_hms_milli(23, 59, 59, 999).expect("valid time"),
-    );
-    let nanos = i128::from(unix_ms) * 1_000_000;
-    match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        Ok(t) => t.clamp(min, max),
+/// The instant in UTC, clamped to the years 0000 to 9999 (what four digits can show).
+fn utc(unix_ms: i64) -> DateTime {
+    let min = date(0, 1, 1).at(0, 0, 0, 0);
+    let max = date(9999, 12, 31).at(23, 59, 59, 999_000_000);
+    match jiff::Timestamp::from_millisecond(unix_ms) {
+        Ok(t) => Offset::UTC.to_datetime(t).clamp(min, max),
         Err(_) if unix_ms < 0 => min,
         Err(_) => max,
     }

@@ -12,10 +12,12 @@ pub mod config;
 pub mod datetime;
 pub mod events;
 pub mod files;
+pub mod folder_diff;
 pub mod secret;
 pub mod telemetry;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
+pub mod webhook_signature;
 
 pub use config::{ConfigError, ConfigErrors, Settings, env_map_from_process};
 pub use secret::{SecretRef, SecretRefError, SecretValue};

@@ -25,6 +25,8 @@ pub struct Seed {
     pub service_tokens: Vec<SeedServiceToken>,
     #[serde(default)]
     pub approval_policies: Vec<SeedApprovalPolicy>,
+    #[serde(default)]
+    pub users: Vec<SeedUser>,
 }
 
 impl Seed {
@@ -184,6 +186,19 @@ pub struct SeedServiceToken {
 pub struct SeedScope {
     pub environment: String,
     pub secret_path: String,
+}
+
+/// A user with a fixed bearer token (real user tokens are JWTs from the browser login, which
+/// the emulator does not have): enough to call the routes that need a user, such as webhook
+/// management on the 2024 server.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedUser {
+    pub id: Option<String>,
+    pub email: String,
+    pub token: String,
+    #[serde(default)]
+    pub projects: Vec<String>,
 }
 
 #[derive(Clone, Deserialize)]

@@ -2,6 +2,7 @@
 //! request counters, the rate limiter, faults, error bodies with request ids, ETags and 304s,
 //! persistence after writes.
 
+use crate::LockExt;
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -42,31 +43,33 @@ pub(crate) struct App {
     pub dispatcher: Dispatcher,
     pub data_file: Option<std::path::PathBuf>,
     pub rng: Mutex<StdRng>,
+    /// `http://HOST:PORT`: the allowed CORS origin.
+    pub site_url: String,
 }
 
 impl App {
     pub(crate) fn request_count(&self, method: &str, route: &str) -> u64 {
         let key = (method.to_ascii_uppercase(), route.to_owned());
-        self.counters.lock().expect("counters lock").get(&key).copied().unwrap_or(0)
+        self.counters.locked().get(&key).copied().unwrap_or(0)
     }
 
     pub(crate) fn login_requests(&self, method: &str) -> Vec<Value> {
         let method =
             if method.ends_with("-auth") { method.to_owned() } else { format!("{method}-auth") };
-        self.logins.lock().expect("logins lock").get(&method).cloned().unwrap_or_default()
+        self.logins.locked().get(&method).cloned().unwrap_or_default()
     }
 
     pub(crate) fn record_login(&self, method: &str, body: Value) {
-        self.logins.lock().expect("logins lock").entry(method.to_owned()).or_default().push(body);
+        self.logins.locked().entry(method.to_owned()).or_default().push(body);
     }
 
     pub(crate) fn set_rate_limit_mode(&self, on: bool) {
-        *self.rate_limiter.lock().expect("rate lock") = on.then(Buckets::default);
+        *self.rate_limiter.locked() = on.then(Buckets::default);
     }
 
     pub(crate) fn persist(&self) {
         let Some(path) = &self.data_file else { return };
-        let store = self.store.lock().expect("store lock");
+        let store = self.store.locked();
         if let Err(e) = persist::save(path, &store) {
             tracing::error!(error = %e, "failed to save emulator state");
         }
@@ -74,7 +77,7 @@ impl App {
 
     fn req_id(&self) -> String {
         const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        let mut rng = self.rng.lock().expect("rng lock");
+        let mut rng = self.rng.locked();
         let id: String =
             (0..14).map(|_| char::from(ALNUM[rng.gen_range(0..ALNUM.len())])).collect();
         format!("req-{id}")
@@ -117,6 +120,7 @@ pub(crate) async fn start(config: EmulatorConfig) -> Result<RunningEmulator, Emu
         dispatcher: Dispatcher::new(config.webhook_coalesce)?,
         data_file: config.data_file,
         rng: Mutex::new(rng),
+        site_url: format!("http://{addr}"),
     });
     app.persist();
     let router = crate::routes::router(app.clone());
@@ -193,7 +197,18 @@ fn strip_trailing_slash(uri: &Uri) -> Option<Uri> {
 #[derive(Clone)]
 pub(crate) struct OriginalUri(pub Uri);
 
-async fn pipeline(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Body>) -> Response {
+/// Every Infisical answer, faults and rate-limit refusals included, carries the CORS headers.
+async fn pipeline(app: Arc<App>, router: Router, conn: Conn, req: Request<Body>) -> Response {
+    let path = req.uri().path();
+    let is_admin = path == "/__emulator" || path.starts_with("/__emulator/");
+    let mut response = handle(app.clone(), router, conn, req).await;
+    if !is_admin {
+        cors(&app, response.headers_mut());
+    }
+    response
+}
+
+async fn handle(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Body>) -> Response {
     let original = req.uri().clone();
     req.extensions_mut().insert(OriginalUri(original.clone()));
     if let Some(uri) = strip_trailing_slash(&original) {
@@ -214,11 +229,11 @@ async fn pipeline(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Bo
             Ok(decision) => limit_headers = decision,
             Err(decision) => {
                 let response = too_many_requests(decision.reset_secs, decision.limit);
-                return finish(&app, response, &req_id, &method, None).await;
+                return finish(&app, response, &req_id, None).await;
             }
         }
         let outcome = {
-            let mut rng = app.rng.lock().expect("rng lock");
+            let mut rng = app.rng.locked();
             app.faults.evaluate(&method, &path, &mut *rng)
         };
         if !outcome.latency.is_zero() {
@@ -230,21 +245,105 @@ async fn pipeline(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Bo
         }
         if let Some((status, retry_after)) = outcome.status {
             let response = fault_response(status, retry_after);
-            return finish(&app, response, &req_id, &method, None).await;
+            return finish(&app, response, &req_id, None).await;
         }
     }
     let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
+    if method == "OPTIONS" && !is_admin {
+        return preflight(&app, req.headers());
+    }
+    let req = match read_body(&app, req).await {
+        Ok(req) => req,
+        Err(refusal) => return finish(&app, refusal.into_response(), &req_id, None).await,
+    };
     let response = match router.oneshot(req).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
-    let mut response = finish(&app, response, &req_id, &method, if_none_match).await;
+    let wrote = !is_admin && method != "GET" && response.status().is_success();
+    let mut response = finish(&app, response, &req_id, if_none_match).await;
     if let Some(d) = limit_headers {
         add_limit_headers(response.headers_mut(), &d);
     }
-    if !is_admin && method != "GET" && response.status().is_success() {
+    if wrote {
         app.persist();
     }
+    response
+}
+
+/// Fastify's JSON body limit (1 MiB, spec 4.3).
+pub(crate) const BODY_LIMIT: usize = 1 << 20;
+
+/// Reads the whole body up to [`BODY_LIMIT`]. A larger body is refused the way the emulated
+/// server does (2024: the error handler masks Fastify's 413 as a 500; 2026: 413). A
+/// `text/plain` body reaches the routes as the JSON string Fastify's text parser makes of it,
+/// so the schema check reports "Expected object, received string".
+async fn read_body(app: &App, req: Request<Body>) -> Result<Request<Body>, ApiError> {
+    let too_large = || match app.api_version {
+        ApiVersion::V2024 => ApiError::internal(),
+        ApiVersion::V2026 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large",
+            "Request body is too large",
+        ),
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
+    let text = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/plain"));
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| too_large())?;
+    let bytes = if text && !bytes.is_empty() {
+        let as_json = serde_json::to_vec(&String::from_utf8_lossy(&bytes))
+            .map_err(|_| ApiError::internal())?;
+        axum::body::Bytes::from(as_json)
+    } else {
+        bytes
+    };
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// The CORS headers `@fastify/cors` adds with `credentials: true` and the site URL as the
+/// allowed origin (the emulator is its own site).
+fn cors(app: &App, headers: &mut HeaderMap) {
+    if let Ok(origin) = HeaderValue::from_str(&app.site_url) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+    headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+/// `OPTIONS` as `@fastify/cors` answers it: a preflight (with `Origin` and
+/// `Access-Control-Request-Method`) gets 204 with the allowed methods and the requested
+/// headers echoed; anything else is 400 "Invalid Preflight Request".
+fn preflight(app: &App, request: &HeaderMap) -> Response {
+    if !request.contains_key(header::ORIGIN)
+        || !request.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        let mut response = (StatusCode::BAD_REQUEST, "Invalid Preflight Request").into_response();
+        cors(app, response.headers_mut());
+        return response;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    cors(app, headers);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"),
+    );
+    if let Some(asked) = request.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     response
 }
 
@@ -266,7 +365,7 @@ fn rate_limit(
     method: &str,
     path: &str,
 ) -> Result<Option<Decision>, Decision> {
-    let mut guard = app.rate_limiter.lock().expect("rate lock");
+    let mut guard = app.rate_limiter.locked();
     let Some(buckets) = guard.as_mut() else { return Ok(None) };
     let Some(bucket) = Bucket::for_route(method, path) else { return Ok(None) };
     let ip = client_ip(headers, remote);
@@ -328,18 +427,17 @@ fn fault_response(status: u16, retry_after: Option<u64>) -> Response {
     }
 }
 
-/// Renders error bodies, adds the ETag of GET 200 answers and turns a matching
-/// `If-None-Match` into 304.
+/// Renders error bodies, adds an ETag to every answer with a body and turns a matching
+/// `If-None-Match` into 304, whatever the method or status (`@fastify/etag` runs on send).
 async fn finish(
     app: &App,
     mut response: Response,
     req_id: &str,
-    method: &str,
     if_none_match: Option<HeaderValue>,
 ) -> Response {
     if let Some(error) = response.extensions_mut().remove::<ApiError>() {
-        let legacy = app.api_version == ApiVersion::V2024
-            && matches!(error.status.as_u16(), 401 | 403 | 404);
+        // The 2024 server put no request id in any error body.
+        let legacy = app.api_version == ApiVersion::V2024;
         let body = error.body(if legacy { None } else { Some(req_id) });
         let (mut parts, _) = response.into_parts();
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -357,13 +455,13 @@ async fn finish(
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
     }
-    if method != "GET" || response.status() != StatusCode::OK {
-        return response;
-    }
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return ApiError::internal().into_response();
     };
+    if bytes.is_empty() {
+        return Response::from_parts(parts, Body::empty());
+    }
     let digest = Sha256::digest(&bytes);
     let etag = format!("\"{}\"", &hex::encode(digest)[..32]);
     let etag_value = HeaderValue::from_str(&etag).expect("hex is a valid header value");

@@ -1,6 +1,8 @@
 //! The emulator's state: projects, folders, secrets, identities, tokens and webhooks. Plain data
 //! plus lookups; the HTTP rules live in `routes`. Serialised whole for `--data` persistence.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::EmulatorError;
@@ -30,6 +32,18 @@ pub(crate) struct Store {
     pub(crate) approval_policies: Vec<ApprovalPolicy>,
     #[serde(default)]
     pub(crate) tags: Vec<Tag>,
+    #[serde(default)]
+    pub(crate) users: Vec<User>,
+}
+
+/// A seeded user and the bearer token it is known by.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct User {
+    pub(crate) id: String,
+    pub(crate) email: String,
+    pub(crate) token: String,
+    pub(crate) projects: Vec<String>,
 }
 
 /// A project tag; secrets hold copies of theirs.
@@ -272,6 +286,7 @@ impl Store {
             webhooks: Vec::new(),
             approval_policies: Vec::new(),
             tags: Vec::new(),
+            users: Vec::new(),
         };
         for p in &seed.projects {
             if store.project(&p.id).is_some() {
@@ -425,6 +440,25 @@ impl Store {
                 updated_at_ms: now_ms,
             });
         }
+        for u in &seed.users {
+            for p in &u.projects {
+                if store.project(p).is_none() {
+                    return Err(seed_err(format!("user {} names unknown project {p}", u.email)));
+                }
+            }
+            if u.token.is_empty() || u.token.starts_with("st.") {
+                return Err(seed_err(format!(
+                    "user {}: token must be non-empty, not st.",
+                    u.email
+                )));
+            }
+            store.users.push(User {
+                id: u.id.clone().unwrap_or_else(new_id),
+                email: u.email.clone(),
+                token: u.token.clone(),
+                projects: u.projects.clone(),
+            });
+        }
         for a in &seed.approval_policies {
             store.seed_location(&a.project_id, &a.environment, "/")?;
             store.approval_policies.push(ApprovalPolicy {
@@ -472,7 +506,8 @@ impl Store {
         self.folders.iter().find(|f| f.id == id)
     }
 
-    /// Creates every missing folder along `path` (seed only; the API creates one at a time).
+    /// Creates every missing folder along `path` (the seed, and folder creation under a missing
+    /// parent, which the server answers by creating the parents).
     pub(crate) fn ensure_folders(&mut self, project_id: &str, env: &str, path: &str, now_ms: i64) {
         let mut current = "/".to_owned();
         for name in path.split('/').filter(|s| !s.is_empty()) {
@@ -573,9 +608,22 @@ impl Store {
         }
     }
 
-    /// The expansion view of one project.
-    pub(crate) fn lookup<'a>(&'a self, project_id: &'a str) -> ProjectLookup<'a> {
-        ProjectLookup { store: self, project_id }
+    /// The expansion view of one project, copied out of the store.
+    pub(crate) fn snapshot(&self, project_id: &str) -> ProjectSnapshot {
+        let values = self
+            .secrets
+            .iter()
+            .filter(|s| s.project_id == project_id && s.kind == "shared")
+            .map(|s| ((s.env.clone(), s.path.clone(), s.key.clone()), s.value.clone()))
+            .collect();
+        let mut imports: HashMap<(String, String), Vec<(String, String)>> = HashMap::new();
+        for i in self.imports.iter().filter(|i| i.project_id == project_id) {
+            imports
+                .entry((i.env.clone(), i.path.clone()))
+                .or_default()
+                .push((i.import_env.clone(), i.import_path.clone()));
+        }
+        ProjectSnapshot { values, imports }
     }
 
     /// The project's tag with `slug`, created (named after the slug) when missing.
@@ -666,23 +714,23 @@ impl Secret {
     }
 }
 
-/// Reference lookup over one project: own secrets first, then the folder's imports in order.
-pub(crate) struct ProjectLookup<'a> {
-    store: &'a Store,
-    project_id: &'a str,
+/// An owned copy of one project's shared secret values and imports, for reference expansion
+/// after the store lock is released: own secrets first, then the folder's imports in order.
+pub(crate) struct ProjectSnapshot {
+    values: HashMap<(String, String, String), String>,
+    imports: HashMap<(String, String), Vec<(String, String)>>,
 }
 
-impl Lookup for ProjectLookup<'_> {
+impl Lookup for ProjectSnapshot {
     fn find(&self, env: &str, path: &str, key: &str) -> Option<String> {
-        let (store, pid) = (self.store, self.project_id);
-        store
-            .find_secret(pid, env, path, key)
-            .or_else(|| {
-                store
-                    .imports_of(pid, env, path)
-                    .into_iter()
-                    .find_map(|i| store.find_secret(pid, &i.import_env, &i.import_path, key))
-            })
-            .map(|s| s.value.clone())
+        let value = |env: &str, path: &str| {
+            self.values.get(&(env.to_owned(), path.to_owned(), key.to_owned())).cloned()
+        };
+        value(env, path).or_else(|| {
+            self.imports
+                .get(&(env.to_owned(), path.to_owned()))?
+                .iter()
+                .find_map(|(ienv, ipath)| value(ienv, ipath))
+        })
     }
 }

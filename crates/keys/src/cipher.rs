@@ -115,14 +115,13 @@ impl fmt::Debug for AesKey {
     }
 }
 
+/// Key bytes compared in constant time (`subtle`): an equality check on key material must not
+/// tell by its timing how many leading bytes matched.
 impl PartialEq for AesKey {
     fn eq(&self, other: &Self) -> bool {
-        self.kid == other.kid && constant_time_eq(&self.key[..], &other.key[..])
+        use subtle::ConstantTimeEq as _;
+        self.kid == other.kid && bool::from(self.key[..].ct_eq(&other.key[..]))
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl AesKey {
@@ -482,6 +481,46 @@ mod tests {
                              "b":{"key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","state":"active","created_at":0}}"#;
         assert!(matches!(AesKeyRing::from_keys_map(two_active), Err(Error::State(_))));
         assert!(matches!(AesKey::from_base64("k", "AAAA"), Err(Error::InvalidKey(_))));
+    }
+
+    /// Two kids holding the same key bytes: a ciphertext relabelled from one kid to the other
+    /// decrypts only if the header is left out of the associated data, so this fails when it is.
+    #[test]
+    fn the_header_is_bound_to_the_ciphertext_as_associated_data() {
+        let bytes = [5u8; 32];
+        let (a, b) =
+            (AesKey::from_bytes("ka", &bytes).unwrap(), AesKey::from_bytes("kb", &bytes).unwrap());
+        let sealed = a.seal_with_nonce([1u8; NONCE_LEN], b"refresh", b"user-1").unwrap();
+        let mut relabelled = sealed.clone();
+        relabelled[2..4].copy_from_slice(b"kb");
+        let envelope = Envelope::decode(&relabelled).unwrap();
+        assert_eq!(envelope.kid, "kb");
+        assert!(matches!(b.open(&envelope, b"user-1"), Err(Error::Tampered)));
+        let ring = AesKeyRing::new([RingKey {
+            key: b,
+            state: AesKeyState::Active,
+            created_at: 0,
+            activated_at: None,
+            deactivated_at: None,
+            retired_at: None,
+        }])
+        .unwrap();
+        assert!(matches!(ring.decrypt_bytes(&relabelled, b"user-1"), Err(Error::Tampered)));
+        // the associated data is exactly header || caller's aad: a known answer from aes-gcm itself
+        let cipher = Aes256Gcm::new(aes_gcm::Key::<Aes256Gcm>::from_slice(&bytes));
+        let aad = [&[CIPHERTEXT_VERSION, 2][..], b"ka", b"user-1"].concat();
+        let expected = cipher
+            .encrypt(Nonce::from_slice(&[1u8; NONCE_LEN]), Payload { msg: b"refresh", aad: &aad })
+            .unwrap();
+        assert_eq!(&sealed[4 + NONCE_LEN..], &expected[..]);
+    }
+
+    #[test]
+    fn equal_keys_need_equal_kid_and_bytes() {
+        let k = |kid: &str, byte: u8| AesKey::from_bytes(kid, &[byte; 32]).unwrap();
+        assert!(k("a", 1) == k("a", 1));
+        assert!(k("a", 1) != k("a", 2));
+        assert!(k("a", 1) != k("b", 1));
     }
 
     proptest! {

@@ -43,6 +43,16 @@ pub enum Error {
     TokenExpired,
     #[error("token is not valid yet")]
     TokenNotYetValid,
+    #[error("token has no {0} claim")]
+    MissingClaim(&'static str),
+    #[error("token audience is not accepted here")]
+    InvalidAudience,
+    #[error("token issuer is not accepted here")]
+    InvalidIssuer,
+    #[error(
+        "requested token lifetime {requested}s is outside 1..={max}s (the policy's max_token_ttl)"
+    )]
+    TokenTtl { requested: u64, max: i64 },
 
     // token cipher
     #[error("malformed ciphertext: {0}")]

@@ -3,9 +3,10 @@
 //! upsert and deleted with one batch delete. Missing folders are created on the first write.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use ikit_client::{Client, ClientError, FolderQuery, NewSecret, Scope};
+use ikit_client::{Client, ClientError, FolderQuery, NewSecret, RetryPolicy, Scope};
 use ikit_common::SecretValue;
 
 use crate::error::{Error, Result};
@@ -43,6 +44,30 @@ impl InfisicalStore {
         environment: impl Into<String>,
     ) -> Self {
         Self { client, project_id: project_id.into(), environment: environment.into() }
+    }
+
+    /// The longest one call of a client built with `retry` and `request_timeout` can take:
+    /// every attempt timing out, the longest backoff before each retry and, when
+    /// `with_retry_after`, the longest `Retry-After` the client waits. Set the manager's
+    /// `store_timeout` to this so a write that the client would still complete is not cut short;
+    /// the manager then refuses a Redis lock whose TTL does not cover it.
+    pub fn call_budget(
+        retry: &RetryPolicy,
+        request_timeout: Duration,
+        with_retry_after: bool,
+    ) -> Duration {
+        let attempts = retry.max_attempts.max(1);
+        let mut total = request_timeout.saturating_mul(attempts);
+        for attempt in 0..attempts - 1 {
+            let ceiling = retry
+                .base_delay
+                .checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
+                .unwrap_or(retry.max_delay)
+                .min(retry.max_delay);
+            let wait = if with_retry_after { ceiling.max(retry.max_retry_after) } else { ceiling };
+            total = total.saturating_add(wait);
+        }
+        total
     }
 
     fn scope(&self, folder: &str) -> Scope {
@@ -141,5 +166,26 @@ impl KeyStore for InfisicalStore {
                 .map(drop)
                 .map_err(|e| store_err("delete from", folder, e))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::DEFAULT_STORE_TIMEOUT;
+
+    #[test]
+    fn the_call_budget_adds_every_attempt_and_backoff_and_the_default_store_timeout_covers_it() {
+        let retry = RetryPolicy::default();
+        let secs = |s: f64| Duration::from_secs_f64(s);
+        // 4 attempts of 30 s, backoff ceilings of 0.2, 0.4 and 0.8 s
+        let budget = InfisicalStore::call_budget(&retry, Duration::from_secs(30), false);
+        assert_eq!(budget, secs(121.4));
+        assert!(budget < DEFAULT_STORE_TIMEOUT);
+        // with the longest Retry-After waited before each retry
+        let with_waits = InfisicalStore::call_budget(&retry, Duration::from_secs(30), true);
+        assert_eq!(with_waits, secs(120.0 + 3.0 * 120.0));
+        let once = RetryPolicy { max_attempts: 1, ..retry };
+        assert_eq!(InfisicalStore::call_budget(&once, secs(2.0), true), secs(2.0));
     }
 }

@@ -438,8 +438,13 @@ impl JwkSet {
 
     /// Verifies a compact JWS at time `now` (seconds) and returns its claims. The key is chosen
     /// by the header's `kid` among this set; its algorithm must equal the key's own, whatever the
-    /// header says. `exp` and `nbf`, when present, are checked with `leeway` seconds of skew.
-    pub fn verify_at<T: DeserializeOwned>(&self, token: &str, now: i64, leeway: i64) -> Result<T> {
+    /// header says. The claims are then checked against `options` (see [`VerifyOptions`]).
+    pub fn verify_at<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        now: i64,
+        options: &VerifyOptions,
+    ) -> Result<T> {
         let header_b64 = token
             .split('.')
             .next()
@@ -461,6 +466,7 @@ impl JwkSet {
                 found: found.to_owned(),
             });
         }
+        // jsonwebtoken checks the signature only; the claims are checked below, one rule each
         let mut validation = Validation::new(expected.jsonwebtoken());
         validation.required_spec_claims.clear();
         validation.validate_exp = false;
@@ -473,25 +479,108 @@ impl JwkSet {
             },
         )?;
         let claims = data.claims;
+        options.check(&claims, now)?;
+        serde_json::from_value(claims).map_err(|e| Error::MalformedToken(format!("claims: {e}")))
+    }
+}
+
+/// What a token's claims must satisfy once its signature verified.
+///
+/// The default requires `exp` (a token without one would verify forever), accepts no `aud` (RFC
+/// 7519: a recipient not named in a present `aud` must refuse the token), checks no issuer and
+/// tolerates no skew.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Refuse a token without `exp`. Default true.
+    pub require_exp: bool,
+    /// The audiences this verifier answers to: a token's `aud` (a string or an array) must name
+    /// one of them, and with audiences set a token without `aud` is refused. Empty: a token
+    /// carrying `aud` is refused.
+    pub audiences: Vec<String>,
+    /// When set, `iss` must be present and equal to it.
+    pub issuer: Option<String>,
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    pub leeway: i64,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        Self { require_exp: true, audiences: Vec::new(), issuer: None, leeway: 0 }
+    }
+}
+
+impl VerifyOptions {
+    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    pub fn with_leeway(mut self, seconds: i64) -> Self {
+        self.leeway = seconds;
+        self
+    }
+
+    /// Accepts tokens without `exp` (they never expire: only for tokens that are checked
+    /// otherwise, such as one-time tokens kept in a database).
+    pub fn allow_missing_exp(mut self) -> Self {
+        self.require_exp = false;
+        self
+    }
+
+    /// Checks `exp`, `nbf`, `aud` and `iss` of verified claims at `now`.
+    pub fn check(&self, claims: &Value, now: i64) -> Result<()> {
         let number = |name: &str| -> Result<Option<i64>> {
             match claims.get(name) {
                 None | Some(Value::Null) => Ok(None),
-                Some(v) => v.as_f64().map(|f| Some(f.floor() as i64)).ok_or_else(|| {
-                    Error::MalformedToken(format!("claim {name:?} is not a number"))
-                }),
+                Some(v) => {
+                    v.as_f64().filter(|f| f.is_finite()).map(|f| Some(f.floor() as i64)).ok_or_else(
+                        || Error::MalformedToken(format!("claim {name:?} is not a number")),
+                    )
+                }
             }
         };
-        if let Some(exp) = number("exp")?
-            && now >= exp.saturating_add(leeway)
-        {
-            return Err(Error::TokenExpired);
+        match number("exp")? {
+            Some(exp) if now >= exp.saturating_add(self.leeway) => return Err(Error::TokenExpired),
+            None if self.require_exp => return Err(Error::MissingClaim("exp")),
+            _ => {}
         }
         if let Some(nbf) = number("nbf")?
-            && now < nbf.saturating_sub(leeway)
+            && now < nbf.saturating_sub(self.leeway)
         {
             return Err(Error::TokenNotYetValid);
         }
-        serde_json::from_value(claims).map_err(|e| Error::MalformedToken(format!("claims: {e}")))
+        let audiences: Vec<&str> = match claims.get("aud") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(one)) => vec![one.as_str()],
+            Some(Value::Array(many)) => many
+                .iter()
+                .map(|v| {
+                    v.as_str().ok_or_else(|| {
+                        Error::MalformedToken("claim \"aud\" holds a non-string".into())
+                    })
+                })
+                .collect::<Result<_>>()?,
+            Some(_) => {
+                return Err(Error::MalformedToken(
+                    "claim \"aud\" is neither a string nor an array".into(),
+                ));
+            }
+        };
+        let named = audiences.iter().any(|a| self.audiences.iter().any(|ours| ours == a));
+        if (!self.audiences.is_empty() || !audiences.is_empty()) && !named {
+            return Err(Error::InvalidAudience);
+        }
+        if let Some(issuer) = &self.issuer
+            && claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str())
+        {
+            return Err(Error::InvalidIssuer);
+        }
+        Ok(())
     }
 }
 
@@ -503,6 +592,56 @@ mod tests {
 
     fn rng() -> StdRng {
         StdRng::seed_from_u64(7)
+    }
+
+    /// Options for tests about signatures and keys, not about `exp`.
+    fn lax(leeway: i64) -> VerifyOptions {
+        VerifyOptions::default().allow_missing_exp().with_leeway(leeway)
+    }
+
+    #[test]
+    fn exp_is_required_by_default_and_aud_and_iss_are_checked() {
+        let key = JwtKey::generate(JwtAlgorithm::ES256, &mut rng()).unwrap();
+        let set = JwkSet::new([key.public().clone()]);
+        let strict = VerifyOptions::default();
+        let forever = key.sign(&json!({"sub": "u"})).unwrap();
+        assert!(matches!(
+            set.verify_at::<Value>(&forever, 0, &strict),
+            Err(Error::MissingClaim("exp"))
+        ));
+        let bounded = key.sign(&json!({"sub": "u", "exp": 100})).unwrap();
+        assert!(set.verify_at::<Value>(&bounded, 99, &strict).is_ok());
+        assert!(matches!(set.verify_at::<Value>(&bounded, 100, &strict), Err(Error::TokenExpired)));
+        assert!(matches!(
+            set.verify_at::<Value>(&key.sign(&json!({"exp": "soon"})).unwrap(), 0, &strict),
+            Err(Error::MalformedToken(_))
+        ));
+
+        let api = strict.clone().with_audience("api").with_audience("admin");
+        for (aud, ok) in
+            [(json!("api"), true), (json!(["x", "admin"]), true), (json!("other"), false)]
+        {
+            let token = key.sign(&json!({"exp": 100, "aud": aud})).unwrap();
+            assert_eq!(set.verify_at::<Value>(&token, 0, &api).is_ok(), ok, "{aud}");
+            // a verifier that names no audience refuses a token addressed to one
+            let refused = set.verify_at::<Value>(&token, 0, &strict);
+            assert!(matches!(refused, Err(Error::InvalidAudience)), "{aud}");
+        }
+        let nobody = key.sign(&json!({"exp": 100, "aud": []})).unwrap();
+        assert!(matches!(set.verify_at::<Value>(&nobody, 0, &api), Err(Error::InvalidAudience)));
+        assert!(matches!(set.verify_at::<Value>(&bounded, 0, &api), Err(Error::InvalidAudience)));
+        let bad_aud = key.sign(&json!({"exp": 100, "aud": 7})).unwrap();
+        assert!(matches!(set.verify_at::<Value>(&bad_aud, 0, &api), Err(Error::MalformedToken(_))));
+
+        let issued = strict.clone().with_issuer("https://auth.example");
+        let from_us = key.sign(&json!({"exp": 100, "iss": "https://auth.example"})).unwrap();
+        let from_them = key.sign(&json!({"exp": 100, "iss": "https://evil.example"})).unwrap();
+        assert!(set.verify_at::<Value>(&from_us, 0, &issued).is_ok());
+        assert!(matches!(
+            set.verify_at::<Value>(&from_them, 0, &issued),
+            Err(Error::InvalidIssuer)
+        ));
+        assert!(matches!(set.verify_at::<Value>(&bounded, 0, &issued), Err(Error::InvalidIssuer)));
     }
 
     #[test]
@@ -538,10 +677,13 @@ mod tests {
             assert_eq!(rfc7638_thumbprint(&jwk).unwrap(), key.kid());
             let set = JwkSet::from_json(&JwkSet::new([key.public().clone()]).to_json()).unwrap();
             let token = key.sign(&json!({"sub": "u1", "exp": 2_000})).unwrap();
-            let claims: Value = set.verify_at(&token, 1_000, 0).unwrap();
+            let claims: Value = set.verify_at(&token, 1_000, &lax(0)).unwrap();
             assert_eq!(claims["sub"], "u1");
-            assert!(matches!(set.verify_at::<Value>(&token, 2_000, 0), Err(Error::TokenExpired)));
-            assert!(set.verify_at::<Value>(&token, 2_000, 5).is_ok());
+            assert!(matches!(
+                set.verify_at::<Value>(&token, 2_000, &lax(0)),
+                Err(Error::TokenExpired)
+            ));
+            assert!(set.verify_at::<Value>(&token, 2_000, &lax(5)).is_ok());
             // tokens made by jsonwebtoken itself from our PEM verify here too
             let encoding = match alg {
                 JwtAlgorithm::ES256 => {
@@ -556,7 +698,7 @@ mod tests {
             let mut header = jsonwebtoken::Header::new(alg.jsonwebtoken());
             header.kid = Some(key.kid().to_owned());
             let theirs = jsonwebtoken::encode(&header, &json!({"sub": "u2"}), &encoding).unwrap();
-            assert_eq!(set.verify_at::<Value>(&theirs, 0, 0).unwrap()["sub"], "u2");
+            assert_eq!(set.verify_at::<Value>(&theirs, 0, &lax(0)).unwrap()["sub"], "u2");
         }
     }
 
@@ -581,7 +723,7 @@ mod tests {
         let token = key.sign(&json!({"sub": "u1"})).unwrap();
         for alg in ["HS256", "none", "RS256", "ES384", "EdDSA"] {
             let forged = forge(&json!({"alg": alg, "kid": key.kid(), "typ": "JWT"}), &token);
-            match set.verify_at::<Value>(&forged, 0, 0) {
+            match set.verify_at::<Value>(&forged, 0, &lax(0)) {
                 Err(Error::AlgorithmMismatch { found, expected, .. }) => {
                     assert_eq!((found.as_str(), expected.as_str()), (alg, "ES256"));
                 }
@@ -598,7 +740,10 @@ mod tests {
             &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
         )
         .unwrap();
-        assert!(matches!(set.verify_at::<Value>(&hs, 0, 0), Err(Error::AlgorithmMismatch { .. })));
+        assert!(matches!(
+            set.verify_at::<Value>(&hs, 0, &lax(0)),
+            Err(Error::AlgorithmMismatch { .. })
+        ));
         // unsigned "none" token with an empty signature
         let none = format!(
             "{}.{}.",
@@ -606,7 +751,7 @@ mod tests {
             URL_SAFE_NO_PAD.encode("{}")
         );
         assert!(matches!(
-            set.verify_at::<Value>(&none, 0, 0),
+            set.verify_at::<Value>(&none, 0, &lax(0)),
             Err(Error::AlgorithmMismatch { .. })
         ));
     }
@@ -621,17 +766,20 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         let evil = URL_SAFE_NO_PAD.encode(json!({"sub": "u1", "admin": true}).to_string());
         let tampered = format!("{}.{evil}.{}", parts[0], parts[2]);
-        assert!(matches!(set.verify_at::<Value>(&tampered, 0, 0), Err(Error::InvalidSignature)));
+        assert!(matches!(
+            set.verify_at::<Value>(&tampered, 0, &lax(0)),
+            Err(Error::InvalidSignature)
+        ));
         let foreign = other.sign(&json!({"sub": "u1"})).unwrap();
         assert!(
-            matches!(set.verify_at::<Value>(&foreign, 0, 0), Err(Error::UnknownKid(k)) if k == other.kid())
+            matches!(set.verify_at::<Value>(&foreign, 0, &lax(0)), Err(Error::UnknownKid(k)) if k == other.kid())
         );
         let no_kid = forge(&json!({"alg": "ES256"}), &token);
-        assert!(matches!(set.verify_at::<Value>(&no_kid, 0, 0), Err(Error::MissingKid)));
-        assert!(matches!(set.verify_at::<Value>("a.b", 0, 0), Err(Error::MalformedToken(_))));
+        assert!(matches!(set.verify_at::<Value>(&no_kid, 0, &lax(0)), Err(Error::MissingKid)));
+        assert!(matches!(set.verify_at::<Value>("a.b", 0, &lax(0)), Err(Error::MalformedToken(_))));
         let nbf = key.sign(&json!({"nbf": 100})).unwrap();
-        assert!(matches!(set.verify_at::<Value>(&nbf, 50, 10), Err(Error::TokenNotYetValid)));
-        assert!(set.verify_at::<Value>(&nbf, 95, 10).is_ok());
+        assert!(matches!(set.verify_at::<Value>(&nbf, 50, &lax(10)), Err(Error::TokenNotYetValid)));
+        assert!(set.verify_at::<Value>(&nbf, 95, &lax(10)).is_ok());
     }
 
     #[test]

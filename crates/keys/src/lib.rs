@@ -11,9 +11,10 @@
 //! Invariants:
 //! - the algorithm of a token is taken from the published key its `kid` names, never from the
 //!   token header;
-//! - a JWT key signs only after it was published for the overlap (unless forced), and stays
-//!   published for the overlap after it stopped signing; AES keys are retired only when old
-//!   enough and forced, and never deleted;
+//! - a JWT key signs only after it was published for the overlap (forced or not), and stays
+//!   published for the overlap after it stopped signing; an AES key encrypts only after the
+//!   activation delay; AES keys are retired only when old enough and forced, and never deleted;
+//!   the one exception to all three is the explicit, audited emergency revoke;
 //! - every step writes new material before the state that names it, the state (`rotation_state`,
 //!   `keys_map`: the commit point) before what is derived from it, and deletions last, so a crash
 //!   between any two writes leaves a folder that `load()` brings back to the last commit with no
@@ -33,10 +34,12 @@ pub mod jwt;
 pub mod lock;
 pub mod manager;
 pub mod policy;
+pub mod propagate;
 pub mod rotation;
 pub mod store;
 
 pub use error::{Error, Result};
 pub use manager::{KeyManager, KeyManagerBuilder, RotationTarget, spawn_scheduler};
+pub use propagate::KeyChangePublisher;
 pub use rotation::{KeyKind, Trigger};
 pub use store::{FileStore, KeyStore};

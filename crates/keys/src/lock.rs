@@ -23,8 +23,20 @@
 //! - the Redis token counter (`<key>:fence`) must be durable: if Redis loses it, new tokens start
 //!   again at 1 and every step is refused until the counter is set above the stored token
 //!   (`SET <key>:fence <stored token>`); the error names both tokens.
+//!
+//! Timeouts: every PostgreSQL and Redis call of a lock is bounded by its `op_timeout` (default
+//! [`DEFAULT_LOCK_TIMEOUT`]), so a database that drops packets turns into an error (`load()` then
+//! serves the committed keys, a rotation stops before its next write) instead of a stall. A
+//! check that cannot confirm the lock in time counts as [`Error::LockLost`].
+//!
+//! Leases: a Redis lock lives `ttl` after its last check, and a check precedes every store write.
+//! A write may take up to the manager's store timeout, which should cover the client's retry
+//! budget (`InfisicalStore::call_budget`); the lock must outlive it, so the manager refuses a
+//! lock whose [`RotationLock::lease`] is not longer than the store timeout plus the lock's own
+//! timeout.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -34,10 +46,35 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 use crate::error::{Error, Result};
 
+/// How long a lock call may take before it fails.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A lock that at most one holder has at a time.
 pub trait RotationLock: Send + Sync {
     /// Takes the lock if it is free; `None` when another holder has it.
     fn try_acquire(&self) -> BoxFuture<'_, Result<Option<Box<dyn LockGuard>>>>;
+
+    /// How long a held lock lasts after a successful [`LockGuard::check`] without another one;
+    /// `None` when it lasts as long as the holder (a session or a process).
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+
+    /// The bound on each call to the lock's backend.
+    fn op_timeout(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+/// Runs one backend call of a lock within `limit`.
+async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    call: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(Error::Lock(format!("{what} timed out after {limit:?}"))))
 }
 
 /// The stamp a holder leaves on what it commits: which lock (`scope`) and the token it held.
@@ -117,11 +154,18 @@ impl LockGuard for LocalGuard {
 pub struct PgAdvisoryLock {
     options: PgConnectOptions,
     id: i64,
+    op_timeout: Duration,
 }
 
 impl PgAdvisoryLock {
     pub fn new(options: PgConnectOptions, name: &str) -> Self {
-        Self { options, id: lock_id(name) }
+        Self { options, id: lock_id(name), op_timeout: DEFAULT_LOCK_TIMEOUT }
+    }
+
+    /// Bounds each call (connect, take, check, release); default [`DEFAULT_LOCK_TIMEOUT`].
+    pub fn with_timeout(mut self, op_timeout: Duration) -> Self {
+        self.op_timeout = op_timeout;
+        self
     }
 
     pub fn from_url(url: &str, name: &str) -> Result<Self> {
@@ -135,6 +179,7 @@ struct PgGuard {
     conn: PgConnection,
     id: i64,
     token: u64,
+    op_timeout: Duration,
 }
 
 fn pg_err(e: sqlx::Error) -> Error {
@@ -156,7 +201,7 @@ async fn holds_advisory_lock(conn: &mut PgConnection, id: i64) -> sqlx::Result<b
 
 impl RotationLock for PgAdvisoryLock {
     fn try_acquire(&self) -> BoxFuture<'_, Result<Option<Box<dyn LockGuard>>>> {
-        Box::pin(async move {
+        Box::pin(bounded(self.op_timeout, "postgres lock acquisition", async move {
             let mut conn = PgConnection::connect_with(&self.options).await.map_err(pg_err)?;
             let taken: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
                 .bind(self.id)
@@ -171,9 +216,17 @@ impl RotationLock for PgAdvisoryLock {
                 .fetch_one(&mut conn)
                 .await
                 .map_err(pg_err)?;
-            Ok(Some(Box::new(PgGuard { conn, id: self.id, token: token.unsigned_abs() })
-                as Box<dyn LockGuard>))
-        })
+            Ok(Some(Box::new(PgGuard {
+                conn,
+                id: self.id,
+                token: token.unsigned_abs(),
+                op_timeout: self.op_timeout,
+            }) as Box<dyn LockGuard>))
+        }))
+    }
+
+    fn op_timeout(&self) -> Duration {
+        self.op_timeout
     }
 }
 
@@ -185,13 +238,19 @@ impl LockGuard for PgGuard {
     fn check(&mut self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             let held =
-                holds_advisory_lock(&mut self.conn, self.id).await.map_err(|_| Error::LockLost)?;
-            if held { Ok(()) } else { Err(Error::LockLost) }
+                tokio::time::timeout(self.op_timeout, holds_advisory_lock(&mut self.conn, self.id))
+                    .await;
+            match held {
+                Ok(Ok(true)) => Ok(()),
+                _ => Err(Error::LockLost),
+            }
         })
     }
 
     fn release(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
-        Box::pin(async move {
+        let limit = self.op_timeout;
+        // on a timeout the connection is dropped, and the server frees the lock with the session
+        Box::pin(bounded(limit, "postgres lock release", async move {
             let mut this = *self;
             let _: bool = sqlx::query_scalar("select pg_advisory_unlock($1)")
                 .bind(this.id)
@@ -199,7 +258,7 @@ impl LockGuard for PgGuard {
                 .await
                 .map_err(pg_err)?;
             this.conn.close().await.map_err(pg_err)
-        })
+        }))
     }
 }
 
@@ -211,11 +270,19 @@ pub struct RedisLock {
     client: redis::Client,
     key: String,
     ttl_ms: u64,
+    op_timeout: Duration,
 }
 
 impl RedisLock {
+    /// `ttl_ms` must exceed the manager's store timeout plus `op_timeout` (see the module doc).
     pub fn new(client: redis::Client, key: impl Into<String>, ttl_ms: u64) -> Self {
-        Self { client, key: key.into(), ttl_ms }
+        Self { client, key: key.into(), ttl_ms, op_timeout: DEFAULT_LOCK_TIMEOUT }
+    }
+
+    /// Bounds each call (connect, take, check, release); default [`DEFAULT_LOCK_TIMEOUT`].
+    pub fn with_timeout(mut self, op_timeout: Duration) -> Self {
+        self.op_timeout = op_timeout;
+        self
     }
 }
 
@@ -224,6 +291,7 @@ struct RedisGuard {
     key: String,
     token: u64,
     ttl_ms: u64,
+    op_timeout: Duration,
 }
 
 fn redis_err(e: redis::RedisError) -> Error {
@@ -235,9 +303,16 @@ const DELETE_IF_OURS: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then retu
 
 impl RotationLock for RedisLock {
     fn try_acquire(&self) -> BoxFuture<'_, Result<Option<Box<dyn LockGuard>>>> {
-        Box::pin(async move {
-            let mut conn =
-                self.client.get_multiplexed_async_connection().await.map_err(redis_err)?;
+        Box::pin(bounded(self.op_timeout, "redis lock acquisition", async move {
+            // the client's own timeouts agree with ours (its defaults are 1 s and 500 ms)
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(self.op_timeout))
+                .set_response_timeout(Some(self.op_timeout));
+            let mut conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(redis_err)?;
             let token: u64 = redis::cmd("INCR")
                 .arg(format!("{}:fence", self.key))
                 .query_async(&mut conn)
@@ -253,10 +328,23 @@ impl RotationLock for RedisLock {
                 .await
                 .map_err(redis_err)?;
             Ok(set.map(|_| {
-                Box::new(RedisGuard { conn, key: self.key.clone(), token, ttl_ms: self.ttl_ms })
-                    as Box<dyn LockGuard>
+                Box::new(RedisGuard {
+                    conn,
+                    key: self.key.clone(),
+                    token,
+                    ttl_ms: self.ttl_ms,
+                    op_timeout: self.op_timeout,
+                }) as Box<dyn LockGuard>
             }))
-        })
+        }))
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(Duration::from_millis(self.ttl_ms))
+    }
+
+    fn op_timeout(&self) -> Duration {
+        self.op_timeout
     }
 }
 
@@ -267,21 +355,28 @@ impl LockGuard for RedisGuard {
 
     fn check(&mut self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let extended: i64 = redis::cmd("EVAL")
-                .arg(EXTEND_IF_OURS)
-                .arg(1)
-                .arg(&self.key)
-                .arg(self.token)
-                .arg(self.ttl_ms)
-                .query_async(&mut self.conn)
-                .await
-                .map_err(redis_err)?;
-            if extended == 1 { Ok(()) } else { Err(Error::LockLost) }
+            let extended = tokio::time::timeout(
+                self.op_timeout,
+                redis::cmd("EVAL")
+                    .arg(EXTEND_IF_OURS)
+                    .arg(1)
+                    .arg(&self.key)
+                    .arg(self.token)
+                    .arg(self.ttl_ms)
+                    .query_async::<i64>(&mut self.conn),
+            )
+            .await;
+            match extended {
+                Ok(Ok(1)) => Ok(()),
+                Ok(Err(e)) if !e.is_timeout() => Err(redis_err(e)),
+                _ => Err(Error::LockLost),
+            }
         })
     }
 
     fn release(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
-        Box::pin(async move {
+        let limit = self.op_timeout;
+        Box::pin(bounded(limit, "redis lock release", async move {
             let mut this = *self;
             let _: i64 = redis::cmd("EVAL")
                 .arg(DELETE_IF_OURS)
@@ -292,7 +387,7 @@ impl LockGuard for RedisGuard {
                 .await
                 .map_err(redis_err)?;
             Ok(())
-        })
+        }))
     }
 }
 

@@ -1,6 +1,14 @@
 //! The stateful key manager: loads the keys from the store into a ring that readers use without
 //! blocking (swapped atomically with `arc-swap`), runs rotation steps under the one-leader lock,
 //! repairs a folder left half-written by a crash, audits every step and counts rotations.
+//!
+//! Propagation: a replica that did not write a step learns of it by reloading its ring, which
+//! happens on every scheduler tick ([`spawn_scheduler`]), when `rotate` finds the lock busy, on a
+//! token or ciphertext naming an unknown kid ([`KeyManager::verify_with_reload`],
+//! [`KeyManager::decrypt_with_reload`], rate-limited), and on change events and invalidations
+//! of the key folders once the manager is attached to a `CachedClient`
+//! ([`KeyManager::attach`](crate::propagate)). After every committed step the leader publishes an
+//! invalidation of the folder it wrote through its [`KeyChangePublisher`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,13 +25,14 @@ use zeroize::Zeroizing;
 use crate::audit::{AuditEntry, AuditSink, TracingAudit};
 use crate::cipher::{AesKey, AesKeyRing, AesKeyState, RingKey};
 use crate::error::{Error, Result};
-use crate::jwt::{JwkSet, JwtKey};
+use crate::jwt::{JwkSet, JwtKey, VerifyOptions};
 use crate::lock::{LocalLock, LockGuard, RotationLock};
 use crate::policy::Policy;
+use crate::propagate::KeyChangePublisher;
 use crate::rotation::{
     AesStep, Check, JwtFolder, JwtKeys, JwtPhase, JwtState, JwtStep, KeyKind, Layout, Trigger,
-    Write, aes_activate, aes_add_pending, aes_layout, aes_names, aes_retire, fence_writes,
-    next_aes_step, next_jwt_step, stored_fence, verify_aes_folder, verify_jwt_folder,
+    Write, aes_activate, aes_add_pending, aes_layout, aes_names, aes_retire, aes_revoke,
+    fence_writes, next_aes_step, next_jwt_step, stored_fence, verify_aes_folder, verify_jwt_folder,
 };
 use crate::store::KeyStore;
 use ikit_common::clock::{Clock, SystemClock};
@@ -60,13 +69,25 @@ impl From<KeyKind> for RotationTarget {
     }
 }
 
-/// Folders and policy.
+/// Folders, policy, token checks and the bounds on storage calls.
 #[derive(Clone, Debug)]
 pub struct ManagerConfig {
     pub jwt_folder: String,
     pub aes_folder: String,
     pub policy: Policy,
+    /// What [`KeyManager::verify`] checks besides the signature (`leeway` is replaced by the
+    /// policy's `clock_skew`). Its `issuer`, when set, is also what `sign` puts in `iss`.
+    pub verify: VerifyOptions,
+    /// A token or ciphertext with an unknown kid reloads the ring at most once per this.
+    pub unknown_kid_reload_every: Duration,
+    /// Bound on each call to the key store; a write cut short is handled like a crash between
+    /// two writes. Set it to cover the store's own retries (`InfisicalStore::call_budget`).
+    pub store_timeout: Duration,
 }
+
+/// Default bound on a key store call: covers ikit-client's default retry budget without
+/// `Retry-After` waits (4 attempts of 30 s and their backoffs).
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(125);
 
 impl Default for ManagerConfig {
     fn default() -> Self {
@@ -74,6 +95,9 @@ impl Default for ManagerConfig {
             jwt_folder: "/auth/jwt".into(),
             aes_folder: "/auth/aes".into(),
             policy: Policy::default(),
+            verify: VerifyOptions::default(),
+            unknown_kid_reload_every: Duration::from_secs(30),
+            store_timeout: DEFAULT_STORE_TIMEOUT,
         }
     }
 }
@@ -185,9 +209,44 @@ pub struct KeyManagerBuilder {
     clock: Arc<dyn Clock>,
     rng: Box<dyn SecureRng>,
     config: ManagerConfig,
+    publisher: Option<Arc<dyn KeyChangePublisher>>,
 }
 
 impl KeyManagerBuilder {
+    /// Where every committed step announces the folder it changed (see [`crate::propagate`]).
+    pub fn publisher(mut self, publisher: Arc<dyn KeyChangePublisher>) -> Self {
+        self.publisher = Some(publisher);
+        self
+    }
+
+    /// `sign` sets `iss` to this and `verify` requires it.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.config.verify.issuer = Some(issuer.into());
+        self
+    }
+
+    /// An audience `verify` accepts (tokens carrying `aud` must name one of them).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.config.verify.audiences.push(audience.into());
+        self
+    }
+
+    /// Replaces the token checks (issuer, audiences, whether `exp` is required).
+    pub fn verify_options(mut self, options: VerifyOptions) -> Self {
+        self.config.verify = options;
+        self
+    }
+
+    pub fn unknown_kid_reload_every(mut self, every: Duration) -> Self {
+        self.config.unknown_kid_reload_every = every;
+        self
+    }
+
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.config.store_timeout = timeout;
+        self
+    }
+
     pub fn lock(mut self, lock: Arc<dyn RotationLock>) -> Self {
         self.lock = lock;
         self
@@ -229,6 +288,18 @@ impl KeyManagerBuilder {
         if self.config.jwt_folder == self.config.aes_folder {
             return Err(Error::UnsafePolicy("jwt and aes keys need different folders".into()));
         }
+        // a check extends the lease before each write: the write and the next check must fit
+        if let Some(lease) = self.lock.lease() {
+            let needed = self.config.store_timeout.saturating_add(self.lock.op_timeout());
+            if lease <= needed {
+                return Err(Error::UnsafePolicy(format!(
+                    "the rotation lock lease {lease:?} must exceed the store timeout {:?} plus \
+                     the lock timeout {:?}, or the lock can expire during a write",
+                    self.config.store_timeout,
+                    self.lock.op_timeout()
+                )));
+            }
+        }
         Ok(KeyManager {
             store: self.store,
             lock: self.lock,
@@ -238,6 +309,9 @@ impl KeyManagerBuilder {
             config: self.config,
             ring: ArcSwap::from_pointee(KeyRing::default()),
             last: Mutex::new((None, None)),
+            publisher: self.publisher,
+            ring_updates: tokio::sync::watch::channel(0).0,
+            unknown_kid_reload: tokio::sync::Mutex::new(None),
         })
     }
 }
@@ -252,6 +326,11 @@ pub struct KeyManager {
     config: ManagerConfig,
     ring: ArcSwap<KeyRing>,
     last: Mutex<(Option<LastOutcome>, Option<LastOutcome>)>,
+    publisher: Option<Arc<dyn KeyChangePublisher>>,
+    /// Counts installed rings.
+    ring_updates: tokio::sync::watch::Sender<u64>,
+    /// When (clock ms) an unknown kid last reloaded the ring; held while such a reload runs.
+    unknown_kid_reload: tokio::sync::Mutex<Option<i64>>,
 }
 
 impl std::fmt::Debug for KeyManager {
@@ -286,6 +365,7 @@ impl KeyManager {
             clock: Arc::new(SystemClock),
             rng: Box::new(rand::rngs::OsRng),
             config: ManagerConfig::default(),
+            publisher: None,
         }
     }
 
@@ -304,18 +384,102 @@ impl KeyManager {
         self.ring.load_full()
     }
 
-    /// Signs `claims` with the current key.
-    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String> {
+    /// Signs `claims` (a JSON object) with the current key, valid for `ttl`: sets `iat` to now,
+    /// `exp` to now + `ttl`, and `iss` to the configured issuer when the claims have none. `ttl`
+    /// must be within the policy's `max_token_ttl`, which the overlap is sized for; claims that
+    /// set `exp` or `iat` themselves are refused.
+    pub fn sign<T: Serialize>(&self, claims: &T, ttl: Duration) -> Result<String> {
+        let max = self.config.policy.max_token_ttl;
+        let secs = ttl.as_secs();
+        if secs == 0 || i64::try_from(secs).map_or(true, |s| s > max) {
+            return Err(Error::TokenTtl { requested: secs, max });
+        }
+        let mut claims = match serde_json::to_value(claims) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(Error::Sign("claims must be a json object".into())),
+            Err(e) => return Err(Error::Sign(format!("claims: {e}"))),
+        };
+        for name in ["exp", "iat"] {
+            if claims.contains_key(name) {
+                return Err(Error::Sign(format!("claims set {name:?}: sign sets it from the ttl")));
+            }
+        }
+        let now = self.clock.now_secs();
+        claims.insert("iat".into(), now.into());
+        claims.insert("exp".into(), now.saturating_add(secs as i64).into());
+        if let Some(issuer) = &self.config.verify.issuer {
+            claims.entry("iss").or_insert_with(|| issuer.clone().into());
+        }
         let ring = self.ring.load();
         let jwt = ring.jwt.as_ref().ok_or(Error::NotLoaded)?;
-        jwt.keys.current.sign(claims)
+        jwt.keys.current.sign(&claims)
     }
 
-    /// Verifies a token against every published key, at the clock's time with the policy's skew.
+    /// The token checks `verify` applies (the configured ones with the policy's skew).
+    pub fn verify_options(&self) -> VerifyOptions {
+        self.config.verify.clone().with_leeway(self.config.policy.clock_skew)
+    }
+
+    /// Verifies a token against every published key of the loaded ring, at the clock's time,
+    /// with [`KeyManager::verify_options`].
     pub fn verify<T: DeserializeOwned>(&self, token: &str) -> Result<T> {
         let ring = self.ring.load();
         let jwt = ring.jwt.as_ref().ok_or(Error::NotLoaded)?;
-        jwt.published.verify_at(token, self.clock.now_secs(), self.config.policy.clock_skew)
+        jwt.published.verify_at(token, self.clock.now_secs(), &self.verify_options())
+    }
+
+    /// [`KeyManager::verify`], and when the token names a kid the ring does not know, reloads
+    /// the ring (at most once per `unknown_kid_reload_every`, concurrent callers sharing one
+    /// reload) and verifies again: a key published by another replica is found at once.
+    pub async fn verify_with_reload<T: DeserializeOwned>(&self, token: &str) -> Result<T> {
+        match self.verify(token) {
+            Err(Error::UnknownKid(_)) if self.reload_for_unknown_kid().await => self.verify(token),
+            other => other,
+        }
+    }
+
+    /// [`KeyManager::decrypt`] with the same reload on an unknown kid.
+    pub async fn decrypt_with_reload(
+        &self,
+        ciphertext: &str,
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        match self.decrypt(ciphertext, aad) {
+            Err(Error::UnknownKid(_)) if self.reload_for_unknown_kid().await => {
+                self.decrypt(ciphertext, aad)
+            }
+            other => other,
+        }
+    }
+
+    /// Reloads for an unknown kid unless one did within the interval; true when the ring was
+    /// reloaded (here or by a reload that finished while this caller waited).
+    async fn reload_for_unknown_kid(&self) -> bool {
+        let seen = *self.ring_updates.borrow();
+        let mut last = self.unknown_kid_reload.lock().await;
+        if *self.ring_updates.borrow() != seen {
+            return true;
+        }
+        let now = self.clock.now_ms();
+        let every =
+            i64::try_from(self.config.unknown_kid_reload_every.as_millis()).unwrap_or(i64::MAX);
+        if last.is_some_and(|at| now.saturating_sub(at) < every) {
+            return false;
+        }
+        *last = Some(now);
+        match self.reload().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "reload for an unknown kid failed");
+                false
+            }
+        }
+    }
+
+    /// Changes whenever a ring is installed (load, reload, a rotation here): wait on it to know
+    /// that a reload happened.
+    pub fn ring_updates(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ring_updates.subscribe()
     }
 
     /// `{"keys":[...]}`: current, next and previous keys.
@@ -357,8 +521,17 @@ impl KeyManager {
 
     // ---------------------------------------------------------------- loading
 
+    /// Runs one store call within the store timeout.
+    async fn bounded<T>(&self, what: &str, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let limit = self.config.store_timeout;
+        tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or_else(|_| Err(Error::Store(format!("{what} timed out after {limit:?}"))))
+    }
+
     async fn read(&self, folder: &str) -> Result<Stored> {
-        Ok(self.store.read_folder(folder).await?.into_iter().map(|(k, v)| (k, v.value)).collect())
+        let read = self.bounded("read", self.store.read_folder(folder)).await?;
+        Ok(read.into_iter().map(|(k, v)| (k, v.value)).collect())
     }
 
     fn build_ring(&self, jwt: &Stored, aes: &Stored) -> Result<KeyRing> {
@@ -391,6 +564,7 @@ impl KeyManager {
         };
         let ring = self.build_ring(&jwt, &aes)?;
         self.ring.store(Arc::new(ring));
+        self.ring_updates.send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
     }
 
@@ -462,11 +636,12 @@ impl KeyManager {
             run.guard.check().await?;
             match write {
                 Write::Upsert(name, value) => {
-                    self.store.upsert(folder, vec![(name.clone(), value.clone())]).await?;
+                    let entry = vec![(name.clone(), value.clone())];
+                    self.bounded("write", self.store.upsert(folder, entry)).await?;
                     stored.insert(name, value);
                 }
                 Write::Delete(names) => {
-                    self.store.delete(folder, names.clone()).await?;
+                    self.bounded("delete", self.store.delete(folder, names.clone())).await?;
                     for name in names {
                         stored.remove(&name);
                     }
@@ -535,12 +710,25 @@ impl KeyManager {
         match result {
             Ok(count) => {
                 self.audit(who, name, kids.clone(), "ok".into()).await;
+                if count > 0 {
+                    self.announce(folder).await;
+                }
                 Ok(AppliedStep { kind, action: action.to_owned(), kids, writes: count })
             }
             Err(e) => {
                 self.audit(who, name, kids, format!("failed: {e}")).await;
                 Err(e)
             }
+        }
+    }
+
+    /// Tells the other replicas that `folder` changed. A failure is logged and the rotation
+    /// goes on: the step is committed, and replicas also reload on their timer.
+    async fn announce(&self, folder: &str) {
+        if let Some(publisher) = &self.publisher
+            && let Err(e) = publisher.folder_changed(folder).await
+        {
+            tracing::warn!(folder, error = %e, "key folder change not published, replicas reload on their timer");
         }
     }
 
@@ -699,9 +887,12 @@ impl KeyManager {
     // ---------------------------------------------------------------- rotation
 
     /// Runs the due steps of the rotation state machine for `target` under the lock. `force`
-    /// starts a rotation now and skips the overlap wait (JWT) or activation delay (AES) for one
-    /// rotation; it never retires a JWT key early, and it is required to retire an AES key that
-    /// is old enough by policy. Returns `busy` when another replica holds the lock.
+    /// skips the schedule: a rotation starts now (a next JWT key is published, a pending AES key
+    /// added). It never skips the overlap or the activation delay: the new key signs or
+    /// encrypts only once they have passed, in a later call, like any rotation. It never retires
+    /// a JWT key early, and it is required to retire an AES key that is old enough by policy. To
+    /// stop trusting a key at once, see [`KeyManager::revoke`]. Returns `busy` when another
+    /// replica holds the lock, after reloading the ring (the holder is changing it).
     pub async fn rotate(
         &self,
         target: RotationTarget,
@@ -714,6 +905,9 @@ impl KeyManager {
                 trigger = trigger.as_str(),
                 "rotation skipped: another replica holds the lock"
             );
+            if let Err(e) = self.reload().await {
+                tracing::warn!(error = %e, "reload after a busy rotation lock failed");
+            }
             return Ok(RotateOutcome { busy: true, steps: Vec::new() });
         };
         let mut steps = Vec::new();
@@ -825,6 +1019,9 @@ impl KeyManager {
             if action == "flip" {
                 metrics::counter!("jwt_key_rotation_total", "method" => trigger.as_str())
                     .increment(1);
+            }
+            if action == "flip" || action == "publish_next" {
+                // at most one rotation per call, forced or not
                 force = false;
             }
             keys = next;
@@ -868,6 +1065,9 @@ impl KeyManager {
             if action == "activate" {
                 metrics::counter!("aes_key_rotation_total", "method" => trigger.as_str())
                     .increment(1);
+            }
+            if action == "activate" || action == "add_next" {
+                // at most one rotation per call, forced or not
                 force = false;
             }
             ring = next;
@@ -944,6 +1144,148 @@ impl KeyManager {
         released?;
         self.install(held).await?;
         Ok(value)
+    }
+
+    /// Emergency revoke: stops trusting `kid` now and accepts what breaks. Audited as
+    /// `<kind>.revoke` with trigger `emergency`; `reason` is recorded.
+    ///
+    /// JWT: the current key is replaced at once by the published next key, or by a new key
+    /// (published, then promoted, in two committed steps), and is not kept as a previous key:
+    /// its tokens stop verifying everywhere as soon as replicas reload, and verifiers caching
+    /// JWKS reject the new key's tokens until their cache expires. A next or previous key is
+    /// dropped from JWKS at once. AES: the active key is replaced at once by the pending key or
+    /// a new one (no activation delay), and the revoked key is retired: ciphertexts under it no
+    /// longer decrypt. Refused for an unknown kid.
+    pub async fn revoke(&self, kind: KeyKind, kid: &str, reason: &str) -> Result<Vec<AppliedStep>> {
+        self.with_lock(
+            async |run: &mut Run<'_>| match kind {
+                KeyKind::Jwt => {
+                    let (steps, stored) = self.revoke_jwt(run, kid).await?;
+                    Ok((steps, Held { jwt: Some(stored), aes: None }))
+                }
+                KeyKind::Aes => {
+                    let (steps, stored) = self.revoke_aes(run, kid).await?;
+                    Ok((steps, Held { jwt: None, aes: Some(stored) }))
+                }
+            },
+            "emergency",
+            reason,
+        )
+        .await
+    }
+
+    async fn revoke_jwt(&self, run: &mut Run<'_>, kid: &str) -> Result<(Vec<AppliedStep>, Stored)> {
+        use crate::rotation::jwt_names::ROTATION_STATE;
+        let folder = self.config.jwt_folder.clone();
+        let ((mut keys, mut stored), mut steps) = self.settle_jwt(run).await?;
+        let now = self.clock.now_secs();
+        let revoked = vec![kid.to_owned()];
+        if keys.current.kid() == kid {
+            if keys.next.is_none() {
+                let next = self.generate_jwt()?;
+                let state = keys.state.publish(&next, now);
+                let kids = vec![next.kid().to_owned()];
+                keys = JwtKeys { state, next: Some(next), ..keys };
+                let layout = keys.layout();
+                steps.push(
+                    self.step(
+                        run,
+                        KeyKind::Jwt,
+                        "publish_next",
+                        kids,
+                        &folder,
+                        &mut stored,
+                        layout,
+                        None,
+                    )
+                    .await?,
+                );
+            }
+            let next = keys.next.clone().ok_or_else(|| Error::State("no next key".into()))?;
+            let state = keys.state.promote_dropping_current(now)?;
+            let kids = vec![kid.to_owned(), next.kid().to_owned()];
+            let promoted = JwtKeys { state, current: next, next: None, previous: keys.previous };
+            let layout = promoted.layout();
+            steps.push(
+                self.step(
+                    run,
+                    KeyKind::Jwt,
+                    "revoke",
+                    kids,
+                    &folder,
+                    &mut stored,
+                    layout,
+                    Some(ROTATION_STATE),
+                )
+                .await?,
+            );
+        } else if keys.next.as_ref().is_some_and(|n| n.kid() == kid)
+            || keys.previous.iter().any(|p| p.kid() == kid)
+        {
+            let dropped = JwtKeys {
+                state: keys.state.drop_kid(kid, now),
+                next: keys.next.filter(|n| n.kid() != kid),
+                previous: keys.previous.into_iter().filter(|p| p.kid() != kid).collect(),
+                current: keys.current,
+            };
+            let layout = dropped.layout();
+            steps.push(
+                self.step(
+                    run,
+                    KeyKind::Jwt,
+                    "revoke",
+                    revoked,
+                    &folder,
+                    &mut stored,
+                    layout,
+                    Some(ROTATION_STATE),
+                )
+                .await?,
+            );
+        } else {
+            return Err(Error::UnknownKid(kid.to_owned()));
+        }
+        Ok((steps, stored))
+    }
+
+    async fn revoke_aes(&self, run: &mut Run<'_>, kid: &str) -> Result<(Vec<AppliedStep>, Stored)> {
+        let folder = self.config.aes_folder.clone();
+        let ((mut ring, mut stored), mut steps) = self.settle_aes(run).await?;
+        let now = self.clock.now_secs();
+        if ring.get(kid).is_none() {
+            return Err(Error::UnknownKid(kid.to_owned()));
+        }
+        let mut kids = vec![kid.to_owned()];
+        if ring.active().is_some_and(|a| a.key.kid() == kid) {
+            // keys_map carries the material and is the commit: the new key, its activation and
+            // the retirement of the revoked one land in one write
+            let replacement = match ring.pending().filter(|p| p.key.kid() != kid) {
+                Some(pending) => pending.key.kid().to_owned(),
+                None => {
+                    let key = self.generate_aes();
+                    let new_kid = key.kid().to_owned();
+                    ring = aes_add_pending(&ring, key, now);
+                    new_kid
+                }
+            };
+            ring = aes_activate(&ring, &replacement, now)?;
+            kids.push(replacement);
+        }
+        let ring = aes_revoke(&ring, kid, now)?;
+        steps.push(
+            self.step(
+                run,
+                KeyKind::Aes,
+                "revoke",
+                kids,
+                &folder,
+                &mut stored,
+                aes_layout(&ring),
+                None,
+            )
+            .await?,
+        );
+        Ok((steps, stored))
     }
 
     /// Imports a signing key (PEM: PKCS#8, PKCS#1 or SEC1). Into an empty folder it becomes the
@@ -1112,9 +1454,13 @@ pub fn path_touches(folder: &str, changed: &str) -> bool {
         || changed.strip_prefix(folder).is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// Runs [`KeyManager::run_due`] at once and then every `every` until `shutdown` turns true (or
-/// its sender drops). Each tick's outcome is offered on the returned channel (dropped when nobody
-/// reads it); errors are logged and retried at the next tick.
+/// Every `every` (the first tick at once) until `shutdown` turns true (or its sender drops):
+/// reloads the ring, so a replica that did not rotate picks up what another committed, then
+/// runs [`KeyManager::run_due`]. Each tick's outcome is offered on the returned channel (dropped
+/// when nobody reads it); errors are logged and retried at the next tick.
+///
+/// `every` bounds how stale this replica's ring can be: keep it well under the policy's
+/// `aes_activation_delay` and `jwt_overlap - jwks_cache_max_age` (minutes, not hours).
 pub fn spawn_scheduler(
     manager: Arc<KeyManager>,
     every: Duration,
@@ -1126,12 +1472,17 @@ pub fn spawn_scheduler(
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticks.tick() => match manager.run_due().await {
-                    Ok(outcome) => {
-                        let _ = reports.try_send(outcome);
+                _ = ticks.tick() => {
+                    if let Err(e) = manager.reload().await {
+                        tracing::warn!(error = %e, "scheduled key ring reload failed");
                     }
-                    Err(e) => tracing::warn!(error = %e, "scheduled key rotation failed"),
-                },
+                    match manager.run_due().await {
+                        Ok(outcome) => {
+                            let _ = reports.try_send(outcome);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "scheduled key rotation failed"),
+                    }
+                }
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         break;

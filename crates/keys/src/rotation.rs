@@ -198,6 +198,30 @@ impl JwtState {
         })
     }
 
+    /// Emergency: the next key signs from now and the current key is dropped at once, not kept
+    /// as previous (its tokens stop verifying).
+    pub fn promote_dropping_current(&self, now: i64) -> Result<Self> {
+        let next =
+            self.next.clone().ok_or_else(|| Error::State("promote without a next key".into()))?;
+        Ok(Self {
+            current_kid: next.kid,
+            current_since: now,
+            next: None,
+            updated_at: now,
+            ..self.clone()
+        })
+    }
+
+    /// Emergency: stops publishing `kid` (the next key or a previous one) at once.
+    pub fn drop_kid(&self, kid: &str, now: i64) -> Self {
+        Self {
+            next: self.next.clone().filter(|n| n.kid != kid),
+            previous: self.previous.iter().filter(|p| p.kid != kid).cloned().collect(),
+            updated_at: now,
+            ..self.clone()
+        }
+    }
+
     pub fn retire(&self, kids: &[String], now: i64) -> Self {
         Self {
             previous: self.previous.iter().filter(|p| !kids.contains(&p.kid)).cloned().collect(),
@@ -220,7 +244,10 @@ pub enum JwtStep {
 }
 
 /// Decides the next JWT step. Retirement of previous keys comes first and is never forced (their
-/// tokens may still be valid); `force` skips the schedule and the overlap wait.
+/// tokens may still be valid). `force` skips the schedule (a next key is published now), never
+/// the overlap: the flip still waits until the next key has been published for `jwt_overlap`, so
+/// every replica and every verifier caching JWKS knows it before it signs. Stopping trust in a
+/// key at once is the separate emergency revoke.
 pub fn next_jwt_step(state: &JwtState, now: i64, policy: &Policy, force: bool) -> JwtStep {
     let retire_at = |p: &PreviousJwt| p.flipped_at.saturating_add(policy.jwt_overlap);
     let due: Vec<String> =
@@ -234,7 +261,7 @@ pub fn next_jwt_step(state: &JwtState, now: i64, policy: &Policy, force: bool) -
     match &state.next {
         Some(next) => {
             let flip_at = next.published_at.saturating_add(policy.jwt_overlap);
-            if force || now >= flip_at { JwtStep::Flip } else { wait(flip_at) }
+            if now >= flip_at { JwtStep::Flip } else { wait(flip_at) }
         }
         None => {
             let start_at = state.current_since.saturating_add(policy.jwt_rotation_interval);
@@ -253,7 +280,8 @@ pub enum AesStep {
 }
 
 /// Decides the next AES step. Retirement needs both `force` and the policy age; `force` also
-/// skips the schedule and the activation delay.
+/// skips the schedule (a pending key is added now), never the activation delay: a new key
+/// encrypts only once every replica has had the delay to load it.
 pub fn next_aes_step(ring: &AesKeyRing, now: i64, policy: &Policy, force: bool) -> AesStep {
     if force {
         let due: Vec<String> = ring
@@ -273,7 +301,7 @@ pub fn next_aes_step(ring: &AesKeyRing, now: i64, policy: &Policy, force: bool) 
     }
     if let Some(pending) = ring.pending() {
         let at = pending.created_at.saturating_add(policy.aes_activation_delay);
-        return if force || now >= at || ring.active().is_none() {
+        return if now >= at || ring.active().is_none() {
             AesStep::Activate(pending.key.kid().to_owned())
         } else {
             AesStep::Wait { until: at }
@@ -328,6 +356,24 @@ pub fn aes_activate(ring: &AesKeyRing, kid: &str, now: i64) -> Result<AesKeyRing
         k.activated_at = Some(now);
         k.deactivated_at = None;
         k.retired_at = None;
+    }
+    Ok(ring)
+}
+
+/// Emergency: retires `kid` now whatever its age (pending or decrypt-only; an active key must be
+/// replaced first). Ciphertexts under it stop decrypting.
+pub fn aes_revoke(ring: &AesKeyRing, kid: &str, now: i64) -> Result<AesKeyRing> {
+    let mut ring = ring.clone();
+    let key = ring.get_mut(kid).ok_or_else(|| Error::UnknownKid(kid.to_owned()))?;
+    match key.state {
+        AesKeyState::Active => {
+            return Err(Error::State(format!("{kid} is active: activate another key first")));
+        }
+        AesKeyState::Retired => {}
+        AesKeyState::Pending | AesKeyState::DecryptOnly => {
+            key.state = AesKeyState::Retired;
+            key.retired_at = Some(now);
+        }
     }
     Ok(ring)
 }
@@ -708,7 +754,8 @@ mod tests {
             JwtStep::Wait { until: flip_at }
         );
         assert_eq!(next_jwt_step(&s, flip_at, &policy, false), JwtStep::Flip);
-        assert_eq!(next_jwt_step(&s, due, &policy, true), JwtStep::Flip);
+        // force never skips the overlap: verifiers must know the next key before it signs
+        assert_eq!(next_jwt_step(&s, due, &policy, true), JwtStep::Wait { until: flip_at });
 
         let s = s.flip(a.public().to_json(), flip_at).unwrap();
         assert_eq!((s.phase(), s.current_kid.as_str()), (JwtPhase::Flipped, b.kid()));
@@ -753,6 +800,8 @@ mod tests {
         let ring = aes_add_pending(&ring, k2.clone(), due);
         let at = due + policy.aes_activation_delay;
         assert_eq!(next_aes_step(&ring, at - 1, &policy, false), AesStep::Wait { until: at });
+        // force never skips the activation delay: every replica must have loaded the key
+        assert_eq!(next_aes_step(&ring, due, &policy, true), AesStep::Wait { until: at });
         assert_eq!(
             next_aes_step(&ring, at, &policy, false),
             AesStep::Activate(k2.kid().to_owned())
@@ -830,7 +879,7 @@ mod properties {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// Whatever the timing and forcing of rotate calls: a key signs only after it was
-        /// published for the overlap (unless forced), and it stays published for the overlap after
+        /// published for the overlap (forced or not), and it stays published for the overlap after
         /// it stopped signing, so every token it signed outlives its key's publication.
         #[test]
         fn jwt_keys_outlive_their_tokens(ops in proptest::collection::vec((0i64..40 * 86_400, any::<bool>()), 1..40)) {
@@ -859,9 +908,7 @@ mod properties {
                         }
                         JwtStep::Flip => {
                             let next_kid = state.next.as_ref().unwrap().kid.clone();
-                            if !force {
-                                prop_assert!(now - published_at[&next_kid] >= policy.jwt_overlap);
-                            }
+                            prop_assert!(now - published_at[&next_kid] >= policy.jwt_overlap);
                             stopped_signing.insert(state.current_kid.clone(), now);
                             let jwk = keys[&state.current_kid].public().to_json();
                             state = state.flip(jwk, now).unwrap();

@@ -88,7 +88,8 @@ async fn aws_iam_sends_a_signed_get_caller_identity() {
             access_key_id: "AKIDEXAMPLE".into(),
             secret_access_key: Zeroizing::new("aws-secret-key-value".into()),
             session_token: Some(Zeroizing::new("aws-session-token".into())),
-        },
+        }
+        .into(),
         region: "eu-west-1".into(),
         sts_host: Some("sts.test.local".into()),
     });
@@ -380,7 +381,7 @@ async fn the_aws_login_request_verifies_at_a_fake_sts_as_infisical_would_forward
     for (secret, want) in [("aws-secret-key-value", 200), ("some-other-secret", 403)] {
         let client = h.client(AuthMethod::AwsIam {
             identity_id: "id-cloud".into(),
-            credentials: credentials(secret),
+            credentials: credentials(secret).into(),
             region: "us-east-1".into(),
             sts_host: None,
         });

@@ -3,10 +3,13 @@
 
 mod api;
 mod auth;
+mod aws;
 mod cache;
 mod example;
+mod invalidation;
 mod lifecycle;
 mod logs;
 mod reliability;
 mod support;
 mod telemetry;
+mod tls;

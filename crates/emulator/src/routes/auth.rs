@@ -1,6 +1,7 @@
 //! Authentication (spec 1.1 to 1.6): the `Caller` extractor, the login endpoints, renew, revoke,
 //! token auth and service-token details.
 
+use crate::LockExt;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -16,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use super::{parse_body, validation_status};
+use super::parse_body;
+use super::schema::{Ty, opt, req};
+
 use crate::ApiVersion;
 use crate::error::ApiError;
 use crate::logic::tokens::{self, TokenRow};
@@ -46,8 +49,24 @@ struct Claims {
 /// Who is calling.
 #[derive(Clone)]
 pub(crate) enum Caller {
-    Identity { identity_id: String, name: String, projects: Vec<String> },
-    ServiceToken { id: String, name: String, project_id: String, scopes: Vec<SeedScope> },
+    Identity {
+        identity_id: String,
+        name: String,
+        projects: Vec<String>,
+    },
+    /// A seeded user token (`users` in the seed): a member of its projects, like an identity,
+    /// and the only caller the 2024 server lets manage webhooks.
+    User {
+        user_id: String,
+        email: String,
+        projects: Vec<String>,
+    },
+    ServiceToken {
+        id: String,
+        name: String,
+        project_id: String,
+        scopes: Vec<SeedScope>,
+    },
 }
 
 impl Caller {
@@ -59,6 +78,17 @@ impl Caller {
             Caller::ServiceToken { id, name, .. } => {
                 Actor { id: id.clone(), name: name.clone(), kind: "service".into() }
             }
+            Caller::User { user_id, email, .. } => {
+                Actor { id: user_id.clone(), name: email.clone(), kind: "user".into() }
+            }
+        }
+    }
+
+    /// The projects of a member caller (identity or user); `None` for a service token.
+    pub(crate) fn member_projects(&self) -> Option<&[String]> {
+        match self {
+            Caller::Identity { projects, .. } | Caller::User { projects, .. } => Some(projects),
+            Caller::ServiceToken { .. } => None,
         }
     }
 
@@ -93,7 +123,7 @@ impl FromRequestParts<Arc<App>> for Caller {
         // The server drops the first 7 characters without looking at them.
         let token = header.get(7..).unwrap_or("");
         let now = app.clock.now_ms();
-        let mut store = app.store.lock().expect("store lock");
+        let mut store = app.store.locked();
         let org = parts.headers.get("x-infisical-org").map(|v| v.to_str().unwrap_or(""));
         if let Some(rest) = token.strip_prefix("st.") {
             if org.is_some() {
@@ -108,7 +138,18 @@ impl FromRequestParts<Arc<App>> for Caller {
         {
             return Err(ApiError::bad_request("Invalid sub organization slug"));
         }
-        let claims = decode_access_token(&store.jwt_secret, token, now)?;
+        if let Some(user) = store
+            .users
+            .iter()
+            .find(|u| bool::from(u.token.as_bytes().ct_eq(token.as_bytes())) && !token.is_empty())
+        {
+            return Ok(Caller::User {
+                user_id: user.id.clone(),
+                email: user.email.clone(),
+                projects: user.projects.clone(),
+            });
+        }
+        let claims = decode_access_token(&store.jwt_secret, token, now, app.api_version)?;
         if claims.auth_token_type != "identityAccessToken" {
             return Err(ApiError::unauthorized("Token type not supported by the emulator"));
         }
@@ -145,12 +186,8 @@ fn service_token(
     let secret = parts.next().unwrap_or("");
     let legacy = version == ApiVersion::V2024;
     let Some(token) = store.service_tokens.iter().find(|t| t.id == id).cloned() else {
-        let message = format!("Service token with ID '{id}' not found");
-        return Err(if legacy {
-            ApiError::unauthorized(message)
-        } else {
-            ApiError::not_found(message)
-        });
+        // Both generations answer an unknown id 404 (observed on the 2024-10 server too).
+        return Err(ApiError::not_found(format!("Service token with ID '{id}' not found")));
     };
     if token.expires_at_ms.is_some_and(|at| at <= now) {
         store.service_tokens.retain(|t| t.id != id);
@@ -174,7 +211,19 @@ fn service_token(
     })
 }
 
-fn decode_access_token(secret: &str, token: &str, now_ms: i64) -> Result<Claims, ApiError> {
+/// Verifies an access token against the emulator clock. The 2024 server passed
+/// `jsonwebtoken`'s own wording through (`jwt must be provided`, `invalid signature`, ...);
+/// current servers explain (spec 1.5). Both answer 403 `TokenError`.
+fn decode_access_token(
+    secret: &str,
+    token: &str,
+    now_ms: i64,
+    version: ApiVersion,
+) -> Result<Claims, ApiError> {
+    let legacy = version == ApiVersion::V2024;
+    if legacy && token.is_empty() {
+        return Err(ApiError::token("jwt must be provided"));
+    }
     let mut validation = Validation::new(Algorithm::HS256);
     validation.validate_exp = false;
     validation.validate_aud = false;
@@ -185,14 +234,17 @@ fn decode_access_token(secret: &str, token: &str, now_ms: i64) -> Result<Claims,
         &validation,
     )
     .map_err(|e| {
-        ApiError::token(match e.kind() {
-            ErrorKind::InvalidAlgorithm => BAD_ALGORITHM,
-            ErrorKind::InvalidSignature => BAD_SIGNATURE,
-            _ => MALFORMED,
+        ApiError::token(match (e.kind(), legacy) {
+            (ErrorKind::InvalidAlgorithm, false) => BAD_ALGORITHM,
+            (ErrorKind::InvalidSignature, false) => BAD_SIGNATURE,
+            (_, false) => MALFORMED,
+            (ErrorKind::InvalidAlgorithm, true) => "invalid algorithm",
+            (ErrorKind::InvalidSignature, true) => "invalid signature",
+            (_, true) => "jwt malformed",
         })
     })?;
     if data.claims.exp.is_some_and(|exp| now_ms / 1000 >= exp) {
-        return Err(ApiError::token(EXPIRED));
+        return Err(ApiError::token(if legacy { "jwt expired" } else { EXPIRED }));
     }
     Ok(data.claims)
 }
@@ -256,16 +308,23 @@ pub(crate) async fn universal_login(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     record(&app, "universal-auth", &body);
-    let input: UaLogin = parse_body(&body, validation_status(&app, false))?;
+    let input: UaLogin =
+        parse_body(&app, &body, &[req("clientId", Ty::Str), req("clientSecret", Ty::Str)])?;
     let (client_id, client_secret) = (input.client_id.trim(), input.client_secret.trim());
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let Some(identity) = store
         .identities
         .iter_mut()
         .find(|i| i.has_method("universal-auth") && i.client_id.as_deref() == Some(client_id))
     else {
-        return Err(ApiError::unauthorized("Invalid credentials"));
+        // The 2024 server looked the client id up first and said so (identity-ua-service.ts
+        // of 2024-10); current servers answer every credential failure alike (spec 1.3).
+        return Err(if app.api_version == ApiVersion::V2024 {
+            ApiError::not_found("No identity with specified client ID was found")
+        } else {
+            ApiError::unauthorized("Invalid credentials")
+        });
     };
     let lockout = identity.lockout.clone();
     if lockout.enabled && identity.locked_until_ms.is_some_and(|until| now < until) {
@@ -329,9 +388,10 @@ pub(crate) async fn jwt_login(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     record(&app, method, &body);
-    let input: JwtLogin = parse_body(&body, validation_status(&app, false))?;
+    let input: JwtLogin =
+        parse_body(&app, &body, &[req("identityId", Ty::Str), req("jwt", Ty::Str)])?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let identity = configured_identity(&store, input.identity_id.trim(), method)?;
     let checked = if matches!(method, "azure-auth" | "gcp-auth") {
         if input.jwt.split('.').count() == 3 { Ok(()) } else { Err("malformed jwt".to_owned()) }
@@ -420,9 +480,18 @@ pub(crate) async fn aws_login(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     record(&app, "aws-auth", &body);
-    let input: AwsLogin = parse_body(&body, validation_status(&app, false))?;
+    let input: AwsLogin = parse_body(
+        &app,
+        &body,
+        &[
+            req("identityId", Ty::Str),
+            opt("iamHttpRequestMethod", Ty::Str),
+            req("iamRequestBody", Ty::Str),
+            req("iamRequestHeaders", Ty::Str),
+        ],
+    )?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let identity = configured_identity(&store, input.identity_id.trim(), "aws-auth")?;
     check_aws(&input)
         .map_err(|reason| ApiError::unauthorized(format!("Access denied: {reason}")))?;
@@ -459,10 +528,10 @@ struct TokenBody {
 }
 
 pub(crate) async fn renew(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
-    let input: TokenBody = parse_body(&body, validation_status(&app, false))?;
+    let input: TokenBody = parse_body(&app, &body, &[req("accessToken", Ty::Str)])?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
-    let claims = decode_access_token(&store.jwt_secret, &input.access_token, now)?;
+    let mut store = app.store.locked();
+    let claims = decode_access_token(&store.jwt_secret, &input.access_token, now, app.api_version)?;
     if claims.auth_token_type != "identityAccessToken" {
         return Err(ApiError::bad_request("Only identity access tokens can be renewed"));
     }
@@ -481,10 +550,10 @@ pub(crate) async fn renew(State(app): State<Arc<App>>, body: Bytes) -> Result<Re
 }
 
 pub(crate) async fn revoke(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
-    let input: TokenBody = parse_body(&body, validation_status(&app, false))?;
+    let input: TokenBody = parse_body(&app, &body, &[req("accessToken", Ty::Str)])?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
-    let claims = decode_access_token(&store.jwt_secret, &input.access_token, now)?;
+    let mut store = app.store.locked();
+    let claims = decode_access_token(&store.jwt_secret, &input.access_token, now, app.api_version)?;
     if claims.auth_token_type != "identityAccessToken" {
         return Err(ApiError::bad_request("Only identity access tokens can be revoked"));
     }
@@ -507,7 +576,7 @@ pub(crate) async fn token_auth(
         )));
     }
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let identity = configured_identity(&store, &identity_id, "token-auth")?;
     Ok(issue(&mut store, &identity, now))
 }
@@ -520,7 +589,7 @@ pub(crate) async fn service_token_details(
     let Caller::ServiceToken { id, .. } = caller else {
         return Err(wrong_mode("/api/v2/service-token"));
     };
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let token = store
         .service_tokens
         .iter()
@@ -561,12 +630,24 @@ mod tests {
             revoked: false,
         };
         let jwt = encode_access_token("s3cret", &row, 1_000_000);
-        let claims = decode_access_token("s3cret", &jwt, 1_059_999).unwrap();
+        let claims = decode_access_token("s3cret", &jwt, 1_059_999, ApiVersion::V2026).unwrap();
         assert_eq!(claims.identity_access_token_id, "tok");
         assert_eq!(claims.exp, Some(1_060));
-        assert_eq!(decode_access_token("s3cret", &jwt, 1_060_000).err().unwrap().message, EXPIRED);
-        assert_eq!(decode_access_token("other", &jwt, 0).err().unwrap().message, BAD_SIGNATURE);
-        assert_eq!(decode_access_token("s3cret", "not.a.jwt", 0).err().unwrap().message, MALFORMED);
+        assert_eq!(
+            decode_access_token("s3cret", &jwt, 1_060_000, ApiVersion::V2026)
+                .err()
+                .unwrap()
+                .message,
+            EXPIRED
+        );
+        assert_eq!(
+            decode_access_token("other", &jwt, 0, ApiVersion::V2026).err().unwrap().message,
+            BAD_SIGNATURE
+        );
+        assert_eq!(
+            decode_access_token("s3cret", "not.a.jwt", 0, ApiVersion::V2026).err().unwrap().message,
+            MALFORMED
+        );
     }
 
     #[test]

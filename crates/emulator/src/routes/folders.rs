@@ -1,5 +1,6 @@
 //! Folders, v1 (used by the CLI) and v2 (spec 3.1).
 
+use crate::LockExt;
 use std::sync::Arc;
 
 use axum::Json;
@@ -9,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::schema::{Ty, opt, req};
 use super::{Caller, Query, parse_body, validation_status};
 use crate::error::{ApiError, issue};
 use crate::logic::time::iso_ms;
@@ -50,7 +52,9 @@ fn check(
         )));
     }
     let allowed = match caller {
-        Caller::Identity { projects, .. } => projects.iter().any(|p| p == project_id),
+        Caller::Identity { projects, .. } | Caller::User { projects, .. } => {
+            projects.iter().any(|p| p == project_id)
+        }
         Caller::ServiceToken { project_id: p, scopes, .. } => {
             p == project_id && scopes.iter().any(|s| s.environment == env)
         }
@@ -61,7 +65,7 @@ fn check(
 fn path_or_422(app: &App, raw: Option<&str>, field: &str) -> Result<String, ApiError> {
     normalize_path(raw.unwrap_or("/")).ok_or_else(|| {
         ApiError::validation(
-            validation_status(app, false),
+            validation_status(app),
             vec![issue("custom", &[field], "Invalid path")],
         )
     })
@@ -70,7 +74,7 @@ fn path_or_422(app: &App, raw: Option<&str>, field: &str) -> Result<String, ApiE
 fn required<'a>(app: &App, value: Option<&'a str>, field: &str) -> Result<&'a str, ApiError> {
     value.filter(|v| !v.is_empty()).ok_or_else(|| {
         ApiError::validation(
-            validation_status(app, false),
+            validation_status(app),
             vec![issue("invalid_type", &[field], "Required")],
         )
     })
@@ -82,7 +86,8 @@ fn missing_folder(path: &str, env: &str) -> ApiError {
     ))
 }
 
-/// Creates `name` under `parent`, or returns the folder that already has that name.
+/// Creates `name` under `parent` (and any missing folder along `parent`, as the server does),
+/// or returns the folder that already has that name.
 fn create_folder(
     store: &mut Store,
     project_id: &str,
@@ -95,6 +100,7 @@ fn create_folder(
     if !valid_folder_name(name) {
         return Err(ApiError::bad_request(BAD_NAME));
     }
+    store.ensure_folders(project_id, env, parent, now);
     let parent_folder = store
         .folder(project_id, env, parent)
         .cloned()
@@ -134,8 +140,9 @@ pub(crate) async fn v1_list(
     let q = Query::parse(raw.as_deref());
     let project_id = required(&app, q.get("workspaceId"), "workspaceId")?;
     let env = required(&app, q.get("environment"), "environment")?;
-    let path = path_or_422(&app, q.get("directory"), "directory")?;
-    let store = app.store.lock().expect("store lock");
+    // The server reads `path` (default `/`); the CLI's `directory` is never consulted.
+    let path = path_or_422(&app, q.get("path"), "path")?;
+    let store = app.store.locked();
     check(&store, &caller, project_id, env, "read")?;
     let folders: Vec<Value> = store
         .children(project_id, env, &path)
@@ -162,7 +169,19 @@ pub(crate) async fn v1_create(
     caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: CreateBody = parse_body(&body, validation_status(&app, false))?;
+    let input: CreateBody = parse_body(
+        &app,
+        &body,
+        &[
+            opt("projectId", Ty::Str),
+            opt("workspaceId", Ty::Str),
+            req("environment", Ty::Str),
+            req("name", Ty::Str),
+            opt("path", Ty::Str),
+            opt("directory", Ty::Str),
+            opt("description", Ty::Str),
+        ],
+    )?;
     let project_id = required(
         &app,
         input.workspace_id.as_deref().or(input.project_id.as_deref()),
@@ -177,7 +196,19 @@ pub(crate) async fn v2_create(
     caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: CreateBody = parse_body(&body, validation_status(&app, false))?;
+    let input: CreateBody = parse_body(
+        &app,
+        &body,
+        &[
+            opt("projectId", Ty::Str),
+            opt("workspaceId", Ty::Str),
+            req("environment", Ty::Str),
+            req("name", Ty::Str),
+            opt("path", Ty::Str),
+            opt("directory", Ty::Str),
+            opt("description", Ty::Str),
+        ],
+    )?;
     let project_id =
         required(&app, input.project_id.as_deref().or(input.workspace_id.as_deref()), "projectId")?
             .to_owned();
@@ -193,7 +224,7 @@ fn create_common(
 ) -> Result<Response, ApiError> {
     let parent = path_or_422(app, input.path.as_deref().or(input.directory.as_deref()), "path")?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     check(&store, caller, project_id, &input.environment, "create")?;
     let folder = create_folder(
         &mut store,
@@ -229,13 +260,23 @@ pub(crate) async fn delete_folder(
     Path(id_or_name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: DeleteBody = parse_body(&body, validation_status(&app, false))?;
+    let input: DeleteBody = parse_body(
+        &app,
+        &body,
+        &[
+            opt("projectId", Ty::Str),
+            opt("workspaceId", Ty::Str),
+            req("environment", Ty::Str),
+            opt("path", Ty::Str),
+            opt("directory", Ty::Str),
+        ],
+    )?;
     let id_or_name = id_or_name.as_str();
     let project_id =
         required(&app, input.project_id.as_deref().or(input.workspace_id.as_deref()), "projectId")?
             .to_owned();
     let parent = path_or_422(&app, input.path.as_deref().or(input.directory.as_deref()), "path")?;
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     check(&store, &caller, &project_id, &input.environment, "delete")?;
     let folder = store
         .folders
@@ -264,7 +305,7 @@ pub(crate) async fn v2_list(
     let env = required(&app, q.get("environment"), "environment")?;
     let path = path_or_422(&app, q.get("path").or(q.get("directory")), "path")?;
     let recursive = q.lenient_bool("recursive");
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     check(&store, &caller, project_id, env, "read")?;
     let folders: Vec<Value> = if recursive {
         store
@@ -295,7 +336,7 @@ pub(crate) async fn v2_get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let folder = store
         .folder_by_id(&id)
         .cloned()
@@ -329,13 +370,23 @@ pub(crate) async fn v2_update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: UpdateBody = parse_body(&body, validation_status(&app, false))?;
+    let input: UpdateBody = parse_body(
+        &app,
+        &body,
+        &[
+            req("projectId", Ty::Str),
+            req("environment", Ty::Str),
+            req("name", Ty::Str),
+            opt("path", Ty::Str),
+            opt("description", Ty::Str),
+        ],
+    )?;
     let name = input.name.trim().to_owned();
     if !valid_folder_name(&name) {
         return Err(ApiError::bad_request(BAD_NAME));
     }
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     check(&store, &caller, &input.project_id, &input.environment, "edit")?;
     let folder = store
         .folders

@@ -4,6 +4,7 @@ mod admin;
 mod auth;
 mod folders;
 mod projects;
+pub(crate) mod schema;
 mod secrets;
 mod webhooks;
 
@@ -44,7 +45,6 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/api/v1/auth/token-auth/identities/{identity_id}/tokens", post(auth::token_auth))
         .route("/api/v2/service-token", get(auth::service_token_details))
         .route("/api/v3/secrets/raw", get(|s, c, q| secrets::list(Gen::V3, s, c, q)))
-        .route("/api/v3/secrets/raw/id/{id}", get(|s, c, p| secrets::get_by_id(Gen::V3, s, c, p)))
         .route(
             "/api/v3/secrets/raw/{name}",
             get(|s, c, p, q| secrets::get_one(Gen::V3, s, c, p, q))
@@ -58,6 +58,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
                 .patch(|s, c, b| secrets::batch_update(Gen::V3, s, c, b))
                 .delete(|s, c, b| secrets::batch_delete(Gen::V3, s, c, b)),
         )
+        .route("/api/v1/secret-imports", get(secrets::list_imports))
         .route("/api/v1/folders", get(folders::v1_list).post(folders::v1_create))
         .route("/api/v1/folders/{name}", delete(folders::delete_folder))
         .route("/api/v2/folders", get(folders::v2_list).post(folders::v2_create))
@@ -85,7 +86,12 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/api/v1/webhooks/{id}", patch(webhooks::update).delete(webhooks::remove))
         .route("/api/v1/webhooks/{id}/test", post(webhooks::test));
     if !v2024 {
+        // Not served by the 2024-10 server (its route-not-found 404).
         r = r
+            .route(
+                "/api/v3/secrets/raw/id/{id}",
+                get(|s, c, p| secrets::get_by_id(Gen::V3, s, c, p)),
+            )
             .route("/api/health", get(health))
             .route("/api/v4/secrets", get(|s, c, q| secrets::list(Gen::V4, s, c, q)))
             .route("/api/v4/secrets/id/{id}", get(|s, c, p| secrets::get_by_id(Gen::V4, s, c, p)))
@@ -123,7 +129,7 @@ async fn route_not_found(req: Request) -> Response {
 
 async fn status(State(app): State<Arc<App>>) -> Response {
     let date = crate::logic::time::iso_ms(app.clock.now_ms());
-    axum::Json(json!({
+    let mut body = json!({
         "date": date,
         "message": "Ok",
         "emailConfigured": false,
@@ -131,9 +137,12 @@ async fn status(State(app): State<Arc<App>>) -> Response {
         "redisConfigured": true,
         "secretScanningConfigured": false,
         "samlDefaultOrgSlug": null,
-        "auditLogStorageDisabled": false,
-    }))
-    .into_response()
+    });
+    // A newer field (spec 3.3): the 2024 server did not send it.
+    if app.api_version == ApiVersion::V2026 {
+        body["auditLogStorageDisabled"] = json!(false);
+    }
+    axum::Json(body).into_response()
 }
 
 async fn health() -> Response {
@@ -183,30 +192,34 @@ impl Query {
     }
 }
 
-/// The validation status: 422, except on the 2024 server's v3 routes (401).
-pub(crate) fn validation_status(app: &App, v3: bool) -> StatusCode {
-    if v3 && app.api_version == ApiVersion::V2024 {
+/// The validation status: 422, except on the 2024 server (401 on every route, logins included).
+pub(crate) fn validation_status(app: &App) -> StatusCode {
+    if app.api_version == ApiVersion::V2024 {
         StatusCode::UNAUTHORIZED
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
     }
 }
 
-/// Parses a JSON body; a schema mismatch becomes a validation failure naming the field.
+/// Parses a JSON body checked against the route's zod-like `fields`: every failing field is one
+/// issue of the validation failure. Bytes that are not JSON reach the server's error handler as
+/// Fastify's parser error, which it masks as a 500. An empty body counts as `{}`.
 pub(crate) fn parse_body<T: DeserializeOwned>(
+    app: &App,
     bytes: &Bytes,
-    status: StatusCode,
+    fields: &[schema::Field],
 ) -> Result<T, ApiError> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
-    serde_json::from_slice(bytes).map_err(|e| {
+    let value: serde_json::Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(bytes).map_err(|_| ApiError::internal())?
+    };
+    let issues = schema::check(&value, fields);
+    if !issues.is_empty() {
+        return Err(ApiError::validation(validation_status(app), issues));
+    }
+    serde_json::from_value(value).map_err(|e| {
         let text = e.to_string();
-        let field = text.split('`').nth(1).unwrap_or("").to_owned();
-        let (code, message) = if text.starts_with("missing field") {
-            ("invalid_type", "Required".to_owned())
-        } else {
-            ("invalid_type", text.split(" at line").next().unwrap_or(&text).to_owned())
-        };
-        let path: Vec<&str> = if field.is_empty() { Vec::new() } else { vec![field.as_str()] };
-        ApiError::validation(status, vec![issue(code, &path, &message)])
+        ApiError::validation(validation_status(app), vec![issue("custom", &[], &text)])
     })
 }

@@ -1,5 +1,6 @@
 //! Projects and workspaces with their embedded environments (spec 3.2).
 
+use crate::LockExt;
 use std::sync::Arc;
 
 use axum::Json;
@@ -8,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::Caller;
+use super::schema::{Ty, opt, req};
 use crate::error::ApiError;
 use crate::logic::time::iso_ms;
 use crate::server::App;
@@ -42,7 +44,9 @@ fn project_json(store: &Store, p: &Project) -> Value {
 
 fn visible(caller: &Caller, project_id: &str) -> bool {
     match caller {
-        Caller::Identity { projects, .. } => projects.iter().any(|p| p == project_id),
+        Caller::Identity { projects, .. } | Caller::User { projects, .. } => {
+            projects.iter().any(|p| p == project_id)
+        }
         Caller::ServiceToken { project_id: p, .. } => p == project_id,
     }
 }
@@ -51,7 +55,7 @@ fn all_visible(app: &App, caller: &Caller, url: &str) -> Result<Vec<Value>, ApiE
     if caller.is_service_token() {
         return Err(super::auth::wrong_mode(url));
     }
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     Ok(store
         .projects
         .iter()
@@ -81,7 +85,7 @@ fn one(
     find: impl Fn(&Project) -> bool,
     what: &str,
 ) -> Result<Value, ApiError> {
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let project = store
         .projects
         .iter()
@@ -146,8 +150,9 @@ pub(crate) async fn create_environment(
     Path(project_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let status = super::validation_status(&app, false);
-    let input: NewEnvironment = super::parse_body(&body, status)?;
+    let status = super::validation_status(&app);
+    let input: NewEnvironment =
+        super::parse_body(&app, &body, &[req("name", Ty::Str), req("slug", Ty::Str)])?;
     if !crate::logic::values::valid_slug(&input.slug) {
         return Err(ApiError::validation(
             status,
@@ -160,7 +165,7 @@ pub(crate) async fn create_environment(
         )));
     }
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     if !visible(&caller, &project_id) || store.project(&project_id).is_none() {
         return Err(ApiError::permission_denied("create", "environments"));
     }
@@ -193,7 +198,7 @@ pub(crate) async fn get_environment(
     caller: Caller,
     Path((project_id, env_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     if !visible(&caller, &project_id) {
         return Err(ApiError::permission_denied("read", "environments"));
     }
@@ -230,7 +235,7 @@ pub(crate) async fn list_tags(
     Path(project_id): Path<String>,
 ) -> Result<Response, ApiError> {
     tag_access(&caller, &project_id, &format!("/api/v1/projects/{project_id}/tags"))?;
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let tags: Vec<Value> = store
         .tags
         .iter()
@@ -248,7 +253,7 @@ pub(crate) async fn get_tag(
     by_slug: bool,
 ) -> Result<Response, ApiError> {
     tag_access(&caller, &project_id, &format!("/api/v1/projects/{project_id}/tags"))?;
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let tag = store
         .tags
         .iter()
@@ -275,8 +280,9 @@ pub(crate) async fn create_tag(
     Path(project_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let status = super::validation_status(&app, false);
-    let input: NewTag = super::parse_body(&body, status)?;
+    let status = super::validation_status(&app);
+    let input: NewTag =
+        super::parse_body(&app, &body, &[req("slug", Ty::Str), opt("color", Ty::Str)])?;
     if !crate::logic::values::valid_slug(&input.slug) {
         return Err(ApiError::validation(
             status,
@@ -284,7 +290,7 @@ pub(crate) async fn create_tag(
         ));
     }
     tag_access(&caller, &project_id, &format!("/api/v1/projects/{project_id}/tags"))?;
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     if store.tags.iter().any(|t| t.project_id == project_id && t.slug == input.slug) {
         return Err(ApiError::bad_request("Tag already exist"));
     }

@@ -1,6 +1,7 @@
 //! Secrets, v4 and v3 `raw` (spec 2.1 to 2.6): list with imports, recursion and reference
 //! expansion; get by name and version; create, update, delete; the batch routes; approvals.
 
+use crate::LockExt;
 use std::sync::Arc;
 
 use axum::Json;
@@ -11,6 +12,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::schema::{Field, Ty, opt, req};
 use super::{Caller, Query, parse_body, validation_status};
 use crate::ApiVersion;
 use crate::error::{ApiError, issue};
@@ -19,7 +21,7 @@ use crate::logic::glob::{is_glob, path_matches};
 use crate::logic::time::iso_ms;
 use crate::logic::values::{normalize_path, trim_value, validate_key};
 use crate::server::App;
-use crate::store::{Actor, Secret, Store, Tag, new_id};
+use crate::store::{Actor, ProjectSnapshot, Secret, Store, Tag, new_id};
 use crate::webhook::notify_change;
 
 const HIDDEN: &str = "<hidden-by-infisical>";
@@ -38,8 +40,45 @@ struct Place {
     path: String,
 }
 
-fn vstatus(app: &App, generation: Gen) -> StatusCode {
-    validation_status(app, generation == Gen::V3)
+fn vstatus(app: &App, _generation: Gen) -> StatusCode {
+    validation_status(app)
+}
+
+/// What a secret route does, for the `error` name of its folder-not-found answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Get,
+    Create,
+    Update,
+    Delete,
+    CreateMany,
+    UpdateMany,
+    DeleteMany,
+}
+
+impl Op {
+    /// The `name` the secret service gives its folder-not-found error.
+    fn error_name(self) -> &'static str {
+        match self {
+            Op::Get => "GetSecretByName",
+            Op::Create => "CreateSecret",
+            Op::Update => "UpdateSecret",
+            Op::Delete => "DeleteSecret",
+            Op::CreateMany => "CreateManySecret",
+            Op::UpdateMany => "UpdateManySecret",
+            Op::DeleteMany => "DeleteManySecret",
+        }
+    }
+
+    /// The permission action it needs.
+    fn action(self) -> &'static str {
+        match self {
+            Op::Get => "read",
+            Op::Create | Op::CreateMany => "create",
+            Op::Update | Op::UpdateMany => "edit",
+            Op::Delete | Op::DeleteMany => "delete",
+        }
+    }
 }
 
 /// Resolves the project from the generation's selector fields.
@@ -82,21 +121,32 @@ fn place(
             )
         }
     })?;
-    let path = normalize_path(path.unwrap_or("/")).ok_or_else(|| {
+    let path = secret_path(path).ok_or_else(|| {
         ApiError::validation(
             vstatus(app, generation),
             vec![issue("custom", &["secretPath"], "Invalid secret path")],
         )
     })?;
     if store.project(&project_id).is_none() {
-        return Err(ApiError::not_found(format!("Project with ID '{project_id}' not found")));
-    }
-    if store.environment(&project_id, env).is_none() {
         return Err(ApiError::not_found(format!(
-            "Environment with slug '{env}' in project with ID '{project_id}' not found"
+            "Project with ID '{project_id}' not found during bot lookup. Are you sure you are using the correct project ID?"
         )));
     }
+    // An unknown environment is not an error of its own: no folder lives there, so each
+    // operation answers as it does for a missing folder (a list with empty lists).
     Ok(Place { project_id, env: env.to_owned(), path })
+}
+
+/// A `secretPath` as the server keeps it: without a leading slash (`app`) it names no folder
+/// at all (a list answers empty lists), so it is kept as sent instead of being made absolute.
+fn secret_path(raw: Option<&str>) -> Option<String> {
+    let raw = raw.unwrap_or("/").trim();
+    let normalized = normalize_path(raw)?;
+    if raw.is_empty() || raw.starts_with('/') {
+        Some(normalized)
+    } else {
+        Some(normalized.trim_start_matches('/').to_owned())
+    }
 }
 
 /// A service token with exactly one scope on a literal path replaces the request's project,
@@ -114,7 +164,9 @@ fn scope_override(caller: &Caller, place: &mut Place) {
 
 fn authorize(caller: &Caller, place: &Place, action: &str) -> Result<(), ApiError> {
     let allowed = match caller {
-        Caller::Identity { projects, .. } => projects.contains(&place.project_id),
+        Caller::Identity { projects, .. } | Caller::User { projects, .. } => {
+            projects.contains(&place.project_id)
+        }
         Caller::ServiceToken { project_id, scopes, .. } => {
             *project_id == place.project_id
                 && scopes.iter().any(|s| {
@@ -125,14 +177,13 @@ fn authorize(caller: &Caller, place: &Place, action: &str) -> Result<(), ApiErro
     if allowed { Ok(()) } else { Err(ApiError::permission_denied(action, "secrets")) }
 }
 
-fn folder_missing(app: &App, generation: Gen, place: &Place, creating: bool) -> ApiError {
+/// A missing folder, named after the operation as the secret service names it.
+fn folder_missing(place: &Place, op: Op) -> ApiError {
     let mut e = ApiError::not_found(format!(
         "Folder with path '{}' in environment with slug '{}' not found",
         place.path, place.env
     ));
-    if creating && generation == Gen::V3 && app.api_version == ApiVersion::V2024 {
-        e.error = "CreateSecret".into();
-    }
+    e.error = op.error_name().into();
     e
 }
 
@@ -141,17 +192,15 @@ fn folder_missing(app: &App, generation: Gen, place: &Place, creating: bool) -> 
 /// folder exists, no approval policy covers the path. `Ok(Some(answer))` is the `{approval}`
 /// answer to send instead of writing.
 fn write_gate(
-    app: &App,
     store: &Store,
-    generation: Gen,
     caller: &Caller,
     place: &Place,
-    action: &str,
+    op: Op,
     now_ms: i64,
 ) -> Result<Option<Response>, ApiError> {
-    authorize(caller, place, action)?;
+    authorize(caller, place, op.action())?;
     if store.folder(&place.project_id, &place.env, &place.path).is_none() {
-        return Err(folder_missing(app, generation, place, action == "create"));
+        return Err(folder_missing(place, op));
     }
     Ok(approval(store, place, now_ms))
 }
@@ -185,8 +234,19 @@ fn approval(store: &Store, place: &Place, now_ms: i64) -> Option<Response> {
     )
 }
 
-/// Renders one secret (`secretRawSchema` plus the list/get extras).
-fn secret_json(s: &Secret, value: Option<&str>, path: bool, dates: bool) -> Value {
+/// Renders one secret (`secretRawSchema` plus the list/get extras). The 2024 server's schema
+/// had `metadata` and no `actor`, rotation or `secretValueHidden` keys; both send
+/// `skipMultilineEncoding: false` for a secret created without it.
+fn secret_json(
+    version: ApiVersion,
+    s: &Secret,
+    value: Option<&str>,
+    path: bool,
+    dates: bool,
+) -> Value {
+    if version == ApiVersion::V2024 {
+        return secret_json_2024(s, value, path, dates);
+    }
     let mut m = serde_json::Map::new();
     m.insert("id".into(), json!(s.id));
     m.insert("_id".into(), json!(s.id));
@@ -199,7 +259,7 @@ fn secret_json(s: &Secret, value: Option<&str>, path: bool, dates: bool) -> Valu
     m.insert("secretComment".into(), json!(s.comment));
     m.insert("secretReminderNote".into(), json!(s.reminder_note));
     m.insert("secretReminderRepeatDays".into(), json!(s.reminder_repeat_days));
-    m.insert("skipMultilineEncoding".into(), json!(s.skip_multiline));
+    m.insert("skipMultilineEncoding".into(), json!(s.skip_multiline.unwrap_or(false)));
     if dates {
         m.insert("createdAt".into(), json!(iso_ms(s.created_at_ms)));
         m.insert("updatedAt".into(), json!(iso_ms(s.updated_at_ms)));
@@ -216,26 +276,62 @@ fn secret_json(s: &Secret, value: Option<&str>, path: bool, dates: bool) -> Valu
         m.insert("secretPath".into(), json!(s.path));
     }
     m.insert("secretValueHidden".into(), json!(value.is_none()));
-    let tags: Vec<Value> = s
-        .tags
+    m.insert("tags".into(), Value::Array(tags_json(s)));
+    m.insert("secretMetadata".into(), json!(s.metadata));
+    Value::Object(m)
+}
+
+fn tags_json(s: &Secret) -> Vec<Value> {
+    s.tags
         .iter()
         .map(|t| json!({"id": t.id, "slug": t.slug, "color": t.color, "name": t.name}))
-        .collect();
-    m.insert("tags".into(), Value::Array(tags));
+        .collect()
+}
+
+/// The 2024-10 `secretRawSchema` in its key order, plus `secretPath`, `tags` and
+/// `secretMetadata`; the legacy `metadata` column is null.
+fn secret_json_2024(s: &Secret, value: Option<&str>, path: bool, dates: bool) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("id".into(), json!(s.id));
+    m.insert("_id".into(), json!(s.id));
+    m.insert("workspace".into(), json!(s.project_id));
+    m.insert("environment".into(), json!(s.env));
+    m.insert("version".into(), json!(s.version));
+    m.insert("type".into(), json!(s.kind));
+    m.insert("secretKey".into(), json!(s.key));
+    m.insert("secretValue".into(), json!(value.unwrap_or(HIDDEN)));
+    m.insert("secretComment".into(), json!(s.comment));
+    m.insert("secretReminderNote".into(), json!(s.reminder_note));
+    m.insert("secretReminderRepeatDays".into(), json!(s.reminder_repeat_days));
+    m.insert("skipMultilineEncoding".into(), json!(s.skip_multiline.unwrap_or(false)));
+    m.insert("metadata".into(), Value::Null);
+    if dates {
+        m.insert("createdAt".into(), json!(iso_ms(s.created_at_ms)));
+        m.insert("updatedAt".into(), json!(iso_ms(s.updated_at_ms)));
+    }
+    if path {
+        m.insert("secretPath".into(), json!(s.path));
+    }
+    m.insert("tags".into(), Value::Array(tags_json(s)));
     m.insert("secretMetadata".into(), json!(s.metadata));
     Value::Object(m)
 }
 
 /// The value a reader sees: hidden, raw, or expanded (then multiline-formatted).
-fn shown_value(store: &Store, s: &Secret, view: bool, expand_refs: bool) -> Option<String> {
+/// One `imports` entry of a list before rendering: its fields and the imported secrets.
+type ImportEntry = (serde_json::Map<String, Value>, Vec<Secret>);
+
+/// `snapshot` is the project's values when references are to be expanded (taken under the
+/// store lock; the expansion itself runs after it is released).
+fn shown_value(snapshot: Option<&ProjectSnapshot>, s: &Secret, view: bool) -> Option<String> {
     if !view {
         return None;
     }
-    if !expand_refs {
+    let Some(snapshot) = snapshot else {
         return Some(s.value.clone());
-    }
+    };
     let origin = Target { env: s.env.clone(), path: s.path.clone(), key: s.key.clone() };
-    let expanded = expand(&s.value, &origin, &store.lookup(&s.project_id));
+    let expanded = expand(&s.value, &origin, snapshot);
     Some(if s.skip_multiline == Some(true) { format_multiline(&expanded) } else { expanded })
 }
 
@@ -257,7 +353,14 @@ pub(crate) async fn list(
     if generation == Gen::V4 {
         q.strict_bool("includePersonalOverrides", false, status)?;
     }
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
+    if app.api_version == ApiVersion::V2024
+        && (q.get("environment").is_none_or(str::is_empty)
+            || (q.get("workspaceId").is_none_or(str::is_empty)
+                && q.get("workspaceSlug").is_none_or(str::is_empty)))
+    {
+        return Err(ApiError::bad_request("Missing workspace id or environment"));
+    }
     let pid = match generation {
         Gen::V4 => project_id(&store, generation, q.get("projectId"), None)?,
         Gen::V3 => project_id(&store, generation, q.get("workspaceId"), q.get("workspaceSlug"))?,
@@ -275,30 +378,25 @@ pub(crate) async fn list(
         vec![place.path.clone()]
     };
     let tags = tag_filter(&q);
-    let mut secrets = Vec::new();
+    // Copy out what the answer needs; expansion and rendering run after the lock is released.
+    let mut secrets: Vec<Secret> = Vec::new();
     for folder in &folders {
         for s in store.secrets_in(&place.project_id, &place.env, folder) {
-            if tags.as_ref().is_some_and(|want| !s.tags.iter().any(|t| want.contains(&t.slug))) {
-                continue;
+            if tags.as_ref().is_none_or(|want| s.tags.iter().any(|t| want.contains(&t.slug))) {
+                secrets.push(s.clone());
             }
-            let value = shown_value(&store, s, view, expand_refs);
-            secrets.push(secret_json(s, value.as_deref(), true, true));
         }
     }
-    let mut body = serde_json::Map::new();
-    body.insert("secrets".into(), Value::Array(secrets));
-    if include_imports {
-        let imports: Vec<Value> = store
-            .imports_of(&place.project_id, &place.env, &place.path)
-            .into_iter()
+    // A recursive list carries the imports of every folder it lists.
+    let imports: Option<Vec<ImportEntry>> = include_imports.then(|| {
+        folders
+            .iter()
+            .flat_map(|folder| store.imports_of(&place.project_id, &place.env, folder))
             .map(|i| {
-                let items: Vec<Value> = store
+                let items: Vec<Secret> = store
                     .secrets_in(&place.project_id, &i.import_env, &i.import_path)
                     .into_iter()
-                    .map(|s| {
-                        let value = shown_value(&store, s, view, expand_refs);
-                        secret_json(s, value.as_deref(), false, false)
-                    })
+                    .cloned()
                     .collect();
                 let mut entry = serde_json::Map::new();
                 entry.insert("secretPath".into(), json!(i.import_path));
@@ -308,6 +406,27 @@ pub(crate) async fn list(
                 {
                     entry.insert("folderId".into(), json!(f.id));
                 }
+                (entry, items)
+            })
+            .collect()
+    });
+    let snapshot = (view && expand_refs).then(|| store.snapshot(&place.project_id));
+    drop(store);
+    let shown = |s: &Secret| shown_value(snapshot.as_ref(), s, view);
+    let rendered: Vec<Value> = secrets
+        .iter()
+        .map(|s| secret_json(app.api_version, s, shown(s).as_deref(), true, true))
+        .collect();
+    let mut body = serde_json::Map::new();
+    body.insert("secrets".into(), Value::Array(rendered));
+    if let Some(imports) = imports {
+        let imports: Vec<Value> = imports
+            .into_iter()
+            .map(|(mut entry, items)| {
+                let items: Vec<Value> = items
+                    .iter()
+                    .map(|s| secret_json(app.api_version, s, shown(s).as_deref(), false, false))
+                    .collect();
                 entry.insert("secrets".into(), Value::Array(items));
                 Value::Object(entry)
             })
@@ -315,6 +434,61 @@ pub(crate) async fn list(
         body.insert("imports".into(), Value::Array(imports));
     }
     Ok(Json(Value::Object(body)).into_response())
+}
+
+/// `GET /api/v1/secret-imports?workspaceId&environment&path`: a folder's imports in order.
+pub(crate) async fn list_imports(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = Query::parse(raw.as_deref());
+    let status = validation_status(&app);
+    let required = |key: &str| {
+        q.get(key).filter(|v| !v.is_empty()).map(str::to_owned).ok_or_else(|| {
+            ApiError::validation(
+                status,
+                vec![super::schema::invalid_type("string", None, &[json!(key)])],
+            )
+        })
+    };
+    let (pid, env) = (required("workspaceId")?, required("environment")?);
+    let store = app.store.locked();
+    let place = place(&app, &store, Gen::V3, pid, Some(&env), q.get("path"))?;
+    authorize(&caller, &place, "read")?;
+    let folder = store
+        .folder(&place.project_id, &place.env, &place.path)
+        .ok_or_else(|| folder_missing(&place, Op::Get))?;
+    let created = store.project(&place.project_id).map_or(0, |p| p.created_at_ms);
+    let imports: Vec<Value> = store
+        .imports_of(&place.project_id, &place.env, &place.path)
+        .into_iter()
+        .enumerate()
+        .map(|(i, import)| {
+            let env = store.environment(&place.project_id, &import.import_env);
+            json!({
+                "id": import.id,
+                "version": 1,
+                "importPath": import.import_path,
+                "position": i + 1,
+                "createdAt": iso_ms(created),
+                "updatedAt": iso_ms(created),
+                "folderId": folder.id,
+                "isReplication": false,
+                "isReplicationSuccess": null,
+                "replicationStatus": null,
+                "lastReplicated": null,
+                "isReserved": false,
+                "importEnv": {
+                    "name": env.map(|e| e.name.clone()),
+                    "slug": import.import_env,
+                    "id": env.map(|e| e.id.clone()),
+                },
+            })
+        })
+        .collect();
+    Ok(Json(json!({"message": "Successfully fetched secret imports", "secretImports": imports}))
+        .into_response())
 }
 
 fn not_found_quoted(key: &str) -> ApiError {
@@ -338,6 +512,7 @@ pub(crate) async fn get_one(
     let view = q.strict_bool("viewSecretValue", true, status)?;
     let expand_refs = q.strict_bool("expandSecretReferences", false, status)?;
     let include_imports = q.strict_bool("include_imports", false, status)?;
+    let kind = secret_kind(&app, q.get("type"))?;
     let version = match q.get("version") {
         None => None,
         Some(v) => Some(v.parse::<u64>().map_err(|_| {
@@ -348,7 +523,7 @@ pub(crate) async fn get_one(
         })?),
     };
     let key = name.trim().to_owned();
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let pid = match generation {
         Gen::V4 => {
             q.get("projectId").filter(|s| !s.is_empty()).map(str::to_owned).ok_or_else(|| {
@@ -367,6 +542,13 @@ pub(crate) async fn get_one(
         place(&app, &store, generation, pid, q.get("environment"), q.get("secretPath"))?;
     scope_override(&caller, &mut place);
     authorize(&caller, &place, "read")?;
+    if store.folder(&place.project_id, &place.env, &place.path).is_none() {
+        return Err(folder_missing(&place, Op::Get));
+    }
+    // Only users own personal secrets; a service token's `type` is forced to shared.
+    if kind == "personal" && !caller.is_service_token() {
+        return Err(not_found_quoted(&key));
+    }
     let mut found = store.find_secret(&place.project_id, &place.env, &place.path, &key);
     if found.is_none() && include_imports {
         found = store.imports_of(&place.project_id, &place.env, &place.path).into_iter().find_map(
@@ -390,8 +572,11 @@ pub(crate) async fn get_one(
             }
         }
     };
-    let value = shown_value(&store, &secret, view, expand_refs);
-    Ok(Json(json!({"secret": secret_json(&secret, value.as_deref(), true, true)})).into_response())
+    let snapshot = (view && expand_refs).then(|| store.snapshot(&place.project_id));
+    drop(store);
+    let value = shown_value(snapshot.as_ref(), &secret, view);
+    Ok(Json(json!({"secret": secret_json(app.api_version, &secret, value.as_deref(), true, true)}))
+        .into_response())
 }
 
 /// `GET /api/v4/secrets/id/:id` (no service tokens) and the v3 equivalent.
@@ -406,7 +591,7 @@ pub(crate) async fn get_by_id(
     if caller.is_service_token() {
         return Err(super::auth::wrong_mode(&format!("{prefix}{id}")));
     }
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let secret = store
         .secrets
         .iter()
@@ -418,8 +603,10 @@ pub(crate) async fn get_by_id(
         path: secret.path.clone(),
     };
     authorize(&caller, &place, "read")?;
-    Ok(Json(json!({"secret": secret_json(secret, Some(&secret.value), true, true)}))
-        .into_response())
+    Ok(Json(
+        json!({"secret": secret_json(app.api_version, secret, Some(&secret.value), true, true)}),
+    )
+    .into_response())
 }
 
 /// The project, environment and path fields of a write body in either generation.
@@ -459,13 +646,52 @@ fn write_place(
     place(app, store, generation, pid, loc.environment.as_deref(), loc.secret_path.as_deref())
 }
 
-fn check_type(kind: Option<&str>) -> Result<(), ApiError> {
+/// The `type` of a request: `shared` (default) or `personal`, else zod's enum failure.
+fn secret_kind(app: &App, kind: Option<&str>) -> Result<&'static str, ApiError> {
     match kind {
-        None | Some("shared") => Ok(()),
-        Some("personal") => Err(ApiError::bad_request("Must be user to create personal secret")),
-        Some(other) => Err(ApiError::bad_request(format!("Invalid secret type '{other}'"))),
+        None | Some("shared") => Ok("shared"),
+        Some("personal") => Ok("personal"),
+        Some(other) => Err(ApiError::validation(
+            validation_status(app),
+            vec![json!({
+                "received": other,
+                "code": "invalid_enum_value",
+                "options": ["shared", "personal"],
+                "path": ["type"],
+                "message": format!("Invalid enum value. Expected 'shared' | 'personal', received '{other}'"),
+            })],
+        )),
     }
 }
+
+/// Machine identities and service tokens own no personal secrets; checked once the folder is
+/// known to exist, as the secret service does. `verb` is `create`, `update` or `delete`.
+fn refuse_personal(kind: &str, verb: &str) -> Result<(), ApiError> {
+    if kind == "personal" {
+        return Err(ApiError::bad_request(format!("Must be user to {verb} personal secret")));
+    }
+    Ok(())
+}
+
+/// The location fields of a write body, then the route's own.
+fn write_fields(generation: Gen, own: &[Field]) -> Vec<Field> {
+    let mut fields = match generation {
+        Gen::V3 => vec![opt("workspaceId", Ty::Str), opt("projectSlug", Ty::Str)],
+        Gen::V4 => vec![req("projectId", Ty::Str)],
+    };
+    fields.extend([req("environment", Ty::Str), opt("secretPath", Ty::Str), opt("type", Ty::Str)]);
+    fields.extend_from_slice(own);
+    fields
+}
+
+const WRITE_EXTRAS: &[Field] = &[
+    opt("secretComment", Ty::Str),
+    opt("tagIds", Ty::Arr),
+    opt("skipMultilineEncoding", Ty::Bool),
+    opt("secretMetadata", Ty::Arr),
+    opt("secretReminderNote", Ty::Str),
+    opt("secretReminderRepeatDays", Ty::Num),
+];
 
 fn checked_key(app: &App, generation: Gen, key: &str, field: &str) -> Result<String, ApiError> {
     let legacy = generation == Gen::V3 && app.api_version == ApiVersion::V2024;
@@ -538,15 +764,18 @@ pub(crate) async fn create(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: CreateBody = parse_body(&body, vstatus(&app, generation))?;
+    let mut fields = write_fields(generation, WRITE_EXTRAS);
+    fields.push(req("secretValue", Ty::Str));
+    let input: CreateBody = parse_body(&app, &body, &fields)?;
+    let kind = secret_kind(&app, input.loc.kind.as_deref())?;
     let key = checked_key(&app, generation, &name, "secretName")?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let place = write_place(&app, &store, generation, &input.loc)?;
-    check_type(input.loc.kind.as_deref())?;
-    if let Some(answer) = write_gate(&app, &store, generation, &caller, &place, "create", now)? {
+    if let Some(answer) = write_gate(&store, &caller, &place, Op::Create, now)? {
         return Ok(answer);
     }
+    refuse_personal(kind, "create")?;
     if store.find_secret(&place.project_id, &place.env, &place.path, &key).is_some() {
         return Err(already_exists(&app));
     }
@@ -558,7 +787,7 @@ pub(crate) async fn create(
         &place.path,
         &key,
         trim_value(&input.secret_value),
-        input.secret_comment,
+        input.secret_comment.trim().to_owned(),
         input.skip_multiline_encoding,
         Some(actor.clone()),
         now,
@@ -567,7 +796,7 @@ pub(crate) async fn create(
     secret.tags = tags;
     secret.reminder_note = input.secret_reminder_note;
     secret.reminder_repeat_days = input.secret_reminder_repeat_days;
-    let rendered = secret_json(&secret, Some(&secret.value), true, true);
+    let rendered = secret_json(app.api_version, &secret, Some(&secret.value), true, true);
     store.secrets.push(secret);
     changed(&app, &mut store, &place, &actor);
     Ok(Json(json!({"secret": rendered})).into_response())
@@ -637,19 +866,28 @@ pub(crate) async fn update(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: UpdateBody = parse_body(&body, vstatus(&app, generation))?;
+    let mut fields = write_fields(generation, WRITE_EXTRAS);
+    fields.push(opt("newSecretName", Ty::Str));
+    // The 2024 server required a value on every update (no rename- or comment-only PATCH).
+    fields.push(if app.api_version == ApiVersion::V2024 {
+        req("secretValue", Ty::Str)
+    } else {
+        opt("secretValue", Ty::Str)
+    });
+    let input: UpdateBody = parse_body(&app, &body, &fields)?;
+    let kind = secret_kind(&app, input.loc.kind.as_deref())?;
     let key = name.trim().to_owned();
     let new_key = match &input.new_secret_name {
         Some(n) => Some(checked_key(&app, generation, n, "newSecretName")?),
         None => None,
     };
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let place = write_place(&app, &store, generation, &input.loc)?;
-    check_type(input.loc.kind.as_deref())?;
-    if let Some(answer) = write_gate(&app, &store, generation, &caller, &place, "edit", now)? {
+    if let Some(answer) = write_gate(&store, &caller, &place, Op::Update, now)? {
         return Ok(answer);
     }
+    refuse_personal(kind, "update")?;
     if store.find_secret(&place.project_id, &place.env, &place.path, &key).is_none() {
         return Err(not_found_plain(&key));
     }
@@ -670,7 +908,7 @@ pub(crate) async fn update(
     let change = Change {
         value: input.secret_value,
         new_key,
-        comment: input.secret_comment,
+        comment: input.secret_comment.map(|c| c.trim().to_owned()),
         skip_multiline: input.skip_multiline_encoding,
         metadata: input.secret_metadata,
         reminder_note: input.secret_reminder_note,
@@ -679,7 +917,7 @@ pub(crate) async fn update(
     };
     let renamed = change.new_key.clone().filter(|n| *n != key);
     apply(secret, change, &actor, now);
-    let rendered = secret_json(secret, Some(&secret.value), true, true);
+    let rendered = secret_json(app.api_version, secret, Some(&secret.value), true, true);
     if let Some(new_key) = renamed {
         let target = Target { env: place.env.clone(), path: place.path.clone(), key: key.clone() };
         relink(&app, &mut store, &place.project_id, &target, &new_key, &actor);
@@ -725,22 +963,26 @@ pub(crate) async fn delete(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: Location = parse_body(&body, vstatus(&app, generation))?;
+    let input: Location = parse_body(&app, &body, &write_fields(generation, &[]))?;
+    let kind = secret_kind(&app, input.kind.as_deref())?;
     let key = name.trim().to_owned();
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let place = write_place(&app, &store, generation, &input)?;
-    if let Some(answer) = write_gate(&app, &store, generation, &caller, &place, "delete", now)? {
+    if let Some(answer) = write_gate(&store, &caller, &place, Op::Delete, now)? {
         return Ok(answer);
     }
+    refuse_personal(kind, "delete")?;
     let secret = store
         .find_secret(&place.project_id, &place.env, &place.path, &key)
         .cloned()
         .ok_or_else(|| not_found_plain(&key))?;
     store.secrets.retain(|s| s.id != secret.id);
     changed(&app, &mut store, &place, &caller.actor());
-    Ok(Json(json!({"secret": secret_json(&secret, Some(&secret.value), true, true)}))
-        .into_response())
+    Ok(Json(
+        json!({"secret": secret_json(app.api_version, &secret, Some(&secret.value), true, true)}),
+    )
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -781,7 +1023,16 @@ pub(crate) async fn batch_create(
     caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: BatchCreateBody = parse_body(&body, vstatus(&app, generation))?;
+    const ITEM: &[Field] = &[
+        req("secretKey", Ty::Str),
+        req("secretValue", Ty::Str),
+        opt("secretComment", Ty::Str),
+        opt("skipMultilineEncoding", Ty::Bool),
+        opt("secretMetadata", Ty::Arr),
+        opt("tagIds", Ty::Arr),
+    ];
+    let fields = write_fields(generation, &[req("secrets", Ty::Items(ITEM))]);
+    let input: BatchCreateBody = parse_body(&app, &body, &fields)?;
     at_least_one(&app, generation, input.secrets.len())?;
     let keys = input
         .secrets
@@ -789,18 +1040,26 @@ pub(crate) async fn batch_create(
         .map(|s| checked_key(&app, generation, &s.secret_key, "secretKey"))
         .collect::<Result<Vec<_>, _>>()?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let place = write_place(&app, &store, generation, &input.loc)?;
-    if let Some(answer) = write_gate(&app, &store, generation, &caller, &place, "create", now)? {
+    if let Some(answer) = write_gate(&store, &caller, &place, Op::CreateMany, now)? {
         return Ok(answer);
     }
+    let existing: Vec<&str> = keys
+        .iter()
+        .filter(|k| store.find_secret(&place.project_id, &place.env, &place.path, k).is_some())
+        .map(String::as_str)
+        .collect();
+    if !existing.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{}: {}",
+            already_exists(&app).message.as_str().unwrap_or_default(),
+            existing.join(",")
+        )));
+    }
     let mut seen = std::collections::HashSet::new();
-    for key in &keys {
-        if !seen.insert(key.clone())
-            || store.find_secret(&place.project_id, &place.env, &place.path, key).is_some()
-        {
-            return Err(already_exists(&app));
-        }
+    if keys.iter().any(|k| !seen.insert(k)) {
+        return Err(already_exists(&app));
     }
     let tag_sets = input
         .secrets
@@ -816,14 +1075,14 @@ pub(crate) async fn batch_create(
             &place.path,
             &key,
             trim_value(&item.secret_value),
-            item.secret_comment,
+            item.secret_comment.trim().to_owned(),
             item.skip_multiline_encoding,
             Some(actor.clone()),
             now,
         );
         secret.metadata = item.secret_metadata;
         secret.tags = tags;
-        rendered.push(secret_json(&secret, Some(&secret.value), true, true));
+        rendered.push(secret_json(app.api_version, &secret, Some(&secret.value), true, true));
         store.secrets.push(secret);
     }
     changed(&app, &mut store, &place, &actor);
@@ -860,7 +1119,20 @@ pub(crate) async fn batch_update(
     caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: BatchUpdateBody = parse_body(&body, vstatus(&app, generation))?;
+    const ITEM: &[Field] = &[
+        req("secretKey", Ty::Str),
+        opt("secretValue", Ty::Str),
+        opt("secretPath", Ty::Str),
+        opt("secretComment", Ty::Str),
+        opt("skipMultilineEncoding", Ty::Bool),
+        opt("newSecretName", Ty::Str),
+        opt("secretMetadata", Ty::Arr),
+        opt("secretReminderNote", Ty::Str),
+        opt("secretReminderRepeatDays", Ty::Num),
+        opt("tagIds", Ty::Arr),
+    ];
+    let fields = write_fields(generation, &[req("secrets", Ty::Items(ITEM)), opt("mode", Ty::Str)]);
+    let input: BatchUpdateBody = parse_body(&app, &body, &fields)?;
     at_least_one(&app, generation, input.secrets.len())?;
     let mode = input.mode.clone().unwrap_or_else(|| "failOnNotFound".into());
     if !matches!(mode.as_str(), "failOnNotFound" | "upsert" | "ignore") {
@@ -874,7 +1146,7 @@ pub(crate) async fn batch_update(
         ));
     }
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let base = write_place(&app, &store, generation, &input.loc)?;
     // Resolve and check every item before writing anything.
     let mut plan = Vec::new();
@@ -894,12 +1166,15 @@ pub(crate) async fn batch_update(
             None => base.path.clone(),
         };
         let place = Place { project_id: base.project_id.clone(), env: base.env.clone(), path };
-        if let Some(answer) = write_gate(&app, &store, generation, &caller, &place, "edit", now)? {
+        if let Some(answer) = write_gate(&store, &caller, &place, Op::UpdateMany, now)? {
             return Ok(answer);
         }
         let exists = store.find_secret(&place.project_id, &place.env, &place.path, &key).is_some();
         if !exists {
             match mode.as_str() {
+                "failOnNotFound" if app.api_version == ApiVersion::V2024 => {
+                    return Err(ApiError::not_found(format!("Secret does not exist: {key}")));
+                }
                 "failOnNotFound" => return Err(not_found_plain(&key)),
                 "ignore" => continue,
                 _ => checked_key(&app, generation, &key, "secretKey").map(|_| ())?,
@@ -928,7 +1203,7 @@ pub(crate) async fn batch_update(
             let change = Change {
                 value: item.secret_value,
                 new_key,
-                comment: item.secret_comment,
+                comment: item.secret_comment.map(|c| c.trim().to_owned()),
                 skip_multiline: item.skip_multiline_encoding,
                 metadata: item.secret_metadata,
                 reminder_note: item.secret_reminder_note,
@@ -936,7 +1211,7 @@ pub(crate) async fn batch_update(
                 tags,
             };
             apply(secret, change, &actor, now);
-            rendered.push(secret_json(secret, Some(&secret.value), true, true));
+            rendered.push(secret_json(app.api_version, secret, Some(&secret.value), true, true));
         } else {
             let mut secret = Secret::new(
                 &place.project_id,
@@ -944,13 +1219,13 @@ pub(crate) async fn batch_update(
                 &place.path,
                 new_key.as_deref().unwrap_or(&key),
                 trim_value(item.secret_value.as_deref().unwrap_or("")),
-                item.secret_comment.unwrap_or_default(),
+                item.secret_comment.unwrap_or_default().trim().to_owned(),
                 item.skip_multiline_encoding,
                 Some(actor.clone()),
                 now,
             );
             secret.tags = tags.unwrap_or_default();
-            rendered.push(secret_json(&secret, Some(&secret.value), true, true));
+            rendered.push(secret_json(app.api_version, &secret, Some(&secret.value), true, true));
             store.secrets.push(secret);
         }
         if !touched.iter().any(|t| t.path == place.path) {
@@ -983,12 +1258,14 @@ pub(crate) async fn batch_delete(
     caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: BatchDeleteBody = parse_body(&body, vstatus(&app, generation))?;
+    const ITEM: &[Field] = &[req("secretKey", Ty::Str), opt("type", Ty::Str)];
+    let fields = write_fields(generation, &[req("secrets", Ty::Items(ITEM))]);
+    let input: BatchDeleteBody = parse_body(&app, &body, &fields)?;
     at_least_one(&app, generation, input.secrets.len())?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let place = write_place(&app, &store, generation, &input.loc)?;
-    if let Some(answer) = write_gate(&app, &store, generation, &caller, &place, "delete", now)? {
+    if let Some(answer) = write_gate(&store, &caller, &place, Op::DeleteMany, now)? {
         return Ok(answer);
     }
     let mut victims = Vec::new();
@@ -1002,7 +1279,9 @@ pub(crate) async fn batch_delete(
     }
     store.secrets.retain(|s| !victims.iter().any(|v| v.id == s.id));
     changed(&app, &mut store, &place, &caller.actor());
-    let rendered: Vec<Value> =
-        victims.iter().map(|s| secret_json(s, Some(&s.value), true, true)).collect();
+    let rendered: Vec<Value> = victims
+        .iter()
+        .map(|s| secret_json(app.api_version, s, Some(&s.value), true, true))
+        .collect();
     Ok(Json(json!({"secrets": rendered})).into_response())
 }

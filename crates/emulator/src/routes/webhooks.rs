@@ -1,5 +1,6 @@
 //! The project webhook API (spec 5.1). Deliveries themselves are in `crate::webhook`.
 
+use crate::LockExt;
 use std::sync::Arc;
 
 use axum::Json;
@@ -9,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::schema::{Ty, opt, req};
 use super::{Caller, Query, parse_body, validation_status};
+use crate::ApiVersion;
 use crate::error::{ApiError, issue};
 use crate::logic::time::iso_ms;
 use crate::server::App;
@@ -38,11 +41,16 @@ fn webhook_json(store: &Store, w: &Webhook, with_url: bool) -> Value {
     Value::Object(m)
 }
 
-fn member(caller: &Caller, project_id: &str) -> Result<(), ApiError> {
-    match caller {
-        Caller::Identity { projects, .. } if projects.iter().any(|p| p == project_id) => Ok(()),
-        Caller::Identity { .. } => Err(ApiError::permission_denied("read", "webhooks")),
-        Caller::ServiceToken { .. } => Err(super::auth::wrong_mode("/api/v1/webhooks")),
+/// Webhook management: project members; on the 2024 server only users (an identity token was
+/// refused like a service token, 403).
+fn member(app: &App, caller: &Caller, project_id: &str) -> Result<(), ApiError> {
+    let identity_refused =
+        app.api_version == ApiVersion::V2024 && matches!(caller, Caller::Identity { .. });
+    match caller.member_projects() {
+        _ if identity_refused => Err(super::auth::wrong_mode("/api/v1/webhooks")),
+        Some(projects) if projects.iter().any(|p| p == project_id) => Ok(()),
+        Some(_) => Err(ApiError::permission_denied("read", "webhooks")),
+        None => Err(super::auth::wrong_mode("/api/v1/webhooks")),
     }
 }
 
@@ -72,8 +80,19 @@ pub(crate) async fn create(
     caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let status = validation_status(&app, false);
-    let input: CreateBody = parse_body(&body, status)?;
+    let status = validation_status(&app);
+    let input: CreateBody = parse_body(
+        &app,
+        &body,
+        &[
+            opt("type", Ty::Str),
+            req("projectId", Ty::Str),
+            req("environment", Ty::Str),
+            req("webhookUrl", Ty::Str),
+            opt("webhookSecretKey", Ty::Str),
+            opt("secretPath", Ty::Str),
+        ],
+    )?;
     if url::Url::parse(&input.webhook_url).is_err() {
         return Err(ApiError::validation(
             status,
@@ -84,8 +103,8 @@ pub(crate) async fn create(
         return Err(ApiError::bad_request("Invalid Slack webhook URL"));
     }
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
-    member(&caller, &input.project_id)?;
+    let mut store = app.store.locked();
+    member(&app, &caller, &input.project_id)?;
     if store.environment(&input.project_id, &input.environment).is_none() {
         return Err(ApiError::not_found(format!(
             "Environment with slug '{}' not found",
@@ -133,10 +152,10 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: UpdateBody = parse_body(&body, validation_status(&app, false))?;
+    let input: UpdateBody = parse_body(&app, &body, &[req("isDisabled", Ty::Bool)])?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
-    member(&caller, &find(&store, &id)?.project_id)?;
+    let mut store = app.store.locked();
+    member(&app, &caller, &find(&store, &id)?.project_id)?;
     let hook = store.webhooks.iter_mut().find(|w| w.id == id).expect("found above");
     hook.is_disabled = input.is_disabled;
     hook.updated_at_ms = now;
@@ -149,9 +168,9 @@ pub(crate) async fn remove(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let hook = find(&store, &id)?;
-    member(&caller, &hook.project_id)?;
+    member(&app, &caller, &hook.project_id)?;
     let rendered = webhook_json(&store, &hook, false);
     store.webhooks.retain(|w| w.id != id);
     Ok(Json(json!({"message": "Successfully deleted webhook", "webhook": rendered}))
@@ -165,14 +184,14 @@ pub(crate) async fn test(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let hook = {
-        let store = app.store.lock().expect("store lock");
+        let store = app.store.locked();
         let hook = find(&store, &id)?;
-        member(&caller, &hook.project_id)?;
+        member(&app, &caller, &hook.project_id)?;
         hook
     };
     let path = hook.secret_path.clone();
     crate::webhook::deliver(&app, &hook, "test", &path, None).await;
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let hook = find(&store, &id)?;
     Ok(Json(json!({"message": "Successfully tested webhook", "webhook": webhook_json(&store, &hook, false)})).into_response())
 }
@@ -184,8 +203,8 @@ pub(crate) async fn list(
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw.as_deref());
     let project_id = q.get("projectId").or(q.get("workspaceId")).unwrap_or("").to_owned();
-    member(&caller, &project_id)?;
-    let store = app.store.lock().expect("store lock");
+    member(&app, &caller, &project_id)?;
+    let store = app.store.locked();
     let hooks: Vec<Value> = store
         .webhooks
         .iter()

@@ -14,6 +14,8 @@ pub(crate) const CLIENT_SECRET: &str = "ci-client-secret";
 pub(crate) const SHORT_ID: &str = "short-client";
 pub(crate) const JWT_IDENTITY: &str = "11111111-2222-4333-8444-555555555555";
 pub(crate) const HMAC_KEY: &str = "jwt-hmac-key-for-tests";
+/// The seeded user's bearer token (webhook management needs a user on the 2024 server).
+pub(crate) const USER_TOKEN: &str = "user-token-for-tests";
 
 pub(crate) fn seed() -> Value {
     json!({
@@ -52,6 +54,9 @@ pub(crate) fn seed() -> Value {
             {"id": "st2", "secret": "st2-secret", "projectId": PROJECT,
              "scopes": [{"environment": "dev", "secretPath": "/**"}, {"environment": "prod", "secretPath": "/**"}]},
             {"id": "st-old", "secret": "x", "projectId": PROJECT, "scopes": [{"environment": "dev", "secretPath": "/"}], "expiresAt": START_MS - 1}
+        ],
+        "users": [
+            {"email": "ada@example.com", "token": USER_TOKEN, "projects": [PROJECT]}
         ],
         "approvalPolicies": [
             {"projectId": PROJECT, "environment": "dev", "secretPath": "/locked"}

@@ -5,5 +5,7 @@ mod errors;
 mod faults;
 mod helpers;
 mod persistence;
+mod real2024;
+mod robustness;
 mod secrets;
 mod webhooks;

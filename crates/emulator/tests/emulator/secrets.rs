@@ -248,7 +248,7 @@ async fn key_rules_and_write_errors() {
     assert_error(
         &n,
         404,
-        "NotFound",
+        "CreateSecret",
         "Folder with path '/nope' in environment with slug 'dev' not found",
     );
     let mut personal = body.clone();

@@ -293,3 +293,90 @@ async fn v2024_payloads_have_the_short_project_object() {
         )
     );
 }
+
+/// The eight deliveries a real 2024-10 server made on loopback (a single create, update and
+/// delete, a burst in `/app`, a batch, the test event): each verifies with the shared secret, its
+/// `t=` is the body's timestamp, and the emulator's body builder reproduces the exact bytes.
+#[tokio::test]
+async fn real_2024_deliveries_verify_and_parse_and_the_emulator_sends_the_same_shape() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/infisical-webhooks-2024-10-real.json"
+    ))
+    .unwrap();
+    let capture: Value = serde_json::from_str(&text).unwrap();
+    let secret = capture["secret"].as_str().unwrap();
+    let deliveries = capture["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 8);
+    let mut events = Vec::new();
+    for d in deliveries {
+        let header = |name: &str| {
+            d["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+                .map(|h| h[1].as_str().unwrap().to_owned())
+                .unwrap()
+        };
+        let body = d["body"].as_str().unwrap();
+        assert_eq!(hex::decode(d["bodyHex"].as_str().unwrap()).unwrap(), body.as_bytes());
+        let signature = header("x-infisical-signature");
+        let (stamp, hmac) = signature.split_once(';').unwrap();
+        assert_eq!(hmac, independent_hmac(secret, body.as_bytes()), "{body}");
+        assert!(signing::verify(&signature, secret.as_bytes(), body.as_bytes()));
+        assert_eq!(
+            (header("user-agent"), header("content-type")),
+            ("axios/1.7.4".into(), "application/json".into())
+        );
+        let parsed: Value = serde_json::from_str(body).unwrap();
+        let keys: Vec<&str> = parsed.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["event", "project", "timestamp"]);
+        let project = &parsed["project"];
+        let fields: Vec<&str> = project.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(fields, ["workspaceId", "environment", "secretPath"]);
+        let timestamp = parsed["timestamp"].as_i64().unwrap();
+        assert_eq!(stamp, format!("t={timestamp}"));
+        let rebuilt = signing::payload_bytes(
+            parsed["event"].as_str().unwrap(),
+            &[
+                ("workspaceId", Some(project["workspaceId"].clone())),
+                ("environment", Some(project["environment"].clone())),
+                ("secretPath", Some(project["secretPath"].clone())),
+            ],
+            &[],
+            timestamp,
+        );
+        assert_eq!(rebuilt, body.as_bytes());
+        events.push((
+            parsed["event"].as_str().unwrap().to_owned(),
+            project["secretPath"].as_str().unwrap().to_owned(),
+        ));
+    }
+    // The burst in /app arrived as one delivery; the test event names the hook's glob.
+    assert_eq!(events.iter().filter(|(e, _)| e == "test").count(), 1);
+    assert!(events.contains(&("test".to_owned(), "/**".to_owned())));
+    // The emulator in 2024 mode sends the same body for the same hook.
+    let (base, mut rx) = receiver().await;
+    let mut seed = seed();
+    seed["webhooks"] = json!([{"projectId": PROJECT, "environment": "dev", "secretPath": "/**",
+                               "url": format!("{base}/hook"), "secretKey": secret}]);
+    let h = start_with(config(&seed).api_version(ikit_emulator::ApiVersion::V2024)).await;
+    let token = h.token().await;
+    let write = json!({"workspaceId": PROJECT, "environment": "dev", "secretPath": "/app", "secretValue": "v"});
+    for key in ["W2", "W3", "W4"] {
+        assert_eq!(
+            h.post(&format!("/api/v3/secrets/raw/{key}"), Some(&token), write.clone()).await.status,
+            200
+        );
+    }
+    let r = next(&mut rx).await;
+    assert_eq!(
+        String::from_utf8(r.body.to_vec()).unwrap(),
+        format!(
+            r#"{{"event":"secrets.modified","project":{{"workspaceId":"{PROJECT}","environment":"dev","secretPath":"/app"}},"timestamp":{START_MS}}}"#
+        )
+    );
+    let sig = r.headers["x-infisical-signature"].to_str().unwrap();
+    assert_eq!(sig, format!("t={START_MS};{}", independent_hmac(secret, &r.body)));
+}

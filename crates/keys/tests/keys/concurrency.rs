@@ -308,6 +308,8 @@ async fn a_stale_leader_with_an_older_token_is_refused() {
     newer.rotate(RotationTarget::Aes, true, "rotate", Trigger::Manual).await.unwrap();
     let aes = env.dump("/auth/aes").await;
     assert_eq!(aes[aes_names::ROTATION_FENCE], r#"{"scope":"test","token":7}"#);
+    // past the overlap both the next JWT and the pending AES key are due to take over
+    env.clock.advance(policy().jwt_overlap);
     let stale = env.manager_on(env.store.clone(), 4, Some(Arc::new(AlwaysGrant::with_token(5))));
     let result = stale.rotate(RotationTarget::Aes, true, "rotate", Trigger::Manual).await;
     assert!(matches!(result, Err(Error::Fenced { ours: 5, stored: 7 })), "{result:?}");

@@ -9,7 +9,7 @@ use ikit_keys::store::KeyStore;
 use ikit_keys::{Error, RotationTarget, Trigger};
 use serde_json::{Value, json};
 
-use crate::support::{Env, FailingStore};
+use crate::support::{Env, FailingStore, TTL, long_lived_token, rotate_fully};
 
 const PROJECT: &str = "7d0c4c1e-0000-4000-8000-00000000aa01";
 
@@ -63,9 +63,10 @@ async fn keys_live_in_infisical_under_the_product_names() {
     let names: Vec<&str> = aes.keys().map(String::as_str).collect();
     assert_eq!(names, ["active_kid", "current_key", "keys_map"]);
 
-    let token = m.sign(&json!({"sub": "u"})).unwrap();
+    let token = long_lived_token(&*store, "current", json!({"sub": "u"})).await;
+    m.verify::<Value>(&m.sign(&json!({"sub": "u"}), TTL).unwrap()).unwrap();
     let ct = m.encrypt(b"refresh", b"").unwrap();
-    m.rotate(RotationTarget::Both, true, "emulator test", Trigger::Manual).await.unwrap();
+    rotate_fully(&env, &m, RotationTarget::Both, Trigger::Manual).await;
     assert!(m.verify_rotation().await.unwrap().ok());
     let jwt = store.read_folder("/auth/jwt").await.unwrap();
     assert!(!jwt.contains_key("next_private_key"), "a completed flip leaves no next key");
@@ -87,7 +88,7 @@ async fn a_flip_interrupted_over_the_api_is_finished_by_a_fresh_manager() {
     let store = store(&emulator);
     let m = env.manager_on(store.clone(), 23, None);
     m.load().await.unwrap();
-    let token = m.sign(&json!({"sub": "before"})).unwrap();
+    let token = long_lived_token(&*store, "current", json!({"sub": "before"})).await;
     m.rotate(RotationTarget::Jwt, false, "", Trigger::Scheduled).await.unwrap();
     env.clock.advance(crate::support::policy().jwt_rotation_interval);
     m.rotate(RotationTarget::Jwt, false, "", Trigger::Scheduled).await.unwrap();

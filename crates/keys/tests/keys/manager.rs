@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
 
-use crate::support::{Env, FailingStore, T0, policy};
+use crate::support::{Env, FailingStore, T0, TTL, policy, rotate_fully};
 
 #[test]
 fn an_unsafe_policy_is_refused_at_load() {
@@ -34,7 +34,7 @@ fn an_unsafe_policy_is_refused_at_load() {
 async fn readers_fail_clearly_before_load() {
     let env = Env::new();
     let m = env.manager(1);
-    assert!(matches!(m.sign(&json!({})), Err(Error::NotLoaded)));
+    assert!(matches!(m.sign(&json!({}), TTL), Err(Error::NotLoaded)));
     assert!(matches!(m.encrypt(b"x", b""), Err(Error::NotLoaded)));
 }
 
@@ -43,7 +43,7 @@ async fn tampered_tokens_and_ciphertexts_are_rejected_through_the_manager() {
     let env = Env::new();
     let m = env.manager(2);
     m.load().await.unwrap();
-    let token = m.sign(&json!({"sub": "u", "role": "user"})).unwrap();
+    let token = m.sign(&json!({"sub": "u", "role": "user"}), TTL).unwrap();
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
     parts[1] = URL_SAFE_NO_PAD.encode(json!({"sub": "u", "role": "admin"}).to_string());
     assert!(matches!(m.verify::<Value>(&parts.join(".")), Err(Error::InvalidSignature)));
@@ -73,7 +73,7 @@ async fn imports_keep_tokens_and_ciphertexts_made_outside() {
     // a team's existing signing key and AES keys, as they were in environment variables
     let mut rng = StdRng::seed_from_u64(99);
     let env_key = JwtKey::generate(JwtAlgorithm::EdDSA, &mut rng).unwrap();
-    let old_token = env_key.sign(&json!({"sub": "from-env"})).unwrap();
+    let old_token = env_key.sign(&json!({"sub": "from-env", "exp": T0 + 3600})).unwrap();
     let step = m.import_jwt_key(env_key.pem(), "move off env").await.unwrap();
     assert_eq!(step.kids, [env_key.kid().to_owned()]);
 
@@ -142,15 +142,15 @@ async fn reload_swaps_the_ring_seen_by_another_replica() {
     a.load().await.unwrap();
     b.load().await.unwrap();
     let before = b.jwks().unwrap();
-    a.rotate(RotationTarget::Both, true, "", Trigger::Manual).await.unwrap();
-    let fresh_token = a.sign(&json!({"sub": "new"})).unwrap();
+    rotate_fully(&env, &a, RotationTarget::Both, Trigger::Manual).await;
+    let fresh_token = a.sign(&json!({"sub": "new"}), TTL).unwrap();
     assert_eq!(b.jwks().unwrap(), before, "b has not reloaded yet");
     assert!(matches!(b.verify::<Value>(&fresh_token), Err(Error::UnknownKid(_))));
 
     // readers keep working while the ring is swapped under them
     let reader = {
         let b = b.clone();
-        let token = b.sign(&json!({"sub": "old"})).unwrap();
+        let token = b.sign(&json!({"sub": "old"}), TTL).unwrap();
         tokio::spawn(async move {
             for _ in 0..200 {
                 b.verify::<Value>(&token).unwrap();
@@ -182,11 +182,10 @@ async fn runs_read_each_folder_once_and_install_what_they_wrote() {
     m.rotate(RotationTarget::Jwt, true, "", Trigger::Manual).await.unwrap();
     assert_eq!(counting.reads(), 4, "the jwt folder once, and the untouched aes folder");
     assert_ne!(m.jwks().unwrap(), before, "the ring holds the published next key");
-    let aes_before = m.health().aes.unwrap().active_kid;
     m.rotate(RotationTarget::Both, true, "", Trigger::Manual).await.unwrap();
     assert_eq!(counting.reads(), 6, "each folder once");
     let installed = m.health();
-    assert_ne!(installed.aes.as_ref().unwrap().active_kid, aes_before, "the new aes key is active");
+    assert!(installed.aes.as_ref().unwrap().pending_kid.is_some(), "the new aes key is loaded");
     m.reload().await.unwrap();
     assert_eq!(m.health(), installed);
     assert_eq!(env.dump("/auth/jwt").await["public_jwks"], m.jwks().unwrap().to_string());
@@ -208,7 +207,8 @@ async fn rotations_are_counted_by_method() {
     let m = env.manager(7);
     m.load().await.unwrap();
     let before = handle.render();
-    m.rotate(RotationTarget::Both, true, "", Trigger::Webhook).await.unwrap();
+    let actions = rotate_fully(&env, &m, RotationTarget::Both, Trigger::Webhook).await;
+    assert_eq!(actions, ["publish_next", "add_next", "flip", "activate"]);
     let after = handle.render();
     for name in ["jwt_key_rotation_total", "aes_key_rotation_total"] {
         assert_eq!(
@@ -280,6 +280,8 @@ async fn steps_reach_the_common_audit_log() {
         .unwrap();
     m.load().await.unwrap();
     m.rotate(RotationTarget::Jwt, true, "incident 42", Trigger::Forced).await.unwrap();
+    env.clock.advance(policy().jwt_overlap);
+    m.rotate(RotationTarget::Jwt, false, "incident 42", Trigger::Forced).await.unwrap();
     let records = log.query(&AuditFilter::default()).await.unwrap();
     let actions: Vec<&str> = records.iter().map(|r| r.event.action.as_str()).collect();
     assert_eq!(
@@ -295,7 +297,7 @@ async fn steps_reach_the_common_audit_log() {
     let flip = &records[4].event;
     assert_eq!((flip.actor.as_str(), flip.outcome), ("ikit-keys/forced", Outcome::Success));
     assert_eq!(flip.details["reason"], "incident 42");
-    assert_eq!(flip.time_ms, T0 * 1000);
+    assert_eq!(flip.time_ms, (T0 + policy().jwt_overlap) * 1000);
     assert!(matches!(
         log.verify_chain().await.unwrap(),
         ikit_common::audit::ChainStatus::Intact { rows: 5 }
@@ -327,7 +329,7 @@ async fn no_key_material_reaches_the_logs() {
         .build()
         .unwrap();
     m.load().await.unwrap();
-    m.rotate(RotationTarget::Both, true, "log check", Trigger::Manual).await.unwrap();
+    rotate_fully(&env, &m, RotationTarget::Both, Trigger::Manual).await;
     let mut rng = StdRng::seed_from_u64(13);
     let imported = JwtKey::generate(JwtAlgorithm::ES256, &mut rng).unwrap();
     m.import_jwt_key(imported.pem(), "log check").await.unwrap();
@@ -368,7 +370,7 @@ async fn load_serves_committed_keys_when_the_lock_backend_is_down() {
     let m = env.manager_on(env.store.clone(), 15, Some(down));
     let outcome = m.load().await.unwrap();
     assert!(outcome.busy && outcome.steps.is_empty());
-    let token = m.sign(&json!({"sub": "u"})).unwrap();
+    let token = m.sign(&json!({"sub": "u"}), TTL).unwrap();
     assert_eq!(m.verify::<Value>(&token).unwrap()["sub"], "u");
     // but rotating without the lock is refused
     assert!(matches!(
@@ -382,7 +384,7 @@ async fn a_lone_private_key_is_adopted_and_a_stray_next_key_is_never_dropped() {
     let env = Env::new();
     let mut rng = StdRng::seed_from_u64(16);
     let lone = JwtKey::generate(JwtAlgorithm::ES256, &mut rng).unwrap();
-    let token = lone.sign(&json!({"sub": "old"})).unwrap();
+    let token = lone.sign(&json!({"sub": "old", "exp": T0 + 3600})).unwrap();
     env.store
         .upsert("/auth/jwt", vec![("current_private_key".into(), lone.pem().clone())])
         .await
@@ -405,4 +407,49 @@ async fn a_lone_private_key_is_adopted_and_a_stray_next_key_is_never_dropped() {
         other.dump("/auth/jwt").await.contains_key("next_private_key"),
         "the stray key is kept"
     );
+}
+
+#[tokio::test]
+async fn sign_sets_iat_and_exp_within_the_max_token_ttl_and_verify_requires_exp() {
+    let env = Env::new();
+    let m = env.manager(19);
+    m.load().await.unwrap();
+    let token = m.sign(&json!({"sub": "u"}), TTL).unwrap();
+    let claims: Value = m.verify(&token).unwrap();
+    assert_eq!((claims["iat"].as_i64(), claims["exp"].as_i64()), (Some(T0), Some(T0 + 600)));
+    let max = policy().max_token_ttl;
+    let too_long = Duration::from_secs(max as u64 + 1);
+    assert!(
+        matches!(m.sign(&json!({}), too_long), Err(Error::TokenTtl { max: m, .. }) if m == max)
+    );
+    assert!(matches!(m.sign(&json!({}), Duration::ZERO), Err(Error::TokenTtl { .. })));
+    m.sign(&json!({}), Duration::from_secs(max as u64)).unwrap();
+    assert!(matches!(m.sign(&json!({"exp": T0 + 99_999}), TTL), Err(Error::Sign(_))));
+    assert!(matches!(m.sign(&json!("text"), TTL), Err(Error::Sign(_))));
+    env.clock.advance(600 + policy().clock_skew - 1);
+    m.verify::<Value>(&token).unwrap();
+    env.clock.advance(1);
+    assert!(matches!(m.verify::<Value>(&token), Err(Error::TokenExpired)));
+
+    // a token without exp would verify forever: refused by default
+    let current = env.dump("/auth/jwt").await["current_private_key"].clone();
+    let forever = JwtKey::from_pem(&current).unwrap().sign(&json!({"sub": "u"})).unwrap();
+    assert!(matches!(m.verify::<Value>(&forever), Err(Error::MissingClaim("exp"))));
+
+    // issuer and audience
+    let api = KeyManager::builder(env.store.clone())
+        .clock(env.clock.shared())
+        .issuer("https://auth.test")
+        .audience("api")
+        .build()
+        .unwrap();
+    api.reload().await.unwrap();
+    let for_api = api.sign(&json!({"aud": "api"}), TTL).unwrap();
+    let claims: Value = api.verify(&for_api).unwrap();
+    assert_eq!(claims["iss"], "https://auth.test");
+    assert!(matches!(m.verify::<Value>(&for_api), Err(Error::InvalidAudience)));
+    let unaddressed = m.sign(&json!({}), TTL).unwrap();
+    assert!(matches!(api.verify::<Value>(&unaddressed), Err(Error::InvalidAudience)));
+    let other_issuer = m.sign(&json!({"aud": "api", "iss": "https://evil.test"}), TTL).unwrap();
+    assert!(matches!(api.verify::<Value>(&other_issuer), Err(Error::InvalidIssuer)));
 }

@@ -1,12 +1,11 @@
 //! The rotation state machine end to end over a file store.
 
 use ikit_keys::cipher::{AesKeyRing, AesKeyState};
-use ikit_keys::policy::DAY;
 use ikit_keys::rotation::JwtPhase;
 use ikit_keys::{Error, RotationTarget, Trigger};
 use serde_json::{Value, json};
 
-use crate::support::{Env, T0, policy};
+use crate::support::{Env, T0, TTL, long_lived_token, policy, rotate_fully};
 
 #[tokio::test]
 async fn a_token_signed_before_the_flip_verifies_until_retirement_and_not_after() {
@@ -19,8 +18,10 @@ async fn a_token_signed_before_the_flip_verifies_until_retirement_and_not_after(
         ["init", "init", "activate_first"]
     );
     let old_kid = m.health().jwt.unwrap().current_kid;
-    let old = m.sign(&json!({"sub": "before-flip"})).unwrap();
-    let old_with_exp = m.sign(&json!({"sub": "x", "exp": T0 + 400 * DAY})).unwrap();
+    let old = long_lived_token(&*env.store, "current", json!({"sub": "before-flip"})).await;
+    let old_with_exp = m.sign(&json!({"sub": "x"}), TTL).unwrap();
+    assert_eq!(header_kid(&old), old_kid);
+    m.verify::<Value>(&old_with_exp).unwrap();
 
     // not due yet: nothing happens
     let outcome =
@@ -40,19 +41,25 @@ async fn a_token_signed_before_the_flip_verifies_until_retirement_and_not_after(
     assert_eq!(kids, [old_kid.as_str(), next_kid.as_str()], "jwks holds current and next");
     assert_eq!(m.jwt_phase(), Some(JwtPhase::NextPublished));
     // the next key is published but does not sign yet
-    let during = m.sign(&json!({"sub": "during"})).unwrap();
+    let during = m.sign(&json!({"sub": "during"}), TTL).unwrap();
     assert_eq!(header_kid(&during), old_kid);
+    m.verify::<Value>(&during).unwrap();
+    let during = long_lived_token(&*env.store, "current", json!({"sub": "during"})).await;
 
     env.clock.advance(p.jwt_overlap);
     let outcome =
         m.rotate(RotationTarget::Jwt, false, "overlap over", Trigger::Scheduled).await.unwrap();
     assert_eq!(outcome.rotations(), 1);
     assert_eq!(m.jwt_phase(), Some(JwtPhase::Flipped));
-    let after = m.sign(&json!({"sub": "after-flip"})).unwrap();
+    let after = m.sign(&json!({"sub": "after-flip"}), TTL).unwrap();
     assert_eq!(header_kid(&after), next_kid);
-    for token in [&old, &old_with_exp, &during, &after] {
+    m.verify::<Value>(&after).unwrap();
+    let after = long_lived_token(&*env.store, "current", json!({"sub": "after-flip"})).await;
+    for token in [&old, &during, &after] {
         m.verify::<Value>(token).unwrap();
     }
+    // a token the manager signed expires with its ttl, long before its key is retired
+    assert!(matches!(m.verify::<Value>(&old_with_exp), Err(Error::TokenExpired)));
 
     // one second before retirement the old key still verifies
     env.clock.advance(p.jwt_overlap - 1);
@@ -68,7 +75,7 @@ async fn a_token_signed_before_the_flip_verifies_until_retirement_and_not_after(
     env.clock.advance(1);
     let outcome = m.rotate(RotationTarget::Jwt, false, "", Trigger::Scheduled).await.unwrap();
     assert_eq!(outcome.steps.iter().map(|s| s.action.as_str()).collect::<Vec<_>>(), ["retire"]);
-    for token in [&old, &old_with_exp, &during] {
+    for token in [&old, &during] {
         assert!(matches!(m.verify::<Value>(token), Err(Error::UnknownKid(k)) if k == old_kid));
     }
     m.verify::<Value>(&after).unwrap();
@@ -102,9 +109,8 @@ async fn ciphertexts_of_three_successive_active_keys_decrypt_after_the_third_rot
         let ct = m.encrypt(plaintext.as_bytes(), b"user-42").unwrap();
         made.push((AesKeyRing::kid_of(&ct).unwrap(), ct, plaintext));
         if round < 3 {
-            let outcome =
-                m.rotate(RotationTarget::Aes, true, "rotate now", Trigger::Manual).await.unwrap();
-            assert_eq!(outcome.rotations(), 1, "{outcome:?}");
+            let actions = rotate_fully(&env, &m, RotationTarget::Aes, Trigger::Manual).await;
+            assert_eq!(actions, ["add_next", "activate"]);
         }
     }
     let kids: std::collections::BTreeSet<&str> = made.iter().map(|(k, _, _)| k.as_str()).collect();
@@ -163,21 +169,52 @@ async fn aes_schedule_waits_for_activation_and_retires_only_when_forced_and_old(
     assert!(m.verify_rotation().await.unwrap().ok());
 }
 
+/// `force` skips the schedule, never the overlap: a forced rotation publishes the next key (and
+/// adds the next AES key) at once, and the new keys sign and encrypt only once every replica and
+/// every verifier caching JWKS has had the overlap (the activation delay) to learn them.
 #[tokio::test]
-async fn forced_jwt_rotation_flips_at_once_and_keeps_the_old_key_published() {
+async fn a_forced_rotation_publishes_now_and_flips_only_after_the_overlap() {
     let env = Env::new();
     let m = env.manager(5);
+    let p = policy();
     m.load().await.unwrap();
-    let old = m.sign(&json!({"sub": "a"})).unwrap();
+    let old = m.sign(&json!({"sub": "a"}), TTL).unwrap();
+    let old_ct = m.encrypt(b"x", b"").unwrap();
     let outcome =
         m.rotate(RotationTarget::Both, true, "key leaked", Trigger::Forced).await.unwrap();
     let actions: Vec<&str> = outcome.steps.iter().map(|s| s.action.as_str()).collect();
-    assert_eq!(actions, ["publish_next", "flip", "add_next", "activate"]);
-    assert_eq!(m.jwt_phase(), Some(JwtPhase::Flipped));
-    assert_eq!(m.verify::<Value>(&old).unwrap()["sub"], "a");
-    assert_ne!(header_kid(&m.sign(&json!({})).unwrap()), header_kid(&old));
+    assert_eq!(actions, ["publish_next", "add_next"]);
+    assert_eq!(outcome.rotations(), 0);
+    assert_eq!(m.jwt_phase(), Some(JwtPhase::NextPublished));
+    assert_eq!(header_kid(&m.sign(&json!({}), TTL).unwrap()), header_kid(&old), "not signing yet");
+    let same_key = AesKeyRing::kid_of(&m.encrypt(b"y", b"").unwrap()).unwrap();
+    assert_eq!(same_key, AesKeyRing::kid_of(&old_ct).unwrap(), "not encrypting yet");
     let health = m.health();
     assert_eq!(health.jwt.as_ref().unwrap().published_kids.len(), 2);
-    assert!(health.last_jwt.as_ref().unwrap().ok);
-    assert_eq!(health.last_aes.as_ref().unwrap().detail, "add_next, activate");
+    assert_eq!(health.jwt.as_ref().unwrap().next_step_at, T0 + p.jwt_overlap);
+    assert_eq!(health.aes.as_ref().unwrap().next_step_at, T0 + p.aes_activation_delay);
+    assert_eq!(health.last_aes.as_ref().unwrap().detail, "add_next");
+
+    // forcing again changes nothing while the overlap runs
+    let again = m.rotate(RotationTarget::Both, true, "again", Trigger::Forced).await.unwrap();
+    assert!(again.steps.is_empty(), "{again:?}");
+    env.clock.advance(p.aes_activation_delay - 1);
+    assert!(
+        m.rotate(RotationTarget::Both, true, "", Trigger::Forced).await.unwrap().steps.is_empty()
+    );
+    env.clock.advance(1);
+    let activated = m.rotate(RotationTarget::Both, false, "", Trigger::Scheduled).await.unwrap();
+    assert_eq!(activated.steps.iter().map(|s| s.action.as_str()).collect::<Vec<_>>(), ["activate"]);
+    assert_ne!(AesKeyRing::kid_of(&m.encrypt(b"z", b"").unwrap()).unwrap(), same_key);
+
+    env.clock.set(T0 + p.jwt_overlap - 1);
+    assert!(
+        m.rotate(RotationTarget::Jwt, true, "", Trigger::Forced).await.unwrap().steps.is_empty()
+    );
+    env.clock.advance(1);
+    let flipped = m.rotate(RotationTarget::Jwt, false, "", Trigger::Scheduled).await.unwrap();
+    assert_eq!(flipped.rotations(), 1);
+    assert_eq!(m.jwt_phase(), Some(JwtPhase::Flipped));
+    assert_ne!(header_kid(&m.sign(&json!({}), TTL).unwrap()), header_kid(&old));
+    assert_eq!(m.health().jwt.unwrap().published_kids.len(), 2, "the old key stays published");
 }

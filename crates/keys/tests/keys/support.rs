@@ -1,19 +1,51 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use ikit_common::SecretValue;
 use ikit_common::clock::ManualClock;
 use ikit_keys::audit::MemoryAudit;
+use ikit_keys::jwt::JwtKey;
 use ikit_keys::lock::RotationLock;
 use ikit_keys::policy::Policy;
 use ikit_keys::store::{Folder, KeyStore};
-use ikit_keys::{Error, FileStore, KeyManager};
+use ikit_keys::{Error, FileStore, KeyManager, RotationTarget, Trigger};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use serde_json::Value;
 
 pub(crate) const T0: i64 = 1_800_000_000;
+
+/// The lifetime of the tokens the tests sign through the manager.
+pub(crate) const TTL: Duration = Duration::from_secs(600);
+
+/// A token signed directly by the private key in `slot` of the JWT folder (`current` or
+/// `next`), with an `exp` 1000 days after `T0`: for tests about which keys verify across clock
+/// jumps longer than any token the manager signs.
+pub(crate) async fn long_lived_token(store: &dyn KeyStore, slot: &str, claims: Value) -> String {
+    let folder = store.read_folder("/auth/jwt").await.unwrap();
+    let key = JwtKey::from_pem(folder[&format!("{slot}_private_key")].value.expose()).unwrap();
+    let mut claims = claims;
+    claims["exp"] = (T0 + 1000 * 86_400).into();
+    key.sign(&claims).unwrap()
+}
+
+/// A forced rotation carried to its end the only way there is: the forced call publishes (adds)
+/// the next key, and a call once the overlap (and activation delay) has passed flips
+/// (activates) it. Returns the actions of both calls.
+pub(crate) async fn rotate_fully(
+    env: &Env,
+    m: &KeyManager,
+    target: RotationTarget,
+    trigger: Trigger,
+) -> Vec<String> {
+    let first = m.rotate(target, true, "rotate now", trigger).await.unwrap();
+    env.clock.advance(policy().jwt_overlap.max(policy().aes_activation_delay));
+    let second = m.rotate(target, false, "rotate now", trigger).await.unwrap();
+    first.steps.into_iter().chain(second.steps).map(|s| s.action).collect()
+}
 
 /// Wraps a store and fails exactly one write: the one with index `fail_at` (0-based) counted
 /// from `arm`. The failed write is not performed, as if the process stopped just before it.
@@ -146,6 +178,7 @@ impl Env {
         lock: Option<Arc<dyn RotationLock>>,
     ) -> KeyManager {
         let mut builder = KeyManager::builder(store)
+            .store_timeout(Duration::from_secs(20))
             .clock(self.clock.shared())
             .audit(self.audit.clone())
             .rng(StdRng::seed_from_u64(seed))

@@ -1,0 +1,20 @@
+//! ikit-health: one place for operators. Health of every part (`/api/v1/infisical/health`,
+//! `/healthz`, `/readyz`), the JWKS (`/.well-known/jwks.json`), Prometheus metrics (`/metrics`),
+//! a status page (`/`), the scheduled key rotations, and two admin actions behind a bearer token,
+//! each audited: rotate keys and invalidate caches.
+//!
+//! Code map: [`config`] reads the settings (pure); [`rules`] decides each health part from what
+//! was observed (pure); `routes` is the HTTP surface and `page` the status page; [`app`] builds
+//! the parts (client, cache, key manager, audit log), starts the background tasks and serves.
+
+pub mod app;
+pub mod config;
+mod error;
+mod page;
+mod routes;
+pub mod rules;
+
+pub use app::{Application, Parts};
+pub use config::HealthConfig;
+pub use error::HealthError;
+pub use routes::BINDING_METRICS;
