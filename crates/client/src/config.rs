@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ikit_common::Settings;
 use ikit_common::config::{
-    AuthMethod as Common, CloudSettings, InfisicalSettings, normalize_api_url,
+    AuthMethod as Common, CloudSettings, InfisicalSettings, normalize_api_url, redact_url,
 };
 use reqwest::header::{HeaderName, HeaderValue};
 use url::Url;
@@ -58,7 +58,7 @@ pub(crate) const USER_AGENT: &str = concat!("ikit-client/", env!("CARGO_PKG_VERS
 impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
-            .field("api_url", &self.api_url.as_str())
+            .field("api_url", &redact_url(self.api_url.as_str()))
             .field("auth", &self.auth)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
@@ -81,7 +81,7 @@ fn api_base(raw: &str) -> Result<Url, ClientError> {
     let normalized = normalize_api_url(raw.trim())
         .map_err(|e| ClientError::Config(format!("invalid api url: {e}")))?;
     Url::parse(&format!("{normalized}/"))
-        .map_err(|e| ClientError::Config(format!("invalid api url {raw:?}: {e}")))
+        .map_err(|e| ClientError::Config(format!("invalid api url {:?}: {e}", redact_url(raw))))
 }
 
 impl ClientConfig {
@@ -397,6 +397,30 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn urls_with_credentials_are_redacted_in_debug_and_errors() {
+        let c = ClientConfig::new(
+            "https://user:api-pw-value@infisical.example.com",
+            AuthMethod::token("st.a.b.c"),
+        )
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("api-pw-value") && debug.contains("infisical.example.com"),
+            "{debug}"
+        );
+        for bad in ["http://user:bad-pw-value@bad host", "https://u:bad-pw-value@/x"] {
+            let err = api_base(bad).unwrap_err().to_string();
+            assert!(!err.contains("bad-pw-value"), "{err}");
+        }
+        let azure = AuthMethod::Azure {
+            identity_id: "i".into(),
+            resource: "r".into(),
+            imds_url: "http://127.0.0.1:1/token?sig=imds-pw-value".into(),
+        };
+        assert!(!format!("{azure:?}").contains("imds-pw-value"));
     }
 
     #[test]
