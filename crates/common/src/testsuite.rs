@@ -489,6 +489,10 @@ impl LogCapture {
             .with_ansi(false)
             .finish();
         let guard = tracing::subscriber::set_default(subscriber);
+        // Another test's thread may have registered a callsite, and cached it as uninteresting,
+        // while this subscriber was being set up: recompute every callsite's interest now that
+        // it is in place, or its events would be filtered out before reaching it.
+        tracing::callsite::rebuild_interest_cache();
         (capture, guard)
     }
 
