@@ -9,13 +9,14 @@
 //! a reconnect is tried again after `retry_every` on the injected clock.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher as _, Hash as _, Hasher as _, RandomState};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use ikit_common::events::{ChangeKind, InvalidationMessage, SecretChangeEvent};
+use ikit_common::events::{ChangeKind, InvalidationMessage, InvalidationScope, SecretChangeEvent};
 pub use ikit_common::events::{DEFAULT_REDIS_PREFIX, events_channel, invalidation_channel};
 use ikit_common::{SecretRef, Settings};
 use metrics::SharedString;
@@ -24,12 +25,13 @@ use rand::rngs::StdRng;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::api::FolderQuery;
-use crate::client::{Client, FolderFetch, METRIC_FETCH_TOTAL, Source, pick};
+use crate::client::{Client, FolderFetch, METRIC_FETCH_TOTAL, Source};
 use crate::error::ClientError;
+use crate::l2::{self, Cleared, Generation};
 use crate::pattern::{Dedup, folder_affected, path_matches};
 use crate::seal::{self, SealKey};
-use crate::snapshot::{SnapshotStore, decode_entry, encode_entry};
-use crate::wire::{FolderSecrets, Secret};
+use crate::snapshot::{SnapshotStore, decode_entry, encode_entry, stored_age};
+use crate::wire::{FolderSecrets, ImportOrder, Secret};
 
 /// Fresh reads served from L1 or L2, by folder path.
 pub const METRIC_CACHE_HIT: &str = "infisical_cache_hit_total";
@@ -54,7 +56,7 @@ pub struct RedisConfig {
     pub op_timeout: Duration,
     /// After a failure, Redis is left alone this long (on the client clock).
     pub retry_every: Duration,
-    /// Bound on the L2 part of an invalidation (`SCAN` and `MGET` over the cache keys).
+    /// Bound on the L2 part of an invalidation (`SCAN` over the cache keys by name).
     pub scan_budget: Duration,
     /// How often the listener pings its pub/sub connection (a silent connection is replaced).
     pub ping_every: Duration,
@@ -163,10 +165,10 @@ impl CacheConfig {
     }
 }
 
-/// What [`CachedClient::invalidate`] did.
+/// What [`CachedClient::invalidate`] (or the [`Invalidator`](crate::Invalidator)) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Invalidated {
-    /// Listings dropped from this replica's L1.
+    /// Listings dropped from this replica's L1 (0 for the standalone invalidator).
     pub local: usize,
     /// The message reached Redis for the other replicas (false without Redis).
     pub published: bool,
@@ -214,43 +216,111 @@ fn key_parts(key: &str) -> Option<(&str, &str, &str)> {
     Some((project, env, folder))
 }
 
-/// One cached listing. No `Debug`: holds secret values.
+/// One cached listing, with what a hit needs made once, at insert: the key index (import order
+/// applied) and the metric handles. No `Debug`: holds secret values.
 struct Entry {
+    query: FolderQuery,
+    /// `query` has the default flags of [`FolderQuery::new`] (what [`CachedClient::get`] reads).
+    default_flags: bool,
+    /// The listing's name in L2, the snapshot and the flights.
+    key: String,
     folder: Arc<FolderSecrets>,
     etag: Option<String>,
     fetched_at_ms: i64,
-    /// Secret paths and imported folders, for invalidation matching.
-    paths: Vec<String>,
-}
-
-fn join(folder: &str, key: &str) -> String {
-    format!("{}/{key}", folder.trim_end_matches('/'))
-}
-
-/// The paths a listing of `path` depends on: its secrets, the folders it imports and theirs.
-fn listing_paths(folder: &FolderSecrets, path: &str) -> Vec<String> {
-    let mut paths: Vec<String> = folder.secrets.iter().map(|s| join(path, &s.key)).collect();
-    for import in &folder.imports {
-        paths.push(import.path.clone());
-        paths.extend(import.secrets.iter().map(|s| join(&import.path, &s.key)));
-    }
-    paths
+    /// Every key the listing resolves to, own secrets first, then imports in `ImportOrder`.
+    index: HashMap<Box<str>, Arc<Secret>>,
+    /// `infisical_cache_hit_total` and `infisical_fetch_total{source=cache}` for this folder.
+    hits: [metrics::Counter; 2],
 }
 
 impl Entry {
     fn new(
+        query: &FolderQuery,
+        key: &str,
         folder: Arc<FolderSecrets>,
         etag: Option<String>,
         fetched_at_ms: i64,
-        path: &str,
+        order: ImportOrder,
     ) -> Self {
-        let paths = listing_paths(&folder, path);
-        Self { folder, etag, fetched_at_ms, paths }
+        let mut index: HashMap<Box<str>, Arc<Secret>> = HashMap::new();
+        let imports: Box<dyn Iterator<Item = &crate::wire::Import>> = match order {
+            ImportOrder::LaterWins => Box::new(folder.imports.iter().rev()),
+            ImportOrder::EarlierWins => Box::new(folder.imports.iter()),
+        };
+        for secret in folder.secrets.iter().chain(imports.flat_map(|i| i.secrets.iter())) {
+            index.entry(secret.key.as_str().into()).or_insert_with(|| Arc::new(secret.clone()));
+        }
+        let path = path_label(&query.path);
+        let hits = [
+            metrics::counter!(METRIC_CACHE_HIT, "path" => path.clone()),
+            metrics::counter!(METRIC_FETCH_TOTAL, "source" => Source::Cache.as_str(), "path" => path),
+        ];
+        Self {
+            default_flags: is_default(query),
+            query: query.clone(),
+            key: key.to_owned(),
+            folder,
+            etag,
+            fetched_at_ms,
+            index,
+            hits,
+        }
     }
 
     fn age(&self, now_ms: i64) -> Duration {
-        Duration::from_millis(u64::try_from(now_ms - self.fetched_at_ms).unwrap_or(0))
+        stored_age(now_ms, self.fetched_at_ms)
     }
+
+    /// The same listing as `folder` of `project` / `environment` with the default flags.
+    fn is_default_of(&self, project: &str, environment: &str, folder: &str) -> bool {
+        self.default_flags
+            && self.query.path == folder
+            && self.query.project_id == project
+            && self.query.environment == environment
+    }
+
+    /// The secret a reference resolves to, as `Client::get` would pick it from the listing.
+    fn pick(&self, secret: &SecretRef) -> Result<Arc<Secret>, ClientError> {
+        let found = self.index.get(secret.key()).ok_or_else(|| ClientError::NotFound {
+            message: format!("secret {} not found in {}", secret.key(), secret.folder()),
+        })?;
+        if found.value_hidden {
+            return Err(ClientError::PermissionDenied {
+                message: format!(
+                    "the value of {} in {} is hidden: the identity may not read secret values",
+                    secret.key(),
+                    secret.folder()
+                ),
+            });
+        }
+        Ok(found.clone())
+    }
+}
+
+fn is_default(q: &FolderQuery) -> bool {
+    *q == FolderQuery::new(q.project_id.as_str(), q.environment.as_str(), q.path.as_str())
+}
+
+/// Whether an invalidation of `pattern` within `scope` reaches the L1 listing under `key`: the
+/// listing's own folder, or a folder it imports (whatever the importer's environment).
+fn l1_affected(scope: &InvalidationScope, pattern: &str, entry: &Entry) -> bool {
+    let Some((project, env, folder)) = key_parts(&entry.key) else { return false };
+    (scope.contains(project, env) && folder_affected(pattern, folder))
+        || entry.folder.imports.iter().any(|import| {
+            let import_env =
+                if import.environment.is_empty() { env } else { import.environment.as_str() };
+            scope.contains(project, import_env) && folder_affected(pattern, &import.path)
+        })
+}
+
+/// What became of an L2 write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum L2Write {
+    Written,
+    /// An invalidation began since the listing was looked up: its answer may predate it.
+    Refused,
+    /// No L2, or Redis is down.
+    Skipped,
 }
 
 const L2_UNKNOWN: u8 = 0;
@@ -267,7 +337,7 @@ struct Redis {
 }
 
 /// What a finished flight served: the listing, its source and age, or the error.
-type Landed = Result<(Arc<FolderSecrets>, Source, Duration), ClientError>;
+type Landed = Result<(Arc<Entry>, Source, Duration), ClientError>;
 
 /// One miss in progress for a key: whoever holds `lock` fetches; the first to finish leaves
 /// its result in `done` so the callers queued behind it return that instead of asking again.
@@ -286,6 +356,7 @@ enum Sink {
 
 struct Subscription {
     id: u64,
+    scope: InvalidationScope,
     pattern: String,
     sink: Sink,
 }
@@ -293,7 +364,10 @@ struct Subscription {
 struct Shared {
     client: Client,
     config: CacheConfig,
-    l1: moka::future::Cache<String, Arc<Entry>>,
+    /// Keyed by [`CachedClient::slot`]: a hash of the query, computed on a hit without
+    /// formatting anything; the entry's query is compared on every read.
+    l1: moka::future::Cache<u64, Arc<Entry>>,
+    slots: RandomState,
     flights: Mutex<HashMap<String, Arc<Flight>>>,
     redis: Option<Redis>,
     snapshot: Option<SnapshotStore>,
@@ -302,8 +376,9 @@ struct Shared {
     next_subscription: AtomicU64,
     dedup: Mutex<Dedup>,
     invalidated: broadcast::Sender<String>,
-    /// Bumped by every invalidation and change event: a fetch that saw another value when it
-    /// started answers its caller but stores nothing (its answer may predate the change).
+    /// Bumped by every invalidation and change event before it drops anything: a fetch that saw
+    /// another value when it started answers its caller but stores nothing (its answer may
+    /// predate the change), and one whose L1 insert raced an invalidation removes it again.
     epoch: AtomicU64,
 }
 
@@ -394,6 +469,7 @@ impl CachedClient {
                 client,
                 config,
                 l1,
+                slots: RandomState::new(),
                 flights: Mutex::new(HashMap::new()),
                 redis,
                 snapshot,
@@ -416,46 +492,91 @@ impl CachedClient {
         self.shared.client.clock().now_ms()
     }
 
-    /// Reads one secret through its folder's cached listing.
-    pub async fn get(&self, secret: &SecretRef) -> Result<Served<Secret>, ClientError> {
-        let query = FolderQuery::new(secret.project(), secret.environment(), secret.folder());
-        let served = self.folder(&query).await?;
-        let found = pick(&served.value, secret, self.shared.client.import_order())?;
+    /// Reads one secret through its folder's cached listing. A fresh L1 hit is a hash of the
+    /// reference's parts, one lookup, a comparison and a lookup in the listing's key index: no
+    /// formatting, no label resolution, no copy of the secret.
+    pub async fn get(&self, secret: &SecretRef) -> Result<Served<Arc<Secret>>, ClientError> {
+        let (project, env, folder) = (secret.project(), secret.environment(), secret.folder());
+        if let Some(e) = self.shared.l1.get(&self.default_slot(project, env, folder)).await
+            && e.is_default_of(project, env, folder)
+        {
+            let age = e.age(self.now_ms());
+            if age < self.shared.config.ttl {
+                let found = e.pick(secret)?;
+                Self::count_hit(&e);
+                return Ok(Served { value: found, source: Source::Cache, age });
+            }
+        }
+        let query = FolderQuery::new(project, env, folder);
+        let served = self.entry(&query).await?;
+        let found = served.value.pick(secret)?;
         Ok(Served { value: found, source: served.source, age: served.age })
     }
 
     /// A folder listing: fresh from L1 or L2, else from Infisical (one request however many
     /// callers miss together), else stale from cache or snapshot when Infisical cannot answer.
     pub async fn folder(&self, q: &FolderQuery) -> Result<Served<Arc<FolderSecrets>>, ClientError> {
-        let key = cache_key(q);
-        let path = q.path.as_str();
+        let served = self.entry(q).await?;
+        Ok(Served { value: served.value.folder.clone(), source: served.source, age: served.age })
+    }
+
+    /// The L1 slot of a listing with the default flags.
+    fn default_slot(&self, project: &str, environment: &str, folder: &str) -> u64 {
+        let mut h = self.shared.slots.build_hasher();
+        0u8.hash(&mut h);
+        project.hash(&mut h);
+        environment.hash(&mut h);
+        folder.hash(&mut h);
+        h.finish()
+    }
+
+    /// The L1 slot of a query: [`Self::default_slot`] for the default flags, else a hash of the
+    /// whole query.
+    fn slot(&self, q: &FolderQuery) -> u64 {
+        if is_default(q) {
+            return self.default_slot(&q.project_id, &q.environment, &q.path);
+        }
+        let mut h = self.shared.slots.build_hasher();
+        1u8.hash(&mut h);
+        q.hash(&mut h);
+        h.finish()
+    }
+
+    /// This query's L1 entry (another query's entry in the same slot is not it).
+    async fn l1_get(&self, slot: u64, q: &FolderQuery) -> Option<Arc<Entry>> {
+        self.shared.l1.get(&slot).await.filter(|e| e.query == *q)
+    }
+
+    async fn entry(&self, q: &FolderQuery) -> Result<Served<Arc<Entry>>, ClientError> {
+        let slot = self.slot(q);
         let now = self.now_ms();
         let (ttl, max_stale) = (self.shared.config.ttl, self.shared.config.max_stale);
-        if let Some(e) = self.shared.l1.get(&key).await {
+        if let Some(e) = self.l1_get(slot, q).await {
             let age = e.age(now);
             if age < ttl {
-                return Ok(self.hit(path, &e.folder, age));
+                return Ok(self.hit(&e, age));
             }
             if age <= max_stale && self.shared.client.circuit_open() {
-                return Ok(self.stale(path, Source::Cache, e.folder.clone(), age));
+                return Ok(self.stale(Source::Cache, e, age));
             }
             if age <= ttl.saturating_add(self.shared.config.stale_while_revalidate) {
-                self.revalidate_in_background(q.clone(), key.clone());
-                return Ok(self.stale(path, Source::Cache, e.folder.clone(), age));
+                self.revalidate_in_background(q.clone(), e.key.clone());
+                return Ok(self.stale(Source::Cache, e, age));
             }
         }
 
+        let key = cache_key(q);
         let flight = self.flight(&key);
         let guard = flight.lock.lock().await;
         if let Some(landed) = flight.done.get() {
             // Another caller fetched while we waited: its answer is ours.
             return match landed {
-                Ok((folder, Source::Network, _)) => Ok(self.hit(path, folder, Duration::ZERO)),
-                Ok((folder, source, age)) => Ok(self.stale(path, *source, folder.clone(), *age)),
+                Ok((e, Source::Network, _)) => Ok(self.hit(e, Duration::ZERO)),
+                Ok((e, source, age)) => Ok(self.stale(*source, e.clone(), *age)),
                 Err(e) => Err(e.clone()),
             };
         }
-        let result = self.miss(q, &key).await;
+        let result = self.miss(q, slot, &key).await;
         let _ = flight.done.set(match &result {
             Ok(s) => Ok((s.value.clone(), s.source, s.age)),
             Err(e) => Err(e.clone()),
@@ -465,26 +586,19 @@ impl CachedClient {
         result
     }
 
-    fn hit(
-        &self,
-        path: &str,
-        folder: &Arc<FolderSecrets>,
-        age: Duration,
-    ) -> Served<Arc<FolderSecrets>> {
-        let path = path_label(path);
-        metrics::counter!(METRIC_CACHE_HIT, "path" => path.clone()).increment(1);
-        metrics::counter!(METRIC_FETCH_TOTAL, "source" => Source::Cache.as_str(), "path" => path)
-            .increment(1);
-        Served { value: folder.clone(), source: Source::Cache, age }
+    fn count_hit(e: &Entry) {
+        for counter in &e.hits {
+            counter.increment(1);
+        }
     }
 
-    fn stale(
-        &self,
-        path: &str,
-        source: Source,
-        folder: Arc<FolderSecrets>,
-        age: Duration,
-    ) -> Served<Arc<FolderSecrets>> {
+    fn hit(&self, e: &Arc<Entry>, age: Duration) -> Served<Arc<Entry>> {
+        Self::count_hit(e);
+        Served { value: e.clone(), source: Source::Cache, age }
+    }
+
+    fn stale(&self, source: Source, e: Arc<Entry>, age: Duration) -> Served<Arc<Entry>> {
+        let path = e.query.path.as_str();
         let label = path_label(path);
         let labels = [("path", label.clone()), ("source", SharedString::from(source.as_str()))];
         metrics::counter!(METRIC_CACHE_STALE, &labels).increment(1);
@@ -498,7 +612,7 @@ impl CachedClient {
             age_secs = age.as_secs(),
             "serving a stale listing"
         );
-        Served { value: folder, source, age }
+        Served { value: e, source, age }
     }
 
     fn flight(&self, key: &str) -> Arc<Flight> {
@@ -514,42 +628,54 @@ impl CachedClient {
         }
     }
 
+    fn new_entry(
+        &self,
+        q: &FolderQuery,
+        key: &str,
+        folder: Arc<FolderSecrets>,
+        etag: Option<String>,
+        fetched_at_ms: i64,
+    ) -> Entry {
+        Entry::new(q, key, folder, etag, fetched_at_ms, self.shared.client.import_order())
+    }
+
     /// Under the key's flight lock: L1 again (another caller may just have filled it), then
     /// L2, then Infisical, then the fallbacks.
     async fn miss(
         &self,
         q: &FolderQuery,
+        slot: u64,
         key: &str,
-    ) -> Result<Served<Arc<FolderSecrets>>, ClientError> {
+    ) -> Result<Served<Arc<Entry>>, ClientError> {
         let path = q.path.as_str();
         let epoch = self.epoch();
         let now = self.now_ms();
         let ttl = self.shared.config.ttl;
-        let mut previous = self.shared.l1.get(key).await;
+        let mut previous = self.l1_get(slot, q).await;
         if let Some(e) = &previous
             && e.age(now) < ttl
         {
-            return Ok(self.hit(path, &e.folder, e.age(now)));
+            return Ok(self.hit(e, e.age(now)));
         }
-        if let Some(e) = self.l2_get(key, path).await {
-            let e = Arc::new(e);
-            let age = e.age(now);
-            if age < ttl {
-                if self.epoch() == epoch {
-                    self.shared.l1.insert(key.to_owned(), e.clone()).await;
+        let mut generation = None;
+        if let Some((found, seen)) = self.l2_read(key, q).await {
+            generation = Some(seen);
+            if let Some(e) = found {
+                let e = Arc::new(e);
+                let age = e.age(now);
+                if age < ttl {
+                    self.store_l1(slot, e.clone(), epoch).await;
+                    return Ok(self.hit(&e, age));
                 }
-                return Ok(self.hit(path, &e.folder, age));
-            }
-            if previous.as_ref().is_none_or(|p| p.fetched_at_ms < e.fetched_at_ms) {
-                previous = Some(e);
+                if previous.as_ref().is_none_or(|p| p.age(now) > age) {
+                    previous = Some(e);
+                }
             }
         }
         metrics::counter!(METRIC_CACHE_MISS, "path" => path.to_owned()).increment(1);
-        match self.refresh(q, key, previous.as_deref(), epoch).await {
-            Ok(e) => {
-                Ok(Served { value: e.folder.clone(), source: Source::Network, age: Duration::ZERO })
-            }
-            Err(error) => self.fallback(q, key, previous.as_deref(), error).await,
+        match self.refresh(q, slot, key, previous.as_deref(), epoch, generation).await {
+            Ok(e) => Ok(Served { value: e, source: Source::Network, age: Duration::ZERO }),
+            Err(error) => self.fallback(q, key, previous, error).await,
         }
     }
 
@@ -557,27 +683,42 @@ impl CachedClient {
         self.shared.epoch.load(Ordering::SeqCst)
     }
 
+    /// Puts a listing in L1 unless an invalidation ran since `epoch` was read, checked again
+    /// once the insert is done (an invalidation walking L1 meanwhile may have missed it).
+    async fn store_l1(&self, slot: u64, entry: Arc<Entry>, epoch: u64) -> bool {
+        if self.epoch() != epoch {
+            return false;
+        }
+        self.shared.l1.insert(slot, entry).await;
+        if self.epoch() != epoch {
+            self.shared.l1.invalidate(&slot).await;
+            return false;
+        }
+        true
+    }
+
     /// Fetches (revalidating with the ETag of `previous`) and stores in L1, L2 and the snapshot,
-    /// unless an invalidation ran since `epoch` was read.
+    /// unless an invalidation ran since `epoch` was read (here) or since `generation` was read
+    /// (anywhere: the L2 write is refused, and the listing leaves L1 again).
     async fn refresh(
         &self,
         q: &FolderQuery,
+        slot: u64,
         key: &str,
         previous: Option<&Entry>,
         epoch: u64,
+        generation: Option<Generation>,
     ) -> Result<Arc<Entry>, ClientError> {
         let etag = previous.and_then(|p| p.etag.as_deref());
         let fetched = match self.shared.client.fetch_folder_if_changed(q, etag).await {
             Ok(fetched) => fetched,
             Err(e) => {
-                if matches!(
-                    e,
-                    ClientError::NotFound { .. }
-                        | ClientError::PermissionDenied { .. }
-                        | ClientError::Auth { .. }
-                ) {
-                    // A definite answer: the listing is gone or no longer ours to read.
-                    self.forget(key).await;
+                // A definite answer to a request we were allowed to make: the listing is gone
+                // or no longer ours to read. (A refused login of our own is not one: the other
+                // replicas' copies stay, see `fallback`.)
+                if matches!(e, ClientError::NotFound { .. } | ClientError::PermissionDenied { .. })
+                {
+                    self.forget(slot, key).await;
                 }
                 return Err(e);
             }
@@ -585,37 +726,42 @@ impl CachedClient {
         let now = self.now_ms();
         let entry = match (fetched, previous) {
             (FolderFetch::Modified { folder, etag }, _) => {
-                Entry::new(Arc::new(folder), etag, now, &q.path)
+                self.new_entry(q, key, Arc::new(folder), etag, now)
             }
             (FolderFetch::NotModified, Some(p)) => {
                 tracing::debug!(path = q.path, "listing not modified");
-                Entry::new(p.folder.clone(), p.etag.clone(), now, &q.path)
+                self.new_entry(q, key, p.folder.clone(), p.etag.clone(), now)
             }
             (FolderFetch::NotModified, None) => {
                 return Err(ClientError::Decode("304 without a cached listing".into()));
             }
         };
         let entry = Arc::new(entry);
-        if self.epoch() != epoch {
+        if !self.store_l1(slot, entry.clone(), epoch).await {
             tracing::debug!(path = q.path, "invalidated while fetching, not cached");
             return Ok(entry);
         }
-        self.shared.l1.insert(key.to_owned(), entry.clone()).await;
         let plain = encode_entry(entry.fetched_at_ms, entry.etag.as_deref(), &entry.folder);
-        self.l2_put(key, &plain).await;
+        if let Some(generation) = generation
+            && self.l2_put(key, q, &entry, &plain, &generation).await == L2Write::Refused
+        {
+            tracing::debug!(path = q.path, "invalidated elsewhere while fetching, not cached");
+            self.shared.l1.invalidate(&slot).await;
+            return Ok(entry);
+        }
         self.write_snapshot(key, plain).await;
         Ok(entry)
     }
 
     /// Drops one listing from L2 and L1.
-    async fn forget(&self, key: &str) {
+    async fn forget(&self, slot: u64, key: &str) {
         if let Some((redis_key, _)) = self.l2_key(key) {
             self.redis_op(|mut c| async move {
                 redis::cmd("DEL").arg(redis_key).query_async::<i64>(&mut c).await
             })
             .await;
         }
-        self.shared.l1.invalidate(key).await;
+        self.shared.l1.invalidate(&slot).await;
     }
 
     fn revalidate_in_background(&self, q: FolderQuery, key: String) {
@@ -624,9 +770,23 @@ impl CachedClient {
             let flight = this.flight(&key);
             // Someone is already fetching this folder: nothing to add.
             let Ok(guard) = flight.lock.try_lock() else { return };
+            let slot = this.slot(&q);
             let epoch = this.epoch();
-            let previous = this.shared.l1.get(&key).await;
-            if let Err(e) = this.refresh(&q, &key, previous.as_deref(), epoch).await {
+            let previous = this.l1_get(slot, &q).await;
+            let now = this.now_ms();
+            // L2 gives the generation to write under, and maybe a copy another replica just
+            // refreshed.
+            let (found, generation) = match this.l2_read(&key, &q).await {
+                Some((found, seen)) => (found, Some(seen)),
+                None => (None, None),
+            };
+            if let Some(e) = found
+                && e.age(now) < this.shared.config.ttl
+            {
+                this.store_l1(slot, Arc::new(e), epoch).await;
+            } else if let Err(e) =
+                this.refresh(&q, slot, &key, previous.as_deref(), epoch, generation).await
+            {
                 tracing::warn!(path = q.path, error = e.kind(), "background revalidation failed");
             }
             this.land(&key, &flight);
@@ -659,14 +819,21 @@ impl CachedClient {
         &self,
         q: &FolderQuery,
         key: &str,
-        previous: Option<&Entry>,
+        previous: Option<Arc<Entry>>,
         error: ClientError,
-    ) -> Result<Served<Arc<FolderSecrets>>, ClientError> {
-        let path = q.path.as_str();
+    ) -> Result<Served<Arc<Entry>>, ClientError> {
         let now = self.now_ms();
         let max_stale = self.shared.config.max_stale;
+        // Infisical failing, or our own login refused (a lockout, a secret rotated under this
+        // pod, a briefly stale token file): the copy we hold is still the best answer.
         let unavailable = error.is_unreachable()
-            || matches!(error, ClientError::Unavailable { .. } | ClientError::RateLimited { .. });
+            || matches!(
+                error,
+                ClientError::Unavailable { .. }
+                    | ClientError::RateLimited { .. }
+                    | ClientError::Auth { .. }
+                    | ClientError::Credential(_)
+            );
         if !unavailable {
             return Err(error);
         }
@@ -674,7 +841,7 @@ impl CachedClient {
         if let Some(p) = previous {
             let age = p.age(now);
             if age <= max_stale {
-                return Ok(self.stale(path, Source::Cache, p.folder.clone(), age));
+                return Ok(self.stale(Source::Cache, p, age));
             }
             oldest = Some(age);
         }
@@ -692,9 +859,11 @@ impl CachedClient {
                 .map_err(|e| ClientError::Snapshot(format!("snapshot reader failed: {e}")))?
             };
             if let Some(s) = read? {
-                let age = Duration::from_millis(u64::try_from(now - s.saved_at_ms).unwrap_or(0));
+                let age = stored_age(now, s.saved_at_ms);
                 if age <= max_stale {
-                    return Ok(self.stale(path, Source::Snapshot, Arc::new(s.folder), age));
+                    // Not put in L1: every offline read reports the snapshot and its age.
+                    let e = self.new_entry(q, key, Arc::new(s.folder), s.etag, s.saved_at_ms);
+                    return Ok(self.stale(Source::Snapshot, Arc::new(e), age));
                 }
                 oldest = Some(oldest.map_or(age, |o: Duration| o.min(age)));
             }
@@ -709,16 +878,23 @@ impl CachedClient {
 
     /// Drops matching listings from L2 and this replica's L1, then asks every other replica to
     /// drop theirs (published whatever became of the L2 step). `pattern` is a key path, a
-    /// folder prefix or a glob (`/auth/*`).
+    /// folder prefix or a glob (`/auth/*`), in every project and environment.
     pub async fn invalidate(&self, pattern: &str) -> Invalidated {
-        // L2 first: a read between the two steps must not refill L1 from the old L2 copy.
-        let l2_cleared = self.l2_delete_matching(pattern, None).await;
-        let local = self.invalidate_local(pattern, None).await;
+        self.invalidate_in(&InvalidationScope::all(), pattern).await
+    }
+
+    /// [`CachedClient::invalidate`] within one project and/or environment.
+    pub async fn invalidate_in(&self, scope: &InvalidationScope, pattern: &str) -> Invalidated {
+        // Bump first: a fetch already under way here stores nothing, and L2 writes started
+        // anywhere before the L2 step are refused by the generation it bumps.
+        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+        let l2_cleared = self.l2_clear(&[(scope.clone(), pattern.to_owned())]).await;
+        // L1 after L2: a read between the two steps must not refill L1 from the old L2 copy.
+        let local = self.invalidate_local(scope, pattern).await;
         let mut published = false;
         if let Some(redis) = &self.shared.redis {
-            let message =
-                serde_json::to_string(&InvalidationMessage { pattern: pattern.to_owned() })
-                    .expect("serializes");
+            let message = serde_json::to_string(&InvalidationMessage::new(scope, pattern))
+                .expect("serializes");
             let channel = invalidation_channel(&redis.config.prefix);
             let now = self.now_ms();
             if let Some(mut c) = self.connection(redis, true).await {
@@ -744,22 +920,18 @@ impl CachedClient {
         Invalidated { local, published, l2_cleared }
     }
 
-    /// Drops matching L1 listings of this replica only (within one project and environment
-    /// when `scope` is given).
-    async fn invalidate_local(&self, pattern: &str, scope: Option<(&str, &str)>) -> usize {
+    /// Drops matching L1 listings of this replica only.
+    async fn invalidate_local(&self, scope: &InvalidationScope, pattern: &str) -> usize {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
-        let mut doomed = Vec::new();
-        for (key, entry) in self.shared.l1.iter() {
-            let Some((project, env, folder)) = key_parts(&key) else { continue };
-            if scope.is_some_and(|(p, e)| p != project || e != env) {
-                continue;
-            }
-            if folder_affected(pattern, folder, entry.paths.iter().map(String::as_str)) {
-                doomed.push(key.clone());
-            }
-        }
-        for key in &doomed {
-            self.shared.l1.invalidate(key.as_str()).await;
+        let doomed: Vec<Arc<u64>> = self
+            .shared
+            .l1
+            .iter()
+            .filter(|(_, entry)| l1_affected(scope, pattern, entry))
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in &doomed {
+            self.shared.l1.invalidate(slot.as_ref()).await;
         }
         if !doomed.is_empty() {
             tracing::debug!(pattern, dropped = doomed.len(), "invalidated cached listings");
@@ -776,35 +948,57 @@ impl CachedClient {
     /// The age of this replica's L1 listing for the query, on the client clock.
     pub async fn cached_age(&self, q: &FolderQuery) -> Option<Duration> {
         let now = self.now_ms();
-        self.shared.l1.get(&cache_key(q)).await.map(|e| e.age(now))
+        self.l1_get(self.slot(q), q).await.map(|e| e.age(now))
     }
 
     /// True when L1 holds a listing for this query (fresh or not).
     pub async fn is_cached(&self, q: &FolderQuery) -> bool {
-        self.shared.l1.get(&cache_key(q)).await.is_some()
+        self.l1_get(self.slot(q), q).await.is_some()
     }
 
     // ---- subscriptions ----
 
     /// Calls `callback` for every created / updated / deleted event whose path matches
     /// `pattern`. Returns an id for [`CachedClient::unsubscribe`].
+    /// (In every project and environment; see [`CachedClient::subscribe_in`].)
     pub fn subscribe(
         &self,
         pattern: impl Into<String>,
         callback: impl Fn(&SecretChangeEvent) + Send + Sync + 'static,
     ) -> u64 {
-        self.add_subscription(pattern.into(), Sink::Callback(Arc::new(callback)))
+        self.subscribe_in(&InvalidationScope::all(), pattern, callback)
+    }
+
+    /// [`CachedClient::subscribe`] for events of one project and/or environment only.
+    pub fn subscribe_in(
+        &self,
+        scope: &InvalidationScope,
+        pattern: impl Into<String>,
+        callback: impl Fn(&SecretChangeEvent) + Send + Sync + 'static,
+    ) -> u64 {
+        self.add_subscription(scope, pattern.into(), Sink::Callback(Arc::new(callback)))
     }
 
     /// Events whose path matches `pattern`, on a channel of `buffer` (events are dropped, with a
-    /// warning, while the receiver lags behind by a full buffer).
+    /// warning, while the receiver lags behind by a full buffer). In every project and
+    /// environment; see [`CachedClient::subscribe_stream_in`].
     pub fn subscribe_stream(
         &self,
         pattern: impl Into<String>,
         buffer: usize,
     ) -> mpsc::Receiver<SecretChangeEvent> {
+        self.subscribe_stream_in(&InvalidationScope::all(), pattern, buffer)
+    }
+
+    /// [`CachedClient::subscribe_stream`] for events of one project and/or environment only.
+    pub fn subscribe_stream_in(
+        &self,
+        scope: &InvalidationScope,
+        pattern: impl Into<String>,
+        buffer: usize,
+    ) -> mpsc::Receiver<SecretChangeEvent> {
         let (tx, rx) = mpsc::channel(buffer.max(1));
-        self.add_subscription(pattern.into(), Sink::Stream(tx));
+        self.add_subscription(scope, pattern.into(), Sink::Stream(tx));
         rx
     }
 
@@ -812,23 +1006,26 @@ impl CachedClient {
         lock(&self.shared.subscriptions).retain(|s| s.id != id);
     }
 
-    fn add_subscription(&self, pattern: String, sink: Sink) -> u64 {
+    fn add_subscription(&self, scope: &InvalidationScope, pattern: String, sink: Sink) -> u64 {
         let id = self.shared.next_subscription.fetch_add(1, Ordering::Relaxed);
-        lock(&self.shared.subscriptions).push(Subscription { id, pattern, sink });
+        let scope = scope.clone();
+        lock(&self.shared.subscriptions).push(Subscription { id, scope, pattern, sink });
         id
     }
 
     /// Delivers one change event (from Redis, or from an in-process receiver): drops the
-    /// folder's cached listings (L2, then L1), then calls the matching subscribers unless the
-    /// event repeats one already delivered (same project, environment, path, kind and version,
-    /// or same kind and id without a version; a deletion starts the path's history afresh).
-    /// Returns whether subscribers were called.
+    /// listings of this replica's L1 holding the key, then calls the matching subscribers
+    /// (by project, environment and path) unless the event repeats one already delivered (same
+    /// project, environment, path, kind and version, or same kind and id without a version; a
+    /// deletion starts the path's history afresh). Returns whether subscribers were called.
+    ///
+    /// L2 is left alone: the publisher ([`Invalidator::publish`](crate::Invalidator::publish))
+    /// clears it once, before it publishes, instead of every replica for every event.
     pub async fn deliver(&self, event: &SecretChangeEvent) -> bool {
         let path = event.path();
-        let scope = Some((event.project.as_str(), event.environment.as_str()));
+        let scope = InvalidationScope::of(&event.project, &event.environment);
         // Always drop the cache, even for a repeat: it is cheap and never wrong.
-        self.l2_delete_matching(&path, scope).await;
-        self.invalidate_local(&path, scope).await;
+        self.invalidate_local(&scope, &path).await;
         let base = format!("{}/{}{}\u{0}", event.project, event.environment, path);
         let kind = match event.kind {
             ChangeKind::Created => "created",
@@ -852,7 +1049,10 @@ impl CachedClient {
         let sinks: Vec<(Option<Callback>, Option<mpsc::Sender<SecretChangeEvent>>)> =
             lock(&self.shared.subscriptions)
                 .iter()
-                .filter(|s| path_matches(&s.pattern, &path))
+                .filter(|s| {
+                    s.scope.contains(&event.project, &event.environment)
+                        && path_matches(&s.pattern, &path)
+                })
                 .map(|s| match &s.sink {
                     Sink::Callback(c) => (Some(c.clone()), None),
                     Sink::Stream(tx) => (None, Some(tx.clone())),
@@ -917,7 +1117,7 @@ impl CachedClient {
                     }
                     if subscribed_before {
                         // Whatever was published while we were away is lost: start afresh.
-                        this.invalidate_local("*", None).await;
+                        this.invalidate_local(&InvalidationScope::all(), "*").await;
                     }
                     subscribed_before = true;
                     was_up = true;
@@ -964,7 +1164,7 @@ impl CachedClient {
         if msg.get_channel_name() == channels[0] {
             match serde_json::from_slice::<InvalidationMessage>(payload) {
                 Ok(m) => {
-                    self.invalidate_local(&m.pattern, None).await;
+                    self.invalidate_local(&m.scope(), &m.pattern).await;
                 }
                 Err(_) => tracing::warn!("ignoring a malformed invalidation message"),
             }
@@ -1090,129 +1290,110 @@ impl CachedClient {
     fn l2_key(&self, key: &str) -> Option<(String, &SealKey)> {
         let redis = self.shared.redis.as_ref()?;
         let seal_key = redis.config.seal_key.as_ref()?;
-        Some((format!("{}cache:{key}", redis.config.prefix), seal_key))
+        Some((l2::entry_key(&redis.config.prefix, key), seal_key))
     }
 
-    async fn l2_get(&self, key: &str, path: &str) -> Option<Entry> {
+    /// L2's copy of a listing (when there is one that opens) and the generation it was read
+    /// under; `None` without L2 or while Redis is down.
+    async fn l2_read(&self, key: &str, q: &FolderQuery) -> Option<(Option<Entry>, Generation)> {
         let (redis_key, seal_key) = self.l2_key(key)?;
-        let rk = redis_key.clone();
-        let bytes: Option<Vec<u8>> = self
-            .redis_op(|mut c| async move { redis::cmd("GET").arg(rk).query_async(&mut c).await })
+        let prefix = self.shared.redis.as_ref()?.config.prefix.clone();
+        let (cache_key, project, env) =
+            (key.to_owned(), q.project_id.clone(), q.environment.clone());
+        let read = self
+            .redis_op(
+                |mut c| async move { l2::read(&mut c, &prefix, &cache_key, &project, &env).await },
+            )
             .await?;
-        let bytes = bytes?;
+        let Some(bytes) = read.sealed else { return Some((None, read.generation)) };
         let opened = seal::open(seal_key, redis_key.as_bytes(), &bytes)
             .map_err(|e| e.to_string())
             .and_then(|plain| decode_entry(&plain));
         match opened {
-            Ok(s) => Some(Entry::new(Arc::new(s.folder), s.etag, s.saved_at_ms, path)),
+            Ok(s) => {
+                let entry = self.new_entry(q, key, Arc::new(s.folder), s.etag, s.saved_at_ms);
+                Some((Some(entry), read.generation))
+            }
             Err(e) => {
-                tracing::warn!(path, error = %e, "ignoring an l2 entry that does not open");
-                None
+                tracing::warn!(path = q.path, error = %e, "ignoring an l2 entry that does not open");
+                Some((None, read.generation))
             }
         }
     }
 
-    async fn l2_put(&self, key: &str, plain: &[u8]) {
-        let Some((redis_key, seal_key)) = self.l2_key(key) else { return };
+    /// Writes a listing to L2 if no invalidation of its scope began since `generation` was
+    /// read, indexing it under every folder it imports.
+    async fn l2_put(
+        &self,
+        key: &str,
+        q: &FolderQuery,
+        entry: &Entry,
+        plain: &[u8],
+        generation: &Generation,
+    ) -> L2Write {
+        let Some((redis_key, seal_key)) = self.l2_key(key) else { return L2Write::Skipped };
+        let Some(redis) = &self.shared.redis else { return L2Write::Skipped };
         let sealed = {
             let mut rng = lock(&self.shared.rng);
             seal::seal(seal_key, redis_key.as_bytes(), plain, &mut *rng)
         };
         let ttl_ms =
             u64::try_from(self.shared.config.max_stale.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.redis_op(|mut c| async move {
-            redis::cmd("SET")
-                .arg(redis_key)
-                .arg(sealed)
-                .arg("PX")
-                .arg(ttl_ms)
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await;
+        let prefix = redis.config.prefix.as_str();
+        let imports: Vec<(&str, &str)> = entry
+            .folder
+            .imports
+            .iter()
+            .map(|i| {
+                let env = if i.environment.is_empty() { &q.environment } else { &i.environment };
+                (env.as_str(), i.path.as_str())
+            })
+            .collect();
+        let listing = l2::Listing {
+            cache_key: key,
+            project: &q.project_id,
+            environment: &q.environment,
+            imports,
+        };
+        let written = self
+            .redis_op(|mut c| async move {
+                l2::write(&mut c, prefix, &listing, generation, &sealed, ttl_ms).await
+            })
+            .await;
+        match written {
+            Some(true) => L2Write::Written,
+            Some(false) => L2Write::Refused,
+            None => L2Write::Skipped,
+        }
     }
 
-    /// Deletes the L2 listings `pattern` affects: by folder from the key name, and, for the
-    /// others, by opening them (one `MGET` per `SCAN` batch) to see what they import. Bounded
-    /// by `scan_budget`: overrunning it is logged and leaves L2 up. True when every affected
-    /// listing is gone (or there is no L2).
-    async fn l2_delete_matching(&self, pattern: &str, scope: Option<(&str, &str)>) -> bool {
+    /// The L2 part of an invalidation, by name only (see `l2::clear`), bounded by
+    /// `scan_budget`: overrunning it is logged and leaves L2 up. True when every affected
+    /// listing is gone (or there is no Redis).
+    async fn l2_clear(&self, targets: &[(InvalidationScope, String)]) -> bool {
         let Some(redis) = &self.shared.redis else { return true };
-        let Some(seal_key) = redis.config.seal_key.clone() else { return true };
         let now = self.now_ms();
         let Some(mut c) = self.connection(redis, false).await else { return false };
-        let prefix = format!("{}cache:", redis.config.prefix);
-        let scope = scope.map(|(p, e)| (p.to_owned(), e.to_owned()));
-        let affected = |k: &str, sealed: Option<&[u8]>| -> bool {
-            let Some((project, env, folder)) = k.strip_prefix(&prefix).and_then(key_parts) else {
-                return false;
-            };
-            if scope.as_ref().is_some_and(|(p, e)| p != project || e != env) {
-                return false;
-            }
-            match sealed {
-                None => folder_affected(pattern, folder, std::iter::empty()),
-                Some(b) => seal::open(&seal_key, k.as_bytes(), b)
-                    .ok()
-                    .and_then(|plain| decode_entry(&plain).ok())
-                    .is_some_and(|e| {
-                        let paths = listing_paths(&e.folder, folder);
-                        folder_affected(pattern, folder, paths.iter().map(String::as_str))
-                    }),
-            }
-        };
         let budget = redis.config.scan_budget;
         let deadline = tokio::time::Instant::now() + budget;
-        let scan = async {
-            let mut cursor: u64 = 0;
-            let mut deleted = 0usize;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{prefix}*"))
-                    .arg("COUNT")
-                    .arg(500)
-                    .query_async(&mut c)
-                    .await?;
-                if tokio::time::Instant::now() >= deadline {
-                    return Ok(None);
-                }
-                let (mut doomed, others): (Vec<String>, Vec<String>) =
-                    keys.into_iter().partition(|k| affected(k, None));
-                if !others.is_empty() {
-                    let values: Vec<Option<Vec<u8>>> =
-                        redis::cmd("MGET").arg(&others).query_async(&mut c).await?;
-                    for (k, v) in others.into_iter().zip(values) {
-                        if v.as_deref().is_some_and(|b| affected(&k, Some(b))) {
-                            doomed.push(k);
-                        }
-                    }
-                }
-                if !doomed.is_empty() {
-                    redis::cmd("DEL").arg(&doomed).query_async::<i64>(&mut c).await?;
-                    deleted += doomed.len();
-                }
-                cursor = next;
-                if cursor == 0 {
-                    return Ok::<_, redis::RedisError>(Some(deleted));
-                }
-            }
-        };
         // The deadline is checked between batches; the timeout bounds one stuck command.
-        match tokio::time::timeout(budget + redis.config.op_timeout, scan).await {
-            Ok(Ok(Some(deleted))) => {
+        let cleared = tokio::time::timeout(
+            budget + redis.config.op_timeout,
+            l2::clear(&mut c, &redis.config.prefix, targets, deadline),
+        )
+        .await;
+        match cleared {
+            Ok(Ok(Cleared::All(deleted))) => {
                 self.mark(true);
-                tracing::debug!(pattern, deleted, "invalidated l2 listings");
+                tracing::debug!(deleted, "invalidated l2 listings");
                 true
             }
             Ok(Err(_)) => {
                 self.redis_failed(redis, now).await;
                 false
             }
-            Ok(Ok(None)) | Err(_) => {
+            Ok(Ok(Cleared::Overran)) | Err(_) => {
                 tracing::warn!(
-                    pattern,
                     "l2 invalidation overran its budget, some listings may remain until their ttl"
                 );
                 false
@@ -1264,6 +1445,41 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("32 bytes"), "{err}");
+    }
+
+    #[test]
+    fn the_key_index_resolves_like_the_listing_does() {
+        let folder = crate::wire::decode_list(
+            br#"{"secrets":[{"secretKey":"OWN","secretValue":"own"},
+                            {"secretKey":"COMMON","secretValue":"own-common"}],
+                 "imports":[
+                   {"secretPath":"/a","environment":"dev","secrets":[
+                      {"secretKey":"COMMON","secretValue":"a"},{"secretKey":"A","secretValue":"a"},
+                      {"secretKey":"BOTH","secretValue":"from-a"}]},
+                   {"secretPath":"/b","environment":"dev","secrets":[
+                      {"secretKey":"BOTH","secretValue":"from-b"}]}]}"#,
+        )
+        .unwrap();
+        let folder = Arc::new(folder);
+        let q = FolderQuery::new("p", "dev", "/app");
+        for order in [ImportOrder::LaterWins, ImportOrder::EarlierWins] {
+            let entry = Entry::new(&q, &cache_key(&q), folder.clone(), None, 0, order);
+            assert_eq!(entry.index.len(), 4);
+            for key in ["OWN", "COMMON", "A", "BOTH"] {
+                let indexed = entry.index.get(key).unwrap().value.expose();
+                assert_eq!(indexed, folder.find(key, order).unwrap().value.expose(), "{key}");
+            }
+            let secret = SecretRef::parse("p", "dev", "/app/MISSING").unwrap();
+            assert!(matches!(entry.pick(&secret), Err(ClientError::NotFound { .. })));
+        }
+        let later = Entry::new(&q, "k", folder.clone(), None, 0, ImportOrder::LaterWins);
+        assert_eq!(later.index["BOTH"].value.expose(), "from-b");
+        assert_eq!(later.index["COMMON"].value.expose(), "own-common", "own secrets win");
+        assert!(later.default_flags && later.is_default_of("p", "dev", "/app"));
+        assert!(!later.is_default_of("p", "prod", "/app"));
+        let recursive =
+            Entry::new(&q.clone().recursive(true), "k", folder, None, 0, ImportOrder::LaterWins);
+        assert!(!recursive.is_default_of("p", "dev", "/app"), "another listing of the folder");
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub enum ClientError {
     /// The server rate-limited us for longer than we are willing to wait, or retries ran out.
     #[error("rate limited by infisical (retry after {retry_after:?})")]
     RateLimited { retry_after: Option<Duration> },
+    /// A conditional update found the secret at another version than the one it was read at.
+    #[error(
+        "secret {key} in {folder} is at version {found}, not {expected}: it changed since it was read"
+    )]
+    VersionConflict { key: String, folder: String, expected: u64, found: u64 },
     /// A write was accepted as a change request that needs approval: nothing was written yet.
     #[error("change is pending approval")]
     PendingApproval { approval_id: Option<String> },
@@ -63,6 +68,9 @@ pub enum ClientError {
         max_stale.as_secs()
     )]
     TooStale { age: Duration, max_stale: Duration },
+    /// Redis failed a step that could not be skipped (publishing an invalidation).
+    #[error("redis failed: {0}")]
+    Redis(String),
 }
 
 impl ClientError {
@@ -75,6 +83,7 @@ impl ClientError {
             Self::Auth { .. } => "auth",
             Self::RateLimited { .. } => "rate_limited",
             Self::PendingApproval { .. } => "pending_approval",
+            Self::VersionConflict { .. } => "version_conflict",
             Self::Unavailable { .. } => "unavailable",
             Self::Redirect { .. } => "redirect",
             Self::CircuitOpen { .. } => "circuit_open",
@@ -84,6 +93,7 @@ impl ClientError {
             Self::Credential(_) => "credential",
             Self::Snapshot(_) => "snapshot",
             Self::TooStale { .. } => "too_stale",
+            Self::Redis(_) => "redis",
         }
     }
 

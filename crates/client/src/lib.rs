@@ -13,8 +13,9 @@
 //! (classification), `sigv4` and `api` (request builders), `seal` (AES-256-GCM with bound
 //! associated data), `pattern` (invalidation and subscription matching, event de-duplication);
 //! IO lives in `auth` (credential sources), `transport` (one exchange with retries), `client`
-//! (token manager and operations), `cache` (L1, L2, pub/sub listener) and `snapshot` (atomic
-//! sealed files). Time and randomness are injected through [`Clock`], [`Sleeper`] and a seed.
+//! (token manager and operations), `cache` (L1, L2, pub/sub listener), `l2` (the Redis layout
+//! shared with other replicas: generation-guarded writes, the import index, clearing by name),
+//! `invalidator` (the standalone publisher) and `snapshot` (atomic sealed files). Time and randomness are injected through [`Clock`], [`Sleeper`] and a seed.
 //!
 //! Invariants: no secret value or token reaches a log, a metric label or a `Debug` string;
 //! nothing reaches Redis or disk unsealed; [`Client::fetch_folder_if_changed`] is the one network
@@ -28,6 +29,8 @@ mod client;
 mod clock;
 mod config;
 mod error;
+mod invalidator;
+mod l2;
 mod pattern;
 #[cfg(test)]
 mod props;
@@ -39,7 +42,9 @@ mod token;
 mod transport;
 mod wire;
 
-pub use api::{ApiVersion, FolderQuery, GetOptions, NewSecret, Scope, SecretUpdate};
+pub use api::{
+    ApiVersion, BatchLimits, BatchProgress, FolderQuery, GetOptions, NewSecret, Scope, SecretUpdate,
+};
 pub use auth::{
     AuthMethod, Credential, DEFAULT_AZURE_IMDS_URL, DEFAULT_AZURE_RESOURCE,
     DEFAULT_GCP_METADATA_URL,
@@ -54,15 +59,17 @@ pub use cache::{
     Served, events_channel, invalidation_channel,
 };
 pub use client::{
-    Client, FolderFetch, METRIC_FETCH_DURATION, METRIC_FETCH_ERRORS, METRIC_FETCH_TOTAL,
-    METRIC_TOKEN_EXPIRES_IN, Source,
+    Client, FolderFetch, LoginToken, METRIC_FETCH_DURATION, METRIC_FETCH_ERRORS,
+    METRIC_FETCH_TOTAL, METRIC_TOKEN_EXPIRES_IN, Source,
 };
 pub use clock::{Clock, ManualClock, SleepFuture, Sleeper, SystemClock, TokioSleeper};
 pub use config::{ClientConfig, custom_headers};
 pub use error::ClientError;
 /// One definition of the defaults and the URL rule, `ikit_common`'s, re-exported for callers.
 pub use ikit_common::config::{DEFAULT_API_URL, DEFAULT_K8S_TOKEN_PATH, normalize_api_url};
+pub use ikit_common::events::InvalidationScope;
 pub use ikit_common::{SecretRef, SecretValue};
+pub use invalidator::Invalidator;
 pub use pattern::{folder_affected, path_matches};
 pub use retry::{
     BreakerConfig, BudgetConfig, CircuitBreaker, RetryPolicy, TokenBucket, parse_retry_after,
@@ -73,5 +80,6 @@ pub use token::{AccessToken, RENEW_AT, TokenAction, TokenTimes};
 pub use transport::METRIC_RATE_LIMIT_WAIT;
 pub use wire::{
     Environment, Folder, FolderSecrets, HIDDEN_VALUE, Import, ImportOrder, Project, Secret,
-    SecretType, ServiceTokenInfo, Tag, TokenScope, decode_list, decode_many, decode_one,
+    SecretMetadata, SecretType, ServiceTokenInfo, Tag, TokenScope, decode_list, decode_many,
+    decode_one,
 };

@@ -45,22 +45,22 @@ pub fn path_matches(pattern: &str, path: &str) -> bool {
     if is_glob(pattern) { glob(pattern.as_bytes(), path.as_bytes()) } else { under(path, pattern) }
 }
 
-/// Whether a cached listing of `folder` (whose secrets and imported folders are `paths`) is
-/// affected by `pattern`: the pattern names the folder, something under it, a folder above it,
-/// one of its secrets, or one of the folders it imports.
-pub fn folder_affected<'a>(
-    pattern: &str,
-    folder: &str,
-    paths: impl IntoIterator<Item = &'a str>,
-) -> bool {
-    if is_glob(pattern) {
-        let p = pattern.as_bytes();
-        // `/auth/*` names any secret directly in `/auth`, cached or not yet.
-        return glob(p, folder.as_bytes())
-            || glob(p, format!("{}/\u{0}", folder.trim_end_matches('/')).as_bytes())
-            || paths.into_iter().any(|x| glob(p, x.as_bytes()));
+/// Whether a cached listing of `folder` (or of a folder importing `folder`) may hold something
+/// `pattern` names: the pattern names the folder, something under it or a folder above it (a
+/// recursive listing), or, for a glob, it may match a path in the folder. Decided from names
+/// only, so an invalidation never has to open a listing; a glob errs on the side of dropping.
+pub fn folder_affected(pattern: &str, folder: &str) -> bool {
+    if !is_glob(pattern) {
+        return under(folder, pattern) || under(pattern, folder);
     }
-    under(folder, pattern) || under(pattern, folder) || paths.into_iter().any(|x| under(x, pattern))
+    if glob(pattern.as_bytes(), folder.as_bytes()) {
+        return true;
+    }
+    // Some path `folder/...` can match when the literal head of the glob and `folder/` agree
+    // as far as both go: the wildcard may stand for the rest.
+    let literal = &pattern[..pattern.find(['*', '?']).unwrap_or(pattern.len())];
+    let dir = format!("{}/", folder.trim_end_matches('/'));
+    literal.starts_with(&dir) || dir.starts_with(literal)
 }
 
 /// Remembers the last `capacity` event identities; `first_time` is false for a repeat.
@@ -130,27 +130,24 @@ mod tests {
     }
 
     #[test]
-    fn folder_listings_affected_by_keys_prefixes_globs_and_imports() {
-        let none: [&str; 0] = [];
+    fn folder_listings_affected_by_keys_prefixes_and_globs() {
         // A key in the folder, cached or not.
-        assert!(folder_affected("/auth/jwt/new_key", "/auth/jwt", none));
-        // A folder prefix above, and the folder itself.
-        assert!(folder_affected("/auth", "/auth/jwt", none));
-        assert!(folder_affected("/auth/jwt", "/auth/jwt", none));
-        // A glob over the folder's keys.
-        assert!(folder_affected("/auth/*", "/auth/jwt", none));
-        assert!(folder_affected("/auth/*", "/auth", none));
-        assert!(!folder_affected("/auth/*", "/app", none));
+        assert!(folder_affected("/auth/jwt/new_key", "/auth/jwt"));
+        // A folder prefix above, the folder itself, and a folder below (a recursive listing).
+        assert!(folder_affected("/auth", "/auth/jwt"));
+        assert!(folder_affected("/auth/jwt", "/auth/jwt"));
+        assert!(folder_affected("/auth/jwt/k", "/"));
+        // A glob over the folder's keys, present or to come.
+        assert!(folder_affected("/auth/*", "/auth/jwt"));
+        assert!(folder_affected("/auth/*", "/auth"));
+        assert!(folder_affected("/app/DB_*", "/app"));
+        assert!(folder_affected("*", "/app"));
+        assert!(!folder_affected("/auth/*", "/app"));
+        assert!(!folder_affected("/app/DB_*", "/application"));
         // Unrelated folders are kept.
-        assert!(!folder_affected("/auth", "/app", none));
-        assert!(!folder_affected("/app/DB", "/shared", none));
-        // A folder that imports an affected one is affected too.
-        assert!(folder_affected(
-            "/shared/COMMON",
-            "/app",
-            ["/app/DB_URL", "/shared", "/shared/COMMON"]
-        ));
-        assert!(folder_affected("/shared/*", "/app", ["/shared/COMMON"]));
+        assert!(!folder_affected("/auth", "/app"));
+        assert!(!folder_affected("/auth", "/authz"));
+        assert!(!folder_affected("/app/DB", "/shared"));
     }
 
     #[test]

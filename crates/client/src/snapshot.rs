@@ -9,6 +9,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -64,6 +65,22 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<StoredEntry, String> {
     let etag = std::str::from_utf8(&rest[..etag_len]).map_err(|_| "entry etag is not utf-8")?;
     let folder = wire::decode_list(&rest[etag_len..]).map_err(|e| e.to_string())?;
     Ok(StoredEntry { saved_at_ms, etag: (!etag.is_empty()).then(|| etag.to_owned()), folder })
+}
+
+/// How far ahead of our clock a stored timestamp may be and still count as "just now" (another
+/// replica's clock writing L2, a host clock stepped back).
+pub(crate) const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// How old an entry saved at `saved_at_ms` is at `now_ms`, without overflow. A timestamp up to
+/// [`MAX_CLOCK_SKEW`] ahead is "now"; one further ahead, or too far back to subtract, cannot be
+/// trusted and reads as `Duration::MAX`: never fresh, never within `max_stale`.
+pub(crate) fn stored_age(now_ms: i64, saved_at_ms: i64) -> Duration {
+    let skew_ms = i64::try_from(MAX_CLOCK_SKEW.as_millis()).unwrap_or(i64::MAX);
+    match now_ms.checked_sub(saved_at_ms) {
+        Some(ms) if ms >= 0 => Duration::from_millis(ms.unsigned_abs()),
+        Some(ms) if ms >= -skew_ms => Duration::ZERO,
+        _ => Duration::MAX,
+    }
 }
 
 /// Snapshots of every folder a client reads, one file each, in one directory.
@@ -203,6 +220,20 @@ mod tests {
     fn folder() -> FolderSecrets {
         wire::decode_list(br#"{"secrets":[{"secretKey":"K","secretValue":"snap-value-1"}]}"#)
             .unwrap()
+    }
+
+    #[test]
+    fn stored_ages_never_overflow_nor_read_as_fresh_when_absurd() {
+        let now = 1_780_000_000_000;
+        assert_eq!(stored_age(now, now - 1500), Duration::from_millis(1500));
+        assert_eq!(stored_age(now, now), Duration::ZERO);
+        assert_eq!(stored_age(now, now + 5_000), Duration::ZERO, "a little clock skew is now");
+        assert_eq!(stored_age(now, now + 3_600_000), Duration::MAX, "an hour ahead is untrusted");
+        assert_eq!(stored_age(now, i64::MAX), Duration::MAX);
+        assert_eq!(stored_age(now, i64::MIN), Duration::MAX);
+        assert_eq!(stored_age(i64::MIN, i64::MAX), Duration::MAX);
+        assert_eq!(stored_age(i64::MAX, i64::MIN), Duration::MAX);
+        assert_eq!(stored_age(0, i64::MIN + 1), Duration::from_millis(i64::MAX.unsigned_abs()));
     }
 
     #[test]

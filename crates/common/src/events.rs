@@ -53,11 +53,57 @@ pub fn events_channel(prefix: &str) -> String {
     format!("{prefix}secrets:events")
 }
 
+/// Which projects and environments an invalidation or a subscription concerns; `None` means
+/// all of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct InvalidationScope {
+    pub project: Option<String>,
+    pub environment: Option<String>,
+}
+
+impl InvalidationScope {
+    /// Every project and environment.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// One environment of one project.
+    pub fn of(project: impl Into<String>, environment: impl Into<String>) -> Self {
+        Self { project: Some(project.into()), environment: Some(environment.into()) }
+    }
+
+    /// Whether `project` / `environment` lie inside this scope.
+    pub fn contains(&self, project: &str, environment: &str) -> bool {
+        self.project.as_deref().is_none_or(|p| p == project)
+            && self.environment.as_deref().is_none_or(|e| e == environment)
+    }
+}
+
 /// Asks every replica to drop cached entries matching `pattern` (a key path, a folder prefix or
-/// a glob such as `/auth/*`).
+/// a glob such as `/auth/*`), within one project and/or environment when they are given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvalidationMessage {
     pub pattern: String,
+    /// `None`: every project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// `None`: every environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+}
+
+impl InvalidationMessage {
+    pub fn new(scope: &InvalidationScope, pattern: impl Into<String>) -> Self {
+        Self {
+            pattern: pattern.into(),
+            project: scope.project.clone(),
+            environment: scope.environment.clone(),
+        }
+    }
+
+    pub fn scope(&self) -> InvalidationScope {
+        InvalidationScope { project: self.project.clone(), environment: self.environment.clone() }
+    }
 }
 
 #[cfg(test)]
@@ -104,9 +150,32 @@ mod tests {
 
     #[test]
     fn invalidation_round_trips() {
-        let msg = InvalidationMessage { pattern: "/auth/*".into() };
+        let msg = InvalidationMessage::new(&InvalidationScope::all(), "/auth/*");
         let text = serde_json::to_string(&msg).unwrap();
-        assert_eq!(text, r#"{"pattern":"/auth/*"}"#);
+        assert_eq!(text, r#"{"pattern":"/auth/*"}"#, "an unscoped message keeps its old shape");
         assert_eq!(serde_json::from_str::<InvalidationMessage>(&text).unwrap(), msg);
+        assert_eq!(msg.scope(), InvalidationScope::all());
+
+        let scoped = InvalidationMessage::new(&InvalidationScope::of("p1", "prod"), "/auth");
+        let text = serde_json::to_string(&scoped).unwrap();
+        assert_eq!(text, r#"{"pattern":"/auth","project":"p1","environment":"prod"}"#);
+        assert_eq!(serde_json::from_str::<InvalidationMessage>(&text).unwrap(), scoped);
+        let env_only: InvalidationMessage =
+            serde_json::from_str(r#"{"pattern":"/a","environment":"dev"}"#).unwrap();
+        let scope = env_only.scope();
+        assert_eq!((scope.project.as_deref(), scope.environment.as_deref()), (None, Some("dev")));
+    }
+
+    #[test]
+    fn scopes_contain_what_they_name_and_none_means_all() {
+        let all = InvalidationScope::all();
+        assert!(all.contains("p1", "dev") && all.contains("p2", "prod"));
+        let dev = InvalidationScope::of("p1", "dev");
+        assert!(dev.contains("p1", "dev"));
+        assert!(!dev.contains("p1", "prod") && !dev.contains("p2", "dev"));
+        let project = InvalidationScope { project: Some("p1".into()), environment: None };
+        assert!(project.contains("p1", "prod") && !project.contains("p2", "prod"));
+        let env = InvalidationScope { project: None, environment: Some("prod".into()) };
+        assert!(env.contains("p2", "prod") && !env.contains("p2", "dev"));
     }
 }

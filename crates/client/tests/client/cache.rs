@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ikit_client::{
-    CacheConfig, CachedClient, ClientError, FolderQuery, Invalidated, SealKey, SecretRef, Source,
-    events_channel,
+    CacheConfig, CachedClient, ClientError, FolderQuery, Invalidated, Invalidator, SealKey,
+    SecretRef, Source, events_channel,
 };
 use ikit_common::events::{ChangeKind, SecretChangeEvent};
 use ikit_common::testsuite::{LogCapture, TestRedis};
@@ -78,6 +78,27 @@ async fn a_hundred_concurrent_cold_gets_make_one_request() {
     let served = other.get(&db_url()).await.unwrap();
     assert_eq!((served.source, served.value.value.expose()), (Source::Cache, DB_VALUE));
     assert_eq!(h.count("GET", "/api/v4/secrets"), 1);
+}
+
+#[tokio::test]
+async fn cached_gets_share_one_indexed_secret_and_keep_listings_of_other_flags_apart() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    let first = cache.get(&db_url()).await.unwrap();
+    let second = cache.get(&db_url()).await.unwrap();
+    assert_eq!((first.source, second.source), (Source::Network, Source::Cache));
+    assert!(Arc::ptr_eq(&first.value, &second.value), "a hit copies nothing");
+    // Imports resolved once, at insert, with the client's import order (a later import wins).
+    let common = SecretRef::parse(PROJECT, "dev", "/app/COMMON").unwrap();
+    assert_eq!(cache.get(&common).await.unwrap().value.value.expose(), "from-shared2");
+    let missing = SecretRef::parse(PROJECT, "dev", "/app/NOPE").unwrap();
+    assert!(matches!(cache.get(&missing).await, Err(ClientError::NotFound { .. })));
+    // A listing of the same folder with other flags is another entry, not this one.
+    let recursive = app().recursive(true);
+    assert!(!cache.is_cached(&recursive).await);
+    assert_eq!(cache.folder(&recursive).await.unwrap().source, Source::Network);
+    assert_eq!(cache.get(&db_url()).await.unwrap().source, Source::Cache);
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 2);
 }
 
 #[tokio::test]
@@ -262,7 +283,15 @@ async fn invalidation_and_change_events_reach_another_replica_through_redis() {
     }
     assert!(!keys.is_empty());
     for k in &keys {
-        let value: Vec<u8> = redis::cmd("GET").arg(k).query_async(&mut conn).await.unwrap();
+        // Listings are strings; the import index holds sets of key names.
+        let kind: String = redis::cmd("TYPE").arg(k).query_async(&mut conn).await.unwrap();
+        let value: Vec<u8> = if kind == "set" {
+            let members: Vec<String> =
+                redis::cmd("SMEMBERS").arg(k).query_async(&mut conn).await.unwrap();
+            members.concat().into_bytes()
+        } else {
+            redis::cmd("GET").arg(k).query_async(&mut conn).await.unwrap()
+        };
         let text = String::from_utf8_lossy(&value);
         assert!(!text.contains(DB_VALUE) && !text.contains("Sup3r"), "{k} holds plain text");
         assert!(!text.contains("from-shared"), "{k} holds an imported value in plain text");
@@ -293,17 +322,12 @@ async fn invalidation_and_change_events_reach_another_replica_through_redis() {
         version,
         event_id: id.into(),
     };
+    // Published the way the webhook service does: L2 cleared once by the publisher, then the
+    // coalesced invalidation, then the events.
+    let publisher = Invalidator::connect(redis.url(), redis.prefix()).await.unwrap();
     let publish = |e: SecretChangeEvent| {
-        let channel = events_channel(redis.prefix());
-        let mut conn = conn.clone();
-        async move {
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(serde_json::to_string(&e).unwrap())
-                .query_async::<i64>(&mut conn)
-                .await
-                .unwrap()
-        }
+        let publisher = publisher.clone();
+        async move { assert!(publisher.publish(&[e]).await.unwrap().published) }
     };
     publish(event("DB_URL", "/app", Some(2), "e1")).await;
     publish(event("DB_URL", "/app", Some(2), "e1-again")).await;
@@ -435,7 +459,7 @@ impl Drop for Proxy {
     }
 }
 
-fn host_port(url: &str) -> String {
+pub(crate) fn host_port(url: &str) -> String {
     let rest = url.trim_start_matches("redis://");
     let authority = rest.split('/').next().unwrap();
     authority.rsplit('@').next().unwrap().to_owned()
