@@ -273,7 +273,14 @@ async fn two_instances_on_one_queue_leave_every_view_right() {
     let b = stack.app_named("b", &[("IKIT_WEBHOOK_WORKERS", "3")]).await;
     stack.register_hook(&a, "dev").await;
     let (reader, _l) = cached_reader(&stack).await;
+    let (other_reader, _l2) = cached_reader(&stack).await;
     let seen = collect(&reader, "/");
+    // Both readers hold every folder in L1 before the changes.
+    for f in 0..FOLDERS {
+        for r in [&reader, &other_reader] {
+            assert_eq!(read(r, &format!("/f{f}"), "K0").await, None);
+        }
+    }
     // 1,000 changes: every key of every folder created, then updated.
     let mut want: BTreeMap<(String, String), String> = BTreeMap::new();
     for round in 0..2 {
@@ -324,11 +331,10 @@ async fn two_instances_on_one_queue_leave_every_view_right() {
         }
     }
     for ((folder, key), value) in &want {
-        assert_eq!(
-            read(&reader, folder, key).await.as_deref(),
-            Some(value.as_str()),
-            "{folder}/{key}"
-        );
+        for r in [&reader, &other_reader] {
+            let got = read(r, folder, key).await;
+            assert_eq!(got.as_deref(), Some(value.as_str()), "{folder}/{key}");
+        }
     }
     a.shutdown().await;
     b.shutdown().await;
