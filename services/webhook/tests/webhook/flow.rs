@@ -339,3 +339,33 @@ async fn two_instances_on_one_queue_leave_every_view_right() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_embedded_default_on_sqlite_queues_diffs_and_streams() {
+    let stack = Stack::start().await;
+    let file = stack.spool.path().join("embedded.db");
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let app = stack.app(&[("IKIT_DATABASE_URL", &url)]).await;
+    stack.register_hook(&app, "dev").await;
+    let mut stream = SseClient::connect(&app, "?pattern=/app/*", None).await;
+    stack.update("/app", "DATABASE_URL", "postgres://sqlite-v2").await;
+    stack.create("/app", "ADDED", "a").await;
+    let (first, a) = stream.next().await;
+    let (second, b) = stream.next().await;
+    assert!(first < second);
+    // One refetch or two, the events name exactly the two changes.
+    let mut got = [a, b]
+        .map(|f| (f["key"].as_str().unwrap().to_owned(), f["kind"].as_str().unwrap().to_owned()));
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("ADDED".to_owned(), "created".to_owned()),
+            ("DATABASE_URL".to_owned(), "updated".to_owned())
+        ]
+    );
+    let deliveries = stack.emulator.webhook_deliveries().len();
+    assert!(deliveries >= 1);
+    assert_eq!(Stack::audit_rows(&app).await.len(), deliveries, "audited in the same SQLite file");
+    app.shutdown().await;
+}
