@@ -33,6 +33,62 @@ use crate::seal::{self, SealKey};
 use crate::snapshot::{SnapshotStore, decode_entry, encode_entry, stored_age};
 use crate::wire::{FolderSecrets, ImportOrder, Secret};
 
+/// A live view of one secret ([`CachedClient::handle`]): resolved once, then kept current by
+/// the cache, which swaps in the secret each time its folder's listing is stored and clears it
+/// when an invalidation or change event drops the listing. A fresh read is an atomic load and
+/// an age check: no allocation, no lookup, no await. Cheap to clone.
+#[derive(Clone)]
+pub struct SecretHandle {
+    cache: CachedClient,
+    state: Arc<HandleState>,
+}
+
+impl std::fmt::Debug for SecretHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretHandle").field("secret", &self.state.secret).finish_non_exhaustive()
+    }
+}
+
+struct HandleState {
+    secret: SecretRef,
+    /// `None` until resolved, and again once the listing was dropped or lacks the key.
+    current: arc_swap::ArcSwapOption<Resolved>,
+}
+
+/// What a handle serves, and the listing it came from (its age, metric handles and imports).
+/// No `Debug`: holds a value.
+struct Resolved {
+    secret: Arc<Secret>,
+    entry: Arc<Entry>,
+}
+
+impl SecretHandle {
+    /// The secret: from the slot while fresh, else through [`CachedClient::get`] (which also
+    /// refills the slot).
+    pub async fn value(&self) -> Result<Served<Arc<Secret>>, ClientError> {
+        if let Some(served) = self.fresh() {
+            return Ok(served);
+        }
+        self.cache.get(&self.state.secret).await
+    }
+
+    /// The secret if the slot holds a fresh one, without waiting for anything.
+    pub fn fresh(&self) -> Option<Served<Arc<Secret>>> {
+        let current = self.state.current.load();
+        let resolved = current.as_ref()?;
+        let age = resolved.entry.age(self.cache.now_ms());
+        if age >= self.cache.shared.config.ttl {
+            return None;
+        }
+        CachedClient::count_hit(&resolved.entry);
+        Some(Served { value: resolved.secret.clone(), source: Source::Cache, age })
+    }
+
+    pub fn secret_ref(&self) -> &SecretRef {
+        &self.state.secret
+    }
+}
+
 /// Fresh reads served from L1 or L2, by folder path.
 pub const METRIC_CACHE_HIT: &str = "infisical_cache_hit_total";
 /// Reads that had to go to Infisical, by folder path.
@@ -281,17 +337,12 @@ impl Entry {
 
     /// The secret a reference resolves to, as `Client::get` would pick it from the listing.
     fn pick(&self, secret: &SecretRef) -> Result<Arc<Secret>, ClientError> {
-        let found = self.index.get(secret.key()).ok_or_else(|| ClientError::NotFound {
-            message: format!("secret {} not found in {}", secret.key(), secret.folder()),
-        })?;
+        let found = self
+            .index
+            .get(secret.key())
+            .ok_or_else(|| crate::client::missing_secret(secret, self.index.is_empty()))?;
         if found.value_hidden {
-            return Err(ClientError::PermissionDenied {
-                message: format!(
-                    "the value of {} in {} is hidden: the identity may not read secret values",
-                    secret.key(),
-                    secret.folder()
-                ),
-            });
+            return Err(crate::client::hidden_value(secret));
         }
         Ok(found.clone())
     }
@@ -376,6 +427,8 @@ struct Shared {
     next_subscription: AtomicU64,
     dedup: Mutex<Dedup>,
     invalidated: broadcast::Sender<String>,
+    /// Live [`SecretHandle`]s by the L1 slot of their folder's listing.
+    handles: Mutex<HashMap<u64, Vec<std::sync::Weak<HandleState>>>>,
     /// Bumped by every invalidation and change event before it drops anything: a fetch that saw
     /// another value when it started answers its caller but stores nothing (its answer may
     /// predate the change), and one whose L1 insert raced an invalidation removes it again.
@@ -479,6 +532,7 @@ impl CachedClient {
                 dedup: Mutex::new(Dedup::new(4096)),
                 invalidated: broadcast::channel(64).0,
                 epoch: AtomicU64::new(0),
+                handles: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -518,6 +572,60 @@ impl CachedClient {
     pub async fn folder(&self, q: &FolderQuery) -> Result<Served<Arc<FolderSecrets>>, ClientError> {
         let served = self.entry(q).await?;
         Ok(Served { value: served.value.folder.clone(), source: served.source, age: served.age })
+    }
+
+    /// A live handle on one secret, resolved now (an error when it cannot be read).
+    pub async fn handle(&self, secret: &SecretRef) -> Result<SecretHandle, ClientError> {
+        let state = Arc::new(HandleState {
+            secret: secret.clone(),
+            current: arc_swap::ArcSwapOption::empty(),
+        });
+        let slot = self.default_slot(secret.project(), secret.environment(), secret.folder());
+        {
+            let mut handles = lock(&self.shared.handles);
+            let live = handles.entry(slot).or_default();
+            live.retain(|h| h.strong_count() > 0);
+            live.push(Arc::downgrade(&state));
+        }
+        let handle = SecretHandle { cache: self.clone(), state };
+        // Registered first: a listing stored from here on reaches the handle.
+        let query = FolderQuery::new(secret.project(), secret.environment(), secret.folder());
+        let served = self.entry(&query).await?;
+        served.value.pick(secret)?;
+        if handle.state.current.load().is_none() {
+            Self::resolve(&handle.state, &served.value);
+        }
+        Ok(handle)
+    }
+
+    /// Points a handle at its secret in `entry` (or at nothing when the listing lacks it).
+    fn resolve(state: &HandleState, entry: &Arc<Entry>) {
+        let resolved = entry
+            .index
+            .get(state.secret.key())
+            .map(|secret| Arc::new(Resolved { secret: secret.clone(), entry: entry.clone() }));
+        state.current.store(resolved);
+    }
+
+    /// Swaps `entry` into the live handles of `slot`, or clears them (`None`).
+    fn update_handles(&self, slot: u64, entry: Option<&Arc<Entry>>) {
+        let mut handles = lock(&self.shared.handles);
+        let Some(live) = handles.get_mut(&slot) else { return };
+        live.retain(|h| h.strong_count() > 0);
+        if live.is_empty() {
+            handles.remove(&slot);
+            return;
+        }
+        for state in live.iter().filter_map(std::sync::Weak::upgrade) {
+            let s = &state.secret;
+            match entry {
+                Some(e) if e.is_default_of(s.project(), s.environment(), s.folder()) => {
+                    Self::resolve(&state, e);
+                }
+                Some(_) => {}
+                None => state.current.store(None),
+            }
+        }
     }
 
     /// The L1 slot of a listing with the default flags.
@@ -689,10 +797,15 @@ impl CachedClient {
         if self.epoch() != epoch {
             return false;
         }
-        self.shared.l1.insert(slot, entry).await;
+        self.shared.l1.insert(slot, entry.clone()).await;
         if self.epoch() != epoch {
             self.shared.l1.invalidate(&slot).await;
             return false;
+        }
+        self.update_handles(slot, Some(&entry));
+        // Checked once more: an invalidation that cleared the handles meanwhile wins.
+        if self.epoch() != epoch {
+            self.update_handles(slot, None);
         }
         true
     }
@@ -747,6 +860,7 @@ impl CachedClient {
         {
             tracing::debug!(path = q.path, "invalidated elsewhere while fetching, not cached");
             self.shared.l1.invalidate(&slot).await;
+            self.update_handles(slot, None);
             return Ok(entry);
         }
         self.write_snapshot(key, plain).await;
@@ -762,6 +876,7 @@ impl CachedClient {
             .await;
         }
         self.shared.l1.invalidate(&slot).await;
+        self.update_handles(slot, None);
     }
 
     fn revalidate_in_background(&self, q: FolderQuery, key: String) {
@@ -933,11 +1048,32 @@ impl CachedClient {
         for slot in &doomed {
             self.shared.l1.invalidate(slot.as_ref()).await;
         }
+        self.clear_handles(scope, pattern);
         if !doomed.is_empty() {
             tracing::debug!(pattern, dropped = doomed.len(), "invalidated cached listings");
         }
         let _ = self.shared.invalidated.send(pattern.to_owned());
         doomed.len()
+    }
+
+    /// Clears the live handles whose listing the invalidation reaches, like L1 (that listing
+    /// may have left L1 earlier, by size or age, and still be what they hold).
+    fn clear_handles(&self, scope: &InvalidationScope, pattern: &str) {
+        let mut handles = lock(&self.shared.handles);
+        handles.retain(|_, live| {
+            live.retain(|h| h.strong_count() > 0);
+            !live.is_empty()
+        });
+        for state in handles.values().flatten().filter_map(std::sync::Weak::upgrade) {
+            let reached = state
+                .current
+                .load()
+                .as_ref()
+                .is_some_and(|r| l1_affected(scope, pattern, &r.entry));
+            if reached {
+                state.current.store(None);
+            }
+        }
     }
 
     /// Patterns applied to this replica's L1, from here or from another replica.

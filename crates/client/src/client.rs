@@ -236,7 +236,7 @@ impl Refused {
                     .call
                     .map(|call| format!("{} {}", call.method, call.route()))
                     .unwrap_or_default();
-                ClientError::NotFound { message: format!("route {route} not found") }
+                ClientError::not_found(format!("route {route} not found"))
             }
             Failure::ReAuth(message) => ClientError::Auth { message },
             Failure::Error(e) => e,
@@ -258,7 +258,7 @@ fn login_error(f: Failure, what: &str) -> ClientError {
             ClientError::Auth { message: format!("{what} route not found on this server") }
         }
         Failure::Error(
-            ClientError::PermissionDenied { message }
+            ClientError::PermissionDenied { message, .. }
             | ClientError::NotFound { message, .. }
             | ClientError::InvalidInput { message },
         ) => refused(message),
@@ -271,35 +271,50 @@ fn login_error(f: Failure, what: &str) -> ClientError {
     }
 }
 
+/// A key missing from its folder's listing. A 2024 server lists an unknown environment (and a
+/// missing folder) as empty, so an empty listing names the environment as possibly unknown.
+pub(crate) fn missing_secret(secret: &SecretRef, listing_empty: bool) -> ClientError {
+    let place = format!("{}:{}", secret.environment(), secret.folder());
+    let message = if listing_empty {
+        format!(
+            "secret {} not found: the listing of {place} is empty; the environment {:?} may not \
+             exist in this project, or the folder may not",
+            secret.key(),
+            secret.environment()
+        )
+    } else {
+        format!("secret {} not found in {place}", secret.key())
+    };
+    ClientError::NotFound {
+        message,
+        secret: Some(secret.key().to_owned()),
+        folder: Some(secret.folder().to_owned()),
+    }
+}
+
+/// A value the server masked: refused, never returned as the mask.
+pub(crate) fn hidden_value(secret: &SecretRef) -> ClientError {
+    ClientError::PermissionDenied {
+        secret: Some(secret.key().to_owned()),
+        folder: Some(secret.folder().to_owned()),
+        message: format!(
+            "the value of {} in {} is hidden: the identity may not read secret values",
+            secret.key(),
+            secret.folder()
+        ),
+    }
+}
+
 /// The secret a reference resolves to in a folder listing.
 pub(crate) fn pick(
     folder: &FolderSecrets,
     secret: &SecretRef,
     order: ImportOrder,
 ) -> Result<Secret, ClientError> {
-    let found = folder.find(secret.key(), order).ok_or_else(|| {
-        let place = format!("{}:{}", secret.environment(), secret.folder());
-        let message = if folder.secrets.is_empty() && folder.imports.is_empty() {
-            // A 2024 server lists an unknown environment (and a missing folder) as empty.
-            format!(
-                "secret {} not found: the listing of {place} is empty; the environment {:?} \
-                 may not exist in this project, or the folder may not",
-                secret.key(),
-                secret.environment()
-            )
-        } else {
-            format!("secret {} not found in {place}", secret.key())
-        };
-        ClientError::NotFound { message }
-    })?;
+    let empty = folder.secrets.is_empty() && folder.imports.iter().all(|i| i.secrets.is_empty());
+    let found = folder.find(secret.key(), order).ok_or_else(|| missing_secret(secret, empty))?;
     if found.value_hidden {
-        return Err(ClientError::PermissionDenied {
-            message: format!(
-                "the value of {} in {} is hidden: the identity may not read secret values",
-                secret.key(),
-                secret.folder()
-            ),
-        });
+        return Err(hidden_value(secret));
     }
     Ok(found.clone())
 }
@@ -523,7 +538,10 @@ impl Client {
         key: &str,
         options: &GetOptions,
     ) -> Result<Secret, ClientError> {
-        let body = self.execute(true, |v| api::get(v, scope, key, options)).await?;
+        let body = self
+            .execute(true, |v| api::get(v, scope, key, options))
+            .await
+            .map_err(|e| e.about(&scope.path, key))?;
         wire::decode_one(&body.body)
     }
 
@@ -545,7 +563,10 @@ impl Client {
         scope: &Scope,
         update: &SecretUpdate,
     ) -> Result<Secret, ClientError> {
-        let first = self.execute(true, |v| api::update(v, scope, update)).await;
+        let first = self
+            .execute(true, |v| api::update(v, scope, update))
+            .await
+            .map_err(|e| e.about(&scope.path, &update.key));
         let body = match first {
             Err(ClientError::InvalidInput { message })
                 if update.value.is_none() && message.contains("secretValue") =>
@@ -600,7 +621,10 @@ impl Client {
         key: &str,
         secret_type: SecretType,
     ) -> Result<Secret, ClientError> {
-        let body = self.execute(true, |v| api::delete(v, scope, key, secret_type)).await?;
+        let body = self
+            .execute(true, |v| api::delete(v, scope, key, secret_type))
+            .await
+            .map_err(|e| e.about(&scope.path, key))?;
         wire::decode_one(&body.body)
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ikit_common::Settings;
 use ikit_common::config::{
-    AuthMethod as Common, CloudSettings, InfisicalSettings, normalize_api_url,
+    AuthMethod as Common, CloudSettings, InfisicalSettings, normalize_api_url, redact_url,
 };
 use reqwest::header::{HeaderName, HeaderValue};
 use url::Url;
@@ -58,7 +58,7 @@ pub(crate) const USER_AGENT: &str = concat!("ikit-client/", env!("CARGO_PKG_VERS
 impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
-            .field("api_url", &self.api_url.as_str())
+            .field("api_url", &redact_url(self.api_url.as_str()))
             .field("auth", &self.auth)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
@@ -81,7 +81,7 @@ fn api_base(raw: &str) -> Result<Url, ClientError> {
     let normalized = normalize_api_url(raw.trim())
         .map_err(|e| ClientError::Config(format!("invalid api url: {e}")))?;
     Url::parse(&format!("{normalized}/"))
-        .map_err(|e| ClientError::Config(format!("invalid api url {raw:?}: {e}")))
+        .map_err(|e| ClientError::Config(format!("invalid api url {:?}: {e}", redact_url(raw))))
 }
 
 impl ClientConfig {
@@ -400,6 +400,30 @@ mod tests {
     }
 
     #[test]
+    fn urls_with_credentials_are_redacted_in_debug_and_errors() {
+        let c = ClientConfig::new(
+            "https://user:api-pw-value@infisical.example.com",
+            AuthMethod::token("st.a.b.c"),
+        )
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("api-pw-value") && debug.contains("infisical.example.com"),
+            "{debug}"
+        );
+        for bad in ["http://user:bad-pw-value@bad host", "https://u:bad-pw-value@/x"] {
+            let err = api_base(bad).unwrap_err().to_string();
+            assert!(!err.contains("bad-pw-value"), "{err}");
+        }
+        let azure = AuthMethod::Azure {
+            identity_id: "i".into(),
+            resource: "r".into(),
+            imds_url: "http://127.0.0.1:1/token?sig=imds-pw-value".into(),
+        };
+        assert!(!format!("{azure:?}").contains("imds-pw-value"));
+    }
+
+    #[test]
     fn custom_headers_use_the_shared_parser_and_drop_authorization() {
         let headers = custom_headers(
             r#"X-One=1  X-Two="two words" X-Three='a=b' User-Agent=x Accept=y Authorization=z"#,
@@ -466,6 +490,17 @@ mod tests {
             "jwt-auth without an identity id"
         );
         assert_eq!(c.budget, None, "no client-side budget by default");
+        let container = env(&[
+            ("IKIT_INFISICAL_AUTH_METHOD", "aws-iam"),
+            ("INFISICAL_MACHINE_IDENTITY_ID", "mid"),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/creds"),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "container-token-qqq"),
+        ]);
+        let settings = Settings::load(None, &container).unwrap();
+        let aws = ClientConfig::from_settings(&settings).unwrap();
+        let shown = format!("{settings:?} {aws:?}");
+        assert!(!shown.contains("container-token-qqq"), "{shown}");
+        assert!(shown.contains("container"), "the source is named: {shown}");
         let floor = ClientConfig::from_env(&env(&[
             ("INFISICAL_TOKEN", "st.a.b.c"),
             ("IKIT_RATE_LIMIT_BURST", "20"),

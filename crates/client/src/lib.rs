@@ -56,7 +56,7 @@ pub use aws::{
 pub use cache::{
     CacheConfig, CachedClient, DEFAULT_REDIS_PREFIX, Invalidated, ListenerHandle, METRIC_CACHE_HIT,
     METRIC_CACHE_L2_UP, METRIC_CACHE_MISS, METRIC_CACHE_STALE, METRIC_CACHE_STALE_AGE, RedisConfig,
-    Served, events_channel, invalidation_channel,
+    SecretHandle, Served, events_channel, invalidation_channel,
 };
 pub use client::{
     Client, FolderFetch, LoginToken, METRIC_FETCH_DURATION, METRIC_FETCH_ERRORS,

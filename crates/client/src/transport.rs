@@ -227,9 +227,14 @@ fn cross_origin_redirect(e: &reqwest::Error) -> Option<&CrossOriginRedirect> {
     None
 }
 
-/// A server error or outage answer: its message as the reason, or the status when it has none.
+/// A server error or outage answer: the status, then the server's message when it has one (a
+/// bare "Something went wrong" says nothing without its 500).
 fn unavailable(status: u16, message: String) -> Failure {
-    let reason = if message.is_empty() { format!("status {status}") } else { message };
+    let reason = if message.is_empty() {
+        format!("status {status}")
+    } else {
+        format!("status {status}: {message}")
+    };
     Failure::Error(ClientError::Unavailable { status: Some(status), reason })
 }
 
@@ -495,9 +500,9 @@ impl Transport {
                 let failure = match other {
                     ErrorClass::ReAuth => Failure::ReAuth(message),
                     ErrorClass::RouteNotFound => Failure::RouteNotFound,
-                    ErrorClass::NotFound => Failure::Error(ClientError::NotFound { message }),
+                    ErrorClass::NotFound => Failure::Error(ClientError::not_found(message)),
                     ErrorClass::PermissionDenied => {
-                        Failure::Error(ClientError::PermissionDenied { message })
+                        Failure::Error(ClientError::permission_denied(message))
                     }
                     ErrorClass::InvalidInput => {
                         Failure::Error(ClientError::InvalidInput { message })

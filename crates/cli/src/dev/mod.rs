@@ -348,26 +348,10 @@ impl DevStack {
     }
 }
 
-/// Writes `bytes` to `path` readable by its owner only, atomically: a temporary file in the same
-/// directory, created 0600, synced, then renamed over the target.
+/// Writes `bytes` to `path` readable by its owner only, atomically (the workspace's one
+/// `ikit_common::files::write_private`), creating the directory first.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    use std::io::Write as _;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
-    let mut file = tempfile::Builder::new()
-        .prefix(".dev-state-")
-        .tempfile_in(dir)
-        .map_err(|e| CliError::io(dir, e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        file.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| CliError::io(path, e))?;
-    }
-    file.write_all(bytes)
-        .and_then(|()| file.as_file().sync_all())
-        .map_err(|e| CliError::io(path, e))?;
-    file.persist(path).map_err(|e| CliError::io(path, e.error))?;
-    Ok(())
+    ikit_common::files::write_private(path, bytes).map_err(|e| CliError::io(path, e))
 }

@@ -271,7 +271,21 @@ async fn an_empty_listing_of_an_unknown_environment_says_it_may_not_exist() {
     let err =
         client.get(&SecretRef::parse(PROJECT, "staging", "/DB_URL").unwrap()).await.unwrap_err();
     assert!(
-        matches!(err, ClientError::NotFound { ref message }
+        matches!(err, ClientError::NotFound { ref message, .. }
+            if message.contains("environment \"staging\" may not exist")),
+        "{err:?}"
+    );
+    // The cache fills whole listings and says the same.
+    let minute = std::time::Duration::from_secs(60);
+    let cached = ikit_client::CachedClient::new(
+        h.client(ua()),
+        ikit_client::CacheConfig::new(minute, minute),
+    )
+    .unwrap();
+    let err =
+        cached.get(&SecretRef::parse(PROJECT, "staging", "/DB_URL").unwrap()).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::NotFound { ref message, .. }
             if message.contains("environment \"staging\" may not exist")),
         "{err:?}"
     );
@@ -279,9 +293,19 @@ async fn an_empty_listing_of_an_unknown_environment_says_it_may_not_exist() {
     let err =
         client.get(&SecretRef::parse(PROJECT, "dev", "/app/NOPE").unwrap()).await.unwrap_err();
     assert!(
-        matches!(err, ClientError::NotFound { ref message }
+        matches!(err, ClientError::NotFound { ref message, .. }
             if message.contains("NOPE not found in dev:/app") && !message.contains("environment")),
         "{err:?}"
+    );
+    assert_eq!((err.secret(), err.folder()), (Some("NOPE"), Some("/app")), "structured context");
+    let missing = client
+        .get_secret(&Scope::new(PROJECT, "dev", "/app"), "GONE", &GetOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, ClientError::NotFound { secret: Some(ref k), folder: Some(ref f), .. }
+            if k == "GONE" && f == "/app"),
+        "{missing:?}"
     );
 }
 

@@ -102,6 +102,59 @@ async fn cached_gets_share_one_indexed_secret_and_keep_listings_of_other_flags_a
 }
 
 #[tokio::test]
+async fn a_live_handle_follows_change_events_and_the_fetcher() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    let handle = cache.handle(&db_url()).await.unwrap();
+    let first = handle.fresh().expect("resolved at once");
+    assert_eq!(first.value.value.expose(), DB_VALUE);
+    let again = handle.value().await.unwrap();
+    assert!(Arc::ptr_eq(&first.value, &again.value), "a read is a load, not a copy");
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 1);
+
+    // The value changes and its change event arrives: the slot is cleared, the next read
+    // fetches the new value, and the fetcher swaps it in for every clone of the handle.
+    let scope = ikit_client::Scope::new(PROJECT, "dev", "/app");
+    let update = ikit_client::SecretUpdate::value("DB_URL", "v2");
+    h.client(ua()).update_secret(&scope, &update).await.unwrap();
+    let clone = handle.clone();
+    cache
+        .deliver(&SecretChangeEvent {
+            project: PROJECT.into(),
+            environment: "dev".into(),
+            folder: "/app".into(),
+            key: "DB_URL".into(),
+            kind: ChangeKind::Updated,
+            version: Some(2),
+            event_id: "h1".into(),
+        })
+        .await;
+    assert!(clone.fresh().is_none(), "the event cleared the slot");
+    let served = handle.value().await.unwrap();
+    assert_eq!((served.source, served.value.value.expose()), (Source::Network, "v2"));
+    assert_eq!(clone.fresh().unwrap().value.value.expose(), "v2");
+
+    // A handle on an imported key follows its import; the fetcher refills it on any read.
+    let common = cache.handle(&SecretRef::parse(PROJECT, "dev", "/app/COMMON").unwrap()).await;
+    let common = common.unwrap();
+    assert_eq!(common.fresh().unwrap().value.value.expose(), "from-shared2");
+    cache.invalidate("/other").await;
+    assert!(common.fresh().is_some(), "an unrelated invalidation leaves it");
+    cache.invalidate("/shared2/COMMON").await;
+    assert!(common.fresh().is_none() && handle.fresh().is_none(), "the listing was dropped");
+    cache.folder(&app()).await.unwrap();
+    assert_eq!(handle.fresh().unwrap().value.value.expose(), "v2");
+    assert_eq!(common.fresh().unwrap().value.value.expose(), "from-shared2");
+
+    // Past the TTL a slot is not fresh; the read goes through the cache again.
+    h.advance(TTL);
+    assert!(handle.fresh().is_none());
+    assert_eq!(handle.value().await.unwrap().source, Source::Cache, "stale while revalidating");
+    let missing = SecretRef::parse(PROJECT, "dev", "/app/NOPE").unwrap();
+    assert!(matches!(cache.handle(&missing).await, Err(ClientError::NotFound { .. })));
+}
+
+#[tokio::test]
 async fn stale_listings_are_revalidated_with_the_etag() {
     let h = Harness::start(ApiVersion::V2026).await;
     let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));

@@ -92,6 +92,7 @@ async fn server_errors_are_retried_within_the_budget_then_unavailable() {
     h.emulator.faults().add(Fault::status(LIST, 500).times(1));
     let err = client.fetch_folder(&query()).await.unwrap_err();
     assert!(matches!(err, ClientError::Unavailable { status: Some(500), .. }), "{err:?}");
+    assert!(err.to_string().contains("status 500"), "the message shows the status: {err}");
     assert_eq!(h.count("GET", LIST), 1);
 }
 
