@@ -158,20 +158,21 @@ impl WebhookSettings {
 
     /// Loads settings from an optional TOML text and an env map; env wins over the file.
     pub fn load(file: Option<&str>, env: &BTreeMap<String, String>) -> Result<Self, ConfigErrors> {
-        // The shared settings report `webhook.*` file keys as unknown: they are ours.
-        let base = Settings::load(file, env).map_err(|e| {
-            ConfigErrors(
-                e.0.into_iter().filter(|e| !e.origin.starts_with("file key webhook.")).collect(),
-            )
-        });
-        let table = file
-            .and_then(|t| t.parse::<toml::Table>().ok())
-            .and_then(|mut t| t.remove("webhook"))
-            .and_then(|w| match w {
-                toml::Value::Table(t) => Some(t),
-                _ => None,
-            })
-            .unwrap_or_default();
+        // The `[webhook]` table is ours; the shared settings get the rest of the file (or the
+        // text as it is when it does not parse, so they report the syntax error).
+        let parsed = file.map(|t| t.parse::<toml::Table>());
+        let (base_text, table) = match parsed {
+            Some(Ok(mut all)) => {
+                let table = match all.remove("webhook") {
+                    Some(toml::Value::Table(t)) => t,
+                    _ => toml::Table::new(),
+                };
+                (Some(all.to_string()), table)
+            }
+            Some(Err(_)) => (file.map(str::to_owned), toml::Table::new()),
+            None => (None, toml::Table::new()),
+        };
+        let base = Settings::load(base_text.as_deref(), env);
         let mut r = Reader { env, file: &table, errors: Vec::new() };
 
         let secret = r.secret("webhook.secret", "IKIT_WEBHOOK_SECRET");

@@ -131,7 +131,7 @@ impl Service {
         let replay_ttl = settings.window.saturating_mul(2);
         let state = Arc::new(AppState {
             limiter: AppState::limiter(&settings),
-            fanout: Fanout::new(redis.clone(), &options.redis_prefix),
+            fanout: Fanout::new(settings.base.redis_url.clone(), &options.redis_prefix),
             replay: ReplayCache::new(redis.clone(), &options.redis_prefix, replay_ttl),
             redis,
             clock: options.clock,

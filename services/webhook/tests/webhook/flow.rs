@@ -273,7 +273,14 @@ async fn two_instances_on_one_queue_leave_every_view_right() {
     let b = stack.app_named("b", &[("IKIT_WEBHOOK_WORKERS", "3")]).await;
     stack.register_hook(&a, "dev").await;
     let (reader, _l) = cached_reader(&stack).await;
+    let (other_reader, _l2) = cached_reader(&stack).await;
     let seen = collect(&reader, "/");
+    // Both readers hold every folder in L1 before the changes.
+    for f in 0..FOLDERS {
+        for r in [&reader, &other_reader] {
+            assert_eq!(read(r, &format!("/f{f}"), "K0").await, None);
+        }
+    }
     // 1,000 changes: every key of every folder created, then updated.
     let mut want: BTreeMap<(String, String), String> = BTreeMap::new();
     for round in 0..2 {
@@ -324,12 +331,41 @@ async fn two_instances_on_one_queue_leave_every_view_right() {
         }
     }
     for ((folder, key), value) in &want {
-        assert_eq!(
-            read(&reader, folder, key).await.as_deref(),
-            Some(value.as_str()),
-            "{folder}/{key}"
-        );
+        for r in [&reader, &other_reader] {
+            let got = read(r, folder, key).await;
+            assert_eq!(got.as_deref(), Some(value.as_str()), "{folder}/{key}");
+        }
     }
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_embedded_default_on_sqlite_queues_diffs_and_streams() {
+    let stack = Stack::start().await;
+    let file = stack.spool.path().join("embedded.db");
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let app = stack.app(&[("IKIT_DATABASE_URL", &url)]).await;
+    stack.register_hook(&app, "dev").await;
+    let mut stream = SseClient::connect(&app, "?pattern=/app/*", None).await;
+    stack.update("/app", "DATABASE_URL", "postgres://sqlite-v2").await;
+    stack.create("/app", "ADDED", "a").await;
+    let (first, a) = stream.next().await;
+    let (second, b) = stream.next().await;
+    assert!(first < second);
+    // One refetch or two, the events name exactly the two changes.
+    let mut got = [a, b]
+        .map(|f| (f["key"].as_str().unwrap().to_owned(), f["kind"].as_str().unwrap().to_owned()));
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("ADDED".to_owned(), "created".to_owned()),
+            ("DATABASE_URL".to_owned(), "updated".to_owned())
+        ]
+    );
+    let deliveries = stack.emulator.webhook_deliveries().len();
+    assert!(deliveries >= 1);
+    assert_eq!(Stack::audit_rows(&app).await.len(), deliveries, "audited in the same SQLite file");
+    app.shutdown().await;
 }

@@ -1,5 +1,6 @@
 //! Black-box tests of ikit-webhook on real PostgreSQL and Redis, with the emulator as Infisical.
 
+mod config;
 mod flow;
 mod keys;
 mod receive;

@@ -11,6 +11,9 @@ use crate::support::{PROJECT, SECRET, START_MS, Stack, post};
 
 const HOOK: &str = "/api/v1/infisical/webhook";
 
+/// (name, headers, body, expected status, expected code).
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
+
 fn modified(ts: i64, env: &str, path: &str) -> String {
     json!({"event": "secrets.modified",
            "project": {"workspaceId": PROJECT, "environment": env, "secretPath": path},
@@ -42,7 +45,7 @@ async fn each_rejection_has_its_status_an_audit_row_and_queues_nothing() {
     let huge = vec![b' '; 1024 * 1024 + 1];
     let huge_sig = sign(now, SECRET.as_bytes(), &huge);
 
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("missing signature", vec![], body.clone().into_bytes(), 401, "signature_missing"),
         (
             "forged",
