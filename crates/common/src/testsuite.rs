@@ -474,38 +474,93 @@ mod tests {
 }
 
 /// Everything the code under test logs, captured for assertions such as "no secret value
-/// appears". Installed for the current thread only, so parallel tests do not see each other.
-#[derive(Clone, Default)]
-pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+/// appears".
+///
+/// Captures are process-wide: one global subscriber (installed by the first capture) writes
+/// every event, from every thread and task, to each live capture whose filter takes it. A
+/// thread-local subscriber would miss events of tasks on other worker threads and, with tests
+/// running in parallel, events whose callsite interest another thread cached first; a capture
+/// may also see events of tests running beside it, which only makes a "no value leaked"
+/// assertion stricter.
+#[derive(Clone)]
+pub struct LogCapture(std::sync::Arc<CaptureSink>);
+
+/// One capture's buffer and the targets it takes.
+pub struct CaptureSink {
+    filter: tracing_subscriber::filter::Targets,
+    buffer: std::sync::Mutex<Vec<u8>>,
+}
+
+/// The live captures; events go to each.
+static CAPTURES: std::sync::Mutex<Vec<std::sync::Weak<CaptureSink>>> =
+    std::sync::Mutex::new(Vec::new());
+static CAPTURES_LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Stops its capture when dropped.
+#[must_use = "the capture stops when the guard is dropped"]
+pub struct LogCaptureGuard(std::sync::Arc<CaptureSink>);
+
+impl Drop for LogCaptureGuard {
+    fn drop(&mut self) {
+        let mut live = CAPTURES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        live.retain(|c| c.upgrade().is_some_and(|c| !std::sync::Arc::ptr_eq(&c, &self.0)));
+        CAPTURES_LIVE.store(live.len(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 impl LogCapture {
-    /// Captures every event matching `filter` (an env-filter directive such as
+    /// Captures every event matching `filter` (target directives such as `trace` or
     /// `ikit_client=trace,reqwest=trace`) until the returned guard is dropped.
-    pub fn start(filter: &str) -> (Self, tracing::subscriber::DefaultGuard) {
-        let capture = Self::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(capture.clone())
-            .with_ansi(false)
-            .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        // Another test's thread may have registered a callsite, and cached it as uninteresting,
-        // while this subscriber was being set up: recompute every callsite's interest now that
-        // it is in place, or its events would be filtered out before reaching it.
+    pub fn start(filter: &str) -> (Self, LogCaptureGuard) {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::{Layer, filter::filter_fn};
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            let layer =
+                tracing_subscriber::fmt::layer().with_ansi(false).with_writer(FanOut).with_filter(
+                    filter_fn(|_| CAPTURES_LIVE.load(std::sync::atomic::Ordering::SeqCst) > 0),
+                );
+            let subscriber = tracing_subscriber::registry().with(layer);
+            // A test binary that set its own global subscriber keeps it; captures then see
+            // nothing, which their own "the capture works" checks report.
+            let _ = tracing::subscriber::set_global_default(subscriber);
+        });
+        let sink = std::sync::Arc::new(CaptureSink {
+            filter: filter.parse().unwrap_or_else(|_| {
+                tracing_subscriber::filter::Targets::new()
+                    .with_default(tracing::level_filters::LevelFilter::TRACE)
+            }),
+            buffer: std::sync::Mutex::new(Vec::new()),
+        });
+        let mut live = CAPTURES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        live.push(std::sync::Arc::downgrade(&sink));
+        CAPTURES_LIVE.store(live.len(), std::sync::atomic::Ordering::SeqCst);
+        drop(live);
         tracing::callsite::rebuild_interest_cache();
-        (capture, guard)
+        (Self(sink.clone()), LogCaptureGuard(sink))
     }
 
     /// The captured text so far.
     pub fn text(&self) -> String {
-        let bytes = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let bytes = self.0.buffer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         String::from_utf8_lossy(&bytes).into_owned()
     }
 }
 
-impl std::io::Write for LogCapture {
+/// The global subscriber's writer: one formatted event, copied to every capture taking it.
+struct FanOut;
+
+/// The captures that take one event.
+struct EventWriter(Vec<std::sync::Arc<CaptureSink>>);
+
+impl std::io::Write for EventWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).extend_from_slice(buf);
+        for sink in &self.0 {
+            sink.buffer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .extend_from_slice(buf);
+        }
         Ok(buf.len())
     }
 
@@ -514,10 +569,20 @@ impl std::io::Write for LogCapture {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
-    type Writer = LogCapture;
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for FanOut {
+    type Writer = EventWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
+        EventWriter(Vec::new())
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        let live = CAPTURES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        EventWriter(
+            live.iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .filter(|sink| sink.filter.would_enable(meta.target(), meta.level()))
+                .collect(),
+        )
     }
 }

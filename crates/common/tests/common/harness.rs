@@ -111,14 +111,20 @@ async fn databases_left_by_killed_runs_are_swept() {
 }
 
 #[test]
-fn log_capture_sees_this_thread_only_and_stops_with_its_guard() {
-    let (capture, guard) = ikit_common::testsuite::LogCapture::start("trace");
+fn log_capture_sees_every_thread_keeps_to_its_filter_and_stops_with_its_guard() {
+    let (capture, guard) = ikit_common::testsuite::LogCapture::start("common=trace");
+    let (all, all_guard) = ikit_common::testsuite::LogCapture::start("trace");
     tracing::info!(answer = 42, "captured event");
     std::thread::spawn(|| tracing::info!("from another thread")).join().unwrap();
+    tracing::info!(target: "elsewhere", "outside the filter");
     drop(guard);
     tracing::info!("after the guard");
     let text = capture.text();
     assert!(text.contains("captured event") && text.contains("answer=42"), "{text}");
-    assert!(!text.contains("from another thread"), "{text}");
+    assert!(text.contains("from another thread"), "{text}");
+    assert!(!text.contains("outside the filter"), "{text}");
     assert!(!text.contains("after the guard"), "{text}");
+    let everything = all.text();
+    assert!(everything.contains("outside the filter") && everything.contains("after the guard"));
+    drop(all_guard);
 }
