@@ -388,6 +388,17 @@ impl Client {
         self.inner.tokens.current(&self.inner.transport).await.map(|_| ())
     }
 
+    /// When the access token held now expires: `None` before the first login, for a fixed
+    /// token, or for a token that does not expire. For health pages; takes no network action.
+    pub async fn token_expires_at(&self) -> Option<SystemTime> {
+        if self.inner.tokens.auth.static_token().is_some() {
+            return None;
+        }
+        let state = self.inner.tokens.state.lock().await;
+        let times = &state.as_ref()?.times;
+        (!times.expires_in.is_zero()).then(|| times.obtained_at + times.expires_in)
+    }
+
     /// Logs in now and returns the new access token with its expiry (what `ikit login --plain`
     /// prints); the client then uses that token. A fixed token is returned as is.
     pub async fn login(&self) -> Result<LoginToken, ClientError> {

@@ -79,7 +79,13 @@ impl AppState {
             }
         };
         let (status, token) = tokio::join!(status, token);
-        Probe { status, token }
+        let token_expires_in = self
+            .cache
+            .client()
+            .token_expires_at()
+            .await
+            .map(|at| at.duration_since(self.clock.now()).unwrap_or_default());
+        Probe { status, token, token_expires_in }
     }
 
     /// `(configured, up)` for Redis, by a `PING` bounded by one second.

@@ -160,6 +160,8 @@ pub struct Probe {
     pub status: Result<Duration, String>,
     /// Whether this service holds a valid access token (or could get one), or why not.
     pub token: Result<(), String>,
+    /// How long the access token held has left, when it expires.
+    pub token_expires_in: Option<Duration>,
 }
 
 /// Infisical: healthy when `/api/status` answers within `slow` and we can log in; degraded when
@@ -172,6 +174,7 @@ pub fn infisical_part(url: &str, probe: &Probe, slow: Duration, keys_loaded: boo
         "latency_ms": latency,
         "error": probe.status.as_ref().err(),
         "token": match &probe.token { Ok(()) => "valid".to_owned(), Err(e) => e.clone() },
+        "token_expires_in_seconds": probe.token_expires_in.map(|d| d.as_secs()),
     });
     let (status, detail) = match (&probe.status, &probe.token) {
         (Ok(d), Ok(())) if *d <= slow => {
@@ -310,14 +313,27 @@ mod tests {
     #[test]
     fn infisical_down_with_keys_loaded_is_degraded_not_unhealthy() {
         let slow = Duration::from_secs(1);
-        let up = Probe { status: Ok(Duration::from_millis(5)), token: Ok(()) };
+        let up =
+            Probe { status: Ok(Duration::from_millis(5)), token: Ok(()), token_expires_in: None };
         assert_eq!(infisical_part("u", &up, slow, true).status, Status::Healthy);
-        let sluggish = Probe { status: Ok(Duration::from_millis(1500)), token: Ok(()) };
+        let sluggish = Probe {
+            status: Ok(Duration::from_millis(1500)),
+            token: Ok(()),
+            token_expires_in: None,
+        };
         assert_eq!(infisical_part("u", &sluggish, slow, true).status, Status::Degraded);
-        let down = Probe { status: Err("connection refused".into()), token: Err("network".into()) };
+        let down = Probe {
+            status: Err("connection refused".into()),
+            token: Err("network".into()),
+            token_expires_in: None,
+        };
         assert_eq!(infisical_part("u", &down, slow, true).status, Status::Degraded);
         assert_eq!(infisical_part("u", &down, slow, false).status, Status::Unhealthy);
-        let no_login = Probe { status: Ok(Duration::from_millis(5)), token: Err("auth".into()) };
+        let no_login = Probe {
+            status: Ok(Duration::from_millis(5)),
+            token: Err("auth".into()),
+            token_expires_in: None,
+        };
         assert_eq!(infisical_part("u", &no_login, slow, true).status, Status::Degraded);
     }
 

@@ -20,6 +20,9 @@ async fn health_reports_every_part_and_the_jwks_can_be_cached() {
     let active = health["aes_system"]["active_kid"].as_str().expect("active kid").to_owned();
     assert!(health["infisical_connection"]["latency_ms"].as_u64().is_some());
     assert_eq!(health["infisical_connection"]["token"], "valid");
+    // The seeded identity's tokens live an hour: what is left is reported, in seconds.
+    let left = health["infisical_connection"]["token_expires_in_seconds"].as_u64();
+    assert!(left.is_some_and(|s| s > 0 && s <= 3600), "{health:#}");
     assert_eq!(health["audit_log"]["backend"], "postgres");
     assert!(health["timestamp"].as_i64().is_some());
     let current = health["jwt_system"]["current_kid"].as_str().expect("current kid").to_owned();
