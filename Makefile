@@ -33,6 +33,12 @@ lint: ## clippy over every target with warnings as errors
 bench: ## run the criterion benches and print their figures
 	$(CARGO) bench --workspace --bench '*' -- --warm-up-time 1 --measurement-time 3
 
+bench-webhook: ## the webhook receiver beside a bare axum handler: requests/s, p50, p99
+	$(CARGO) bench -p ikit-webhook --bench webhook
+
+bench-migrate: ## 10,000 keys planned and applied against the emulator: wall time and write requests
+	$(CARGO) test -p ikit-migrate --test migrate ten_thousand -- --nocapture
+
 EMULATOR_ADDR ?= 127.0.0.1:8090
 emulator: ## run ikit-emulator on $(EMULATOR_ADDR) with the demo seed (docs/demo-seed.json)
 	$(CARGO) run -q -p ikit-emulator -- --addr $(EMULATOR_ADDR) --seed docs/demo-seed.json --admin-token demo-admin-token

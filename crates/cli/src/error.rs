@@ -12,6 +12,7 @@ pub enum CliError {
 }
 
 impl CliError {
+    #[cfg_attr(not(feature = "dev"), allow(dead_code))]
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io { path: path.display().to_string(), source }
     }

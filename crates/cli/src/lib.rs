@@ -51,6 +51,7 @@ pub struct DevArgs {
 }
 
 /// Runs a parsed command until it is done (for `dev`: until `stop` completes).
+#[cfg_attr(not(feature = "dev"), allow(unused_variables))]
 pub async fn run(
     cli: Cli,
     env: &BTreeMap<String, String>,
@@ -58,22 +59,6 @@ pub async fn run(
 ) -> Result<(), CliError> {
     match cli.command {
         #[cfg(feature = "dev")]
-        Command::Dev(args) => {
-            let options = dev::DevOptions {
-                emulator_addr: args.emulator_addr,
-                webhook_addr: args.webhook_addr,
-                health_addr: args.health_addr,
-                state_file: args.state_file,
-                data: args.data,
-                redis_url: env.get("IKIT_REDIS_URL").filter(|v| !v.trim().is_empty()).cloned(),
-                log_filter: env.get("RUST_LOG").cloned(),
-            };
-            let stack = dev::DevStack::start(options.clone()).await?;
-            println!("{}", stack.info().banner(&options.state_file));
-            stop.await;
-            eprintln!("ikit dev: stopping");
-            stack.stop().await;
-            Ok(())
-        }
+        Command::Dev(args) => dev::run(args, env, stop).await,
     }
 }

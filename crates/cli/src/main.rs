@@ -7,6 +7,8 @@ use clap::Parser as _;
 use ikit::Cli;
 
 #[tokio::main]
+// without the `dev` feature there is no command yet, so nothing after parsing runs
+#[cfg_attr(not(feature = "dev"), allow(unused_variables, unreachable_code))]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = ikit_common::env_map_from_process();

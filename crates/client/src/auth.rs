@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use ikit_common::config::DEFAULT_K8S_TOKEN_PATH;
+use ikit_common::config::{DEFAULT_K8S_TOKEN_PATH, redact_url};
 
 use crate::aws::AwsCredentialSource;
 use crate::error::ClientError;
@@ -190,10 +190,10 @@ impl fmt::Debug for AuthMethod {
                 .field("region", region)
                 .field("credentials", &credentials.config().source_name()),
             Self::Azure { identity_id, imds_url, .. } => {
-                d.field("identity_id", identity_id).field("imds_url", imds_url)
+                d.field("identity_id", identity_id).field("imds_url", &redact_url(imds_url))
             }
             Self::GcpIdToken { identity_id, metadata_url, .. } => {
-                d.field("identity_id", identity_id).field("metadata_url", metadata_url)
+                d.field("identity_id", identity_id).field("metadata_url", &redact_url(metadata_url))
             }
             Self::AccessToken(_) | Self::ServiceToken(_) => &mut d,
         };

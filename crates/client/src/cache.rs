@@ -337,17 +337,12 @@ impl Entry {
 
     /// The secret a reference resolves to, as `Client::get` would pick it from the listing.
     fn pick(&self, secret: &SecretRef) -> Result<Arc<Secret>, ClientError> {
-        let found = self.index.get(secret.key()).ok_or_else(|| ClientError::NotFound {
-            message: format!("secret {} not found in {}", secret.key(), secret.folder()),
-        })?;
+        let found = self
+            .index
+            .get(secret.key())
+            .ok_or_else(|| crate::client::missing_secret(secret, self.index.is_empty()))?;
         if found.value_hidden {
-            return Err(ClientError::PermissionDenied {
-                message: format!(
-                    "the value of {} in {} is hidden: the identity may not read secret values",
-                    secret.key(),
-                    secret.folder()
-                ),
-            });
+            return Err(crate::client::hidden_value(secret));
         }
         Ok(found.clone())
     }

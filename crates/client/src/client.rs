@@ -3,13 +3,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ikit_common::{SecretRef, SecretValue};
 use reqwest::Method;
 use zeroize::Zeroizing;
 
-use crate::api::{self, ApiVersion, FolderQuery, GetOptions, NewSecret, Scope, SecretUpdate};
+use crate::api::{
+    self, ApiVersion, BatchLimits, BatchProgress, FolderQuery, GetOptions, NewSecret, Scope,
+    SecretUpdate,
+};
 use crate::auth::{self, AuthMethod};
 use crate::config::ClientConfig;
 use crate::error::ClientError;
@@ -68,6 +71,17 @@ impl Source {
     }
 }
 
+/// A freshly obtained access token and when it stops working (`ikit login --plain`). No
+/// `Debug`: it holds the token.
+pub struct LoginToken {
+    pub access_token: AccessToken,
+    /// When the token expires; `None` for a token that does not (or a fixed token whose
+    /// expiry the client does not know).
+    pub expires_at: Option<SystemTime>,
+    /// When renewals stop being possible (`accessTokenMaxTTL` after the login), if limited.
+    pub renewable_until: Option<SystemTime>,
+}
+
 /// Holds the current token and obtains new ones. The tokio mutex is held across a login or
 /// renewal, so concurrent callers wait for the one in flight instead of starting their own;
 /// every path out of the lock returns (errors propagate), so it cannot wedge.
@@ -97,6 +111,28 @@ impl TokenManager {
             _ => self.login(transport).await?,
         };
         let token = fresh.token.clone();
+        *state = Some(fresh);
+        Ok(token)
+    }
+
+    /// Logs in now, even when a valid token is held, and makes the new token the current one.
+    async fn login_now(&self, transport: &Transport) -> Result<LoginToken, ClientError> {
+        if let Some(token) = self.auth.static_token() {
+            return Ok(LoginToken {
+                access_token: token.clone(),
+                expires_at: None,
+                renewable_until: None,
+            });
+        }
+        let mut state = self.state.lock().await;
+        let fresh = self.login(transport).await?;
+        let times = fresh.times;
+        let at = |d: Duration| (!d.is_zero()).then(|| times.obtained_at + d);
+        let token = LoginToken {
+            access_token: fresh.token.clone(),
+            expires_at: at(times.expires_in),
+            renewable_until: (!times.max_ttl.is_zero()).then(|| times.login_at + times.max_ttl),
+        };
         *state = Some(fresh);
         Ok(token)
     }
@@ -200,7 +236,7 @@ impl Refused {
                     .call
                     .map(|call| format!("{} {}", call.method, call.route()))
                     .unwrap_or_default();
-                ClientError::NotFound { message: format!("route {route} not found") }
+                ClientError::not_found(format!("route {route} not found"))
             }
             Failure::ReAuth(message) => ClientError::Auth { message },
             Failure::Error(e) => e,
@@ -208,18 +244,64 @@ impl Refused {
     }
 }
 
+/// A login, renewal or revocation failure. Any refusal (a 4xx other than 429) means our
+/// credential was not accepted, whatever status the server chose: a 2024 server answers an
+/// unknown client id 404 `NotFound`, a malformed one 401 `ValidationFailure`. The server's
+/// message is kept. Rate limits and outages stay what they are, so callers can wait or serve
+/// stale.
 fn login_error(f: Failure, what: &str) -> ClientError {
+    let refused =
+        |message: String| ClientError::Auth { message: format!("{what} refused: {message}") };
     match f {
-        Failure::ReAuth(message) => {
-            ClientError::Auth { message: format!("{what} refused: {message}") }
-        }
+        Failure::ReAuth(message) => refused(message),
         Failure::RouteNotFound => {
             ClientError::Auth { message: format!("{what} route not found on this server") }
         }
-        Failure::Error(ClientError::PermissionDenied { message }) => {
-            ClientError::Auth { message: format!("{what} refused: {message}") }
+        Failure::Error(
+            ClientError::PermissionDenied { message, .. }
+            | ClientError::NotFound { message, .. }
+            | ClientError::InvalidInput { message },
+        ) => refused(message),
+        Failure::Error(ClientError::Api { status, message, .. })
+            if (400..500).contains(&status) =>
+        {
+            refused(message)
         }
         Failure::Error(e) => e,
+    }
+}
+
+/// A key missing from its folder's listing. A 2024 server lists an unknown environment (and a
+/// missing folder) as empty, so an empty listing names the environment as possibly unknown.
+pub(crate) fn missing_secret(secret: &SecretRef, listing_empty: bool) -> ClientError {
+    let place = format!("{}:{}", secret.environment(), secret.folder());
+    let message = if listing_empty {
+        format!(
+            "secret {} not found: the listing of {place} is empty; the environment {:?} may not \
+             exist in this project, or the folder may not",
+            secret.key(),
+            secret.environment()
+        )
+    } else {
+        format!("secret {} not found in {place}", secret.key())
+    };
+    ClientError::NotFound {
+        message,
+        secret: Some(secret.key().to_owned()),
+        folder: Some(secret.folder().to_owned()),
+    }
+}
+
+/// A value the server masked: refused, never returned as the mask.
+pub(crate) fn hidden_value(secret: &SecretRef) -> ClientError {
+    ClientError::PermissionDenied {
+        secret: Some(secret.key().to_owned()),
+        folder: Some(secret.folder().to_owned()),
+        message: format!(
+            "the value of {} in {} is hidden: the identity may not read secret values",
+            secret.key(),
+            secret.folder()
+        ),
     }
 }
 
@@ -229,17 +311,10 @@ pub(crate) fn pick(
     secret: &SecretRef,
     order: ImportOrder,
 ) -> Result<Secret, ClientError> {
-    let found = folder.find(secret.key(), order).ok_or_else(|| ClientError::NotFound {
-        message: format!("secret {} not found in {}", secret.key(), secret.folder()),
-    })?;
+    let empty = folder.secrets.is_empty() && folder.imports.iter().all(|i| i.secrets.is_empty());
+    let found = folder.find(secret.key(), order).ok_or_else(|| missing_secret(secret, empty))?;
     if found.value_hidden {
-        return Err(ClientError::PermissionDenied {
-            message: format!(
-                "the value of {} in {} is hidden: the identity may not read secret values",
-                secret.key(),
-                secret.folder()
-            ),
-        });
+        return Err(hidden_value(secret));
     }
     Ok(found.clone())
 }
@@ -250,6 +325,7 @@ struct Inner {
     /// Set once a server showed it has no v4 secrets routes.
     v3: AtomicBool,
     import_order: ImportOrder,
+    batch_limits: BatchLimits,
 }
 
 /// The Infisical client. Cheap to clone; share one per process.
@@ -278,13 +354,16 @@ impl Client {
                     org_slug: config.organization_slug,
                     state: tokio::sync::Mutex::new(None),
                 },
-                v3: AtomicBool::new(false),
+                v3: AtomicBool::new(config.api_version == Some(ApiVersion::V3)),
                 import_order: config.import_order,
+                batch_limits: config.batch_limits,
             }),
         })
     }
 
-    /// The secrets dialect in use: v4 until the server shows it lacks it.
+    /// The secrets dialect in use: v4 until the server shows it lacks it (or the one the
+    /// configuration remembered, [`ClientConfig::with_api_version`]). Save it with the state of
+    /// a process so the next one does not probe v4 again on a server without it.
     pub fn api_version(&self) -> ApiVersion {
         if self.inner.v3.load(Ordering::Relaxed) { ApiVersion::V3 } else { ApiVersion::V4 }
     }
@@ -307,6 +386,12 @@ impl Client {
     /// background refresher; every request does this anyway.
     pub async fn ensure_token(&self) -> Result<(), ClientError> {
         self.inner.tokens.current(&self.inner.transport).await.map(|_| ())
+    }
+
+    /// Logs in now and returns the new access token with its expiry (what `ikit login --plain`
+    /// prints); the client then uses that token. A fixed token is returned as is.
+    pub async fn login(&self) -> Result<LoginToken, ClientError> {
+        self.inner.tokens.login_now(&self.inner.transport).await
     }
 
     /// Revokes the access token this client holds (for a clean shutdown); the next request logs
@@ -419,12 +504,26 @@ impl Client {
         self.fetch_folder(query).await
     }
 
-    /// Reads one secret through its folder listing (imports merged, references expanded), the
-    /// way the CLI does. A value the server masked is refused, never returned as the mask.
+    /// Reads one secret, uncached: the by-name endpoint for a key of the folder itself (one
+    /// small request, not the whole listing), else the folder listing, so an imported key
+    /// resolves by the configured [`ImportOrder`] exactly as the cache resolves it. A value the
+    /// server masked is refused, never returned as the mask.
     pub async fn get(&self, secret: &SecretRef) -> Result<(Secret, Source), ClientError> {
-        let query = FolderQuery::new(secret.project(), secret.environment(), secret.folder());
-        let folder = self.fetch_folder(&query).await?;
-        pick(&folder, secret, self.inner.import_order).map(|s| (s, Source::Network))
+        let scope = Scope::new(secret.project(), secret.environment(), secret.folder());
+        let own = GetOptions { include_imports: false, ..GetOptions::default() };
+        match self.get_secret(&scope, secret.key(), &own).await {
+            Ok(found) => {
+                let folder = FolderSecrets { secrets: vec![found], imports: Vec::new() };
+                pick(&folder, secret, self.inner.import_order).map(|s| (s, Source::Network))
+            }
+            Err(ClientError::NotFound { .. }) => {
+                let query =
+                    FolderQuery::new(secret.project(), secret.environment(), secret.folder());
+                let folder = self.fetch_folder(&query).await?;
+                pick(&folder, secret, self.inner.import_order).map(|s| (s, Source::Network))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads one value; see [`Client::get`].
@@ -439,7 +538,10 @@ impl Client {
         key: &str,
         options: &GetOptions,
     ) -> Result<Secret, ClientError> {
-        let body = self.execute(true, |v| api::get(v, scope, key, options)).await?;
+        let body = self
+            .execute(true, |v| api::get(v, scope, key, options))
+            .await
+            .map_err(|e| e.about(&scope.path, key))?;
         wire::decode_one(&body.body)
     }
 
@@ -453,14 +555,64 @@ impl Client {
         wire::decode_one(&body.body)
     }
 
-    /// Updates (and optionally renames) a secret.
+    /// Updates (and optionally renames) a secret. A 2024 server refuses an update without
+    /// `secretValue` (a rename or a comment change alone): the current raw value is then read
+    /// and sent along, once.
     pub async fn update_secret(
         &self,
         scope: &Scope,
         update: &SecretUpdate,
     ) -> Result<Secret, ClientError> {
-        let body = self.execute(true, |v| api::update(v, scope, update)).await?;
+        let first = self
+            .execute(true, |v| api::update(v, scope, update))
+            .await
+            .map_err(|e| e.about(&scope.path, &update.key));
+        let body = match first {
+            Err(ClientError::InvalidInput { message })
+                if update.value.is_none() && message.contains("secretValue") =>
+            {
+                let raw = GetOptions {
+                    secret_type: update.secret_type,
+                    expand_references: false,
+                    include_imports: false,
+                    version: None,
+                };
+                let current = self.get_secret(scope, &update.key, &raw).await?;
+                let mut with_value = update.clone();
+                with_value.value = Some(current.value);
+                self.execute(true, |v| api::update(v, scope, &with_value)).await?
+            }
+            other => other?,
+        };
         wire::decode_one(&body.body)
+    }
+
+    /// Updates a secret only if it is still at `expected_version` (the version read before).
+    /// Infisical has no `If-Match`, so the secret is read again and compared first; a write
+    /// landing between that read and this update is not caught, a change since the caller's
+    /// read is. `Err(VersionConflict)` when the version moved.
+    pub async fn update_secret_if_version(
+        &self,
+        scope: &Scope,
+        update: &SecretUpdate,
+        expected_version: u64,
+    ) -> Result<Secret, ClientError> {
+        let options = GetOptions {
+            secret_type: update.secret_type,
+            expand_references: false,
+            include_imports: false,
+            version: None,
+        };
+        let current = self.get_secret(scope, &update.key, &options).await?;
+        if current.version != expected_version {
+            return Err(ClientError::VersionConflict {
+                key: update.key.clone(),
+                folder: scope.path.clone(),
+                expected: expected_version,
+                found: current.version,
+            });
+        }
+        self.update_secret(scope, update).await
     }
 
     pub async fn delete_secret(
@@ -469,36 +621,100 @@ impl Client {
         key: &str,
         secret_type: SecretType,
     ) -> Result<Secret, ClientError> {
-        let body = self.execute(true, |v| api::delete(v, scope, key, secret_type)).await?;
+        let body = self
+            .execute(true, |v| api::delete(v, scope, key, secret_type))
+            .await
+            .map_err(|e| e.about(&scope.path, key))?;
         wire::decode_one(&body.body)
     }
 
+    /// Creates every item, in chunks within [`BatchLimits`] (see [`Client::batch_create_with`]).
     pub async fn batch_create(
         &self,
         scope: &Scope,
         items: &[NewSecret],
     ) -> Result<Vec<Secret>, ClientError> {
-        let body = self.execute(true, |v| api::batch_create(v, scope, items)).await?;
-        wire::decode_many(&body.body)
+        self.batch_create_with(scope, items, &mut |_| {}).await
     }
 
-    /// Creates or updates every item (`mode: upsert`).
+    /// Creates every item in consecutive chunks within the client's [`BatchLimits`], calling
+    /// `progress` after each chunk the server accepted. On an error the chunks reported so far
+    /// are written and the rest is not.
+    pub async fn batch_create_with(
+        &self,
+        scope: &Scope,
+        items: &[NewSecret],
+        progress: &mut (dyn FnMut(BatchProgress) + Send),
+    ) -> Result<Vec<Secret>, ClientError> {
+        self.chunked(items, progress, |chunk| async move {
+            let body = self.execute(true, |v| api::batch_create(v, scope, chunk)).await?;
+            wire::decode_many(&body.body)
+        })
+        .await
+    }
+
+    /// Creates or updates every item (`mode: upsert`), chunked as [`Client::batch_create_with`].
     pub async fn batch_upsert(
         &self,
         scope: &Scope,
         items: &[NewSecret],
     ) -> Result<Vec<Secret>, ClientError> {
-        let body = self.execute(true, |v| api::batch_upsert(v, scope, items)).await?;
-        wire::decode_many(&body.body)
+        self.batch_upsert_with(scope, items, &mut |_| {}).await
     }
 
+    pub async fn batch_upsert_with(
+        &self,
+        scope: &Scope,
+        items: &[NewSecret],
+        progress: &mut (dyn FnMut(BatchProgress) + Send),
+    ) -> Result<Vec<Secret>, ClientError> {
+        self.chunked(items, progress, |chunk| async move {
+            let body = self.execute(true, |v| api::batch_upsert(v, scope, chunk)).await?;
+            wire::decode_many(&body.body)
+        })
+        .await
+    }
+
+    /// Deletes every key, in chunks of at most `max_items` keys.
     pub async fn batch_delete(
         &self,
         scope: &Scope,
         keys: &[String],
     ) -> Result<Vec<Secret>, ClientError> {
-        let body = self.execute(true, |v| api::batch_delete(v, scope, keys)).await?;
-        wire::decode_many(&body.body)
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(self.inner.batch_limits.max_items.max(1)) {
+            let body = self.execute(true, |v| api::batch_delete(v, scope, chunk)).await?;
+            out.extend(wire::decode_many(&body.body)?);
+        }
+        Ok(out)
+    }
+
+    async fn chunked<'a, F, Fut>(
+        &self,
+        items: &'a [NewSecret],
+        progress: &mut (dyn FnMut(BatchProgress) + Send),
+        send: F,
+    ) -> Result<Vec<Secret>, ClientError>
+    where
+        F: Fn(&'a [NewSecret]) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Secret>, ClientError>>,
+    {
+        let sizes = items.iter().map(|item| {
+            let size = item.batch_item().to_string().len();
+            (item.key.clone(), size)
+        });
+        let ranges = api::chunk_ranges(sizes, self.inner.batch_limits)?;
+        let mut out = Vec::with_capacity(items.len());
+        for (n, range) in ranges.iter().enumerate() {
+            out.extend(send(&items[range.clone()]).await?);
+            progress(BatchProgress {
+                done: range.end,
+                total: items.len(),
+                chunk: n + 1,
+                chunks: ranges.len(),
+            });
+        }
+        Ok(out)
     }
 
     pub async fn list_folders(

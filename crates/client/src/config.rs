@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use ikit_common::Settings;
 use ikit_common::config::{
-    AuthMethod as Common, CloudSettings, InfisicalSettings, normalize_api_url,
+    AuthMethod as Common, CloudSettings, InfisicalSettings, normalize_api_url, redact_url,
 };
 use reqwest::header::{HeaderName, HeaderValue};
 use url::Url;
 use zeroize::Zeroizing;
 
+use crate::api::{ApiVersion, BatchLimits};
 use crate::auth::{AuthMethod, Credential};
 use crate::aws::{
     AwsCredentialChain, AwsCredentialSource, ContainerCredentials, DEFAULT_IMDS_ENDPOINT,
@@ -34,7 +35,8 @@ pub struct ClientConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) retry: RetryPolicy,
-    pub(crate) budget: BudgetConfig,
+    /// A client-side floor under the server's pacing; off (`None`) by default.
+    pub(crate) budget: Option<BudgetConfig>,
     pub(crate) breaker: BreakerConfig,
     pub(crate) custom_headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) import_order: ImportOrder,
@@ -45,6 +47,9 @@ pub struct ClientConfig {
     /// A PEM bundle of extra trusted roots, read when the client is built.
     pub(crate) ca_file: Option<PathBuf>,
     pub(crate) root_certificates_pem: Option<Vec<u8>>,
+    /// The secrets dialect a previous process found; probed when `None`.
+    pub(crate) api_version: Option<ApiVersion>,
+    pub(crate) batch_limits: BatchLimits,
 }
 
 /// The `User-Agent` of every request this crate sends to Infisical.
@@ -53,7 +58,7 @@ pub(crate) const USER_AGENT: &str = concat!("ikit-client/", env!("CARGO_PKG_VERS
 impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
-            .field("api_url", &self.api_url.as_str())
+            .field("api_url", &redact_url(self.api_url.as_str()))
             .field("auth", &self.auth)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
@@ -76,12 +81,13 @@ fn api_base(raw: &str) -> Result<Url, ClientError> {
     let normalized = normalize_api_url(raw.trim())
         .map_err(|e| ClientError::Config(format!("invalid api url: {e}")))?;
     Url::parse(&format!("{normalized}/"))
-        .map_err(|e| ClientError::Config(format!("invalid api url {raw:?}: {e}")))
+        .map_err(|e| ClientError::Config(format!("invalid api url {:?}: {e}", redact_url(raw))))
 }
 
 impl ClientConfig {
     /// Defaults: connect timeout 5 s, request timeout 30 s, 4 attempts with full-jitter backoff
-    /// from 200 ms up to 10 s, a budget of 50 requests refilled at 8 per second, a breaker that
+    /// from 200 ms up to 10 s, pacing from the server's `x-ratelimit-*` headers with no client-side
+    /// budget (see [`ClientConfig::with_budget`]), a breaker that
     /// opens for 30 s after 8 consecutive failures, the CLI's import order, system time.
     pub fn new(api_url: &str, auth: AuthMethod) -> Result<Self, ClientError> {
         Ok(Self {
@@ -90,7 +96,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
-            budget: BudgetConfig::default(),
+            budget: None,
             breaker: BreakerConfig::default(),
             custom_headers: Vec::new(),
             import_order: ImportOrder::default(),
@@ -100,6 +106,8 @@ impl ClientConfig {
             rng_seed: None,
             ca_file: None,
             root_certificates_pem: None,
+            api_version: None,
+            batch_limits: BatchLimits::default(),
         })
     }
 
@@ -114,8 +122,10 @@ impl ClientConfig {
         self
     }
 
+    /// A client-side request budget (`IKIT_RATE_LIMIT_BURST` / `_PER_SECOND`) on top of the
+    /// pacing the server's rate-limit headers ask for: a floor for servers that send none.
     pub fn with_budget(mut self, budget: BudgetConfig) -> Self {
-        self.budget = budget;
+        self.budget = Some(budget);
         self
     }
 
@@ -164,6 +174,20 @@ impl ClientConfig {
         self
     }
 
+    /// Starts in the dialect a previous process found ([`crate::Client::api_version`]), so a
+    /// warm start does not probe v4 on a server without it. A wrong guess costs one probe: v4 still
+    /// falls back on a route-not-found, and every server has v3.
+    pub fn with_api_version(mut self, version: ApiVersion) -> Self {
+        self.api_version = Some(version);
+        self
+    }
+
+    /// The chunk limits of batch writes.
+    pub fn with_batch_limits(mut self, limits: BatchLimits) -> Self {
+        self.batch_limits = limits;
+        self
+    }
+
     /// Seeds the backoff jitter (tests); entropy otherwise.
     pub fn with_rng_seed(mut self, seed: u64) -> Self {
         self.rng_seed = Some(seed);
@@ -188,6 +212,9 @@ impl ClientConfig {
         config.custom_headers = header_pairs(&infisical.custom_headers)?;
         config.organization_slug = infisical.organization_slug.clone();
         config.ca_file = infisical.ca_file.clone();
+        config.budget = infisical
+            .rate_limit
+            .map(|r| BudgetConfig { capacity: r.burst, refill_per_sec: r.per_second });
         Ok(config)
     }
 
@@ -373,6 +400,30 @@ mod tests {
     }
 
     #[test]
+    fn urls_with_credentials_are_redacted_in_debug_and_errors() {
+        let c = ClientConfig::new(
+            "https://user:api-pw-value@infisical.example.com",
+            AuthMethod::token("st.a.b.c"),
+        )
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("api-pw-value") && debug.contains("infisical.example.com"),
+            "{debug}"
+        );
+        for bad in ["http://user:bad-pw-value@bad host", "https://u:bad-pw-value@/x"] {
+            let err = api_base(bad).unwrap_err().to_string();
+            assert!(!err.contains("bad-pw-value"), "{err}");
+        }
+        let azure = AuthMethod::Azure {
+            identity_id: "i".into(),
+            resource: "r".into(),
+            imds_url: "http://127.0.0.1:1/token?sig=imds-pw-value".into(),
+        };
+        assert!(!format!("{azure:?}").contains("imds-pw-value"));
+    }
+
+    #[test]
     fn custom_headers_use_the_shared_parser_and_drop_authorization() {
         let headers = custom_headers(
             r#"X-One=1  X-Two="two words" X-Three='a=b' User-Agent=x Accept=y Authorization=z"#,
@@ -438,6 +489,30 @@ mod tests {
             ClientConfig::from_env(&env(&[("IKIT_INFISICAL_AUTH_METHOD", "jwt-auth")])).is_err(),
             "jwt-auth without an identity id"
         );
+        assert_eq!(c.budget, None, "no client-side budget by default");
+        let container = env(&[
+            ("IKIT_INFISICAL_AUTH_METHOD", "aws-iam"),
+            ("INFISICAL_MACHINE_IDENTITY_ID", "mid"),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/creds"),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "container-token-qqq"),
+        ]);
+        let settings = Settings::load(None, &container).unwrap();
+        let aws = ClientConfig::from_settings(&settings).unwrap();
+        let shown = format!("{settings:?} {aws:?}");
+        assert!(!shown.contains("container-token-qqq"), "{shown}");
+        assert!(shown.contains("container"), "the source is named: {shown}");
+        let floor = ClientConfig::from_env(&env(&[
+            ("INFISICAL_TOKEN", "st.a.b.c"),
+            ("IKIT_RATE_LIMIT_BURST", "20"),
+            ("IKIT_RATE_LIMIT_PER_SECOND", "2.5"),
+        ]))
+        .unwrap();
+        assert_eq!(floor.budget, Some(BudgetConfig { capacity: 20.0, refill_per_sec: 2.5 }));
+        let bad = ClientConfig::from_env(&env(&[
+            ("INFISICAL_TOKEN", "st.a.b.c"),
+            ("IKIT_RATE_LIMIT_PER_SECOND", "fast"),
+        ]));
+        assert!(bad.unwrap_err().to_string().contains("IKIT_RATE_LIMIT_PER_SECOND"));
         let debug = format!("{c:?}");
         assert!(!debug.contains("\"cs\"") && !debug.contains("t1"), "{debug}");
     }

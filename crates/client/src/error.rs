@@ -5,15 +5,19 @@ use std::time::Duration;
 
 use crate::wire::ErrorBody;
 
-/// Everything that can go wrong talking to Infisical. Callers branch on the variant.
+/// Everything that can go wrong using this crate: the one error type of its API (settings and
+/// secret-reference errors convert into it). Callers branch on the variant; [`ClientError::kind`]
+/// names it for metrics. Where a request was about one secret, `secret` and `folder` say which.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The secret, folder or project does not exist.
     #[error("not found: {message}")]
-    NotFound { message: String },
-    /// The identity may not do this (403 `PermissionDenied` and other non-token 403s).
+    NotFound { message: String, secret: Option<String>, folder: Option<String> },
+    /// The identity may not do this (403 `PermissionDenied` and other non-token 403s), or may
+    /// not read the value.
     #[error("permission denied: {message}")]
-    PermissionDenied { message: String },
+    PermissionDenied { message: String, secret: Option<String>, folder: Option<String> },
     /// The server refused the request as malformed (400, 422, or a 2024 server's 401
     /// `ValidationFailure`), or the caller passed something invalid.
     #[error("invalid input: {message}")]
@@ -24,6 +28,11 @@ pub enum ClientError {
     /// The server rate-limited us for longer than we are willing to wait, or retries ran out.
     #[error("rate limited by infisical (retry after {retry_after:?})")]
     RateLimited { retry_after: Option<Duration> },
+    /// A conditional update found the secret at another version than the one it was read at.
+    #[error(
+        "secret {key} in {folder} is at version {found}, not {expected}: it changed since it was read"
+    )]
+    VersionConflict { key: String, folder: String, expected: u64, found: u64 },
     /// A write was accepted as a change request that needs approval: nothing was written yet.
     #[error("change is pending approval")]
     PendingApproval { approval_id: Option<String> },
@@ -68,7 +77,62 @@ pub enum ClientError {
     Redis(String),
 }
 
+impl From<ikit_common::ConfigErrors> for ClientError {
+    fn from(e: ikit_common::ConfigErrors) -> Self {
+        Self::Config(e.to_string())
+    }
+}
+
+impl From<ikit_common::SecretRefError> for ClientError {
+    fn from(e: ikit_common::SecretRefError) -> Self {
+        Self::InvalidInput { message: e.to_string() }
+    }
+}
+
 impl ClientError {
+    /// A `NotFound` about no particular secret.
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::NotFound { message: message.into(), secret: None, folder: None }
+    }
+
+    pub(crate) fn permission_denied(message: impl Into<String>) -> Self {
+        Self::PermissionDenied { message: message.into(), secret: None, folder: None }
+    }
+
+    /// Names the secret and folder a request was about, where the error has room for them and
+    /// does not name them yet.
+    pub(crate) fn about(mut self, folder: &str, key: &str) -> Self {
+        if let Self::NotFound { secret, folder: f, .. }
+        | Self::PermissionDenied { secret, folder: f, .. } = &mut self
+        {
+            secret.get_or_insert_with(|| key.to_owned());
+            f.get_or_insert_with(|| folder.to_owned());
+        }
+        self
+    }
+
+    /// The secret the error is about, when it is about one.
+    pub fn secret(&self) -> Option<&str> {
+        match self {
+            Self::NotFound { secret, .. } | Self::PermissionDenied { secret, .. } => {
+                secret.as_deref()
+            }
+            Self::VersionConflict { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The folder the error is about, when it is about one.
+    pub fn folder(&self) -> Option<&str> {
+        match self {
+            Self::NotFound { folder, .. } | Self::PermissionDenied { folder, .. } => {
+                folder.as_deref()
+            }
+            Self::VersionConflict { folder, .. } => Some(folder),
+            _ => None,
+        }
+    }
+
     /// A short, stable name for metrics labels and logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -78,6 +142,7 @@ impl ClientError {
             Self::Auth { .. } => "auth",
             Self::RateLimited { .. } => "rate_limited",
             Self::PendingApproval { .. } => "pending_approval",
+            Self::VersionConflict { .. } => "version_conflict",
             Self::Unavailable { .. } => "unavailable",
             Self::Redirect { .. } => "redirect",
             Self::CircuitOpen { .. } => "circuit_open",
@@ -233,6 +298,6 @@ mod tests {
         assert!(
             !ClientError::Unavailable { status: Some(503), reason: "x".into() }.is_unreachable()
         );
-        assert!(!ClientError::NotFound { message: "x".into() }.is_unreachable());
+        assert!(!ClientError::not_found("x").is_unreachable());
     }
 }

@@ -42,7 +42,9 @@ mod token;
 mod transport;
 mod wire;
 
-pub use api::{ApiVersion, FolderQuery, GetOptions, NewSecret, Scope, SecretUpdate};
+pub use api::{
+    ApiVersion, BatchLimits, BatchProgress, FolderQuery, GetOptions, NewSecret, Scope, SecretUpdate,
+};
 pub use auth::{
     AuthMethod, Credential, DEFAULT_AZURE_IMDS_URL, DEFAULT_AZURE_RESOURCE,
     DEFAULT_GCP_METADATA_URL,
@@ -57,8 +59,8 @@ pub use cache::{
     SecretHandle, Served, events_channel, invalidation_channel,
 };
 pub use client::{
-    Client, FolderFetch, METRIC_FETCH_DURATION, METRIC_FETCH_ERRORS, METRIC_FETCH_TOTAL,
-    METRIC_TOKEN_EXPIRES_IN, Source,
+    Client, FolderFetch, LoginToken, METRIC_FETCH_DURATION, METRIC_FETCH_ERRORS,
+    METRIC_FETCH_TOTAL, METRIC_TOKEN_EXPIRES_IN, Source,
 };
 pub use clock::{Clock, ManualClock, SleepFuture, Sleeper, SystemClock, TokioSleeper};
 pub use config::{ClientConfig, custom_headers};
@@ -78,5 +80,6 @@ pub use token::{AccessToken, RENEW_AT, TokenAction, TokenTimes};
 pub use transport::METRIC_RATE_LIMIT_WAIT;
 pub use wire::{
     Environment, Folder, FolderSecrets, HIDDEN_VALUE, Import, ImportOrder, Project, Secret,
-    SecretType, ServiceTokenInfo, Tag, TokenScope, decode_list, decode_many, decode_one,
+    SecretMetadata, SecretType, ServiceTokenInfo, Tag, TokenScope, decode_list, decode_many,
+    decode_one,
 };

@@ -1,16 +1,17 @@
 //! The offline snapshot: a sealed last-good copy of each folder listing on disk, written
-//! atomically (temp file, fsync, rename, directory fsync) with mode 0600 in a 0700 directory,
+//! atomically (`ikit_common::files`: temp file, fsync, rename, directory fsync) with mode 0600 in
+//! a 0700 directory,
 //! and read back only when Infisical cannot be reached.
 //!
 //! The stored entry (`saved_at_ms`, ETag, listing) is encoded by the pure [`encode_entry`] /
 //! [`decode_entry`], shared with the Redis L2 copy; sealing binds it to its project, environment,
 //! folder and query flags, so a snapshot copied to another name is rejected.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use ikit_common::files::{ensure_private_dir, write_private};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -107,7 +108,7 @@ impl SnapshotStore {
         self.dir.join(format!("{}.snap", hex::encode(&digest[..16])))
     }
 
-    /// Seals and writes atomically: temp file (0600), fsync, rename, fsync of the directory.
+    /// Seals and writes atomically with mode 0600 (`ikit_common::files::write_private`).
     /// The directory is made private on the first write, and again if a write finds it gone.
     pub(crate) fn write(
         &self,
@@ -118,11 +119,11 @@ impl SnapshotStore {
         let sealed = seal::seal(&self.key, &aad(cache_key), entry, rng);
         let target = self.path(cache_key);
         self.ensure_dir()?;
-        match self.write_file(&target, &sealed, rng) {
+        match write_private(&target, &sealed) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.dir_ready.store(false, Ordering::Release);
                 self.ensure_dir()?;
-                self.write_file(&target, &sealed, rng)
+                write_private(&target, &sealed)
             }
             other => other,
         }
@@ -130,33 +131,10 @@ impl SnapshotStore {
 
     fn ensure_dir(&self) -> std::io::Result<()> {
         if !self.dir_ready.load(Ordering::Acquire) {
-            create_private_dir(&self.dir)?;
+            ensure_private_dir(&self.dir)?;
             self.dir_ready.store(true, Ordering::Release);
         }
         Ok(())
-    }
-
-    fn write_file(
-        &self,
-        target: &Path,
-        sealed: &[u8],
-        rng: &mut impl RngCore,
-    ) -> std::io::Result<()> {
-        let mut suffix = [0u8; 6];
-        rng.fill_bytes(&mut suffix);
-        let tmp = self.dir.join(format!(".{}.tmp", hex::encode(suffix)));
-        let result = (|| {
-            let mut file = open_private(&tmp)?;
-            file.write_all(sealed)?;
-            file.sync_all()?;
-            drop(file);
-            std::fs::rename(&tmp, target)?;
-            std::fs::File::open(&self.dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
     }
 
     /// The snapshot for a cache key: `Ok(None)` when there is none, an error naming the file
@@ -180,35 +158,6 @@ impl SnapshotStore {
             ClientError::Snapshot(format!("{} does not hold a listing: {e}", path.display()))
         })
     }
-}
-
-#[cfg(unix)]
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if !dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    }
-    // Made here or found: nobody but the owner may list or enter it.
-    if std::fs::metadata(dir)?.permissions().mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)
-}
-
-#[cfg(unix)]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
-}
-
-#[cfg(not(unix))]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().write(true).create_new(true).open(path)
 }
 
 #[cfg(test)]
@@ -257,7 +206,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         store.write("p:dev:f:/a", &encode_entry(7, None, &folder()), &mut rng).unwrap();
         let path = store.path("p:dev:f:/a");
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!((mode(&path), mode(&dir)), (0o600, 0o700));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temp file left behind");
         let raw = std::fs::read(&path).unwrap();

@@ -2,8 +2,9 @@
 //! circuit breaker, retries with full-jitter backoff on network errors, 429, 502, 503 and 504
 //! (only when the request is safe to repeat), `Retry-After` honoured, errors classified.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -59,9 +60,53 @@ impl Call {
         }
     }
 
+    /// The route family a server rate limit applies to: the version and resource
+    /// (`v4/secrets`, `v1/auth`, `v2/folders`).
+    pub(crate) fn family(&self) -> String {
+        self.segments.iter().take(2).map(String::as_str).collect::<Vec<_>>().join("/")
+    }
+
     /// The route for logs: the path without query, secret names included (they are not values).
     pub(crate) fn route(&self) -> String {
         format!("/api/{}", self.segments.join("/"))
+    }
+}
+
+/// A server rate-limit window as its headers described it (`x-ratelimit-remaining`,
+/// `x-ratelimit-reset`), counted down locally for requests sent since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateWindow {
+    pub(crate) remaining: u64,
+    pub(crate) reset_at: SystemTime,
+}
+
+impl RateWindow {
+    /// Takes one request from the window: `None` to go now, or the wait until the window
+    /// resets when it is used up (the window is then forgotten: the next answer describes the
+    /// new one).
+    pub(crate) fn take(&mut self, now: SystemTime) -> Option<Duration> {
+        if now >= self.reset_at {
+            return None;
+        }
+        if self.remaining > 0 {
+            self.remaining -= 1;
+            return None;
+        }
+        let wait = self.reset_at.duration_since(now).unwrap_or_default();
+        // Once waited for, the window is over.
+        self.reset_at = now;
+        Some(wait)
+    }
+
+    /// A newer answer: a later reset means a new window; within the same window the lower
+    /// count wins, since answers to concurrent requests arrive out of order.
+    pub(crate) fn update(&mut self, announced: RateWindow) {
+        let new_window = announced.reset_at > self.reset_at + Duration::from_secs(1);
+        if new_window {
+            *self = announced;
+        } else {
+            self.remaining = self.remaining.min(announced.remaining);
+        }
     }
 }
 
@@ -79,7 +124,9 @@ pub(crate) struct Transport {
     base: Url,
     custom_headers: Vec<(HeaderName, HeaderValue)>,
     retry: RetryPolicy,
-    bucket: Mutex<TokenBucket>,
+    bucket: Option<Mutex<TokenBucket>>,
+    /// What the server's rate-limit headers said, per route family.
+    windows: Mutex<HashMap<String, RateWindow>>,
     breaker: Mutex<CircuitBreaker>,
     rng: Mutex<StdRng>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -180,9 +227,14 @@ fn cross_origin_redirect(e: &reqwest::Error) -> Option<&CrossOriginRedirect> {
     None
 }
 
-/// A server error or outage answer: its message as the reason, or the status when it has none.
+/// A server error or outage answer: the status, then the server's message when it has one (a
+/// bare "Something went wrong" says nothing without its 500).
 fn unavailable(status: u16, message: String) -> Failure {
-    let reason = if message.is_empty() { format!("status {status}") } else { message };
+    let reason = if message.is_empty() {
+        format!("status {status}")
+    } else {
+        format!("status {status}: {message}")
+    };
     Failure::Error(ClientError::Unavailable { status: Some(status), reason })
 }
 
@@ -198,7 +250,9 @@ enum Attempt {
 
 impl Transport {
     pub(crate) fn new(config: &ClientConfig) -> Result<Self, ClientError> {
-        config.budget.validate().map_err(ClientError::Config)?;
+        if let Some(budget) = &config.budget {
+            budget.validate().map_err(ClientError::Config)?;
+        }
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
@@ -220,7 +274,8 @@ impl Transport {
             base: config.api_url.clone(),
             custom_headers: config.custom_headers.clone(),
             retry: config.retry,
-            bucket: Mutex::new(TokenBucket::new(config.budget, now)),
+            bucket: config.budget.map(|b| Mutex::new(TokenBucket::new(b, now))),
+            windows: Mutex::new(HashMap::new()),
             breaker: Mutex::new(CircuitBreaker::new(config.breaker)),
             rng: Mutex::new(rng),
             clock: config.clock.clone(),
@@ -251,12 +306,29 @@ impl Transport {
     /// Refuses at once while the circuit is open, then waits for the budget. The breaker is asked
     /// once per attempt: a second `allow` after a budget wait would refuse the very trial the
     /// first one admitted.
-    async fn admit(&self) -> Result<(), ClientError> {
+    async fn admit(&self, family: &str) -> Result<(), ClientError> {
         if let Err(retry_in) = lock(&self.breaker).allow(self.clock.now()) {
             return Err(ClientError::CircuitOpen { retry_in });
         }
+        // The server's own budget first: when the window it announced is used up, wait for
+        // its reset instead of collecting a 429.
+        let server_wait =
+            lock(&self.windows).get_mut(family).and_then(|w| w.take(self.clock.now()));
+        if let Some(wait) = server_wait {
+            if wait > self.retry.max_retry_after {
+                return Err(ClientError::RateLimited { retry_after: Some(wait) });
+            }
+            tracing::debug!(
+                wait_ms = wait.as_millis() as u64,
+                family,
+                "server rate limit window used up, waiting for its reset"
+            );
+            metrics::histogram!(METRIC_RATE_LIMIT_WAIT).record(wait.as_secs_f64());
+            self.sleeper.sleep(wait).await;
+        }
+        let Some(bucket) = &self.bucket else { return Ok(()) };
         loop {
-            let wait = match lock(&self.bucket).try_take(self.clock.now()) {
+            let wait = match lock(bucket).try_take(self.clock.now()) {
                 Ok(()) => return Ok(()),
                 Err(wait) => wait,
             };
@@ -278,7 +350,7 @@ impl Transport {
         let route = call.route();
         let mut attempt: u32 = 0;
         loop {
-            self.admit().await.map_err(Failure::Error)?;
+            self.admit(&call.family()).await.map_err(Failure::Error)?;
             let outcome = self.attempt(call, bearer).await;
             let (failure, retry) = match outcome {
                 Attempt::Done(reply) => {
@@ -364,6 +436,19 @@ impl Transport {
                 .map(str::to_owned)
         };
         let retry_after_header = header(RETRY_AFTER);
+        let number = |name: &str| {
+            header(HeaderName::from_bytes(name.as_bytes()).ok()?)?.trim().parse::<u64>().ok()
+        };
+        if let (Some(remaining), Some(reset)) =
+            (number("x-ratelimit-remaining"), number("x-ratelimit-reset"))
+        {
+            let now = self.clock.now();
+            let announced = RateWindow { remaining, reset_at: now + Duration::from_secs(reset) };
+            lock(&self.windows)
+                .entry(call.family())
+                .and_modify(|w| w.update(announced))
+                .or_insert(announced);
+        }
         let etag = header(ETAG);
         let body = match response.bytes().await {
             Ok(b) => Zeroizing::new(Vec::from(b)),
@@ -415,9 +500,9 @@ impl Transport {
                 let failure = match other {
                     ErrorClass::ReAuth => Failure::ReAuth(message),
                     ErrorClass::RouteNotFound => Failure::RouteNotFound,
-                    ErrorClass::NotFound => Failure::Error(ClientError::NotFound { message }),
+                    ErrorClass::NotFound => Failure::Error(ClientError::not_found(message)),
                     ErrorClass::PermissionDenied => {
-                        Failure::Error(ClientError::PermissionDenied { message })
+                        Failure::Error(ClientError::permission_denied(message))
                     }
                     ErrorClass::InvalidInput => {
                         Failure::Error(ClientError::InvalidInput { message })
@@ -467,5 +552,43 @@ impl Transport {
             retry: (call.idempotent || never_sent).then_some(None),
             breaker_failure: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    #[test]
+    fn a_rate_window_lets_its_remaining_requests_go_then_waits_for_the_reset() {
+        let mut w = RateWindow { remaining: 2, reset_at: t(30) };
+        assert_eq!(w.take(t(0)), None);
+        assert_eq!(w.take(t(1)), None);
+        assert_eq!(w.take(t(10)), Some(Duration::from_secs(20)));
+        // Waited for: the window is over until the server describes the next one.
+        assert_eq!(w.take(t(10)), None);
+        w.update(RateWindow { remaining: 59, reset_at: t(70) });
+        assert_eq!(w.remaining, 59);
+        // Out-of-order answers within one window: the lower count wins.
+        w.update(RateWindow { remaining: 40, reset_at: t(70) });
+        w.update(RateWindow { remaining: 45, reset_at: t(70) });
+        assert_eq!(w.remaining, 40);
+        // A window whose reset has passed paces nothing.
+        let mut old = RateWindow { remaining: 0, reset_at: t(5) };
+        assert_eq!(old.take(t(6)), None);
+    }
+
+    #[test]
+    fn a_call_family_is_version_and_resource() {
+        let call = Call::new(Method::GET, &["v4", "secrets", "KEY"]);
+        assert_eq!(call.family(), "v4/secrets");
+        assert_eq!(
+            Call::new(Method::POST, &["v1", "auth", "universal-auth", "login"]).family(),
+            "v1/auth"
+        );
     }
 }

@@ -45,7 +45,36 @@ pub struct Tag {
     pub color: Option<String>,
 }
 
-/// One secret as the server returned it. `Debug` never prints the value.
+/// One `secretMetadata` entry. `Debug` prints the key only: an entry may be encrypted
+/// (`isEncrypted`) and hold something sensitive.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SecretMetadata {
+    #[serde(deserialize_with = "null_default")]
+    pub key: String,
+    #[serde(deserialize_with = "null_default")]
+    pub value: String,
+    #[serde(deserialize_with = "null_default")]
+    pub is_encrypted: bool,
+}
+
+impl SecretMetadata {
+    pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Self { key: key.into(), value: value.into(), is_encrypted: false }
+    }
+}
+
+impl fmt::Debug for SecretMetadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretMetadata")
+            .field("key", &self.key)
+            .field("is_encrypted", &self.is_encrypted)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One secret as the server returned it, with everything a faithful backup needs. `Debug`
+/// never prints the value.
 #[derive(Clone)]
 pub struct Secret {
     pub id: String,
@@ -61,6 +90,15 @@ pub struct Secret {
     pub comment: String,
     pub skip_multiline_encoding: bool,
     pub tags: Vec<Tag>,
+    /// `secretMetadata`: key/value pairs attached to the secret.
+    pub metadata: Vec<SecretMetadata>,
+    /// `secretReminderNote`.
+    pub reminder_note: Option<String>,
+    /// `secretReminderRepeatDays`.
+    pub reminder_repeat_days: Option<u64>,
+    /// `createdAt` / `updatedAt` as the server sent them (ISO 8601); absent from some answers.
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
 }
 
 /// Tests compare whole listings; production code has no `==` on anything holding a value.
@@ -80,6 +118,11 @@ impl PartialEq for Secret {
             comment,
             skip_multiline_encoding,
             tags,
+            metadata,
+            reminder_note,
+            reminder_repeat_days,
+            created_at,
+            updated_at,
         } = self;
         (id, key, value.expose(), value_hidden, version, secret_type, environment)
             == (
@@ -93,6 +136,14 @@ impl PartialEq for Secret {
             )
             && (path, comment, skip_multiline_encoding, tags)
                 == (&other.path, &other.comment, &other.skip_multiline_encoding, &other.tags)
+            && (metadata, reminder_note, reminder_repeat_days, created_at, updated_at)
+                == (
+                    &other.metadata,
+                    &other.reminder_note,
+                    &other.reminder_repeat_days,
+                    &other.created_at,
+                    &other.updated_at,
+                )
     }
 }
 
@@ -335,6 +386,25 @@ struct RawSecret {
     skip_multiline_encoding: bool,
     #[serde(default, deserialize_with = "null_default")]
     tags: Vec<Tag>,
+    #[serde(default, deserialize_with = "null_default")]
+    secret_metadata: Vec<SecretMetadata>,
+    #[serde(default)]
+    secret_reminder_note: Option<String>,
+    #[serde(default, deserialize_with = "lenient_opt_u64")]
+    secret_reminder_repeat_days: Option<u64>,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    updated_at: Option<String>,
+}
+
+/// [`lenient_u64`] where null or absent means `None`.
+fn lenient_opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(d)?;
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => lenient_u64(v).map(Some).map_err(de::Error::custom),
+    }
 }
 
 impl RawSecret {
@@ -356,6 +426,11 @@ impl RawSecret {
             comment: self.secret_comment,
             skip_multiline_encoding: self.skip_multiline_encoding,
             tags: self.tags,
+            metadata: self.secret_metadata,
+            reminder_note: self.secret_reminder_note,
+            reminder_repeat_days: self.secret_reminder_repeat_days,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
         }
     }
 }
@@ -436,6 +511,11 @@ struct OutSecret<'a> {
     secret_comment: &'a str,
     skip_multiline_encoding: bool,
     tags: Vec<OutTag<'a>>,
+    secret_metadata: &'a [SecretMetadata],
+    secret_reminder_note: Option<&'a str>,
+    secret_reminder_repeat_days: Option<u64>,
+    created_at: Option<&'a str>,
+    updated_at: Option<&'a str>,
 }
 
 #[derive(serde::Serialize)]
@@ -483,6 +563,11 @@ fn out_secret(s: &Secret) -> OutSecret<'_> {
                 color: t.color.as_deref(),
             })
             .collect(),
+        secret_metadata: &s.metadata,
+        secret_reminder_note: s.reminder_note.as_deref(),
+        secret_reminder_repeat_days: s.reminder_repeat_days,
+        created_at: s.created_at.as_deref(),
+        updated_at: s.updated_at.as_deref(),
     }
 }
 

@@ -173,8 +173,8 @@ impl fmt::Debug for CloudSettings {
             .field("aws_session_token", &self.aws_session_token.as_ref().map(|_| "[REDACTED]"))
             .field("aws_region", &self.aws_region)
             .field("aws_sts_host", &self.aws_sts_host)
-            .field("azure_imds_url", &self.azure_imds_url)
-            .field("gcp_metadata_url", &self.gcp_metadata_url)
+            .field("azure_imds_url", &self.azure_imds_url.as_deref().map(redact_url))
+            .field("gcp_metadata_url", &self.gcp_metadata_url.as_deref().map(redact_url))
             .field("aws_chain", &self.aws_chain)
             .finish()
     }
@@ -805,12 +805,13 @@ fn load_auth(l: &mut Loader<'_>, has_jwt_file: bool) -> AuthMethod {
     }
 }
 
+/// Errors quote the URL redacted: a mistyped URL may still hold a password.
 fn http_url(v: &str) -> Result<&str, String> {
     let rest = v.strip_prefix("https://").or_else(|| v.strip_prefix("http://"));
     match rest {
         Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(v),
-        Some(_) => Err(format!("{v:?} has no host")),
-        None => Err(format!("{v:?} must start with http:// or https://")),
+        Some(_) => Err(format!("{:?} has no host", redact_url(v))),
+        None => Err(format!("{:?} must start with http:// or https://", redact_url(v))),
     }
 }
 
@@ -909,18 +910,73 @@ pub fn parse_custom_headers(text: &str) -> Result<Vec<(String, SecretValue)>, St
     Ok(headers)
 }
 
-/// `url` with any password replaced by `***`, for logs and `Debug`.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => match rest[..at].find(':') {
-            Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
-            None => url.to_owned(),
+/// What replaces a credential in a redacted URL.
+const REDACTED: &str = "***";
+
+/// `raw` with every credential in it replaced by `***`, for logs, `Debug` and error messages:
+/// the password of the user info (also when it holds an unescaped `/` or `@`, or sits after a
+/// third slash as in `redis:///user:pw@host`), the values of query parameters whose names look
+/// like credentials (`?password=`, `?auth_token=`, `?sslkey=`...), and any fragment. The URL is
+/// read with the `url` crate; text it cannot read keeps only what is certainly not a credential.
+/// Nothing else changes, so an address without credentials prints exactly as given.
+pub fn redact_url(raw: &str) -> String {
+    let text = redact_userinfo(raw);
+    match url::Url::parse(&text) {
+        Ok(mut url) => {
+            let mut changed = false;
+            if url.password().is_some_and(|p| p != REDACTED) {
+                // Only fails for URLs that cannot carry credentials, which then have none.
+                changed |= url.set_password(Some(REDACTED)).is_ok();
+            }
+            if let Some(query) = url.query() {
+                let pairs: Vec<(String, String)> =
+                    url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+                if pairs.iter().any(|(name, _)| is_credential_name(name)) {
+                    let redacted = pairs.into_iter().map(|(name, value)| {
+                        let value =
+                            if is_credential_name(&name) { REDACTED.to_owned() } else { value };
+                        (name, value)
+                    });
+                    url.query_pairs_mut().clear().extend_pairs(redacted);
+                    changed = true;
+                }
+            }
+            if url.fragment().is_some_and(|f| !f.is_empty()) {
+                url.set_fragment(Some(REDACTED));
+                changed = true;
+            }
+            if changed { url.into() } else { text }
+        }
+        // Unreadable: keep the part before any query or fragment (its password is gone already).
+        Err(_) => match text.find(['?', '#']) {
+            Some(cut) => format!("{}{}{REDACTED}", &text[..cut], &text[cut..=cut]),
+            None => text,
         },
-        None => url.to_owned(),
     }
+}
+
+/// Replaces the password of the user info with `***`, found the way a person writing the URL
+/// meant it: everything between `scheme://` and the last `@` before the query, even where a URL
+/// parser would end the authority earlier (`postgres://u:pa/ss@db`, `redis:///u:pw@host`).
+fn redact_userinfo(raw: &str) -> String {
+    let Some(authority_start) = raw.find("://").map(|i| i + 3) else { return raw.to_owned() };
+    let rest = &raw[authority_start..];
+    let before_query = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    let Some(at) = before_query.rfind('@') else { return raw.to_owned() };
+    match before_query[..at].find(':') {
+        Some(colon) => {
+            format!("{}{}:{REDACTED}{}", &raw[..authority_start], &rest[..colon], &rest[at..])
+        }
+        None => raw.to_owned(),
+    }
+}
+
+/// Query parameter names that carry credentials in database, cache and collector URLs.
+fn is_credential_name(name: &str) -> bool {
+    const MARKERS: &[&str] =
+        &["pass", "pwd", "secret", "token", "key", "auth", "sig", "credential", "session"];
+    let name = name.to_ascii_lowercase();
+    MARKERS.iter().any(|m| name.contains(m))
 }
 
 impl fmt::Debug for Settings {
@@ -931,7 +987,7 @@ impl fmt::Debug for Settings {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("log_format", &self.log_format)
             .field("log_filter", &self.log_filter)
-            .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("otlp_endpoint", &self.otlp_endpoint.as_deref().map(redact_url))
             .field("webhook_addr", &self.webhook_addr)
             .field("health_addr", &self.health_addr)
             .field("cache_ttl", &self.cache_ttl)
@@ -949,7 +1005,7 @@ impl fmt::Debug for InfisicalSettings {
         let headers: Vec<(&str, &str)> =
             self.custom_headers.iter().map(|(n, _)| (n.as_str(), "[REDACTED]")).collect();
         f.debug_struct("InfisicalSettings")
-            .field("api_url", &self.api_url)
+            .field("api_url", &redact_url(&self.api_url))
             .field("project_id", &self.project_id)
             .field("environment", &self.environment)
             .field("auth", &self.auth)
@@ -1338,6 +1394,104 @@ mod tests {
         );
         let token = Settings::load(None, &env(&[("INFISICAL_TOKEN", "st.token-value")])).unwrap();
         assert!(!format!("{token:?}").contains("token-value"));
+    }
+
+    #[test]
+    fn redact_url_hides_every_credential_shape() {
+        // (input, exact output where it is certain)
+        let cases: &[(&str, Option<&str>)] = &[
+            ("postgres://ikit:hunter2@db:5432/ikit", Some("postgres://ikit:***@db:5432/ikit")),
+            ("redis://:hunter2@cache:6379/0", Some("redis://:***@cache:6379/0")),
+            ("rediss://default:hunter2@cache:6380", Some("rediss://default:***@cache:6380")),
+            (
+                "https://user:hunter2@infisical.example.com/api",
+                Some("https://user:***@infisical.example.com/api"),
+            ),
+            // A password with an unescaped '/' (the authority would end at it) or '@'.
+            ("postgres://ikit:pa/hunter2@db/ikit", Some("postgres://ikit:***@db/ikit")),
+            ("postgres://ikit:12/hunter2@db/ikit", Some("postgres://ikit:***@db/ikit")),
+            ("postgres://ikit:p@hunter2@db/ikit", Some("postgres://ikit:***@db/ikit")),
+            // Credentials after a third slash.
+            ("redis:///user:hunter2@host:6379", Some("redis:///user:***@host:6379")),
+            // Credentials in the query, other parameters kept.
+            (
+                "postgres://ikit@db/ikit?sslmode=require&password=hunter2",
+                Some("postgres://ikit@db/ikit?sslmode=require&password=***"),
+            ),
+            ("redis+unix:///run/redis.sock?db=0&pass=hunter2", None),
+            ("postgresql:///ikit?host=/run/pg&PASSWORD=hunter2", None),
+            ("http://collector:4318/v1/traces?api_key=hunter2", None),
+            ("http://collector:4318/v1/traces?x-amz-signature=hunter2", None),
+            // A fragment, where implicit-flow tokens travel.
+            ("https://idp.example.com/cb#access_token=hunter2", None),
+            // Text the parser refuses still loses its password and query.
+            ("http://us er:hunter2@ho st/x", Some("http://us er:***@ho st/x")),
+            ("http://ho st/x?password=hunter2", Some("http://ho st/x?***")),
+            ("redis://ca che:6379#hunter2", Some("redis://ca che:6379#***")),
+        ];
+        for (raw, want) in cases {
+            let got = redact_url(raw);
+            assert!(!got.contains("hunter2"), "{raw} -> {got}");
+            if let Some(want) = want {
+                assert_eq!(&got, want, "{raw}");
+            }
+        }
+        // Addresses without credentials print exactly as given.
+        for plain in [
+            "https://app.infisical.com/api",
+            "http://collector:4318",
+            "sqlite://.ikit-dev/ikit.db?mode=rwc",
+            "redis://cache:6379/0",
+            "postgres://ikit@db/ikit?sslmode=require",
+            "unix:///run/redis.sock",
+            "not a url at all",
+        ] {
+            assert_eq!(redact_url(plain), plain);
+        }
+    }
+
+    #[test]
+    fn url_fields_are_redacted_in_debug_and_errors() {
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("INFISICAL_API_URL", "https://user:api-pw-value@infisical.example.com"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:otlp-pw-value@collector:4318"),
+                ("IKIT_AZURE_IMDS_URL", "http://127.0.0.1:1/imds?token=imds-pw-value"),
+                ("IKIT_GCP_METADATA_URL", "http://m:gcp-pw-value@127.0.0.1:2/id"),
+                ("IKIT_DATABASE_URL", "postgres://ikit@db/ikit?password=db-pw-value"),
+                ("IKIT_REDIS_URL", "redis:///user:redis-pw-value@cache"),
+            ]),
+        )
+        .unwrap();
+        let debug = format!("{s:?} {s:#?}");
+        for secret in [
+            "api-pw-value",
+            "otlp-pw-value",
+            "imds-pw-value",
+            "gcp-pw-value",
+            "db-pw-value",
+            "redis-pw-value",
+        ] {
+            assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+        }
+        assert!(debug.contains("infisical.example.com") && debug.contains("collector:4318"));
+
+        let errs = Settings::load(
+            None,
+            &env(&[
+                ("INFISICAL_DOMAIN", "ftp://user:domain-pw-value@infisical.example.com"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector://u:otlp-pw-value@x"),
+                ("IKIT_AZURE_IMDS_URL", "http:///imds?token=imds-pw-value"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(errs.0.len(), 3, "{errs}");
+        let text = format!("{errs} {errs:?}");
+        for secret in ["domain-pw-value", "otlp-pw-value", "imds-pw-value"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert!(text.contains("infisical.example.com"), "{text}");
     }
 
     #[test]

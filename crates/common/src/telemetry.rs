@@ -1,5 +1,6 @@
 //! Telemetry: `tracing` logs (JSON or pretty, filtered by `RUST_LOG`), OpenTelemetry export over
-//! OTLP/HTTP (protobuf) when an endpoint is configured, and the process's one Prometheus registry.
+//! OTLP/HTTP (protobuf) when an endpoint is configured (feature `otlp`; without it an endpoint is
+//! ignored with a warning), and the process's one Prometheus registry.
 //!
 //! [`init`] installs the global subscriber once per process (a second call is an error, not a
 //! panic) and returns a [`TelemetryGuard`] that flushes and shuts the exporter down when dropped:
@@ -11,17 +12,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+#[cfg(feature = "otlp")]
 use opentelemetry::trace::TracerProvider as _;
+#[cfg(feature = "otlp")]
 use opentelemetry_otlp::WithExportConfig;
+#[cfg(feature = "otlp")]
 use opentelemetry_sdk::Resource;
+#[cfg(feature = "otlp")]
 use opentelemetry_sdk::trace::SdkTracerProvider;
+#[cfg(feature = "otlp")]
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{EnvFilter, Registry};
 
-use crate::config::{LogFormat, Settings};
+use crate::config::{LogFormat, Settings, redact_url};
 
 /// How long dropping the guard waits for the last spans to be exported.
+#[cfg(feature = "otlp")]
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Buckets for histograms named `*_duration_seconds`, so they render as Prometheus histograms.
 const DURATION_BUCKETS: &[f64] =
@@ -30,7 +37,7 @@ const DURATION_BUCKETS: &[f64] =
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TelemetryConfig {
     /// `service.name` of exported spans, e.g. `ikit-webhook`.
     pub service_name: String,
@@ -39,6 +46,17 @@ pub struct TelemetryConfig {
     pub log_filter: String,
     /// OTLP/HTTP base URL (`http://collector:4318`); spans go to `<endpoint>/v1/traces`.
     pub otlp_endpoint: Option<String>,
+}
+
+impl std::fmt::Debug for TelemetryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryConfig")
+            .field("service_name", &self.service_name)
+            .field("log_format", &self.log_format)
+            .field("log_filter", &self.log_filter)
+            .field("otlp_endpoint", &self.otlp_endpoint.as_deref().map(redact_url))
+            .finish()
+    }
 }
 
 impl TelemetryConfig {
@@ -76,16 +94,21 @@ pub enum TelemetryError {
 /// Flushes pending spans and shuts the exporter down when dropped.
 #[must_use = "dropping the guard shuts span export down"]
 pub struct TelemetryGuard {
+    #[cfg(feature = "otlp")]
     provider: Option<SdkTracerProvider>,
 }
 
 impl TelemetryGuard {
     /// Whether spans are exported over OTLP.
     pub fn exports_traces(&self) -> bool {
-        self.provider.is_some()
+        #[cfg(feature = "otlp")]
+        return self.provider.is_some();
+        #[cfg(not(feature = "otlp"))]
+        false
     }
 }
 
+#[cfg(feature = "otlp")]
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         let Some(provider) = self.provider.take() else { return };
@@ -130,13 +153,17 @@ pub fn parse_log_filter(directives: &str) -> Result<EnvFilter, String> {
 
 fn try_init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     let filter = parse_log_filter(&config.log_filter).map_err(TelemetryError::Filter)?;
+    #[cfg(feature = "otlp")]
     let provider = match &config.otlp_endpoint {
         Some(endpoint) => Some(otlp_provider(&config.service_name, endpoint)?),
         None => None,
     };
+    #[cfg(feature = "otlp")]
     let otel = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(config.service_name.clone())));
+    #[cfg(not(feature = "otlp"))]
+    let otel: Option<tracing_subscriber::layer::Identity> = None;
     let json = (config.log_format == LogFormat::Json).then(|| {
         tracing_subscriber::fmt::layer()
             .json()
@@ -148,20 +175,35 @@ fn try_init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
     let subscriber = Registry::default().with(filter).with(otel).with(json).with(pretty);
     if tracing::subscriber::set_global_default(subscriber).is_err() {
+        #[cfg(feature = "otlp")]
         if let Some(p) = provider {
             let _ = p.shutdown();
         }
         return Err(TelemetryError::AlreadyInitialized);
     }
-    if let Some(p) = &provider {
-        opentelemetry::global::set_tracer_provider(p.clone());
-        opentelemetry::global::set_text_map_propagator(
-            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-        );
+    #[cfg(feature = "otlp")]
+    {
+        if let Some(p) = &provider {
+            opentelemetry::global::set_tracer_provider(p.clone());
+            opentelemetry::global::set_text_map_propagator(
+                opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            );
+        }
+        Ok(TelemetryGuard { provider })
     }
-    Ok(TelemetryGuard { provider })
+    #[cfg(not(feature = "otlp"))]
+    {
+        if config.otlp_endpoint.is_some() {
+            tracing::warn!(
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set but this binary is built without the otlp \
+                 feature; spans are not exported"
+            );
+        }
+        Ok(TelemetryGuard {})
+    }
 }
 
+#[cfg(feature = "otlp")]
 fn otlp_provider(service_name: &str, endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(TelemetryError::NoRuntime);
@@ -215,8 +257,19 @@ pub fn metrics_handle() -> PrometheusHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "otlp")]
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    #[cfg(feature = "otlp")]
     use tokio::net::TcpListener;
+
+    #[test]
+    fn debug_redacts_the_otlp_endpoint() {
+        let mut config = TelemetryConfig::new("svc");
+        config.otlp_endpoint = Some("https://otel:otlp-pw-value@collector:4318?token=t0k3n".into());
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("otlp-pw-value") && !debug.contains("t0k3n"), "{debug}");
+        assert!(debug.contains("collector:4318"), "{debug}");
+    }
 
     #[test]
     fn facade_metrics_show_up_in_render() {
@@ -232,6 +285,7 @@ mod tests {
     }
 
     /// A one-request OTLP collector: returns the request head and body.
+    #[cfg(feature = "otlp")]
     async fn collector() -> (String, tokio::sync::oneshot::Receiver<(String, Vec<u8>)>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -268,6 +322,7 @@ mod tests {
         (url, rx)
     }
 
+    #[cfg(feature = "otlp")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn exports_spans_over_otlp_and_refuses_a_second_init() {
         let (url, received) = collector().await;

@@ -1,6 +1,7 @@
 //! The emulated clock: JWT `exp`, token TTLs, lockouts, fault windows and webhook timestamps all
 //! read it, so tests move time instead of sleeping.
 
+use crate::LockExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,21 +45,21 @@ impl EmulatorClock {
 
     /// Milliseconds since the Unix epoch, in emulated time.
     pub fn now_ms(&self) -> i64 {
-        let state = self.state.lock().expect("clock lock");
+        let state = self.state.locked();
         let elapsed = state.running_since.map_or(0, |since| since.elapsed().as_millis());
         state.base_ms.saturating_add(i64::try_from(elapsed).unwrap_or(i64::MAX))
     }
 
     /// Moves the clock forward (it keeps running or stays pinned, as it was).
     pub fn advance(&self, by: Duration) {
-        let mut state = self.state.lock().expect("clock lock");
+        let mut state = self.state.locked();
         state.base_ms =
             state.base_ms.saturating_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX));
     }
 
     /// Pins the clock at `unix_ms`; it stays there until advanced, set again or resumed.
     pub fn set(&self, unix_ms: i64) {
-        let mut state = self.state.lock().expect("clock lock");
+        let mut state = self.state.locked();
         state.base_ms = unix_ms;
         state.running_since = None;
     }
@@ -66,20 +67,27 @@ impl EmulatorClock {
     /// Lets a pinned clock run again from where it stands.
     pub fn resume(&self) {
         let now = self.now_ms();
-        let mut state = self.state.lock().expect("clock lock");
+        let mut state = self.state.locked();
         state.base_ms = now;
         state.running_since = Some(Instant::now());
     }
 
     /// Whether the clock is pinned.
     pub fn is_fixed(&self) -> bool {
-        self.state.lock().expect("clock lock").running_since.is_none()
+        self.state.locked().running_since.is_none()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extreme_moves_saturate() {
+        let clock = EmulatorClock::fixed(i64::MAX - 5);
+        clock.advance(Duration::MAX);
+        assert_eq!(clock.now_ms(), i64::MAX);
+    }
 
     #[test]
     fn fixed_clock_moves_only_when_told() {

@@ -1,6 +1,7 @@
 //! Fault injection: latency, error statuses, 429s, dropped connections, a "starting up" window
 //! and failing webhook deliveries. Time windows use the emulator clock.
 
+use crate::LockExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -158,29 +159,29 @@ impl Faults {
 
     pub fn add(&self, fault: Fault) {
         let added_ms = self.clock.now_ms();
-        self.state.lock().expect("faults lock").faults.push(Installed { fault, added_ms, used: 0 });
+        self.state.locked().faults.push(Installed { fault, added_ms, used: 0 });
     }
 
     /// Removes every fault, including failing webhook deliveries.
     pub fn clear(&self) {
-        let mut state = self.state.lock().expect("faults lock");
+        let mut state = self.state.locked();
         state.faults.clear();
         state.failing_webhooks = None;
     }
 
     pub fn list(&self) -> Vec<Fault> {
-        self.state.lock().expect("faults lock").faults.iter().map(|i| i.fault.clone()).collect()
+        self.state.locked().faults.iter().map(|i| i.fault.clone()).collect()
     }
 
     /// Makes webhook deliveries fail (`None`: all of them; `Some(n)`: the next n) without
     /// contacting the receiver; they are recorded as `failed`.
     pub fn fail_webhooks(&self, times: Option<u32>) {
-        self.state.lock().expect("faults lock").failing_webhooks = Some(times);
+        self.state.locked().failing_webhooks = Some(times);
     }
 
     /// Consumes one failing delivery if any is configured.
     pub(crate) fn take_webhook_failure(&self) -> bool {
-        let mut state = self.state.lock().expect("faults lock");
+        let mut state = self.state.locked();
         match &mut state.failing_webhooks {
             None => false,
             Some(None) => true,
@@ -198,7 +199,7 @@ impl Faults {
     /// Applies the faults to one request: latency adds up; the first status or drop wins.
     pub(crate) fn evaluate(&self, method: &str, path: &str, rng: &mut impl Rng) -> Outcome {
         let now_ms = self.clock.now_ms();
-        let mut state = self.state.lock().expect("faults lock");
+        let mut state = self.state.locked();
         let mut outcome = Outcome::default();
         for installed in &mut state.faults {
             let f = &installed.fault;
@@ -225,7 +226,7 @@ impl Faults {
             }
             installed.used += 1;
             if let Some(l) = f.latency {
-                outcome.latency += l;
+                outcome.latency = outcome.latency.saturating_add(l);
             }
             if f.drop_connection {
                 outcome.drop_connection = true;
@@ -279,6 +280,16 @@ mod tests {
         assert_eq!(out.latency, Duration::from_millis(5));
         assert!(out.drop_connection);
         assert_eq!(out.status, None);
+    }
+
+    #[test]
+    fn huge_latencies_saturate_instead_of_overflowing() {
+        let faults = Faults::new(EmulatorClock::fixed(0));
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..3 {
+            faults.add(Fault::latency("/a", Duration::MAX));
+        }
+        assert_eq!(faults.evaluate("GET", "/a", &mut rng).latency, Duration::MAX);
     }
 
     #[test]

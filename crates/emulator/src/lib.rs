@@ -33,6 +33,19 @@ pub use faults::{Fault, Faults};
 pub use seed::Seed;
 pub use webhook::Delivery;
 
+/// `Mutex::lock` that survives a poisoned lock: a panic in one request (a bug) must not turn
+/// every later request, `/api/status` included, into a failure until restart. The guarded data
+/// are plain values that stay consistent between statements.
+pub(crate) trait LockExt<T> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T>;
+}
+
+impl<T> LockExt<T> for std::sync::Mutex<T> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T> {
+        self.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Which server generation to play.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ApiVersion {
@@ -181,7 +194,7 @@ impl RunningEmulator {
     }
 
     pub fn reset_counters(&self) {
-        self.app.counters.lock().expect("counters lock").clear();
+        self.app.counters.locked().clear();
     }
 
     /// Bodies received by `/api/v1/auth/<method>/login`, oldest first (`method` like
@@ -192,7 +205,7 @@ impl RunningEmulator {
 
     /// Webhook deliveries attempted so far, oldest first.
     pub fn webhook_deliveries(&self) -> Vec<Delivery> {
-        self.app.deliveries.lock().expect("deliveries lock").clone()
+        self.app.deliveries.locked().clone()
     }
 
     /// Turns the production-like per-IP rate limiter on or off.

@@ -1,7 +1,6 @@
-//! `--data FILE`: the whole state as JSON, written atomically (temp file, fsync, rename, mode
-//! 0600, directory fsync).
+//! `--data FILE`: the whole state as JSON, written atomically with mode 0600 by
+//! `ikit_common::files::write_private`.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::EmulatorError;
@@ -19,25 +18,7 @@ pub(crate) fn load(path: &Path) -> Result<Option<Store>, EmulatorError> {
 }
 
 pub(crate) fn save(path: &Path, store: &Store) -> Result<(), EmulatorError> {
-    let err = |source| EmulatorError::Data { path: path.to_owned(), source };
     let bytes = serde_json::to_vec(store).expect("state always serialises");
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp).map_err(err)?;
-    file.write_all(&bytes).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(err)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    ikit_common::files::write_private(path, &bytes)
+        .map_err(|source| EmulatorError::Data { path: path.to_owned(), source })
 }

@@ -2,6 +2,7 @@
 //! request counters, the rate limiter, faults, error bodies with request ids, ETags and 304s,
 //! persistence after writes.
 
+use crate::LockExt;
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -49,26 +50,26 @@ pub(crate) struct App {
 impl App {
     pub(crate) fn request_count(&self, method: &str, route: &str) -> u64 {
         let key = (method.to_ascii_uppercase(), route.to_owned());
-        self.counters.lock().expect("counters lock").get(&key).copied().unwrap_or(0)
+        self.counters.locked().get(&key).copied().unwrap_or(0)
     }
 
     pub(crate) fn login_requests(&self, method: &str) -> Vec<Value> {
         let method =
             if method.ends_with("-auth") { method.to_owned() } else { format!("{method}-auth") };
-        self.logins.lock().expect("logins lock").get(&method).cloned().unwrap_or_default()
+        self.logins.locked().get(&method).cloned().unwrap_or_default()
     }
 
     pub(crate) fn record_login(&self, method: &str, body: Value) {
-        self.logins.lock().expect("logins lock").entry(method.to_owned()).or_default().push(body);
+        self.logins.locked().entry(method.to_owned()).or_default().push(body);
     }
 
     pub(crate) fn set_rate_limit_mode(&self, on: bool) {
-        *self.rate_limiter.lock().expect("rate lock") = on.then(Buckets::default);
+        *self.rate_limiter.locked() = on.then(Buckets::default);
     }
 
     pub(crate) fn persist(&self) {
         let Some(path) = &self.data_file else { return };
-        let store = self.store.lock().expect("store lock");
+        let store = self.store.locked();
         if let Err(e) = persist::save(path, &store) {
             tracing::error!(error = %e, "failed to save emulator state");
         }
@@ -76,7 +77,7 @@ impl App {
 
     fn req_id(&self) -> String {
         const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        let mut rng = self.rng.lock().expect("rng lock");
+        let mut rng = self.rng.locked();
         let id: String =
             (0..14).map(|_| char::from(ALNUM[rng.gen_range(0..ALNUM.len())])).collect();
         format!("req-{id}")
@@ -196,7 +197,18 @@ fn strip_trailing_slash(uri: &Uri) -> Option<Uri> {
 #[derive(Clone)]
 pub(crate) struct OriginalUri(pub Uri);
 
-async fn pipeline(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Body>) -> Response {
+/// Every Infisical answer, faults and rate-limit refusals included, carries the CORS headers.
+async fn pipeline(app: Arc<App>, router: Router, conn: Conn, req: Request<Body>) -> Response {
+    let path = req.uri().path();
+    let is_admin = path == "/__emulator" || path.starts_with("/__emulator/");
+    let mut response = handle(app.clone(), router, conn, req).await;
+    if !is_admin {
+        cors(&app, response.headers_mut());
+    }
+    response
+}
+
+async fn handle(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Body>) -> Response {
     let original = req.uri().clone();
     req.extensions_mut().insert(OriginalUri(original.clone()));
     if let Some(uri) = strip_trailing_slash(&original) {
@@ -221,7 +233,7 @@ async fn pipeline(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Bo
             }
         }
         let outcome = {
-            let mut rng = app.rng.lock().expect("rng lock");
+            let mut rng = app.rng.locked();
             app.faults.evaluate(&method, &path, &mut *rng)
         };
         if !outcome.latency.is_zero() {
@@ -242,11 +254,7 @@ async fn pipeline(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Bo
     }
     let req = match read_body(&app, req).await {
         Ok(req) => req,
-        Err(refusal) => {
-            let mut response = finish(&app, refusal.into_response(), &req_id, None).await;
-            cors(&app, response.headers_mut());
-            return response;
-        }
+        Err(refusal) => return finish(&app, refusal.into_response(), &req_id, None).await,
     };
     let response = match router.oneshot(req).await {
         Ok(response) => response,
@@ -256,9 +264,6 @@ async fn pipeline(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Bo
     let mut response = finish(&app, response, &req_id, if_none_match).await;
     if let Some(d) = limit_headers {
         add_limit_headers(response.headers_mut(), &d);
-    }
-    if !is_admin {
-        cors(&app, response.headers_mut());
     }
     if wrote {
         app.persist();
@@ -360,7 +365,7 @@ fn rate_limit(
     method: &str,
     path: &str,
 ) -> Result<Option<Decision>, Decision> {
-    let mut guard = app.rate_limiter.lock().expect("rate lock");
+    let mut guard = app.rate_limiter.locked();
     let Some(buckets) = guard.as_mut() else { return Ok(None) };
     let Some(bucket) = Bucket::for_route(method, path) else { return Ok(None) };
     let ip = client_ip(headers, remote);

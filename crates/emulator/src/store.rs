@@ -1,6 +1,8 @@
 //! The emulator's state: projects, folders, secrets, identities, tokens and webhooks. Plain data
 //! plus lookups; the HTTP rules live in `routes`. Serialised whole for `--data` persistence.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::EmulatorError;
@@ -606,9 +608,22 @@ impl Store {
         }
     }
 
-    /// The expansion view of one project.
-    pub(crate) fn lookup<'a>(&'a self, project_id: &'a str) -> ProjectLookup<'a> {
-        ProjectLookup { store: self, project_id }
+    /// The expansion view of one project, copied out of the store.
+    pub(crate) fn snapshot(&self, project_id: &str) -> ProjectSnapshot {
+        let values = self
+            .secrets
+            .iter()
+            .filter(|s| s.project_id == project_id && s.kind == "shared")
+            .map(|s| ((s.env.clone(), s.path.clone(), s.key.clone()), s.value.clone()))
+            .collect();
+        let mut imports: HashMap<(String, String), Vec<(String, String)>> = HashMap::new();
+        for i in self.imports.iter().filter(|i| i.project_id == project_id) {
+            imports
+                .entry((i.env.clone(), i.path.clone()))
+                .or_default()
+                .push((i.import_env.clone(), i.import_path.clone()));
+        }
+        ProjectSnapshot { values, imports }
     }
 
     /// The project's tag with `slug`, created (named after the slug) when missing.
@@ -699,23 +714,23 @@ impl Secret {
     }
 }
 
-/// Reference lookup over one project: own secrets first, then the folder's imports in order.
-pub(crate) struct ProjectLookup<'a> {
-    store: &'a Store,
-    project_id: &'a str,
+/// An owned copy of one project's shared secret values and imports, for reference expansion
+/// after the store lock is released: own secrets first, then the folder's imports in order.
+pub(crate) struct ProjectSnapshot {
+    values: HashMap<(String, String, String), String>,
+    imports: HashMap<(String, String), Vec<(String, String)>>,
 }
 
-impl Lookup for ProjectLookup<'_> {
+impl Lookup for ProjectSnapshot {
     fn find(&self, env: &str, path: &str, key: &str) -> Option<String> {
-        let (store, pid) = (self.store, self.project_id);
-        store
-            .find_secret(pid, env, path, key)
-            .or_else(|| {
-                store
-                    .imports_of(pid, env, path)
-                    .into_iter()
-                    .find_map(|i| store.find_secret(pid, &i.import_env, &i.import_path, key))
-            })
-            .map(|s| s.value.clone())
+        let value = |env: &str, path: &str| {
+            self.values.get(&(env.to_owned(), path.to_owned(), key.to_owned())).cloned()
+        };
+        value(env, path).or_else(|| {
+            self.imports
+                .get(&(env.to_owned(), path.to_owned()))?
+                .iter()
+                .find_map(|(ienv, ipath)| value(ienv, ipath))
+        })
     }
 }

@@ -2,6 +2,7 @@
 //! for the coalescing delay, then every enabled hook whose glob matches the folder gets one
 //! signed `secrets.modified` POST. Results land in `lastStatus` / `lastRunErrorMessage`.
 
+use crate::LockExt;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,28 +59,26 @@ pub(crate) fn notify_change(
     actor: Option<Actor>,
 ) {
     let key = (project_id.to_owned(), env.to_owned(), path.to_owned());
-    if !app.dispatcher.pending.lock().expect("pending lock").insert(key.clone()) {
+    if !app.dispatcher.pending.locked().insert(key.clone()) {
         return;
     }
     let app = app.clone();
     tokio::spawn(async move {
         tokio::time::sleep(app.dispatcher.coalesce).await;
-        app.dispatcher.pending.lock().expect("pending lock").remove(&key);
+        app.dispatcher.pending.locked().remove(&key);
         let (project_id, env, path) = key;
-        let hooks: Vec<Webhook> = {
-            let store = app.store.lock().expect("store lock");
+        let candidates: Vec<Webhook> = {
+            let store = app.store.locked();
             store
                 .webhooks
                 .iter()
-                .filter(|w| {
-                    w.project_id == project_id
-                        && w.env == env
-                        && !w.is_disabled
-                        && path_matches(&w.secret_path, &path)
-                })
+                .filter(|w| w.project_id == project_id && w.env == env && !w.is_disabled)
                 .cloned()
                 .collect()
         };
+        // Globs are user input: matched after the store lock is released.
+        let hooks: Vec<Webhook> =
+            candidates.into_iter().filter(|w| path_matches(&w.secret_path, &path)).collect();
         if hooks.is_empty() {
             return;
         }
@@ -104,7 +103,7 @@ fn project_fields(
     path: &str,
     actor: Option<&Actor>,
 ) -> Vec<(&'static str, Option<Value>)> {
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let project = store.project(&hook.project_id);
     let env_name = store.environment(&hook.project_id, &hook.env).map(|e| e.name.clone());
     let pid = Some(Value::from(hook.project_id.clone()));
@@ -166,7 +165,7 @@ pub(crate) async fn deliver(
         }
     };
     {
-        let mut store = app.store.lock().expect("store lock");
+        let mut store = app.store.locked();
         if let Some(w) = store.webhooks.iter_mut().find(|w| w.id == hook.id) {
             w.last_status = Some(status.to_owned());
             w.last_run_error_message = error.clone();
@@ -182,6 +181,6 @@ pub(crate) async fn deliver(
         error,
         http_status,
     };
-    app.deliveries.lock().expect("deliveries lock").push(delivery.clone());
+    app.deliveries.locked().push(delivery.clone());
     delivery
 }

@@ -304,8 +304,15 @@ const DELETE_IF_OURS: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then retu
 impl RotationLock for RedisLock {
     fn try_acquire(&self) -> BoxFuture<'_, Result<Option<Box<dyn LockGuard>>>> {
         Box::pin(bounded(self.op_timeout, "redis lock acquisition", async move {
-            let mut conn =
-                self.client.get_multiplexed_async_connection().await.map_err(redis_err)?;
+            // the client's own timeouts agree with ours (its defaults are 1 s and 500 ms)
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(self.op_timeout))
+                .set_response_timeout(Some(self.op_timeout));
+            let mut conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(redis_err)?;
             let token: u64 = redis::cmd("INCR")
                 .arg(format!("{}:fence", self.key))
                 .query_async(&mut conn)
@@ -361,7 +368,7 @@ impl LockGuard for RedisGuard {
             .await;
             match extended {
                 Ok(Ok(1)) => Ok(()),
-                Ok(Err(e)) => Err(redis_err(e)),
+                Ok(Err(e)) if !e.is_timeout() => Err(redis_err(e)),
                 _ => Err(Error::LockLost),
             }
         })

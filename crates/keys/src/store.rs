@@ -113,27 +113,13 @@ impl FileStore {
     }
 
     fn write_file(path: &Path, entries: &BTreeMap<String, FileEntry>) -> Result<()> {
-        use std::io::Write;
-        #[cfg(unix)]
-        use std::os::unix::fs::OpenOptionsExt;
-
         let io = |e: std::io::Error| Error::Store(format!("cannot write {}: {e}", path.display()));
         let dir = path.parent().ok_or_else(|| Error::Store("folder has no parent".into()))?;
         std::fs::create_dir_all(dir).map_err(io)?;
         let body = Zeroizing::new(
             serde_json::to_vec_pretty(entries).map_err(|e| Error::Store(e.to_string()))?,
         );
-        let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        options.mode(0o600);
-        let mut file = options.open(&tmp).map_err(io)?;
-        file.write_all(&body).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        drop(file);
-        std::fs::rename(&tmp, path).map_err(io)?;
-        Ok(())
+        ikit_common::files::write_private(path, &body).map_err(io)
     }
 
     async fn modify(
@@ -236,5 +222,24 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    /// A crash left a world-readable temporary file under the name this process would pick (in a
+    /// container the pid repeats across restarts): the keys must still land in a 0600 file.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_leftover_temporary_file_never_makes_the_keys_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let folder = dir.path().join("auth/jwt");
+        std::fs::create_dir_all(&folder).unwrap();
+        let leftover = folder.join(format!("secrets.json.tmp{}", std::process::id()));
+        std::fs::write(&leftover, b"torn").unwrap();
+        std::fs::set_permissions(&leftover, std::fs::Permissions::from_mode(0o644)).unwrap();
+        store.upsert("/auth/jwt", vec![("k".into(), "v".into())]).await.unwrap();
+        let mode = std::fs::metadata(folder.join("secrets.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(store.read_folder("/auth/jwt").await.unwrap()["k"].value.expose(), "v");
     }
 }

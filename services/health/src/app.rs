@@ -13,6 +13,7 @@ use ikit_common::events::SecretChangeEvent;
 use ikit_keys::KeyManager;
 use ikit_keys::infisical::InfisicalStore;
 use ikit_keys::lock::{LocalLock, PgAdvisoryLock, RedisLock, RotationLock};
+use ikit_keys::propagate::RingWatch;
 use tokio::sync::watch;
 
 use crate::config::{AES_FOLDER, HealthConfig, JWT_FOLDER};
@@ -23,8 +24,9 @@ use crate::rules::Probe;
 const EVENTS_KEPT: usize = 20;
 /// How long to wait between attempts to load keys that could not be loaded.
 const LOAD_RETRY: Duration = Duration::from_secs(5);
-/// Redis lock expiry: longer than any rotation step takes.
-const REDIS_LOCK_TTL_MS: u64 = 60_000;
+/// Redis lock expiry: ikit-keys refuses a lease that does not outlast one store call (its default
+/// store timeout, 125 s, which covers ikit-client's default retry budget) plus a lock call (5 s).
+const REDIS_LOCK_TTL_MS: u64 = 180_000;
 
 /// What the binary does not build itself: tests and `ikit dev` pass their own.
 #[derive(Default)]
@@ -124,6 +126,7 @@ pub struct Application {
     server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     listener: Option<ListenerHandle>,
+    ring_watch: RingWatch,
     scheduled: watch::Receiver<u64>,
 }
 
@@ -191,15 +194,17 @@ impl Application {
             config.project_id.clone(),
             settings.infisical.environment.clone(),
         );
-        let keys = Arc::new(
-            KeyManager::builder(Arc::new(store))
-                .lock(lock_for(&config)?)
-                .audit(Arc::new(audit.clone()))
-                .clock(clock.clone())
-                .policy(config.policy.clone())
-                .folders(JWT_FOLDER, AES_FOLDER)
-                .build()?,
-        );
+        let mut builder = KeyManager::builder(Arc::new(store))
+            .lock(lock_for(&config)?)
+            .audit(Arc::new(audit.clone()))
+            .clock(clock.clone())
+            .policy(config.policy.clone())
+            .folders(JWT_FOLDER, AES_FOLDER);
+        if settings.redis_url.is_some() {
+            // every committed step tells the other replicas to reload (without Redis there are none)
+            builder = builder.publisher(Arc::new(cache.clone()));
+        }
+        let keys = Arc::new(builder.build()?);
         let redis = match &settings.redis_url {
             Some(url) => Some(redis::Client::open(url.as_str()).map_err(|_| {
                 HealthError::Config("IKIT_REDIS_URL is not a valid redis url".into())
@@ -253,7 +258,9 @@ impl Application {
             }));
         }
 
-        // Change events: kept for the status page; a change under the key folders reloads them.
+        // A change event or an invalidation under the key folders reloads the ring.
+        let ring_watch = state.keys.attach(&state.cache);
+        // Change events, kept for the status page.
         let mut events = state.cache.subscribe_stream("*", 256);
         {
             let (state, mut stopped) = (state.clone(), stopped.clone());
@@ -263,11 +270,7 @@ impl Application {
                         _ = stopped.changed() => return,
                         event = events.recv() => {
                             let Some(event) = event else { return };
-                            let path = event.path();
                             state.remember(event);
-                            if let Err(e) = state.keys.on_change(&path).await {
-                                tracing::warn!(error = %e, path, "key ring reload after a change failed");
-                            }
                         }
                     }
                 }
@@ -304,7 +307,16 @@ impl Application {
                 .await
         });
         tracing::info!(%addr, "ikit-health listening");
-        Ok(Self { addr, state, stop, server, tasks, listener: listener_handle, scheduled })
+        Ok(Self {
+            addr,
+            state,
+            stop,
+            server,
+            tasks,
+            listener: listener_handle,
+            ring_watch,
+            scheduled,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -358,6 +370,7 @@ impl Application {
         if let Some(listener) = self.listener {
             listener.shutdown().await;
         }
+        self.ring_watch.stop().await;
         for task in self.tasks {
             let _ = task.await;
         }

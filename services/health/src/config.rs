@@ -20,6 +20,10 @@ use ikit_common::config::{ConfigError, ConfigErrors, MIN_ADMIN_TOKEN_LEN, parse_
 use ikit_common::{SecretValue, Settings};
 use ikit_keys::policy::Policy;
 
+/// Where `ikit-health` listens by default (issue 13). ikit-common's shared default
+/// (`DEFAULT_HEALTH_ADDR`, 8081) predates it and is owned there; until it moves, an address left
+/// at that default is read as this one.
+pub const DEFAULT_ADDR: &str = "0.0.0.0:8000";
 pub const DEFAULT_ROTATION_CHECK_EVERY: Duration = Duration::from_secs(60);
 pub const DEFAULT_SPOOL_DIR: &str = ".ikit-dev/spool-health";
 /// Where the keys live in the project (the seeds' layout).
@@ -137,7 +141,11 @@ impl HealthConfig {
             ));
         }
         let spool_dir = PathBuf::from(get("IKIT_AUDIT_SPOOL_DIR").unwrap_or(DEFAULT_SPOOL_DIR));
-        let Some(settings) = settings else { return Err(ConfigErrors(errors)) };
+        let Some(mut settings) = settings else { return Err(ConfigErrors(errors)) };
+        let shared_default = ikit_common::config::DEFAULT_HEALTH_ADDR.parse().ok();
+        if get("IKIT_HEALTH_ADDR").is_none() && Some(settings.health_addr) == shared_default {
+            settings.health_addr = DEFAULT_ADDR.parse().expect("valid default");
+        }
         let project_id = match &settings.infisical.project_id {
             Some(p) => p.clone(),
             None => {
@@ -201,6 +209,9 @@ mod tests {
         assert_eq!(config.policy.aes_rotation_interval, 90 * 86_400);
         assert!(config.admin_tokens.is_empty());
         assert_eq!(config.project_id, "p1");
+        assert_eq!(config.settings.health_addr.to_string(), "0.0.0.0:8000");
+        let moved = HealthConfig::load(None, &env(&[("IKIT_HEALTH_ADDR", "127.0.0.1:9100")]));
+        assert_eq!(moved.unwrap().settings.health_addr.to_string(), "127.0.0.1:9100");
     }
 
     #[test]

@@ -96,6 +96,8 @@ impl Service {
     /// Opens the database (migrating it), Redis and the Infisical client, takes the baseline
     /// when configured, and starts the workers.
     pub async fn start(settings: WebhookSettings, options: Options) -> Result<Self, WebhookError> {
+        // Installs the process's recorder before anything is counted.
+        let _ = ikit_common::telemetry::metrics_handle();
         let db = open_db(&settings.base.database_url).await?;
         db.migrate().await?;
         let audit = match &db {

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::error::CliError;
 
+mod bridge;
 mod webhook;
 
 pub const DEMO_SEED: &str = include_str!("seed.json");
@@ -24,6 +25,29 @@ pub const DEMO_ENVIRONMENT: &str = "dev";
 pub const DEMO_CLIENT_ID: &str = "ikit-dev-client";
 pub const DEMO_CLIENT_SECRET: &str = "ikit-dev-client-secret";
 pub const DEFAULT_STATE_FILE: &str = ".ikit/dev.json";
+
+/// `ikit dev`: starts the stack, prints the banner, serves until `stop`, stops everything.
+pub async fn run(
+    args: crate::DevArgs,
+    env: &BTreeMap<String, String>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), CliError> {
+    let options = DevOptions {
+        emulator_addr: args.emulator_addr,
+        webhook_addr: args.webhook_addr,
+        health_addr: args.health_addr,
+        state_file: args.state_file,
+        data: args.data,
+        redis_url: env.get("IKIT_REDIS_URL").filter(|v| !v.trim().is_empty()).cloned(),
+        log_filter: env.get("RUST_LOG").cloned(),
+    };
+    let stack = DevStack::start(options.clone()).await?;
+    println!("{}", stack.info().banner(&options.state_file));
+    stop.await;
+    eprintln!("ikit dev: stopping");
+    stack.stop().await;
+    Ok(())
+}
 
 /// Where the parts listen and keep their state.
 #[derive(Clone, Debug)]
@@ -129,6 +153,8 @@ pub struct DevStack {
     emulator: RunningEmulator,
     webhook: Option<webhook::WebhookService>,
     health: Health,
+    /// The in-process path of change events when there is no Redis (see `bridge`).
+    bridge: Option<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
     /// The temporary data directory when `--data` was not given (removed on drop).
     _scratch: Option<tempfile::TempDir>,
 }
@@ -142,7 +168,7 @@ impl std::fmt::Debug for DevStack {
     }
 }
 
-fn random_token(prefix: &str) -> SecretValue {
+pub(crate) fn random_token(prefix: &str) -> SecretValue {
     let mut bytes = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     SecretValue::new(format!("{prefix}{}", hex::encode(bytes)))
@@ -157,7 +183,7 @@ fn previous_tokens(state_file: &Path) -> Option<(SecretValue, SecretValue)> {
     Some((SecretValue::new(admin), SecretValue::new(webhook)))
 }
 
-fn sqlite_url(path: &Path) -> String {
+pub(crate) fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())
 }
 
@@ -219,7 +245,8 @@ impl DevStack {
             env.insert("RUST_LOG".into(), filter.clone());
         }
 
-        let webhook = match webhook::start(&env, options.webhook_addr, &data_dir).await {
+        let keep = options.data.is_some();
+        let webhook = match webhook::start(&env, options.webhook_addr, &data_dir, keep).await {
             Ok(webhook) => webhook,
             Err(e) => {
                 emulator.shutdown().await;
@@ -258,6 +285,21 @@ impl DevStack {
             }
         }
 
+        // without Redis, the events reach the shared cache through the webhook's event stream
+        let bridge = match (&webhook_url, &options.redis_url) {
+            (Some(url), None) => {
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let task = tokio::spawn(bridge::run(
+                    format!("{url}/api/v1/infisical/events"),
+                    admin_token.clone(),
+                    health.cache().clone(),
+                    stopped,
+                ));
+                Some((stop, task))
+            }
+            _ => None,
+        };
+
         let info = DevInfo {
             emulator_url,
             webhook_url,
@@ -269,8 +311,9 @@ impl DevStack {
             client_id: DEMO_CLIENT_ID.to_owned(),
             client_secret: SecretValue::new(DEMO_CLIENT_SECRET),
         };
-        let stack = Self { info, emulator, webhook, health, _scratch: scratch };
-        if let Err(e) = write_private(&options.state_file, &stack.info.to_json()) {
+        let stack = Self { info, emulator, webhook, health, bridge, _scratch: scratch };
+        let state = serde_json::to_vec_pretty(&stack.info.to_json()).unwrap_or_default();
+        if let Err(e) = write_private(&options.state_file, &state) {
             stack.stop().await;
             return Err(e);
         }
@@ -291,6 +334,10 @@ impl DevStack {
 
     /// Stops the services, then the emulator they talk to.
     pub async fn stop(self) {
+        if let Some((stop, task)) = self.bridge {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
         if let Err(e) = self.health.shutdown().await {
             tracing::warn!(error = %e, "ikit-health did not stop cleanly");
         }
@@ -301,27 +348,10 @@ impl DevStack {
     }
 }
 
-/// Writes `value` to `path` readable by its owner only, atomically: a temporary file in the same
-/// directory, created 0600, synced, then renamed over the target.
-fn write_private(path: &Path, value: &Value) -> Result<(), CliError> {
-    use std::io::Write as _;
+/// Writes `bytes` to `path` readable by its owner only, atomically (the workspace's one
+/// `ikit_common::files::write_private`), creating the directory first.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
-    let mut file = tempfile::Builder::new()
-        .prefix(".dev-state-")
-        .tempfile_in(dir)
-        .map_err(|e| CliError::io(dir, e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        file.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| CliError::io(path, e))?;
-    }
-    let text = serde_json::to_vec_pretty(value).unwrap_or_default();
-    file.write_all(&text)
-        .and_then(|()| file.as_file().sync_all())
-        .map_err(|e| CliError::io(path, e))?;
-    file.persist(path).map_err(|e| CliError::io(path, e.error))?;
-    Ok(())
+    ikit_common::files::write_private(path, bytes).map_err(|e| CliError::io(path, e))
 }

@@ -1,42 +1,76 @@
-//! The webhook service's place in the dev stack.
-//!
-//! PLUG POINT: `ikit-webhook` (services/webhook) is not part of the workspace's library surface
-//! yet. When it is, [`start`] builds it from `env` (the stack's settings, which already carry
-//! `IKIT_WEBHOOK_SECRET`) on `addr` with its queue in `data_dir`, and returns it; everything else
-//! (registering the emulator webhook, the banner, the state file, shutdown) already follows from
-//! a `Some`.
+//! The webhook service in the dev stack: `ikit-webhook` built from the stack's settings, its
+//! queue and audit log in their own SQLite file of the data directory, and the emulator webhook
+//! registered to point at it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use ikit_common::SecretValue;
+use ikit_webhook::{Application as Webhook, Options, WebhookSettings};
 use serde_json::{Value, json};
 
 use crate::error::CliError;
 
-use super::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_PROJECT_ID};
-
-type StopFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+use super::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_PROJECT_ID, random_token, sqlite_url};
 
 /// A running webhook service.
 pub(crate) struct WebhookService {
     pub(crate) base_url: String,
-    stop: Box<dyn FnOnce() -> StopFuture + Send>,
+    app: Webhook,
 }
 
 impl WebhookService {
     pub(crate) async fn stop(self) {
-        (self.stop)().await;
+        self.app.shutdown().await;
     }
 }
 
-/// Starts the webhook service; `None` while it is not part of the build (see the module docs).
+/// The key of the value MACs in the webhook's stored folder states: kept in the data directory
+/// (0600), so a restart with `--data` diffs against what it knew.
+fn state_key(data_dir: &Path, keep: bool) -> Result<SecretValue, CliError> {
+    let path = data_dir.join("webhook-state-key");
+    if keep && let Ok(text) = std::fs::read_to_string(&path) {
+        let text = text.trim();
+        if text.len() >= ikit_webhook::config::MIN_STATE_KEY_LEN {
+            return Ok(SecretValue::new(text));
+        }
+    }
+    let key = random_token("ikit-state-");
+    if keep {
+        super::write_private(&path, key.expose().as_bytes())?;
+    }
+    Ok(key)
+}
+
+/// Starts the webhook service on `addr` with the stack's settings `env`.
 pub(crate) async fn start(
-    _env: &BTreeMap<String, String>,
-    _addr: SocketAddr,
-    _data_dir: &Path,
+    env: &BTreeMap<String, String>,
+    addr: SocketAddr,
+    data_dir: &Path,
+    keep: bool,
 ) -> Result<Option<WebhookService>, CliError> {
-    Ok(None)
+    let mut env = env.clone();
+    env.insert("IKIT_WEBHOOK_ADDR".into(), addr.to_string());
+    env.insert("IKIT_DATABASE_URL".into(), sqlite_url(&data_dir.join("webhook.db")));
+    env.insert("IKIT_WEBHOOK_STATE_KEY".into(), state_key(data_dir, keep)?.expose().to_owned());
+    let settings = WebhookSettings::load(None, &env)
+        .map_err(|e| CliError::Dev(format!("ikit-webhook settings: {e}")))?;
+    let options = Options { audit_spool_dir: data_dir.join("spool-webhook"), ..Options::default() };
+    let app = Webhook::build_with(settings, options)
+        .await
+        .map_err(|e| CliError::Dev(format!("ikit-webhook did not start: {e}")))?;
+    let base_url = format!("http://{}", loopback(app.addr()));
+    Ok(Some(WebhookService { base_url, app }))
+}
+
+/// An unspecified listen address reads as loopback in URLs.
+pub(crate) fn loopback(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::IpAddr::from([127, 0, 0, 1]), addr.port())
+    } else {
+        addr
+    }
 }
 
 /// Registers `hook_url` as a webhook of every demo environment (`/**`), signed with `secret`;

@@ -101,3 +101,62 @@ async fn data_dir_keeps_keys_and_tokens_across_restarts() {
     assert_eq!(audit.len(), 1, "the keys were created once, in the first run");
     second.stop().await;
 }
+
+/// A secret changed in the emulator -> the emulator's signed webhook -> the webhook service's
+/// diff -> a per-key `updated` event at a subscriber of the stack's cache, whose cached listing
+/// of the folder is dropped so the next read goes to Infisical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_secret_reaches_a_subscriber_as_a_per_key_event_and_the_cache_misses() {
+    use ikit_client::{AuthMethod, Client, ClientConfig, FolderQuery, Scope, SecretUpdate};
+
+    let dir = tempfile::tempdir().unwrap();
+    let stack = DevStack::start(DevOptions::ephemeral(dir.path().join("dev.json")))
+        .await
+        .expect("stack starts");
+    let info = stack.info();
+    let webhook = info.webhook_url.clone().expect("the webhook service is part of the stack");
+    let (status, ready) = get_json(&format!("{webhook}/readyz")).await;
+    assert_eq!(status, 200, "{ready}");
+
+    let cache = stack.health().cache();
+    let query = FolderQuery::new(&info.project_id, "dev", "/app");
+    let first = cache.folder(&query).await.expect("first read");
+    assert_eq!(first.source.as_str(), "network");
+    assert!(cache.is_cached(&query).await);
+    let mut events = cache.subscribe_stream("/app", 16);
+
+    let writer = Client::new(
+        ClientConfig::new(
+            &info.emulator_url,
+            AuthMethod::universal(&info.client_id, info.client_secret.expose()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    writer
+        .update_secret(
+            &Scope::new(&info.project_id, "dev", "/app"),
+            &SecretUpdate::value("FEATURE_FLAGS", "search,checkout,returns"),
+        )
+        .await
+        .expect("update in the emulator");
+
+    let event = tokio::time::timeout(std::time::Duration::from_secs(30), events.recv())
+        .await
+        .expect("the event arrives")
+        .expect("stream open");
+    assert_eq!(event.key, "FEATURE_FLAGS");
+    assert_eq!(event.folder, "/app");
+    assert_eq!(event.environment, "dev");
+    assert_eq!(event.kind, ikit_common::events::ChangeKind::Updated);
+    assert!(events.try_recv().is_err(), "one event, for exactly that key");
+    assert!(!cache.is_cached(&query).await, "the cached listing was dropped");
+    let again = cache.folder(&query).await.unwrap();
+    assert_eq!(again.source.as_str(), "network", "the next read misses the cache");
+    let flags = again.value.secrets.iter().find(|s| s.key == "FEATURE_FLAGS").unwrap();
+    assert_eq!(flags.value.expose(), "search,checkout,returns");
+
+    let page = reqwest::get(format!("{}/", info.health_url)).await.unwrap().text().await.unwrap();
+    assert!(page.contains("/app/FEATURE_FLAGS"), "the status page lists the change event");
+    stack.stop().await;
+}

@@ -235,3 +235,212 @@ async fn folder_listings_revalidate_with_etags() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn login_returns_the_access_token_and_its_expiry() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    let login = client.login().await.unwrap();
+    assert_eq!(login.expires_at, Some(h.now() + std::time::Duration::from_secs(600)));
+    assert_eq!(login.renewable_until, Some(h.now() + std::time::Duration::from_secs(3600)));
+    // The token works on its own, as `ikit login --plain` output would be used.
+    let plain = h.client(ikit_client::AuthMethod::token(login.access_token.expose()));
+    let secret = SecretRef::parse(PROJECT, "dev", "/app/DB_URL").unwrap();
+    assert_eq!(plain.get_value(&secret).await.unwrap().expose(), DB_VALUE);
+    // And the client that logged in uses it instead of logging in again.
+    client.get_value(&secret).await.unwrap();
+    assert_eq!(h.emulator.login_requests("universal-auth").len(), 1);
+}
+
+#[tokio::test]
+async fn any_refusal_of_a_login_is_an_auth_error_carrying_the_servers_message() {
+    let h = Harness::start(ApiVersion::V2024).await;
+    let client = h.client(ikit_client::AuthMethod::universal("no-such-client-id", "x"));
+    let err = client.ensure_token().await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Auth { ref message }
+            if message.contains("No identity with specified client ID was found")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_listing_of_an_unknown_environment_says_it_may_not_exist() {
+    let h = Harness::start(ApiVersion::V2024).await;
+    let client = h.client(ua());
+    let err =
+        client.get(&SecretRef::parse(PROJECT, "staging", "/DB_URL").unwrap()).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::NotFound { ref message, .. }
+            if message.contains("environment \"staging\" may not exist")),
+        "{err:?}"
+    );
+    // The cache fills whole listings and says the same.
+    let minute = std::time::Duration::from_secs(60);
+    let cached = ikit_client::CachedClient::new(
+        h.client(ua()),
+        ikit_client::CacheConfig::new(minute, minute),
+    )
+    .unwrap();
+    let err =
+        cached.get(&SecretRef::parse(PROJECT, "staging", "/DB_URL").unwrap()).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::NotFound { ref message, .. }
+            if message.contains("environment \"staging\" may not exist")),
+        "{err:?}"
+    );
+    // A key missing from a folder that has secrets is just missing.
+    let err =
+        client.get(&SecretRef::parse(PROJECT, "dev", "/app/NOPE").unwrap()).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::NotFound { ref message, .. }
+            if message.contains("NOPE not found in dev:/app") && !message.contains("environment")),
+        "{err:?}"
+    );
+    assert_eq!((err.secret(), err.folder()), (Some("NOPE"), Some("/app")), "structured context");
+    let missing = client
+        .get_secret(&Scope::new(PROJECT, "dev", "/app"), "GONE", &GetOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, ClientError::NotFound { secret: Some(ref k), folder: Some(ref f), .. }
+            if k == "GONE" && f == "/app"),
+        "{missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_uncached_get_reads_one_key_by_name_and_imports_through_the_listing() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    let (own, _) =
+        client.get(&SecretRef::parse(PROJECT, "dev", "/app/DB_URL").unwrap()).await.unwrap();
+    assert_eq!(own.value.expose(), DB_VALUE);
+    assert_eq!(h.count("GET", "/api/v4/secrets/DB_URL"), 1);
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 0, "no folder listing for a key of its own");
+    // An imported key resolves by the client's import order, as the cache resolves it.
+    let (imported, _) =
+        client.get(&SecretRef::parse(PROJECT, "dev", "/app/COMMON").unwrap()).await.unwrap();
+    assert_eq!(imported.value.expose(), "from-shared2");
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 1);
+}
+
+#[tokio::test]
+async fn a_remembered_api_generation_skips_the_v4_probe() {
+    let h = Harness::start(ApiVersion::V2024).await;
+    let cold = h.client(ua());
+    cold.fetch_folder(&FolderQuery::new(PROJECT, "dev", "/app")).await.unwrap();
+    assert_eq!(cold.api_version(), ClientApi::V3);
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 1, "a cold client probes once");
+    let warm =
+        ikit_client::Client::new(h.config(ua()).with_api_version(cold.api_version())).unwrap();
+    warm.fetch_folder(&FolderQuery::new(PROJECT, "dev", "/app")).await.unwrap();
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 1, "the warm client never asked v4");
+    assert_eq!(h.count("GET", "/api/v3/secrets/raw"), 2);
+}
+
+#[tokio::test]
+async fn a_conditional_update_refuses_when_the_version_moved() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    let scope = Scope::new(PROJECT, "dev", "/app");
+    let read = client.get_secret(&scope, "DB_URL", &GetOptions::default()).await.unwrap();
+    // Someone else writes in between.
+    client.update_secret(&scope, &SecretUpdate::value("DB_URL", "theirs")).await.unwrap();
+    let err = client
+        .update_secret_if_version(&scope, &SecretUpdate::value("DB_URL", "mine"), read.version)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::VersionConflict { ref key, expected, found, .. }
+            if key == "DB_URL" && expected == read.version && found == read.version + 1),
+        "{err:?}"
+    );
+    let now = client.get_secret(&scope, "DB_URL", &GetOptions::default()).await.unwrap();
+    assert_eq!(now.value.expose(), "theirs", "the refused update wrote nothing");
+    let written = client
+        .update_secret_if_version(&scope, &SecretUpdate::value("DB_URL", "mine"), now.version)
+        .await
+        .unwrap();
+    assert_eq!(written.value.expose(), "mine");
+}
+
+#[tokio::test]
+async fn secrets_carry_and_write_every_field_a_backup_needs() {
+    for version in [ApiVersion::V2026, ApiVersion::V2024] {
+        let h = Harness::start(version).await;
+        let client = h.client(ua());
+        let scope = Scope::new(PROJECT, "dev", "/app");
+        let mut new = NewSecret::new("BACKED_UP", "line1\nline2");
+        new.comment = "kept in the backup".into();
+        new.skip_multiline_encoding = true;
+        new.metadata = vec![ikit_client::SecretMetadata::new("owner", "team-a")];
+        new.reminder_note = Some("rotate me".into());
+        new.reminder_repeat_days = Some(30);
+        client.create_secret(&scope, &new).await.unwrap();
+        let folder = client.fetch_folder(&FolderQuery::new(PROJECT, "dev", "/app")).await.unwrap();
+        let listed = folder.secrets.iter().find(|s| s.key == "BACKED_UP").unwrap().clone();
+        let got = client.get_secret(&scope, "BACKED_UP", &GetOptions::default()).await.unwrap();
+        for s in [&listed, &got] {
+            assert_eq!(s.comment, "kept in the backup", "{version:?}");
+            assert!(s.skip_multiline_encoding);
+            assert_eq!(s.metadata, vec![ikit_client::SecretMetadata::new("owner", "team-a")]);
+            assert_eq!(s.reminder_note.as_deref(), Some("rotate me"));
+            assert_eq!(s.reminder_repeat_days, Some(30));
+            assert_eq!(s.version, 1);
+        }
+        assert!(got.created_at.is_some() && got.updated_at.is_some(), "{version:?}");
+        // A restore from what was read writes the same fields back.
+        let restored = Scope::new(PROJECT, "dev", "/shared");
+        client.create_secret(&restored, &NewSecret::from_secret(&got)).await.unwrap();
+        let copy = client.get_secret(&restored, "BACKED_UP", &GetOptions::default()).await.unwrap();
+        assert_eq!(
+            (copy.value.expose(), copy.comment.as_str(), copy.metadata.clone()),
+            (got.value.expose(), got.comment.as_str(), got.metadata.clone())
+        );
+        assert_eq!(
+            (copy.reminder_note, copy.reminder_repeat_days),
+            (got.reminder_note, got.reminder_repeat_days)
+        );
+        // An update sets them too.
+        let mut update = SecretUpdate::value("BACKED_UP", "v2");
+        update.metadata = Some(vec![]);
+        update.reminder_repeat_days = Some(7);
+        let updated = client.update_secret(&scope, &update).await.unwrap();
+        assert!(updated.metadata.is_empty());
+        assert_eq!(updated.reminder_repeat_days, Some(7));
+    }
+}
+
+#[tokio::test]
+async fn a_10000_secret_batch_is_written_in_chunks_within_the_limits_with_progress() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(ua());
+    let scope = Scope::new(PROJECT, "dev", "/shared");
+    let items: Vec<NewSecret> = (0..10_000)
+        .map(|n| NewSecret::new(format!("BULK_{n:05}"), format!("value-{n}-{}", "x".repeat(100))))
+        .collect();
+    let mut seen = Vec::new();
+    let written = client.batch_create_with(&scope, &items, &mut |p| seen.push(p)).await.unwrap();
+    assert_eq!(written.len(), 10_000);
+    assert_eq!(h.count("POST", "/api/v4/secrets/batch"), 100, "100 items a chunk");
+    assert_eq!(seen.len(), 100);
+    assert_eq!((seen[0].done, seen[0].chunk, seen[0].chunks, seen[0].total), (100, 1, 100, 10_000));
+    assert_eq!(seen[99].done, 10_000);
+    let listed = client.fetch_folder(&FolderQuery::new(PROJECT, "dev", "/shared")).await.unwrap();
+    assert_eq!(listed.secrets.iter().filter(|s| s.key.starts_with("BULK_")).count(), 10_000);
+
+    // Large values are split by body size under the server's 1 MiB limit, not by count.
+    let big: Vec<NewSecret> =
+        (0..40).map(|n| NewSecret::new(format!("BIG_{n}"), "v".repeat(100_000))).collect();
+    client.batch_upsert(&scope, &big).await.unwrap();
+    assert_eq!(h.count("PATCH", "/api/v4/secrets/batch"), 6, "7 items of 100 kB per 768 KiB");
+    // One item over the limit alone is refused by key before anything is sent.
+    let huge = [NewSecret::new("HUGE", "v".repeat(2 << 20))];
+    let err = client.batch_upsert(&scope, &huge).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::InvalidInput { ref message } if message.contains("HUGE")),
+        "{err:?}"
+    );
+    assert_eq!(h.count("PATCH", "/api/v4/secrets/batch"), 6);
+}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ikit_client::FolderQuery;
+use ikit_client::{AuthMethod, FolderQuery};
 use ikit_emulator::ApiVersion;
 
 use crate::support::{Harness, PROJECT, ua};
@@ -191,4 +191,29 @@ async fn a_login_hit_by_a_server_error_is_retried() {
     h.emulator.faults().add(ikit_emulator::Fault::status(LOGIN, 502).times(2));
     client.fetch_folder(&query()).await.unwrap();
     assert_eq!(h.count("POST", LOGIN), 3);
+}
+
+/// Infisical's default identity (TTL = max TTL = 30 days): a renewal can never extend the token,
+/// so the server refuses every one. The client must log in again near expiry and never send a
+/// renewal, let alone loop on refused ones.
+#[tokio::test]
+async fn with_the_default_ttl_equal_to_max_ttl_the_client_logs_in_again_and_never_renews() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let client = h.client(AuthMethod::universal("ua-default-ttl-id", "ua-default-ttl-secret"));
+    let day = Duration::from_secs(24 * 3600);
+    let days = 120u32;
+    let mut failures = Vec::new();
+    for d in 0..days {
+        if let Err(e) = client.fetch_folder(&query()).await {
+            failures.push((d, e.to_string()));
+        }
+        h.advance(day);
+    }
+    assert!(failures.is_empty(), "{} failed reads, first: {:?}", failures.len(), failures.first());
+    assert_eq!(h.count("POST", RENEW), 0, "a renewal is never sent when TTL = max TTL");
+    let logins = h.count("POST", LOGIN);
+    // One login per token lifetime (renewed at 80% of 30 days, i.e. every 24 days at most and
+    // at least every 30): a login storm would show as one per read.
+    assert!((4..=6).contains(&logins), "{logins} logins in {days} days");
+    assert_eq!(h.count("GET", "/api/v4/secrets"), u64::from(days), "no read was sent twice");
 }

@@ -24,6 +24,9 @@ pub(crate) fn seed_json() -> String {
         "identities": [
             {"id": "id-ua", "name": "ci", "clientId": "ua-client-id", "clientSecret": "ua-client-secret-1",
              "accessTokenTTL": 600, "accessTokenMaxTTL": 3600, "projects": [PROJECT]},
+            // Infisical's defaults: TTL = max TTL = 30 days, so every renewal is refused.
+            {"id": "id-defaults", "name": "defaults", "clientId": "ua-default-ttl-id",
+             "clientSecret": "ua-default-ttl-secret", "projects": [PROJECT]},
             {"id": "id-cloud", "name": "cloud", "projects": [PROJECT],
              "jwtAuth": {"hmacSecret": JWT_HMAC},
              "authMethods": ["aws-auth", "azure-auth", "gcp-auth"]}

@@ -2,10 +2,14 @@
 //!
 //! Rows are append-only and hash-chained (see [`chain`]); [`AuditLog::verify_chain`] names the
 //! first edited or deleted row. PostgreSQL and SQLite are supported through sqlx with embedded
-//! migrations. When the database cannot be reached, events go to a bounded on-disk spool and
-//! are flushed in order on the next `record` (or an explicit [`AuditLog::flush_spool`]); a full
-//! spool is an error ([`AuditError::SpoolFull`]), visible through [`AuditLog::status`] and the
-//! `audit_events_total{outcome}` and `audit_spool_depth` metrics. Never a silent drop.
+//! migrations. When the database cannot be reached, events go to a bounded on-disk spool, and a
+//! background task (started with the first spooled event, or when a log opens a spool that holds
+//! events) writes them to the database in order once it answers, retrying every
+//! [`AuditOptions::retry_after`]; `record` itself never flushes, and while events wait it spools
+//! behind them. An explicit [`AuditLog::flush_spool`] flushes at once. A full spool is an error
+//! ([`AuditError::SpoolFull`]); the depth is visible through [`AuditLog::spool_depth`],
+//! [`AuditLog::watch_spool_depth`], [`AuditLog::status`] and the `audit_spool_depth` metric, and
+//! every outcome through `audit_events_total{outcome}`. Never a silent drop.
 //!
 //! `audit_events_total{outcome}` counts `record` calls by where the event went: `stored`,
 //! `spooled`, `spool_full` and `spool_error` (refused: the caller got an error), and
@@ -31,7 +35,7 @@
 //! Delivery from the spool is at-least-once: a crash after an event's row is committed but
 //! before its spool file is removed writes that event again on the next flush (the chain stays
 //! valid; the duplicate is visible as a second row). Spool writes are synchronous file IO on
-//! the calling task; they only happen while the database is away.
+//! the calling task; they only happen while the database is away or events wait.
 
 pub mod chain;
 mod spool;
@@ -39,8 +43,11 @@ mod store;
 
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
 
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPoolOptions;
@@ -264,8 +271,8 @@ pub struct AuditOptions {
     pub spool_dir: PathBuf,
     /// Most events held on disk while the database is away.
     pub spool_capacity: usize,
-    /// After a failed write, `record` goes straight to the spool for this long before it tries
-    /// the database again (an explicit `flush_spool` always tries).
+    /// After a failed flush, the background flusher waits this long before it tries the database
+    /// again (an explicit `flush_spool` always tries).
     pub retry_after: Duration,
     pub clock: Arc<dyn Clock>,
 }
@@ -299,23 +306,31 @@ impl AuditOptions {
     }
 }
 
-struct State {
-    spool: Spool,
-    /// Before this time (unix ms) `record` does not try the database.
-    retry_at_ms: i64,
-}
-
 struct Inner {
     store: Store,
     clock: Arc<dyn Clock>,
-    retry_after_ms: i64,
-    /// Set once the embedded migrations ran; read without taking `state`.
+    retry_after: Duration,
+    /// Set once the embedded migrations ran.
     migrated: tokio::sync::OnceCell<()>,
-    state: tokio::sync::Mutex<State>,
+    /// Held only around file operations, never across a database call.
+    spool: Mutex<Spool>,
+    /// One flush at a time: the background flusher's or an explicit one.
+    flushing: tokio::sync::Mutex<()>,
+    /// Wakes the flusher; shared with it so the flusher holds no strong reference while idle.
+    wake: Arc<Notify>,
+    flusher_started: AtomicBool,
+    depth: watch::Sender<usize>,
     status: Mutex<AuditStatus>,
 }
 
-/// The audit log. Cheap to clone; clones share the pool and the spool.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The flusher wakes, finds the log gone and ends.
+        self.wake.notify_one();
+    }
+}
+
+/// The audit log. Cheap to clone; clones share the pool, the spool and the flusher.
 #[derive(Clone)]
 pub struct AuditLog {
     inner: Arc<Inner>,
@@ -364,24 +379,33 @@ impl AuditLog {
 
     fn build(store: Store, options: AuditOptions) -> Result<Self, AuditError> {
         let spool = Spool::open(&options.spool_dir, options.spool_capacity)?;
+        let depth = spool.len();
         let status = AuditStatus {
-            spooled: spool.len(),
+            spooled: depth,
             capacity: spool.capacity(),
             last_error: None,
             last_error_ms: None,
         };
-        metrics::gauge!("audit_spool_depth").set(spool.len() as f64);
-        let retry_after_ms = i64::try_from(options.retry_after.as_millis()).unwrap_or(i64::MAX);
-        Ok(Self {
+        metrics::gauge!("audit_spool_depth").set(depth as f64);
+        let log = Self {
             inner: Arc::new(Inner {
                 store,
                 clock: options.clock,
-                retry_after_ms,
+                retry_after: options.retry_after,
                 migrated: tokio::sync::OnceCell::new(),
-                state: tokio::sync::Mutex::new(State { spool, retry_at_ms: 0 }),
+                spool: Mutex::new(spool),
+                flushing: tokio::sync::Mutex::new(()),
+                wake: Arc::new(Notify::new()),
+                flusher_started: AtomicBool::new(false),
+                depth: watch::Sender::new(depth),
                 status: Mutex::new(status),
             }),
-        })
+        };
+        // Events left by an earlier run go out without waiting for the next record.
+        if depth > 0 && tokio::runtime::Handle::try_current().is_ok() {
+            log.wake_flusher();
+        }
+        Ok(log)
     }
 
     /// Applies the embedded migrations (also done before the first write).
@@ -389,39 +413,34 @@ impl AuditLog {
         self.inner.migrated.get_or_try_init(|| self.inner.store.migrate()).await.map(drop)
     }
 
-    /// Records one event: into the database when it answers (after anything spooled, so order
-    /// is kept), otherwise into the spool. `Err` means the event was not kept anywhere.
+    /// Records one event: into the database when it answers and nothing waits in the spool,
+    /// otherwise into the spool behind what waits there (the background flusher writes it later,
+    /// in order). `Err` means the event was not kept anywhere.
     pub async fn record(&self, event: AuditEvent) -> Result<Recorded, AuditError> {
         event.validate()?;
-        let mut state = self.inner.state.lock().await;
-        let now = self.inner.clock.now_ms();
-        if now >= state.retry_at_ms {
-            if !state.spool.is_empty()
-                && let Err(e) = self.flush_locked(&mut state).await
-            {
-                // The event joins the spool behind the rest, keeping the order.
-                tracing::warn!(error = %e, "audit spool flush failed");
-                self.note_error(&mut state, &e);
-            }
-            if state.spool.is_empty() {
-                match self.store_one(&event).await {
-                    Ok(seq) => {
-                        count("stored");
-                        self.clear_error(&mut state);
-                        return Ok(Recorded::Stored { seq });
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "audit database unavailable, spooling");
-                        self.note_error(&mut state, &e);
-                    }
+        if self.spool().is_empty() {
+            match self.store_one(&event).await {
+                Ok(seq) => {
+                    count("stored");
+                    self.clear_error();
+                    return Ok(Recorded::Stored { seq });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit database unavailable, spooling");
+                    self.note_error(&e);
                 }
             }
         }
-        match state.spool.push(&event) {
-            Ok(()) => {
+        let pushed = {
+            let mut spool = self.spool();
+            spool.push(&event).map(|()| spool.len())
+        };
+        match pushed {
+            Ok(depth) => {
                 count("spooled");
-                self.set_depth(&state);
-                Ok(Recorded::Spooled { depth: state.spool.len() })
+                self.set_depth(depth);
+                self.wake_flusher();
+                Ok(Recorded::Spooled { depth })
             }
             Err(e) => {
                 count(if matches!(e, AuditError::SpoolFull { .. }) {
@@ -430,53 +449,67 @@ impl AuditLog {
                     "spool_error"
                 });
                 tracing::error!(error = %e, "audit event refused");
-                self.note_error(&mut state, &e);
+                self.note_error(&e);
                 Err(e)
             }
         }
     }
 
-    /// Writes every spooled event to the database, oldest first; returns how many were written.
-    /// Stops at the first database error (the rest stay spooled) and returns it.
+    /// Writes every spooled event to the database now, oldest first; returns how many were
+    /// written. Stops at the first database error (the rest stay spooled) and returns it.
     pub async fn flush_spool(&self) -> Result<usize, AuditError> {
-        let mut state = self.inner.state.lock().await;
-        let flushed = self.flush_locked(&mut state).await;
-        if let Err(e) = &flushed {
-            self.note_error(&mut state, e);
-        } else {
-            self.clear_error(&mut state);
+        let _one_at_a_time = self.inner.flushing.lock().await;
+        let flushed = self.flush_in_order().await;
+        match &flushed {
+            Ok(_) => self.clear_error(),
+            Err(e) => self.note_error(e),
         }
         flushed
     }
 
-    async fn flush_locked(&self, state: &mut State) -> Result<usize, AuditError> {
+    async fn flush_in_order(&self) -> Result<usize, AuditError> {
         let mut flushed = 0;
         loop {
-            let event = match state.spool.peek() {
+            let front = self.spool().peek();
+            let event = match front {
                 Ok(Some(event)) => event,
                 Ok(None) => break,
                 Err(e @ AuditError::CorruptSpoolEntry { .. }) => {
-                    let aside = state.spool.quarantine_front()?;
+                    let (aside, depth) = {
+                        let mut spool = self.spool();
+                        (spool.quarantine_front()?, spool.len())
+                    };
                     tracing::error!(error = %e, kept_at = %aside.display(), "audit spool entry set aside");
                     count("spool_corrupt");
-                    self.set_depth(state);
+                    self.set_depth(depth);
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            let stored = self.store_one(&event).await;
-            if let Err(e) = stored {
-                self.set_depth(state);
-                return Err(e);
-            }
-            state.spool.pop()?;
+            // No lock is held here: records keep spooling behind while the database answers.
+            self.store_one(&event).await?;
+            let depth = {
+                let mut spool = self.spool();
+                spool.pop()?;
+                spool.len()
+            };
+            self.set_depth(depth);
             flushed += 1;
         }
-        self.set_depth(state);
         if flushed > 0 {
             tracing::info!(flushed, "audit spool flushed");
         }
         Ok(flushed)
+    }
+
+    /// Starts the background flusher on first use (inside a Tokio runtime) and wakes it.
+    fn wake_flusher(&self) {
+        if !self.inner.flusher_started.swap(true, Ordering::SeqCst) {
+            let weak = Arc::downgrade(&self.inner);
+            let wake = self.inner.wake.clone();
+            tokio::spawn(run_flusher(weak, wake));
+        }
+        self.inner.wake.notify_one();
     }
 
     async fn store_one(&self, event: &AuditEvent) -> Result<i64, AuditError> {
@@ -501,25 +534,63 @@ impl AuditLog {
         self.inner.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn note_error(&self, state: &mut State, error: &AuditError) {
+    /// How many events wait in the spool.
+    pub fn spool_depth(&self) -> usize {
+        *self.inner.depth.borrow()
+    }
+
+    /// The spool depth as it changes, e.g. to wait until a backlog has drained.
+    pub fn watch_spool_depth(&self) -> watch::Receiver<usize> {
+        self.inner.depth.subscribe()
+    }
+
+    /// How long the flusher waits after a failed flush (from [`AuditOptions::retry_after`]).
+    pub fn retry_after(&self) -> Duration {
+        self.inner.retry_after
+    }
+
+    fn spool(&self) -> MutexGuard<'_, Spool> {
+        self.inner.spool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn note_error(&self, error: &AuditError) {
         let now = self.inner.clock.now_ms();
-        state.retry_at_ms = now.saturating_add(self.inner.retry_after_ms);
         let mut status = self.inner.status.lock().unwrap_or_else(|e| e.into_inner());
         status.last_error = Some(error.to_string());
         status.last_error_ms = Some(now);
-        status.spooled = state.spool.len();
     }
 
-    fn clear_error(&self, state: &mut State) {
-        state.retry_at_ms = 0;
+    fn clear_error(&self) {
         let mut status = self.inner.status.lock().unwrap_or_else(|e| e.into_inner());
         status.last_error = None;
     }
 
-    fn set_depth(&self, state: &State) {
-        let depth = state.spool.len();
+    fn set_depth(&self, depth: usize) {
         metrics::gauge!("audit_spool_depth").set(depth as f64);
         self.inner.status.lock().unwrap_or_else(|e| e.into_inner()).spooled = depth;
+        self.inner.depth.send_replace(depth);
+    }
+}
+
+/// Flushes the spool whenever events were spooled, and again every `retry_after` while the
+/// database refuses them. Holds the log only while it works, so dropping the last `AuditLog`
+/// ends it.
+async fn run_flusher(log: Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        loop {
+            let Some(inner) = log.upgrade() else { return };
+            let log = AuditLog { inner };
+            if log.spool().is_empty() {
+                break;
+            }
+            if let Err(e) = log.flush_spool().await {
+                tracing::warn!(error = %e, "audit spool flush failed; retrying");
+                let pause = log.retry_after();
+                drop(log);
+                tokio::time::sleep(pause).await;
+            }
+        }
     }
 }
 

@@ -1,14 +1,13 @@
 //! The on-disk spool: audit events that could not reach the database, one file each, named by a
 //! monotonically increasing number so they flush in the order they were recorded.
 //!
-//! Each file is written atomically (temporary file with mode 0600, fsync, rename, fsync of the
-//! directory). The spool is bounded by a count; a full spool refuses the event with an error.
+//! Each file is written atomically with mode 0600 ([`crate::files::write_private`]). The spool is bounded by a count; a full spool refuses the event with an error.
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
 use std::path::{Path, PathBuf};
+
+use crate::files::{ensure_private_dir, sync_dir, write_private};
 
 use super::{AuditError, AuditEvent};
 
@@ -29,8 +28,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
 impl Spool {
     /// Opens (creating it with mode 0700 if needed) a spool directory and lists what it holds.
     pub(crate) fn open(dir: &Path, capacity: usize) -> Result<Self, AuditError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+        ensure_private_dir(dir).map_err(io_err(dir))?;
         let mut entries = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err(dir))? {
             let entry = entry.map_err(io_err(dir))?;
@@ -69,20 +67,9 @@ impl Spool {
         }
         let id = self.next_id;
         let body = serde_json::to_vec(event).map_err(AuditError::Encode)?;
-        let tmp = self.dir.join(format!(".{id:020}.tmp"));
         let path = self.dir.join(format!("{id:020}{SUFFIX}"));
-        let write = || -> std::io::Result<()> {
-            let mut file =
-                OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-            file.write_all(&body)?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
-        };
-        if let Err(source) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(AuditError::Spool { path, source });
-        }
+        write_private(&path, &body)
+            .map_err(|source| AuditError::Spool { path: path.clone(), source })?;
         self.next_id += 1;
         self.entries.push_back((id, path));
         Ok(())
@@ -112,7 +99,7 @@ impl Spool {
     pub(crate) fn pop(&mut self) -> Result<(), AuditError> {
         if let Some((_, path)) = self.entries.pop_front() {
             fs::remove_file(&path).map_err(io_err(&path))?;
-            File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_err(&self.dir))?;
+            sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         }
         Ok(())
     }
@@ -122,6 +109,7 @@ impl Spool {
 mod tests {
     use super::*;
     use crate::audit::Outcome;
+    use std::os::unix::fs::PermissionsExt;
 
     fn event(n: i64) -> AuditEvent {
         AuditEvent::new(n, "svc", "secret.read", format!("/k{n}"), Outcome::Success)

@@ -296,7 +296,18 @@ async fn proxied_pool(db: &TestDatabase) -> (Proxy, PgPool) {
     (proxy, pool)
 }
 
-/// PostgreSQL goes away behind a proxy and comes back: N events spool, then land in order.
+/// Waits (bounded) until the background flusher has emptied the spool.
+async fn drained(log: &AuditLog) {
+    let mut depth = log.watch_spool_depth();
+    tokio::time::timeout(Duration::from_secs(30), depth.wait_for(|d| *d == 0))
+        .await
+        .expect("the spool drains on its own")
+        .unwrap();
+}
+
+/// PostgreSQL goes away behind a proxy and comes back: N events spool, a record made while they
+/// wait joins the queue instead of flushing it inline, and the background flusher lands them
+/// all in order without any further call.
 #[tokio::test]
 async fn postgres_outage_spools_then_flushes_in_order() {
     const N: i64 = 5;
@@ -313,26 +324,19 @@ async fn postgres_outage_spools_then_flushes_in_order() {
         assert_eq!(got, Recorded::Spooled { depth: i as usize });
     }
     let status = log.status();
-    assert_eq!(status.spooled, N as usize);
+    assert_eq!((status.spooled, log.spool_depth()), (N as usize, N as usize));
     assert!(status.last_error.is_some(), "{status:?}");
     assert!(!status.is_healthy());
     let files = std::fs::read_dir(spool.path()).unwrap().count();
     assert_eq!(files, N as usize);
 
-    // While the retry delay runs, record does not even try the database.
-    clock.advance(1);
-    proxy.set_up(true);
-    assert_eq!(log.record(event(150)).await.unwrap(), Recorded::Spooled { depth: N as usize + 1 });
-    proxy.set_up(false);
-
-    // Nothing reached the database meanwhile.
-    let rows: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM audit_log").fetch_one(db.pool()).await.unwrap();
-    assert_eq!(rows, 2);
-
-    // Back up: the next record (once the retry delay has passed) flushes the spool first.
+    // Back up: a record does not flush the backlog inline (however long ago the failure was);
+    // it queues behind it.
     proxy.set_up(true);
     clock.advance(AuditOptions::DEFAULT_RETRY_AFTER.as_millis() as i64 + 1);
+    assert_eq!(log.record(event(150)).await.unwrap(), Recorded::Spooled { depth: N as usize + 1 });
+
+    drained(&log).await;
     let last = log.record(event(200)).await.unwrap();
     assert_eq!(last, Recorded::Stored { seq: 2 + N + 2 });
 
@@ -344,6 +348,46 @@ async fn postgres_outage_spools_then_flushes_in_order() {
     assert_eq!(log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 2 + N as u64 + 2 });
     assert!(log.status().is_healthy(), "{:?}", log.status());
     assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0);
+}
+
+/// The flusher keeps retrying on its own while the database stays away, and lands the backlog
+/// once it is back, with no record or explicit flush after the outage.
+#[tokio::test]
+async fn background_flusher_retries_until_the_database_is_back() {
+    let db = TestDatabase::postgres().await;
+    let (proxy, pool) = proxied_pool(&db).await;
+    let clock = Arc::new(ManualClock::new(T0));
+    let spool = TempDir::new().unwrap();
+    let retry = Duration::from_millis(50);
+    let log = AuditLog::postgres(pool, options(spool.path(), &clock).retry_after(retry)).unwrap();
+    assert_eq!(log.retry_after(), retry);
+    log.migrate().await.unwrap();
+    proxy.set_up(false);
+    for i in 1..=3 {
+        assert_eq!(log.record(event(i)).await.unwrap(), Recorded::Spooled { depth: i as usize });
+    }
+    // While it is down, flushes fail and everything stays.
+    assert!(log.flush_spool().await.is_err());
+    assert_eq!(log.spool_depth(), 3);
+    proxy.set_up(true);
+    drained(&log).await;
+    assert_eq!(all_targets(&log).await, ["/auth/k1", "/auth/k2", "/auth/k3"]);
+    assert!(log.status().is_healthy(), "{:?}", log.status());
+}
+
+/// A log that opens a spool left by an earlier run flushes it without waiting for a record.
+#[tokio::test]
+async fn a_spool_left_by_an_earlier_run_flushes_on_open() {
+    let f = Fixture::sqlite().await;
+    let spool = TempDir::new().unwrap();
+    for n in 1..=2u64 {
+        let body = serde_json::to_string(&event(n as i64)).unwrap();
+        std::fs::write(spool.path().join(format!("{n:020}.json")), body).unwrap();
+    }
+    let Raw::Lite(pool) = &f.raw else { unreachable!() };
+    let log = AuditLog::sqlite(pool.clone(), options(spool.path(), &f.clock)).unwrap();
+    drained(&log).await;
+    assert_eq!(all_targets(&log).await, ["/auth/k1", "/auth/k2"]);
 }
 
 /// SQLite pool closed: N events spool; a log over a working pool and the same spool

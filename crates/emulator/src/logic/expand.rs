@@ -3,9 +3,24 @@
 //! `${KEY}` names a key of the same folder; `${env.a.b.KEY}` names `KEY` in folder `/a/b` of
 //! environment `env`. Expansion recurses up to [`MAX_DEPTH`]; circular, missing and too-deep
 //! references are left as text.
+//!
+//! Depth alone does not bound the work: a value referencing four secrets that each reference
+//! four more, ten levels down, is a million lookups. One expansion therefore resolves at most
+//! [`MAX_REFERENCES`] references and produces at most [`MAX_EXPANDED_BYTES`]; past either,
+//! the remaining references are left as text.
 
 /// How deep nested references are followed (newer servers; older ones used 5).
 pub const MAX_DEPTH: usize = 10;
+/// References one expansion may resolve.
+pub const MAX_REFERENCES: usize = 10_000;
+/// Bytes one expansion may substitute in (the request body limit).
+pub const MAX_EXPANDED_BYTES: usize = 1 << 20;
+
+/// What is left of one expansion's allowance.
+struct Budget {
+    references: usize,
+    bytes: usize,
+}
 
 /// Finds the value a reference points at.
 pub trait Lookup {
@@ -46,7 +61,8 @@ pub fn parse_reference(body: &str, env: &str, path: &str) -> Option<Target> {
 /// secret's own address so a self-reference counts as circular.
 pub fn expand(value: &str, origin: &Target, lookup: &dyn Lookup) -> String {
     let mut stack = vec![origin.clone()];
-    expand_inner(value, &origin.env, &origin.path, lookup, &mut stack, 0)
+    let mut budget = Budget { references: MAX_REFERENCES, bytes: MAX_EXPANDED_BYTES };
+    expand_inner(value, &origin.env, &origin.path, lookup, &mut stack, 0, &mut budget)
 }
 
 fn expand_inner(
@@ -56,16 +72,24 @@ fn expand_inner(
     lookup: &dyn Lookup,
     stack: &mut Vec<Target>,
     depth: usize,
+    budget: &mut Budget,
 ) -> String {
     map_references(value, |body| {
         let target = parse_reference(body, env, path)?;
-        if depth >= MAX_DEPTH || stack.contains(&target) {
+        if depth >= MAX_DEPTH || stack.contains(&target) || budget.references == 0 {
             return None;
         }
+        budget.references -= 1;
         let raw = lookup.find(&target.env, &target.path, &target.key)?;
         stack.push(target.clone());
-        let expanded = expand_inner(&raw, &target.env, &target.path, lookup, stack, depth + 1);
+        let expanded =
+            expand_inner(&raw, &target.env, &target.path, lookup, stack, depth + 1, budget);
         stack.pop();
+        if expanded.len() > budget.bytes {
+            budget.bytes = 0;
+            return None;
+        }
+        budget.bytes -= expanded.len();
         Some(expanded)
     })
 }
@@ -207,6 +231,25 @@ mod tests {
         assert_eq!(expand("${K3}", &at("K2"), &map), "end");
         // From the top, the chain is eleven deep: the tenth-level reference stays text.
         assert_eq!(expand("${K1}", &at("K0"), &map), "${K11}");
+    }
+
+    /// Fan-out 4 over depth 10 (a million lookups unbounded) stops at the reference budget;
+    /// what was not resolved stays as text.
+    #[test]
+    fn total_work_is_bounded() {
+        struct Counting(std::cell::Cell<usize>);
+        impl Lookup for Counting {
+            fn find(&self, _env: &str, _path: &str, key: &str) -> Option<String> {
+                self.0.set(self.0.get() + 1);
+                let depth: usize = key[1..].parse().unwrap();
+                Some(format!("${{K{0}}}${{K{0}}}${{K{0}}}${{K{0}}}", depth + 1))
+            }
+        }
+        let lookup = Counting(std::cell::Cell::new(0));
+        let out = expand("${K0}", &at("X"), &lookup);
+        assert!(lookup.0.get() <= MAX_REFERENCES, "{} lookups", lookup.0.get());
+        assert!(out.contains("${K"), "unresolved references stay as text");
+        assert!(out.len() <= MAX_EXPANDED_BYTES + 16);
     }
 
     #[test]

@@ -64,11 +64,12 @@ impl Buckets {
     pub fn hit(&mut self, ip: &str, bucket: Bucket, now_ms: i64) -> Decision {
         let limit = bucket.limit();
         let window = self.windows.entry((ip.to_owned(), bucket)).or_insert((now_ms, 0));
-        if now_ms >= window.0 + WINDOW_MS || now_ms < window.0 {
+        // Saturating: the admin clock may stand anywhere, `i64::MAX` included.
+        if now_ms >= window.0.saturating_add(WINDOW_MS) || now_ms < window.0 {
             *window = (now_ms, 0);
         }
-        let reset_ms = window.0 + WINDOW_MS - now_ms;
-        let reset_secs = u64::try_from((reset_ms + 999) / 1000).unwrap_or(1).max(1);
+        let reset_ms = window.0.saturating_add(WINDOW_MS).saturating_sub(now_ms);
+        let reset_secs = u64::try_from(reset_ms.saturating_add(999) / 1000).unwrap_or(1).max(1);
         if window.1 >= limit {
             return Decision { allowed: false, limit, remaining: 0, reset_secs };
         }
@@ -101,6 +102,15 @@ mod tests {
         );
         assert!(b.hit("1.2.3.4", Bucket::Read, 31_000).allowed, "other buckets are separate");
         assert!(b.hit("1.2.3.4", Bucket::Secrets, 61_000).allowed, "a new window starts");
+    }
+
+    #[test]
+    fn the_end_of_time_does_not_overflow() {
+        let mut b = Buckets::default();
+        let d = b.hit("1.2.3.4", Bucket::Read, i64::MAX);
+        assert!(d.allowed);
+        assert_eq!(d.reset_secs, 1);
+        assert!(b.hit("1.2.3.4", Bucket::Read, i64::MAX - 1).allowed, "an earlier now restarts");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The admin API under `/__emulator/*`: counters, faults, clock, login bodies, webhook
 //! deliveries and the rate-limit mode. Every route needs `Authorization: Bearer <admin token>`.
 
+use crate::LockExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,14 +66,14 @@ async fn counters(State(app): State<Arc<App>>, _: Admin, RawQuery(raw): RawQuery
         return Json(json!({"method": method.to_ascii_uppercase(), "route": route, "count": app.request_count(method, route)}))
             .into_response();
     }
-    let counters = app.counters.lock().expect("counters lock");
+    let counters = app.counters.locked();
     let list: Vec<_> =
         counters.iter().map(|((m, r), c)| json!({"method": m, "route": r, "count": c})).collect();
     Json(json!({ "counters": list })).into_response()
 }
 
 async fn reset_counters(State(app): State<Arc<App>>, _: Admin) -> StatusCode {
-    app.counters.lock().expect("counters lock").clear();
+    app.counters.locked().clear();
     StatusCode::NO_CONTENT
 }
 
@@ -80,9 +81,22 @@ async fn list_faults(State(app): State<Arc<App>>, _: Admin) -> Response {
     Json(json!({ "faults": app.faults.list() })).into_response()
 }
 
-async fn add_fault(State(app): State<Arc<App>>, _: Admin, Json(fault): Json<Fault>) -> StatusCode {
+/// The longest latency a fault may add: a test that wants longer wants a dropped connection.
+const MAX_FAULT_LATENCY: Duration = Duration::from_secs(3600);
+
+async fn add_fault(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Json(fault): Json<Fault>,
+) -> Result<StatusCode, ApiError> {
+    if fault.latency.is_some_and(|l| l > MAX_FAULT_LATENCY) {
+        return Err(ApiError::bad_request("latencyMs must be at most 3600000"));
+    }
+    if fault.status.is_some_and(|s| !(100..=599).contains(&s)) {
+        return Err(ApiError::bad_request("status must be an HTTP status (100 to 599)"));
+    }
     app.faults.add(fault);
-    StatusCode::NO_CONTENT
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn clear_faults(State(app): State<Arc<App>>, _: Admin) -> StatusCode {
@@ -117,10 +131,30 @@ struct Advance {
     seconds: u64,
 }
 
-async fn advance(State(app): State<Arc<App>>, _: Admin, Json(a): Json<Advance>) -> Response {
-    app.clock.advance(Duration::from_millis(a.ms) + Duration::from_secs(a.seconds));
-    clock_json(&app)
+async fn advance(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Json(a): Json<Advance>,
+) -> Result<Response, ApiError> {
+    let by_ms = a
+        .seconds
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(a.ms))
+        .and_then(|ms| i64::try_from(ms).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request("seconds and ms add up to more than the clock holds")
+        })?;
+    let target = app.clock.now_ms().checked_add(by_ms).filter(|t| *t <= MAX_CLOCK_MS);
+    if target.is_none() {
+        return Err(ApiError::bad_request("the clock would pass the year 9999"));
+    }
+    app.clock.advance(Duration::from_millis(by_ms.unsigned_abs()));
+    Ok(clock_json(&app))
 }
+
+/// 9999-12-31T23:59:59.999Z: the last instant an ISO-8601 date (and a JWT `exp` every client
+/// can read) holds.
+const MAX_CLOCK_MS: i64 = 253_402_300_799_999;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -128,9 +162,16 @@ struct SetClock {
     unix_ms: i64,
 }
 
-async fn set_clock(State(app): State<Arc<App>>, _: Admin, Json(s): Json<SetClock>) -> Response {
+async fn set_clock(
+    State(app): State<Arc<App>>,
+    _: Admin,
+    Json(s): Json<SetClock>,
+) -> Result<Response, ApiError> {
+    if !(0..=MAX_CLOCK_MS).contains(&s.unix_ms) {
+        return Err(ApiError::bad_request("unixMs must be between 0 and 253402300799999"));
+    }
     app.clock.set(s.unix_ms);
-    clock_json(&app)
+    Ok(clock_json(&app))
 }
 
 async fn resume(State(app): State<Arc<App>>, _: Admin) -> Response {
@@ -147,7 +188,7 @@ async fn login_requests(
 }
 
 async fn deliveries(State(app): State<Arc<App>>, _: Admin) -> Response {
-    let list = app.deliveries.lock().expect("deliveries lock").clone();
+    let list = app.deliveries.locked().clone();
     Json(json!({ "deliveries": list })).into_response()
 }
 

@@ -1,6 +1,7 @@
 //! Authentication (spec 1.1 to 1.6): the `Caller` extractor, the login endpoints, renew, revoke,
 //! token auth and service-token details.
 
+use crate::LockExt;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -122,7 +123,7 @@ impl FromRequestParts<Arc<App>> for Caller {
         // The server drops the first 7 characters without looking at them.
         let token = header.get(7..).unwrap_or("");
         let now = app.clock.now_ms();
-        let mut store = app.store.lock().expect("store lock");
+        let mut store = app.store.locked();
         let org = parts.headers.get("x-infisical-org").map(|v| v.to_str().unwrap_or(""));
         if let Some(rest) = token.strip_prefix("st.") {
             if org.is_some() {
@@ -311,7 +312,7 @@ pub(crate) async fn universal_login(
         parse_body(&app, &body, &[req("clientId", Ty::Str), req("clientSecret", Ty::Str)])?;
     let (client_id, client_secret) = (input.client_id.trim(), input.client_secret.trim());
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let Some(identity) = store
         .identities
         .iter_mut()
@@ -390,7 +391,7 @@ pub(crate) async fn jwt_login(
     let input: JwtLogin =
         parse_body(&app, &body, &[req("identityId", Ty::Str), req("jwt", Ty::Str)])?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let identity = configured_identity(&store, input.identity_id.trim(), method)?;
     let checked = if matches!(method, "azure-auth" | "gcp-auth") {
         if input.jwt.split('.').count() == 3 { Ok(()) } else { Err("malformed jwt".to_owned()) }
@@ -490,7 +491,7 @@ pub(crate) async fn aws_login(
         ],
     )?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let identity = configured_identity(&store, input.identity_id.trim(), "aws-auth")?;
     check_aws(&input)
         .map_err(|reason| ApiError::unauthorized(format!("Access denied: {reason}")))?;
@@ -529,7 +530,7 @@ struct TokenBody {
 pub(crate) async fn renew(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
     let input: TokenBody = parse_body(&app, &body, &[req("accessToken", Ty::Str)])?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let claims = decode_access_token(&store.jwt_secret, &input.access_token, now, app.api_version)?;
     if claims.auth_token_type != "identityAccessToken" {
         return Err(ApiError::bad_request("Only identity access tokens can be renewed"));
@@ -551,7 +552,7 @@ pub(crate) async fn renew(State(app): State<Arc<App>>, body: Bytes) -> Result<Re
 pub(crate) async fn revoke(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
     let input: TokenBody = parse_body(&app, &body, &[req("accessToken", Ty::Str)])?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let claims = decode_access_token(&store.jwt_secret, &input.access_token, now, app.api_version)?;
     if claims.auth_token_type != "identityAccessToken" {
         return Err(ApiError::bad_request("Only identity access tokens can be revoked"));
@@ -575,7 +576,7 @@ pub(crate) async fn token_auth(
         )));
     }
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let identity = configured_identity(&store, &identity_id, "token-auth")?;
     Ok(issue(&mut store, &identity, now))
 }
@@ -588,7 +589,7 @@ pub(crate) async fn service_token_details(
     let Caller::ServiceToken { id, .. } = caller else {
         return Err(wrong_mode("/api/v2/service-token"));
     };
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let token = store
         .service_tokens
         .iter()

@@ -1,5 +1,6 @@
 //! Folders, v1 (used by the CLI) and v2 (spec 3.1).
 
+use crate::LockExt;
 use std::sync::Arc;
 
 use axum::Json;
@@ -141,7 +142,7 @@ pub(crate) async fn v1_list(
     let env = required(&app, q.get("environment"), "environment")?;
     // The server reads `path` (default `/`); the CLI's `directory` is never consulted.
     let path = path_or_422(&app, q.get("path"), "path")?;
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     check(&store, &caller, project_id, env, "read")?;
     let folders: Vec<Value> = store
         .children(project_id, env, &path)
@@ -223,7 +224,7 @@ fn create_common(
 ) -> Result<Response, ApiError> {
     let parent = path_or_422(app, input.path.as_deref().or(input.directory.as_deref()), "path")?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     check(&store, caller, project_id, &input.environment, "create")?;
     let folder = create_folder(
         &mut store,
@@ -275,7 +276,7 @@ pub(crate) async fn delete_folder(
         required(&app, input.project_id.as_deref().or(input.workspace_id.as_deref()), "projectId")?
             .to_owned();
     let parent = path_or_422(&app, input.path.as_deref().or(input.directory.as_deref()), "path")?;
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     check(&store, &caller, &project_id, &input.environment, "delete")?;
     let folder = store
         .folders
@@ -304,7 +305,7 @@ pub(crate) async fn v2_list(
     let env = required(&app, q.get("environment"), "environment")?;
     let path = path_or_422(&app, q.get("path").or(q.get("directory")), "path")?;
     let recursive = q.lenient_bool("recursive");
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     check(&store, &caller, project_id, env, "read")?;
     let folders: Vec<Value> = if recursive {
         store
@@ -335,7 +336,7 @@ pub(crate) async fn v2_get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let folder = store
         .folder_by_id(&id)
         .cloned()
@@ -385,7 +386,7 @@ pub(crate) async fn v2_update(
         return Err(ApiError::bad_request(BAD_NAME));
     }
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     check(&store, &caller, &input.project_id, &input.environment, "edit")?;
     let folder = store
         .folders

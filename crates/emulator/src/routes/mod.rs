@@ -129,7 +129,7 @@ async fn route_not_found(req: Request) -> Response {
 
 async fn status(State(app): State<Arc<App>>) -> Response {
     let date = crate::logic::time::iso_ms(app.clock.now_ms());
-    axum::Json(json!({
+    let mut body = json!({
         "date": date,
         "message": "Ok",
         "emailConfigured": false,
@@ -137,9 +137,12 @@ async fn status(State(app): State<Arc<App>>) -> Response {
         "redisConfigured": true,
         "secretScanningConfigured": false,
         "samlDefaultOrgSlug": null,
-        "auditLogStorageDisabled": false,
-    }))
-    .into_response()
+    });
+    // A newer field (spec 3.3): the 2024 server did not send it.
+    if app.api_version == ApiVersion::V2026 {
+        body["auditLogStorageDisabled"] = json!(false);
+    }
+    axum::Json(body).into_response()
 }
 
 async fn health() -> Response {

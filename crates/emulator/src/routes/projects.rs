@@ -1,5 +1,6 @@
 //! Projects and workspaces with their embedded environments (spec 3.2).
 
+use crate::LockExt;
 use std::sync::Arc;
 
 use axum::Json;
@@ -54,7 +55,7 @@ fn all_visible(app: &App, caller: &Caller, url: &str) -> Result<Vec<Value>, ApiE
     if caller.is_service_token() {
         return Err(super::auth::wrong_mode(url));
     }
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     Ok(store
         .projects
         .iter()
@@ -84,7 +85,7 @@ fn one(
     find: impl Fn(&Project) -> bool,
     what: &str,
 ) -> Result<Value, ApiError> {
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let project = store
         .projects
         .iter()
@@ -164,7 +165,7 @@ pub(crate) async fn create_environment(
         )));
     }
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     if !visible(&caller, &project_id) || store.project(&project_id).is_none() {
         return Err(ApiError::permission_denied("create", "environments"));
     }
@@ -197,7 +198,7 @@ pub(crate) async fn get_environment(
     caller: Caller,
     Path((project_id, env_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     if !visible(&caller, &project_id) {
         return Err(ApiError::permission_denied("read", "environments"));
     }
@@ -234,7 +235,7 @@ pub(crate) async fn list_tags(
     Path(project_id): Path<String>,
 ) -> Result<Response, ApiError> {
     tag_access(&caller, &project_id, &format!("/api/v1/projects/{project_id}/tags"))?;
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let tags: Vec<Value> = store
         .tags
         .iter()
@@ -252,7 +253,7 @@ pub(crate) async fn get_tag(
     by_slug: bool,
 ) -> Result<Response, ApiError> {
     tag_access(&caller, &project_id, &format!("/api/v1/projects/{project_id}/tags"))?;
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let tag = store
         .tags
         .iter()
@@ -289,7 +290,7 @@ pub(crate) async fn create_tag(
         ));
     }
     tag_access(&caller, &project_id, &format!("/api/v1/projects/{project_id}/tags"))?;
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     if store.tags.iter().any(|t| t.project_id == project_id && t.slug == input.slug) {
         return Err(ApiError::bad_request("Tag already exist"));
     }

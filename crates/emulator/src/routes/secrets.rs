@@ -1,6 +1,7 @@
 //! Secrets, v4 and v3 `raw` (spec 2.1 to 2.6): list with imports, recursion and reference
 //! expansion; get by name and version; create, update, delete; the batch routes; approvals.
 
+use crate::LockExt;
 use std::sync::Arc;
 
 use axum::Json;
@@ -20,7 +21,7 @@ use crate::logic::glob::{is_glob, path_matches};
 use crate::logic::time::iso_ms;
 use crate::logic::values::{normalize_path, trim_value, validate_key};
 use crate::server::App;
-use crate::store::{Actor, Secret, Store, Tag, new_id};
+use crate::store::{Actor, ProjectSnapshot, Secret, Store, Tag, new_id};
 use crate::webhook::notify_change;
 
 const HIDDEN: &str = "<hidden-by-infisical>";
@@ -317,15 +318,20 @@ fn secret_json_2024(s: &Secret, value: Option<&str>, path: bool, dates: bool) ->
 }
 
 /// The value a reader sees: hidden, raw, or expanded (then multiline-formatted).
-fn shown_value(store: &Store, s: &Secret, view: bool, expand_refs: bool) -> Option<String> {
+/// One `imports` entry of a list before rendering: its fields and the imported secrets.
+type ImportEntry = (serde_json::Map<String, Value>, Vec<Secret>);
+
+/// `snapshot` is the project's values when references are to be expanded (taken under the
+/// store lock; the expansion itself runs after it is released).
+fn shown_value(snapshot: Option<&ProjectSnapshot>, s: &Secret, view: bool) -> Option<String> {
     if !view {
         return None;
     }
-    if !expand_refs {
+    let Some(snapshot) = snapshot else {
         return Some(s.value.clone());
-    }
+    };
     let origin = Target { env: s.env.clone(), path: s.path.clone(), key: s.key.clone() };
-    let expanded = expand(&s.value, &origin, &store.lookup(&s.project_id));
+    let expanded = expand(&s.value, &origin, snapshot);
     Some(if s.skip_multiline == Some(true) { format_multiline(&expanded) } else { expanded })
 }
 
@@ -347,7 +353,7 @@ pub(crate) async fn list(
     if generation == Gen::V4 {
         q.strict_bool("includePersonalOverrides", false, status)?;
     }
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     if app.api_version == ApiVersion::V2024
         && (q.get("environment").is_none_or(str::is_empty)
             || (q.get("workspaceId").is_none_or(str::is_empty)
@@ -372,31 +378,25 @@ pub(crate) async fn list(
         vec![place.path.clone()]
     };
     let tags = tag_filter(&q);
-    let mut secrets = Vec::new();
+    // Copy out what the answer needs; expansion and rendering run after the lock is released.
+    let mut secrets: Vec<Secret> = Vec::new();
     for folder in &folders {
         for s in store.secrets_in(&place.project_id, &place.env, folder) {
-            if tags.as_ref().is_some_and(|want| !s.tags.iter().any(|t| want.contains(&t.slug))) {
-                continue;
+            if tags.as_ref().is_none_or(|want| s.tags.iter().any(|t| want.contains(&t.slug))) {
+                secrets.push(s.clone());
             }
-            let value = shown_value(&store, s, view, expand_refs);
-            secrets.push(secret_json(app.api_version, s, value.as_deref(), true, true));
         }
     }
-    let mut body = serde_json::Map::new();
-    body.insert("secrets".into(), Value::Array(secrets));
-    if include_imports {
-        // A recursive list carries the imports of every folder it lists.
-        let imports: Vec<Value> = folders
+    // A recursive list carries the imports of every folder it lists.
+    let imports: Option<Vec<ImportEntry>> = include_imports.then(|| {
+        folders
             .iter()
             .flat_map(|folder| store.imports_of(&place.project_id, &place.env, folder))
             .map(|i| {
-                let items: Vec<Value> = store
+                let items: Vec<Secret> = store
                     .secrets_in(&place.project_id, &i.import_env, &i.import_path)
                     .into_iter()
-                    .map(|s| {
-                        let value = shown_value(&store, s, view, expand_refs);
-                        secret_json(app.api_version, s, value.as_deref(), false, false)
-                    })
+                    .cloned()
                     .collect();
                 let mut entry = serde_json::Map::new();
                 entry.insert("secretPath".into(), json!(i.import_path));
@@ -406,6 +406,27 @@ pub(crate) async fn list(
                 {
                     entry.insert("folderId".into(), json!(f.id));
                 }
+                (entry, items)
+            })
+            .collect()
+    });
+    let snapshot = (view && expand_refs).then(|| store.snapshot(&place.project_id));
+    drop(store);
+    let shown = |s: &Secret| shown_value(snapshot.as_ref(), s, view);
+    let rendered: Vec<Value> = secrets
+        .iter()
+        .map(|s| secret_json(app.api_version, s, shown(s).as_deref(), true, true))
+        .collect();
+    let mut body = serde_json::Map::new();
+    body.insert("secrets".into(), Value::Array(rendered));
+    if let Some(imports) = imports {
+        let imports: Vec<Value> = imports
+            .into_iter()
+            .map(|(mut entry, items)| {
+                let items: Vec<Value> = items
+                    .iter()
+                    .map(|s| secret_json(app.api_version, s, shown(s).as_deref(), false, false))
+                    .collect();
                 entry.insert("secrets".into(), Value::Array(items));
                 Value::Object(entry)
             })
@@ -432,7 +453,7 @@ pub(crate) async fn list_imports(
         })
     };
     let (pid, env) = (required("workspaceId")?, required("environment")?);
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let place = place(&app, &store, Gen::V3, pid, Some(&env), q.get("path"))?;
     authorize(&caller, &place, "read")?;
     let folder = store
@@ -502,7 +523,7 @@ pub(crate) async fn get_one(
         })?),
     };
     let key = name.trim().to_owned();
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let pid = match generation {
         Gen::V4 => {
             q.get("projectId").filter(|s| !s.is_empty()).map(str::to_owned).ok_or_else(|| {
@@ -551,7 +572,9 @@ pub(crate) async fn get_one(
             }
         }
     };
-    let value = shown_value(&store, &secret, view, expand_refs);
+    let snapshot = (view && expand_refs).then(|| store.snapshot(&place.project_id));
+    drop(store);
+    let value = shown_value(snapshot.as_ref(), &secret, view);
     Ok(Json(json!({"secret": secret_json(app.api_version, &secret, value.as_deref(), true, true)}))
         .into_response())
 }
@@ -568,7 +591,7 @@ pub(crate) async fn get_by_id(
     if caller.is_service_token() {
         return Err(super::auth::wrong_mode(&format!("{prefix}{id}")));
     }
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let secret = store
         .secrets
         .iter()
@@ -747,7 +770,7 @@ pub(crate) async fn create(
     let kind = secret_kind(&app, input.loc.kind.as_deref())?;
     let key = checked_key(&app, generation, &name, "secretName")?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let place = write_place(&app, &store, generation, &input.loc)?;
     if let Some(answer) = write_gate(&store, &caller, &place, Op::Create, now)? {
         return Ok(answer);
@@ -859,7 +882,7 @@ pub(crate) async fn update(
         None => None,
     };
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let place = write_place(&app, &store, generation, &input.loc)?;
     if let Some(answer) = write_gate(&store, &caller, &place, Op::Update, now)? {
         return Ok(answer);
@@ -944,7 +967,7 @@ pub(crate) async fn delete(
     let kind = secret_kind(&app, input.kind.as_deref())?;
     let key = name.trim().to_owned();
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let place = write_place(&app, &store, generation, &input)?;
     if let Some(answer) = write_gate(&store, &caller, &place, Op::Delete, now)? {
         return Ok(answer);
@@ -1017,7 +1040,7 @@ pub(crate) async fn batch_create(
         .map(|s| checked_key(&app, generation, &s.secret_key, "secretKey"))
         .collect::<Result<Vec<_>, _>>()?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let place = write_place(&app, &store, generation, &input.loc)?;
     if let Some(answer) = write_gate(&store, &caller, &place, Op::CreateMany, now)? {
         return Ok(answer);
@@ -1123,7 +1146,7 @@ pub(crate) async fn batch_update(
         ));
     }
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let base = write_place(&app, &store, generation, &input.loc)?;
     // Resolve and check every item before writing anything.
     let mut plan = Vec::new();
@@ -1240,7 +1263,7 @@ pub(crate) async fn batch_delete(
     let input: BatchDeleteBody = parse_body(&app, &body, &fields)?;
     at_least_one(&app, generation, input.secrets.len())?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let place = write_place(&app, &store, generation, &input.loc)?;
     if let Some(answer) = write_gate(&store, &caller, &place, Op::DeleteMany, now)? {
         return Ok(answer);

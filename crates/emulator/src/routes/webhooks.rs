@@ -1,5 +1,6 @@
 //! The project webhook API (spec 5.1). Deliveries themselves are in `crate::webhook`.
 
+use crate::LockExt;
 use std::sync::Arc;
 
 use axum::Json;
@@ -102,7 +103,7 @@ pub(crate) async fn create(
         return Err(ApiError::bad_request("Invalid Slack webhook URL"));
     }
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     member(&app, &caller, &input.project_id)?;
     if store.environment(&input.project_id, &input.environment).is_none() {
         return Err(ApiError::not_found(format!(
@@ -153,7 +154,7 @@ pub(crate) async fn update(
 ) -> Result<Response, ApiError> {
     let input: UpdateBody = parse_body(&app, &body, &[req("isDisabled", Ty::Bool)])?;
     let now = app.clock.now_ms();
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     member(&app, &caller, &find(&store, &id)?.project_id)?;
     let hook = store.webhooks.iter_mut().find(|w| w.id == id).expect("found above");
     hook.is_disabled = input.is_disabled;
@@ -167,7 +168,7 @@ pub(crate) async fn remove(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let mut store = app.store.lock().expect("store lock");
+    let mut store = app.store.locked();
     let hook = find(&store, &id)?;
     member(&app, &caller, &hook.project_id)?;
     let rendered = webhook_json(&store, &hook, false);
@@ -183,14 +184,14 @@ pub(crate) async fn test(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let hook = {
-        let store = app.store.lock().expect("store lock");
+        let store = app.store.locked();
         let hook = find(&store, &id)?;
         member(&app, &caller, &hook.project_id)?;
         hook
     };
     let path = hook.secret_path.clone();
     crate::webhook::deliver(&app, &hook, "test", &path, None).await;
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let hook = find(&store, &id)?;
     Ok(Json(json!({"message": "Successfully tested webhook", "webhook": webhook_json(&store, &hook, false)})).into_response())
 }
@@ -203,7 +204,7 @@ pub(crate) async fn list(
     let q = Query::parse(raw.as_deref());
     let project_id = q.get("projectId").or(q.get("workspaceId")).unwrap_or("").to_owned();
     member(&app, &caller, &project_id)?;
-    let store = app.store.lock().expect("store lock");
+    let store = app.store.locked();
     let hooks: Vec<Value> = store
         .webhooks
         .iter()

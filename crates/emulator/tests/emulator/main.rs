@@ -6,5 +6,6 @@ mod faults;
 mod helpers;
 mod persistence;
 mod real2024;
+mod robustness;
 mod secrets;
 mod webhooks;

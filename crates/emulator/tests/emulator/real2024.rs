@@ -448,6 +448,10 @@ async fn item15_bodies_headers_and_keys_as_the_2024_server_sends_them() {
         .await
         .unwrap();
     assert_eq!(not_preflight.status(), 400);
+    // `/api/status` without the newer `auditLogStorageDisabled`.
+    let status = h.send(reqwest::Method::GET, "/api/status", None, None).await;
+    assert_eq!(status.body["message"], "Ok");
+    assert!(status.body.get("auditLogStorageDisabled").is_none());
 }
 
 #[tokio::test]
@@ -492,9 +496,10 @@ async fn item14_2024_webhook_management_needs_a_user_token() {
     assert_eq!(created.status, 200, "{}", created.body);
     let listed = h.get(&format!("/api/v1/webhooks?projectId={PROJECT}"), USER_TOKEN).await;
     assert_eq!(listed.body["webhooks"].as_array().unwrap().len(), 1);
-    // The user reads secrets like a member, and its writes are attributed to it.
+    // The user reads secrets like a project member.
     let secret = h.get(&raw_list(""), USER_TOKEN).await;
     assert_eq!(secret.status, 200);
+    assert!(!secret.body["secrets"].as_array().unwrap().is_empty());
     // A 2026 server lets identities manage hooks.
     let new = start().await;
     let t = new.token().await;
@@ -551,4 +556,14 @@ async fn item16_with_the_default_ttls_every_renewal_is_refused() {
         // Logging in again is the way out.
         assert_eq!(h.login_as("defaults-id", "defaults-secret").await.status, 200);
     }
+}
+
+#[tokio::test]
+async fn item15_cors_headers_ride_on_fault_answers_too() {
+    let h = start().await;
+    h.emu.faults().add(ikit_emulator::Fault::status("/api/v3", 500).times(1));
+    let a = h.send(reqwest::Method::GET, "/api/v3/secrets/raw", None, None).await;
+    assert_eq!(a.status, 500);
+    assert_eq!(a.headers["access-control-allow-origin"], h.emu.base_url().as_str());
+    assert!(a.headers.contains_key("etag"));
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ikit_client::{CacheConfig, CachedClient, Client, ClientConfig};
 use ikit_common::audit::Outcome;
 use ikit_common::testsuite::TestRedis;
-use ikit_keys::jwt::JwkSet;
+use ikit_keys::jwt::{JwkSet, VerifyOptions};
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -79,9 +79,7 @@ async fn rotation_publishes_next_then_flips_and_old_tokens_keep_verifying() {
 
     // just before the flip, the old key still signs
     t.advance_secs(DAY - 60);
-    let now = t.clock_secs();
-    let before_flip: String =
-        t.app().keys().sign(&json!({"sub": "before", "iat": now, "exp": now + 1800})).unwrap();
+    let before_flip = t.app().keys().sign(&json!({"sub": "before"}), HALF_HOUR).unwrap();
     t.advance_secs(120);
     let (status, answer) = t.rotate(Some(ADMIN_TOKEN), body).await;
     assert_eq!(status, 200, "{answer}");
@@ -90,13 +88,14 @@ async fn rotation_publishes_next_then_flips_and_old_tokens_keep_verifying() {
 
     let jwks = JwkSet::from_json(&t.jwks().await).unwrap();
     let now = t.clock_secs();
-    let claims: Value = jwks.verify_at(&before_flip, now, 0).expect("old token still verifies");
+    let claims: Value = jwks
+        .verify_at(&before_flip, now, &VerifyOptions::default())
+        .expect("old token still verifies");
     assert_eq!(claims["sub"], "before");
-    let after: String =
-        t.app().keys().sign(&json!({"sub": "after", "iat": now, "exp": now + 1800})).unwrap();
+    let after = t.app().keys().sign(&json!({"sub": "after"}), HALF_HOUR).unwrap();
     assert_eq!(kid_of(&after), next, "a new token carries the new kid");
     assert_eq!(kid_of(&before_flip), old[0]);
-    assert!(jwks.verify_at::<Value>(&after, now, 0).is_ok());
+    assert!(jwks.verify_at::<Value>(&after, now, &VerifyOptions::default()).is_ok());
 
     let rows = t.audit("admin.rotate", Some(Outcome::Success)).await;
     assert_eq!(rows.len(), 3);
@@ -104,6 +103,8 @@ async fn rotation_publishes_next_then_flips_and_old_tokens_keep_verifying() {
     t.stop().await;
     emu.shutdown().await;
 }
+
+const HALF_HOUR: Duration = Duration::from_secs(1800);
 
 fn kid_of(token: &str) -> String {
     use base64::Engine as _;
@@ -216,5 +217,54 @@ async fn invalidation_goes_through_the_fan_out_and_says_what_it_did() {
     assert_eq!(rows[0].event.target, "/app/*");
     t.stop().await;
     let _ = redis.cleanup().await;
+    emu.shutdown().await;
+}
+
+/// Runs on one thread so the capture sees the service's tasks too.
+#[tokio::test(flavor = "current_thread")]
+async fn no_token_or_key_material_reaches_the_logs() {
+    let (logs, _guard) = ikit_common::testsuite::LogCapture::start("trace");
+    let emu = emulator(None).await;
+    let t = spawn_app(Options::new(&emu)).await;
+    let body = json!({"rotation_type": "both", "force": true, "reason": "log check"});
+    assert_eq!(t.rotate(Some(PREVIOUS_ADMIN_TOKEN), body.clone()).await.0, 200);
+    assert_eq!(t.rotate(Some("wrong-admin-token-000000000"), body).await.0, 401);
+    let _ = t.get("/").await;
+    let _ = t.health().await;
+    let text = logs.text();
+    assert!(text.contains("ikit-health listening"), "the capture works");
+    for secret in
+        [ADMIN_TOKEN, PREVIOUS_ADMIN_TOKEN, "wrong-admin-token", "health-secret", "PRIVATE KEY"]
+    {
+        assert!(!text.contains(secret), "{secret} leaked into the logs");
+    }
+    t.stop().await;
+    emu.shutdown().await;
+}
+
+/// Another replica holding the rotation lock: the call answers 409 `busy` and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_while_another_replica_holds_the_lock_is_busy() {
+    use ikit_keys::lock::{PgAdvisoryLock, RotationLock};
+    let emu = emulator(None).await;
+    let t = spawn_app(Options::new(&emu)).await;
+    let before = kids(&t.jwks().await);
+    let name = format!("ikit-keys-rotation:{}:dev", crate::support::PROJECT);
+    let other = PgAdvisoryLock::from_url(t.db.url(), &name).unwrap();
+    let held = other.try_acquire().await.unwrap().expect("the other replica takes the lock");
+
+    let body = json!({"rotation_type": "both", "force": true, "reason": "while busy"});
+    let (status, answer) = t.rotate(Some(ADMIN_TOKEN), body.clone()).await;
+    assert_eq!((status, answer["error"].as_str()), (409, Some("busy")), "{answer}");
+    assert_eq!(kids(&t.jwks().await), before, "nothing was written");
+    let rows = t.audit("admin.rotate", Some(Outcome::Failure)).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].event.details["outcome"], "busy");
+
+    held.release().await.unwrap();
+    let (status, answer) = t.rotate(Some(ADMIN_TOKEN), body).await;
+    assert_eq!(status, 200, "free again: {answer}");
+    assert_eq!(kids(&t.jwks().await).len(), 2, "now the next key is published");
+    t.stop().await;
     emu.shutdown().await;
 }

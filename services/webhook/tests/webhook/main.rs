@@ -1,1 +1,6 @@
-//! placeholder
+//! Black-box tests of ikit-webhook on real PostgreSQL and Redis, with the emulator as Infisical.
+
+mod flow;
+mod keys;
+mod receive;
+mod support;

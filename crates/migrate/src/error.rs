@@ -1,0 +1,41 @@
+//! The one error type of ikit-migrate. Messages name files, lines and keys, never a value.
+
+/// Everything that can go wrong while reading sources, mapping keys and planning a migration.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// A `.env` statement that python-dotenv would not accept either.
+    #[error("{file}:{line}: {reason}")]
+    DotenvSyntax { file: String, line: usize, reason: &'static str },
+    /// A key the dotenv dialect cannot name (whitespace, `=`, `#`, a leading quote).
+    #[error("key {key:?} cannot be written to a .env file")]
+    DotenvKey { key: String },
+    /// A value python-dotenv cannot read back exactly (see `dotenv::quote`).
+    #[error(
+        "the value of {key:?} ends with a backslash and needs quoting; python-dotenv cannot read it back"
+    )]
+    DotenvUnrepresentable { key: String },
+    /// A `.env` key written without `=`.
+    #[error("key {key:?} at {origin} has no value")]
+    NoValue { key: String, origin: String },
+    /// A JSON/YAML/TOML document that does not parse.
+    #[error("{file}: {reason}")]
+    Document { file: String, reason: String },
+    /// A source value that is neither text, number nor boolean (arrays, null).
+    #[error("key {key:?} at {origin} holds a list or null, which cannot be a secret")]
+    Unsupported { key: String, origin: String },
+    /// A key the mapping cannot place: no environment, or not a valid Infisical name.
+    #[error("key {key:?} from {origin} cannot be mapped: {reason}")]
+    Unmapped { key: String, origin: String, reason: String },
+    /// Two source keys that map to the same target.
+    #[error("keys {first:?} and {second:?} both map to {target}")]
+    Collision { first: String, second: String, target: String },
+    /// Reading a target folder from Infisical failed (the client's error carries the server's reason).
+    #[error("cannot read {folder} from Infisical: {source}")]
+    Read { folder: String, source: ikit_client::ClientError },
+    /// A batch write failed; the chunks before it were written.
+    #[error("writing {folder} failed after {written} of {total} keys: {source}")]
+    Write { folder: String, written: usize, total: usize, source: ikit_client::ClientError },
+    /// A target folder could not be listed or created.
+    #[error("cannot create folder {folder}: {source}")]
+    Folder { folder: String, source: ikit_client::ClientError },
+}
