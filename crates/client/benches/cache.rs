@@ -1,9 +1,11 @@
-//! A cached get beside a bare `HashMap` lookup (the floor), and single-flight: N concurrent
-//! misses of one cold folder, answered by one request to the emulator.
+//! The hot path: a bare `HashMap` lookup (the floor), a live `SecretHandle` read and a cached
+//! `get` hit at 10, 1,000 and 10,000 secrets per folder, with a Prometheus recorder installed,
+//! then a table of the three with their ratios; and single-flight: N concurrent misses of one
+//! cold folder, answered by one request to the emulator.
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ikit_client::{
@@ -14,17 +16,42 @@ use ikit_emulator::{Emulator, EmulatorConfig, RunningEmulator, Seed};
 const PROJECT: &str = "9b6f8a70-0000-4000-8000-000000000001";
 const BATCH: usize = 1_000;
 
+/// Folder sizes the hot path is measured at.
+const SIZES: [usize; 3] = [10, 1_000, 10_000];
+
+fn folder_of(n: usize) -> String {
+    format!("/s{n}")
+}
+
 async fn emulator() -> RunningEmulator {
+    let mut folders =
+        vec![serde_json::json!({"projectId": PROJECT, "environment": "dev", "path": "/app"})];
+    let mut secrets: Vec<serde_json::Value> = (0..50)
+        .map(|i| {
+            serde_json::json!({
+                "projectId": PROJECT, "environment": "dev", "path": "/app",
+                "key": format!("KEY_{i}"), "value": format!("value-{i}")
+            })
+        })
+        .collect();
+    for n in SIZES {
+        folders.push(
+            serde_json::json!({"projectId": PROJECT, "environment": "dev", "path": folder_of(n)}),
+        );
+        secrets.extend((0..n).map(|i| {
+            serde_json::json!({
+                "projectId": PROJECT, "environment": "dev", "path": folder_of(n),
+                "key": format!("KEY_{i}"), "value": format!("value-{i}")
+            })
+        }));
+    }
     let seed = serde_json::json!({
         "projects": [{"id": PROJECT, "slug": "bench", "environments": ["dev"]}],
         "identities": [{"id": "id-ua", "name": "bench", "clientId": "bench-id",
                         "clientSecret": "bench-secret", "accessTokenTTL": 86400,
                         "accessTokenMaxTTL": 86400, "projects": [PROJECT]}],
-        "folders": [{"projectId": PROJECT, "environment": "dev", "path": "/app"}],
-        "secrets": (0..50).map(|i| serde_json::json!({
-            "projectId": PROJECT, "environment": "dev", "path": "/app",
-            "key": format!("KEY_{i}"), "value": format!("value-{i}")
-        })).collect::<Vec<_>>()
+        "folders": folders,
+        "secrets": secrets
     });
     let seed = Seed::from_json(&seed.to_string()).expect("seed");
     Emulator::start(EmulatorConfig::new(seed)).await.expect("emulator")
@@ -38,7 +65,10 @@ fn client(base_url: &str) -> Client {
     Client::new(config).expect("client")
 }
 
+/// A bare map lookup (the floor), a live handle read and a cached `get` hit, at each folder
+/// size, with the Prometheus recorder installed as in production (so metric updates count).
 fn cached_get(c: &mut Criterion) {
+    let _recorder = ikit_common::telemetry::metrics_handle();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let emu = rt.block_on(emulator());
     let cache = CachedClient::new(
@@ -46,32 +76,85 @@ fn cached_get(c: &mut Criterion) {
         CacheConfig::new(Duration::from_secs(3600), Duration::from_secs(7200)),
     )
     .unwrap();
-    let key = SecretRef::parse(PROJECT, "dev", "/app/KEY_7").unwrap();
-    rt.block_on(cache.get(&key)).expect("warm");
-    let map: HashMap<String, String> =
-        (0..50).map(|i| (format!("/app/KEY_{i}"), format!("value-{i}"))).collect();
-
+    let mut rows = Vec::new();
     let mut group = c.benchmark_group("cached_get");
     group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("hashmap_lookup", |b| {
-        b.iter(|| {
-            for _ in 0..BATCH {
-                black_box(map.get(black_box("/app/KEY_7")).map(String::len));
-            }
-        })
-    });
-    group.bench_function("cached_client_get", |b| {
-        b.iter(|| {
-            rt.block_on(async {
+    for n in SIZES {
+        let folder = folder_of(n);
+        let probe = format!("KEY_{}", n / 2);
+        let key = SecretRef::parse(PROJECT, "dev", &format!("{folder}/{probe}")).unwrap();
+        rt.block_on(cache.get(&key)).expect("warm");
+        let handle = rt.block_on(cache.handle(&key)).expect("handle");
+        let map: HashMap<String, String> =
+            (0..n).map(|i| (format!("{folder}/KEY_{i}"), format!("value-{i}"))).collect();
+        let path = format!("{folder}/{probe}");
+        group.bench_with_input(BenchmarkId::new("hashmap_lookup", n), &n, |b, _| {
+            b.iter(|| {
                 for _ in 0..BATCH {
-                    let served = cache.get(black_box(&key)).await.expect("hit");
+                    black_box(map.get(black_box(path.as_str())).map(String::len));
+                }
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("handle_read", n), &n, |b, _| {
+            b.iter(|| {
+                for _ in 0..BATCH {
+                    let served = black_box(&handle).fresh().expect("fresh");
                     black_box(served.value.value.expose().len());
                 }
             })
-        })
-    });
+        });
+        group.bench_with_input(BenchmarkId::new("cached_client_get", n), &n, |b, _| {
+            b.iter(|| {
+                rt.block_on(async {
+                    for _ in 0..BATCH {
+                        let served = cache.get(black_box(&key)).await.expect("hit");
+                        black_box(served.value.value.expose().len());
+                    }
+                })
+            })
+        });
+        // The same three, timed side by side for the summary table.
+        let floor = per_read(|| {
+            black_box(map.get(black_box(path.as_str())).map(String::len));
+        });
+        let handle_ns = per_read(|| {
+            black_box(black_box(&handle).fresh().expect("fresh").value.value.expose().len());
+        });
+        let get_ns = rt.block_on(async {
+            let started = Instant::now();
+            for _ in 0..READS {
+                let served = cache.get(black_box(&key)).await.expect("hit");
+                black_box(served.value.value.expose().len());
+            }
+            started.elapsed().as_nanos() as f64 / READS as f64
+        });
+        rows.push((n, floor, handle_ns, get_ns));
+    }
     group.finish();
+    println!("\nhot path, ns per read (ratio to the HashMap<String, String> lookup):");
+    println!("{:>8} {:>10} {:>18} {:>18}", "secrets", "hashmap", "handle read", "get hit");
+    for (n, floor, handle_ns, get_ns) in rows {
+        println!(
+            "{n:>8} {floor:>10.1} {handle_ns:>10.1} ({:>4.1}x) {get_ns:>10.1} ({:>4.1}x)",
+            handle_ns / floor,
+            get_ns / floor
+        );
+    }
     rt.block_on(emu.shutdown());
+}
+
+const READS: u32 = 200_000;
+
+/// Mean nanoseconds of `read` over [`READS`] calls, after a warm-up.
+fn per_read(mut read: impl FnMut()) -> f64 {
+    for _ in 0..READS / 10 {
+        read();
+    }
+    let started = Instant::now();
+    for _ in 0..READS {
+        read();
+    }
+    started.elapsed().as_nanos() as f64 / f64::from(READS)
 }
 
 fn single_flight(c: &mut Criterion) {
