@@ -536,7 +536,6 @@ impl LogCapture {
         live.push(std::sync::Arc::downgrade(&sink));
         CAPTURES_LIVE.store(live.len(), std::sync::atomic::Ordering::SeqCst);
         drop(live);
-        tracing::callsite::rebuild_interest_cache();
         (Self(sink.clone()), LogCaptureGuard(sink))
     }
 

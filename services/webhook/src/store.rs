@@ -15,7 +15,8 @@ use sqlx::{Executor, PgPool, Row, SqlitePool};
 
 use crate::error::WebhookError;
 
-const SCHEMA_POSTGRES: &str = "
+/// The tables, the same on both databases but for the event log's sequence column (`{SEQ}`).
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS webhook_queue (
     folder_key TEXT PRIMARY KEY,
     project TEXT NOT NULL, environment TEXT NOT NULL, folder TEXT NOT NULL,
@@ -29,7 +30,7 @@ CREATE TABLE IF NOT EXISTS webhook_folder_state (
     project TEXT NOT NULL, environment TEXT NOT NULL, folder TEXT NOT NULL,
     state TEXT NOT NULL, updated_ms BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS webhook_events (
-    seq BIGSERIAL PRIMARY KEY,
+    seq {SEQ},
     folder_key TEXT NOT NULL, event_id TEXT NOT NULL UNIQUE, environment TEXT NOT NULL,
     body TEXT NOT NULL, created_ms BIGINT NOT NULL, published BIGINT NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS webhook_events_outbox ON webhook_events (folder_key, published);
@@ -37,27 +38,10 @@ CREATE TABLE IF NOT EXISTS webhook_baseline (
     scope_key TEXT PRIMARY KEY, taken_ms BIGINT NOT NULL);
 ";
 
-const SCHEMA_SQLITE: &str = "
-CREATE TABLE IF NOT EXISTS webhook_queue (
-    folder_key TEXT PRIMARY KEY,
-    project TEXT NOT NULL, environment TEXT NOT NULL, folder TEXT NOT NULL,
-    generation BIGINT NOT NULL DEFAULT 1,
-    received_ms BIGINT NOT NULL, available_ms BIGINT NOT NULL,
-    attempts BIGINT NOT NULL DEFAULT 0,
-    lease_owner TEXT, lease_until_ms BIGINT, last_error TEXT);
-CREATE INDEX IF NOT EXISTS webhook_queue_ready ON webhook_queue (available_ms, received_ms);
-CREATE TABLE IF NOT EXISTS webhook_folder_state (
-    folder_key TEXT PRIMARY KEY,
-    project TEXT NOT NULL, environment TEXT NOT NULL, folder TEXT NOT NULL,
-    state TEXT NOT NULL, updated_ms BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS webhook_events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    folder_key TEXT NOT NULL, event_id TEXT NOT NULL UNIQUE, environment TEXT NOT NULL,
-    body TEXT NOT NULL, created_ms BIGINT NOT NULL, published BIGINT NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS webhook_events_outbox ON webhook_events (folder_key, published);
-CREATE TABLE IF NOT EXISTS webhook_baseline (
-    scope_key TEXT PRIMARY KEY, taken_ms BIGINT NOT NULL);
-";
+/// The schema for one database: `seq` as that database spells an auto-incrementing key.
+fn schema(seq: &str) -> String {
+    SCHEMA.replace("{SEQ}", seq)
+}
 
 /// Serialises event inserts on PostgreSQL so `seq` order is commit order (a stream reading
 /// `seq > last` then never skips a row that commits late).
@@ -135,11 +119,11 @@ impl Db {
                     .bind(SCHEMA_LOCK)
                     .execute(&mut *tx)
                     .await?;
-                (&mut *tx).execute(sqlx::raw_sql(SCHEMA_POSTGRES)).await?;
+                (&mut *tx).execute(sqlx::raw_sql(&schema("BIGSERIAL PRIMARY KEY"))).await?;
                 tx.commit().await?;
             }
             Db::Sqlite(pool) => {
-                pool.execute(sqlx::raw_sql(SCHEMA_SQLITE)).await?;
+                pool.execute(sqlx::raw_sql(&schema("INTEGER PRIMARY KEY AUTOINCREMENT"))).await?;
             }
         }
         Ok(())

@@ -164,14 +164,11 @@ struct CreateBody {
     description: Option<String>,
 }
 
-pub(crate) async fn v1_create(
-    State(app): State<Arc<App>>,
-    caller: Caller,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let input: CreateBody = parse_body(
-        &app,
-        &body,
+/// The create body both folder API versions accept; they differ only in which project field wins.
+fn parse_create(app: &App, body: &Bytes) -> Result<CreateBody, ApiError> {
+    parse_body(
+        app,
+        body,
         &[
             opt("projectId", Ty::Str),
             opt("workspaceId", Ty::Str),
@@ -181,7 +178,15 @@ pub(crate) async fn v1_create(
             opt("directory", Ty::Str),
             opt("description", Ty::Str),
         ],
-    )?;
+    )
+}
+
+pub(crate) async fn v1_create(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input = parse_create(&app, &body)?;
     let project_id = required(
         &app,
         input.workspace_id.as_deref().or(input.project_id.as_deref()),
@@ -196,19 +201,7 @@ pub(crate) async fn v2_create(
     caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: CreateBody = parse_body(
-        &app,
-        &body,
-        &[
-            opt("projectId", Ty::Str),
-            opt("workspaceId", Ty::Str),
-            req("environment", Ty::Str),
-            req("name", Ty::Str),
-            opt("path", Ty::Str),
-            opt("directory", Ty::Str),
-            opt("description", Ty::Str),
-        ],
-    )?;
+    let input = parse_create(&app, &body)?;
     let project_id =
         required(&app, input.project_id.as_deref().or(input.workspace_id.as_deref()), "projectId")?
             .to_owned();
