@@ -247,19 +247,7 @@ fn secret_json(
     if version == ApiVersion::V2024 {
         return secret_json_2024(s, value, path, dates);
     }
-    let mut m = serde_json::Map::new();
-    m.insert("id".into(), json!(s.id));
-    m.insert("_id".into(), json!(s.id));
-    m.insert("workspace".into(), json!(s.project_id));
-    m.insert("environment".into(), json!(s.env));
-    m.insert("version".into(), json!(s.version));
-    m.insert("type".into(), json!(s.kind));
-    m.insert("secretKey".into(), json!(s.key));
-    m.insert("secretValue".into(), json!(value.unwrap_or(HIDDEN)));
-    m.insert("secretComment".into(), json!(s.comment));
-    m.insert("secretReminderNote".into(), json!(s.reminder_note));
-    m.insert("secretReminderRepeatDays".into(), json!(s.reminder_repeat_days));
-    m.insert("skipMultilineEncoding".into(), json!(s.skip_multiline.unwrap_or(false)));
+    let mut m = secret_json_head(s, value);
     if dates {
         m.insert("createdAt".into(), json!(iso_ms(s.created_at_ms)));
         m.insert("updatedAt".into(), json!(iso_ms(s.updated_at_ms)));
@@ -281,16 +269,8 @@ fn secret_json(
     Value::Object(m)
 }
 
-fn tags_json(s: &Secret) -> Vec<Value> {
-    s.tags
-        .iter()
-        .map(|t| json!({"id": t.id, "slug": t.slug, "color": t.color, "name": t.name}))
-        .collect()
-}
-
-/// The 2024-10 `secretRawSchema` in its key order, plus `secretPath`, `tags` and
-/// `secretMetadata`; the legacy `metadata` column is null.
-fn secret_json_2024(s: &Secret, value: Option<&str>, path: bool, dates: bool) -> Value {
+/// The keys both generations send first, in the server's order.
+fn secret_json_head(s: &Secret, value: Option<&str>) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
     m.insert("id".into(), json!(s.id));
     m.insert("_id".into(), json!(s.id));
@@ -304,6 +284,20 @@ fn secret_json_2024(s: &Secret, value: Option<&str>, path: bool, dates: bool) ->
     m.insert("secretReminderNote".into(), json!(s.reminder_note));
     m.insert("secretReminderRepeatDays".into(), json!(s.reminder_repeat_days));
     m.insert("skipMultilineEncoding".into(), json!(s.skip_multiline.unwrap_or(false)));
+    m
+}
+
+fn tags_json(s: &Secret) -> Vec<Value> {
+    s.tags
+        .iter()
+        .map(|t| json!({"id": t.id, "slug": t.slug, "color": t.color, "name": t.name}))
+        .collect()
+}
+
+/// The 2024-10 `secretRawSchema` in its key order, plus `secretPath`, `tags` and
+/// `secretMetadata`; the legacy `metadata` column is null.
+fn secret_json_2024(s: &Secret, value: Option<&str>, path: bool, dates: bool) -> Value {
+    let mut m = secret_json_head(s, value);
     m.insert("metadata".into(), Value::Null);
     if dates {
         m.insert("createdAt".into(), json!(iso_ms(s.created_at_ms)));
