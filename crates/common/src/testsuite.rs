@@ -536,6 +536,8 @@ impl LogCapture {
         live.push(std::sync::Arc::downgrade(&sink));
         CAPTURES_LIVE.store(live.len(), std::sync::atomic::Ordering::SeqCst);
         drop(live);
+        // Callsites first hit while no capture was live may have cached "never": recompute.
+        tracing::callsite::rebuild_interest_cache();
         (Self(sink.clone()), LogCaptureGuard(sink))
     }
 
