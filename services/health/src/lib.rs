@@ -11,6 +11,7 @@ pub mod app;
 pub mod config;
 mod error;
 mod page;
+pub mod probe;
 mod routes;
 pub mod rules;
 
