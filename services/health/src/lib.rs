@@ -18,4 +18,4 @@ pub mod rules;
 pub use app::{Application, Parts};
 pub use config::HealthConfig;
 pub use error::HealthError;
-pub use routes::BINDING_METRICS;
+pub use routes::{BINDING_METRICS, METRIC_HEALTH_STATUS};

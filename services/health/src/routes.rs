@@ -163,7 +163,23 @@ async fn jwks(State(state): Shared, headers: HeaderMap) -> Response {
     (StatusCode::OK, headers, body).into_response()
 }
 
-async fn metrics() -> Response {
+/// One gauge per health part (0 healthy, 1 degraded, 2 unhealthy), refreshed at each scrape so
+/// alerts can use the same rules as `/api/v1/infisical/health` (rotation overdue or failed, audit
+/// log behind, Infisical unreachable). Labels: the five part names.
+pub const METRIC_HEALTH_STATUS: &str = "ikit_health_status";
+
+pub(crate) fn status_level(status: Status) -> f64 {
+    match status {
+        Status::Healthy => 0.0,
+        Status::Degraded => 1.0,
+        Status::Unhealthy => 2.0,
+    }
+}
+
+async fn metrics(State(state): Shared) -> Response {
+    for (name, part) in parts(&state).await {
+        metrics::gauge!(METRIC_HEALTH_STATUS, "part" => name).set(status_level(part.status));
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         ikit_common::telemetry::metrics_handle().render(),
