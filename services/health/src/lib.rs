@@ -5,11 +5,14 @@
 //!
 //! Code map: [`config`] reads the settings (pure); [`rules`] decides each health part from what
 //! was observed (pure); `routes` is the HTTP surface and `page` the status page; [`app`] builds
-//! the parts (client, cache, key manager, audit log), starts the background tasks and serves.
+//! the parts (client, cache, key manager, audit log), starts the background tasks and serves;
+//! [`openapi`] is the OpenAPI 3.1 document of the routes (`/openapi.json`), [`probe`] the
+//! container's `--healthcheck`.
 
 pub mod app;
 pub mod config;
 mod error;
+pub mod openapi;
 mod page;
 pub mod probe;
 mod routes;
@@ -18,4 +21,4 @@ pub mod rules;
 pub use app::{Application, Parts};
 pub use config::HealthConfig;
 pub use error::HealthError;
-pub use routes::{BINDING_METRICS, METRIC_HEALTH_STATUS};
+pub use routes::{BINDING_METRICS, METRIC_HEALTH_STATUS, route_table};
