@@ -18,7 +18,12 @@ struct Var {
     meaning: &'static str,
 }
 
-fn var(name: &'static str, who: &'static str, default: impl Into<String>, meaning: &'static str) -> Var {
+fn var(
+    name: &'static str,
+    who: &'static str,
+    default: impl Into<String>,
+    meaning: &'static str,
+) -> Var {
     Var { name, who, default: default.into(), meaning }
 }
 
@@ -42,80 +47,341 @@ fn sections() -> Vec<(&'static str, Vec<Var>)> {
     let policy = ikit_keys_policy_defaults();
     const BOTH: &str = "both";
     vec![
-        ("Infisical", vec![
-            var("INFISICAL_API_URL", BOTH, code(common::DEFAULT_API_URL), "base URL of Infisical; `/api` is added when missing"),
-            var("INFISICAL_DOMAIN", BOTH, "", "the Infisical CLI's name for the same URL (`INFISICAL_API_URL` wins)"),
-            var("INFISICAL_PROJECT_ID", BOTH, "required", "the project the services read, and where the keys live"),
-            var("IKIT_INFISICAL_ENVIRONMENT", BOTH, code(common::DEFAULT_ENVIRONMENT), "environment slug the services read"),
-            var("INFISICAL_CUSTOM_HEADERS", BOTH, "", "extra request headers, `Name=value` pairs separated by spaces (secret)"),
-            var("INFISICAL_DISABLE_UPDATE_CHECK", BOTH, "", "accepted for the CLI's recipes; nothing here checks for updates"),
-            var("IKIT_CA_FILE", BOTH, "", "PEM bundle trusted besides the built-in and native roots"),
-            var("SSL_CERT_FILE", BOTH, "", "the conventional name for `IKIT_CA_FILE` (which wins)"),
-            var("IKIT_RATE_LIMIT_PER_SECOND", BOTH, "the server's headers", "client-side request rate floor"),
-            var("IKIT_RATE_LIMIT_BURST", BOTH, "a tenth of it refilled per second", "client-side burst"),
-        ]),
-        ("Machine identity login", vec![
-            var("IKIT_INFISICAL_AUTH_METHOD", BOTH, "from the variables set", "`universal-auth`, `kubernetes`, `aws-iam`, `azure-auth`, `gcp-auth`, `jwt-auth`, `oidc-auth`, `token`"),
-            var("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID", BOTH, "", "universal auth client id"),
-            var("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET", BOTH, "", "universal auth client secret (secret)"),
-            var("INFISICAL_MACHINE_IDENTITY_ID", BOTH, "", "identity id, required by kubernetes, jwt, oidc and cloud methods"),
-            var("INFISICAL_KUBERNETES_SERVICE_ACCOUNT_TOKEN_PATH", BOTH, code(common::DEFAULT_K8S_TOKEN_PATH), "the pod's service account token (kubernetes auth)"),
-            var("INFISICAL_JWT", BOTH, "", "a JWT to log in with (jwt and oidc auth; secret)"),
-            var("INFISICAL_JWT_FILE", BOTH, "", "a file holding that JWT, re-read at each login"),
-            var("INFISICAL_TOKEN", BOTH, "", "a service or access token used as is (secret)"),
-            var("INFISICAL_UNIVERSAL_AUTH_ACCESS_TOKEN", BOTH, "", "an access token used as is (wins over `INFISICAL_TOKEN`; secret)"),
-            var("INFISICAL_AUTH_ORGANIZATION_SLUG", BOTH, "", "organisation to scope the login to"),
-            var("IKIT_AWS_STS_HOST", BOTH, "the global STS host", "STS endpoint of aws-iam auth"),
-            var("IKIT_AZURE_IMDS_URL", BOTH, "Azure's IMDS address", "token endpoint of azure auth"),
-            var("IKIT_GCP_METADATA_URL", BOTH, "GCP's metadata address", "token endpoint of gcp auth"),
-        ]),
-        ("Storage, cache, telemetry", vec![
-            var("IKIT_CONFIG", BOTH, "", "a TOML settings file; the environment wins over it"),
-            var("IKIT_DATABASE_URL", BOTH, code(common::DEFAULT_DATABASE_URL), "PostgreSQL (or SQLite) for the audit log and the webhook queue (secret)"),
-            var("IKIT_REDIS_URL", BOTH, "", "Redis for the shared cache, invalidations and events; unset: in-process only (secret)"),
-            var("IKIT_CACHE_TTL", BOTH, secs(common::DEFAULT_CACHE_TTL), "how long a listing is fresh"),
-            var("IKIT_CACHE_MAX_STALE", BOTH, secs(common::DEFAULT_CACHE_MAX_STALE), "how old a listing may be served while Infisical fails"),
-            var("IKIT_CACHE_KEY", BOTH, "", "64 hex characters sealing the Redis L2 cache; unset: no L2 (secret)"),
-            var("IKIT_SNAPSHOT_DIR", BOTH, "", "directory of the encrypted offline snapshot; unset: none"),
-            var("IKIT_SNAPSHOT_KEY", BOTH, "", "the snapshot's key (secret)"),
-            var("IKIT_LOG_FORMAT", BOTH, "`json`", "`json` or `pretty`"),
-            var("RUST_LOG", BOTH, "`info`", "tracing filter"),
-            var("OTEL_EXPORTER_OTLP_ENDPOINT", BOTH, "", "OTLP/HTTP endpoint for traces; unset: no export"),
-        ]),
-        ("ikit-webhook", vec![
-            var("IKIT_WEBHOOK_ADDR", "webhook", code(common::DEFAULT_WEBHOOK_ADDR), "listen address"),
-            var("IKIT_WEBHOOK_SECRET", "webhook", "required", "the project webhook's secret key (secret)"),
-            var("IKIT_WEBHOOK_SECRET_PREVIOUS", "webhook", "", "also accepted while the secret is rotated (secret)"),
-            var("IKIT_WEBHOOK_STATE_KEY", "webhook", format!("required, at least {} characters", webhook::MIN_STATE_KEY_LEN), "keys the HMACs standing in for values in stored folder states (secret)"),
-            var("IKIT_WEBHOOK_WINDOW", "webhook", secs(ikit_common::webhook_signature::DEFAULT_WINDOW), "how far a delivery's timestamp may be from now"),
-            var("IKIT_EVENTS_TOKEN", "webhook", "", "read-only bearer token of the event stream (secret)"),
-            var("IKIT_WEBHOOK_ENVIRONMENTS", "webhook", "every environment", "watched environments, comma separated"),
-            var("IKIT_WEBHOOK_PATH", "webhook", "`/`", "watched path prefix (recursive)"),
-            var("IKIT_WEBHOOK_WORKERS", "webhook", webhook::DEFAULT_WORKERS.to_string(), "queue workers per replica"),
-            var("IKIT_WEBHOOK_LEASE", "webhook", secs(webhook::DEFAULT_LEASE), "how long a claimed change is held before another replica may redo it"),
-            var("IKIT_WEBHOOK_COALESCE", "webhook", secs(webhook::DEFAULT_COALESCE), "how long a queued folder waits for more changes"),
-            var("IKIT_WEBHOOK_RETENTION", "webhook", webhook::DEFAULT_RETENTION.to_string(), "events kept for `Last-Event-ID` resume"),
-            var("IKIT_WEBHOOK_RATE_LIMIT", "webhook", format!("{}/s", webhook::DEFAULT_RATE_PER_SEC), "requests per second per source address (0: off)"),
-            var("IKIT_WEBHOOK_RATE_BURST", "webhook", webhook::DEFAULT_RATE_BURST.to_string(), "burst of that limit"),
-            var("IKIT_WEBHOOK_BASELINE", "webhook", "`true`", "record the watched folders at start"),
-        ]),
-        ("ikit-health", vec![
-            var("IKIT_HEALTH_ADDR", "health", code(health::DEFAULT_ADDR), "listen address"),
-            var("IKIT_ADMIN_TOKEN", "health", "admin endpoints off", "bearer token of the admin actions, at least 16 characters (secret)"),
-            var("IKIT_ADMIN_TOKEN_PREVIOUS", "health", "", "also accepted while the token is rotated (secret)"),
-            var("IKIT_JWT_ROTATION_INTERVAL", "health", secs(policy.0), "scheduled JWT key rotation"),
-            var("IKIT_AES_ROTATION_INTERVAL", "health", secs(policy.1), "scheduled AES key rotation"),
-            var("IKIT_JWKS_MAX_AGE", "health", secs(policy.2), "`Cache-Control: max-age` of the JWKS (counted into the overlap)"),
-            var("IKIT_JWT_OVERLAP", "health", secs(policy.3), "how long a next key is published before it signs; at least token TTL + JWKS max-age + skew"),
-            var("IKIT_ROTATION_CHECK_EVERY", "health", secs(health::DEFAULT_ROTATION_CHECK_EVERY), "how often the scheduler looks for a due rotation"),
-            var("IKIT_AUDIT_SPOOL_DIR", "health", code(health::DEFAULT_SPOOL_DIR), "where audit entries wait while the database is down"),
-        ]),
+        (
+            "Infisical",
+            vec![
+                var(
+                    "INFISICAL_API_URL",
+                    BOTH,
+                    code(common::DEFAULT_API_URL),
+                    "base URL of Infisical; `/api` is added when missing",
+                ),
+                var(
+                    "INFISICAL_DOMAIN",
+                    BOTH,
+                    "",
+                    "the Infisical CLI's name for the same URL (`INFISICAL_API_URL` wins)",
+                ),
+                var(
+                    "INFISICAL_PROJECT_ID",
+                    BOTH,
+                    "required",
+                    "the project the services read, and where the keys live",
+                ),
+                var(
+                    "IKIT_INFISICAL_ENVIRONMENT",
+                    BOTH,
+                    code(common::DEFAULT_ENVIRONMENT),
+                    "environment slug the services read",
+                ),
+                var(
+                    "INFISICAL_CUSTOM_HEADERS",
+                    BOTH,
+                    "",
+                    "extra request headers, `Name=value` pairs separated by spaces (secret)",
+                ),
+                var(
+                    "INFISICAL_DISABLE_UPDATE_CHECK",
+                    BOTH,
+                    "",
+                    "accepted for the CLI's recipes; nothing here checks for updates",
+                ),
+                var(
+                    "IKIT_CA_FILE",
+                    BOTH,
+                    "",
+                    "PEM bundle trusted besides the built-in and native roots",
+                ),
+                var(
+                    "SSL_CERT_FILE",
+                    BOTH,
+                    "",
+                    "the conventional name for `IKIT_CA_FILE` (which wins)",
+                ),
+                var(
+                    "IKIT_RATE_LIMIT_PER_SECOND",
+                    BOTH,
+                    "the server's headers",
+                    "client-side request rate floor",
+                ),
+                var(
+                    "IKIT_RATE_LIMIT_BURST",
+                    BOTH,
+                    "a tenth of it refilled per second",
+                    "client-side burst",
+                ),
+            ],
+        ),
+        (
+            "Machine identity login",
+            vec![
+                var(
+                    "IKIT_INFISICAL_AUTH_METHOD",
+                    BOTH,
+                    "from the variables set",
+                    "`universal-auth`, `kubernetes`, `aws-iam`, `azure-auth`, `gcp-auth`, `jwt-auth`, `oidc-auth`, `token`",
+                ),
+                var("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID", BOTH, "", "universal auth client id"),
+                var(
+                    "INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET",
+                    BOTH,
+                    "",
+                    "universal auth client secret (secret)",
+                ),
+                var(
+                    "INFISICAL_MACHINE_IDENTITY_ID",
+                    BOTH,
+                    "",
+                    "identity id, required by kubernetes, jwt, oidc and cloud methods",
+                ),
+                var(
+                    "INFISICAL_KUBERNETES_SERVICE_ACCOUNT_TOKEN_PATH",
+                    BOTH,
+                    code(common::DEFAULT_K8S_TOKEN_PATH),
+                    "the pod's service account token (kubernetes auth)",
+                ),
+                var("INFISICAL_JWT", BOTH, "", "a JWT to log in with (jwt and oidc auth; secret)"),
+                var(
+                    "INFISICAL_JWT_FILE",
+                    BOTH,
+                    "",
+                    "a file holding that JWT, re-read at each login",
+                ),
+                var("INFISICAL_TOKEN", BOTH, "", "a service or access token used as is (secret)"),
+                var(
+                    "INFISICAL_UNIVERSAL_AUTH_ACCESS_TOKEN",
+                    BOTH,
+                    "",
+                    "an access token used as is (wins over `INFISICAL_TOKEN`; secret)",
+                ),
+                var(
+                    "INFISICAL_AUTH_ORGANIZATION_SLUG",
+                    BOTH,
+                    "",
+                    "organisation to scope the login to",
+                ),
+                var(
+                    "IKIT_AWS_STS_HOST",
+                    BOTH,
+                    "the global STS host",
+                    "STS endpoint of aws-iam auth",
+                ),
+                var(
+                    "IKIT_AZURE_IMDS_URL",
+                    BOTH,
+                    "Azure's IMDS address",
+                    "token endpoint of azure auth",
+                ),
+                var(
+                    "IKIT_GCP_METADATA_URL",
+                    BOTH,
+                    "GCP's metadata address",
+                    "token endpoint of gcp auth",
+                ),
+            ],
+        ),
+        (
+            "Storage, cache, telemetry",
+            vec![
+                var("IKIT_CONFIG", BOTH, "", "a TOML settings file; the environment wins over it"),
+                var(
+                    "IKIT_DATABASE_URL",
+                    BOTH,
+                    code(common::DEFAULT_DATABASE_URL),
+                    "PostgreSQL (or SQLite) for the audit log and the webhook queue (secret)",
+                ),
+                var(
+                    "IKIT_REDIS_URL",
+                    BOTH,
+                    "",
+                    "Redis for the shared cache, invalidations and events; unset: in-process only (secret)",
+                ),
+                var(
+                    "IKIT_CACHE_TTL",
+                    BOTH,
+                    secs(common::DEFAULT_CACHE_TTL),
+                    "how long a listing is fresh",
+                ),
+                var(
+                    "IKIT_CACHE_MAX_STALE",
+                    BOTH,
+                    secs(common::DEFAULT_CACHE_MAX_STALE),
+                    "how old a listing may be served while Infisical fails",
+                ),
+                var(
+                    "IKIT_CACHE_KEY",
+                    BOTH,
+                    "",
+                    "64 hex characters sealing the Redis L2 cache; unset: no L2 (secret)",
+                ),
+                var(
+                    "IKIT_SNAPSHOT_DIR",
+                    BOTH,
+                    "",
+                    "directory of the encrypted offline snapshot; unset: none",
+                ),
+                var("IKIT_SNAPSHOT_KEY", BOTH, "", "the snapshot's key (secret)"),
+                var("IKIT_LOG_FORMAT", BOTH, "`json`", "`json` or `pretty`"),
+                var("RUST_LOG", BOTH, "`info`", "tracing filter"),
+                var(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    BOTH,
+                    "",
+                    "OTLP/HTTP endpoint for traces; unset: no export",
+                ),
+            ],
+        ),
+        (
+            "ikit-webhook",
+            vec![
+                var(
+                    "IKIT_WEBHOOK_ADDR",
+                    "webhook",
+                    code(common::DEFAULT_WEBHOOK_ADDR),
+                    "listen address",
+                ),
+                var(
+                    "IKIT_WEBHOOK_SECRET",
+                    "webhook",
+                    "required",
+                    "the project webhook's secret key (secret)",
+                ),
+                var(
+                    "IKIT_WEBHOOK_SECRET_PREVIOUS",
+                    "webhook",
+                    "",
+                    "also accepted while the secret is rotated (secret)",
+                ),
+                var(
+                    "IKIT_WEBHOOK_STATE_KEY",
+                    "webhook",
+                    format!("required, at least {} characters", webhook::MIN_STATE_KEY_LEN),
+                    "keys the HMACs standing in for values in stored folder states (secret)",
+                ),
+                var(
+                    "IKIT_WEBHOOK_WINDOW",
+                    "webhook",
+                    secs(ikit_common::webhook_signature::DEFAULT_WINDOW),
+                    "how far a delivery's timestamp may be from now",
+                ),
+                var(
+                    "IKIT_EVENTS_TOKEN",
+                    "webhook",
+                    "",
+                    "read-only bearer token of the event stream (secret)",
+                ),
+                var(
+                    "IKIT_WEBHOOK_ENVIRONMENTS",
+                    "webhook",
+                    "every environment",
+                    "watched environments, comma separated",
+                ),
+                var("IKIT_WEBHOOK_PATH", "webhook", "`/`", "watched path prefix (recursive)"),
+                var(
+                    "IKIT_WEBHOOK_WORKERS",
+                    "webhook",
+                    webhook::DEFAULT_WORKERS.to_string(),
+                    "queue workers per replica",
+                ),
+                var(
+                    "IKIT_WEBHOOK_LEASE",
+                    "webhook",
+                    secs(webhook::DEFAULT_LEASE),
+                    "how long a claimed change is held before another replica may redo it",
+                ),
+                var(
+                    "IKIT_WEBHOOK_COALESCE",
+                    "webhook",
+                    secs(webhook::DEFAULT_COALESCE),
+                    "how long a queued folder waits for more changes",
+                ),
+                var(
+                    "IKIT_WEBHOOK_RETENTION",
+                    "webhook",
+                    webhook::DEFAULT_RETENTION.to_string(),
+                    "events kept for `Last-Event-ID` resume",
+                ),
+                var(
+                    "IKIT_WEBHOOK_RATE_LIMIT",
+                    "webhook",
+                    format!("{}/s", webhook::DEFAULT_RATE_PER_SEC),
+                    "requests per second per source address (0: off)",
+                ),
+                var(
+                    "IKIT_WEBHOOK_RATE_BURST",
+                    "webhook",
+                    webhook::DEFAULT_RATE_BURST.to_string(),
+                    "burst of that limit",
+                ),
+                var(
+                    "IKIT_WEBHOOK_BASELINE",
+                    "webhook",
+                    "`true`",
+                    "record the watched folders at start",
+                ),
+            ],
+        ),
+        (
+            "ikit-health",
+            vec![
+                var("IKIT_HEALTH_ADDR", "health", code(health::DEFAULT_ADDR), "listen address"),
+                var(
+                    "IKIT_ADMIN_TOKEN",
+                    "health",
+                    "admin endpoints off",
+                    "bearer token of the admin actions, at least 16 characters (secret)",
+                ),
+                var(
+                    "IKIT_ADMIN_TOKEN_PREVIOUS",
+                    "health",
+                    "",
+                    "also accepted while the token is rotated (secret)",
+                ),
+                var(
+                    "IKIT_JWT_ROTATION_INTERVAL",
+                    "health",
+                    secs(policy.0),
+                    "scheduled JWT key rotation",
+                ),
+                var(
+                    "IKIT_AES_ROTATION_INTERVAL",
+                    "health",
+                    secs(policy.1),
+                    "scheduled AES key rotation",
+                ),
+                var(
+                    "IKIT_JWKS_MAX_AGE",
+                    "health",
+                    secs(policy.2),
+                    "`Cache-Control: max-age` of the JWKS (counted into the overlap)",
+                ),
+                var(
+                    "IKIT_JWT_OVERLAP",
+                    "health",
+                    secs(policy.3),
+                    "how long a next key is published before it signs; at least token TTL + JWKS max-age + skew",
+                ),
+                var(
+                    "IKIT_ROTATION_CHECK_EVERY",
+                    "health",
+                    secs(health::DEFAULT_ROTATION_CHECK_EVERY),
+                    "how often the scheduler looks for a due rotation",
+                ),
+                var(
+                    "IKIT_AUDIT_SPOOL_DIR",
+                    "health",
+                    code(health::DEFAULT_SPOOL_DIR),
+                    "where audit entries wait while the database is down",
+                ),
+            ],
+        ),
     ]
 }
 
 /// The key policy's defaults as health loads them with nothing set (interval JWT, AES, JWKS
 /// max-age, overlap).
-fn ikit_keys_policy_defaults() -> (std::time::Duration, std::time::Duration, std::time::Duration, std::time::Duration) {
+fn ikit_keys_policy_defaults()
+-> (std::time::Duration, std::time::Duration, std::time::Duration, std::time::Duration) {
     let env = [
         ("INFISICAL_PROJECT_ID", "p"),
         ("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID", "id"),
@@ -127,7 +393,12 @@ fn ikit_keys_policy_defaults() -> (std::time::Duration, std::time::Duration, std
     let config = health::HealthConfig::load(None, &env).expect("defaults load");
     let d = |s: i64| std::time::Duration::from_secs(s as u64);
     let p = config.policy;
-    (d(p.jwt_rotation_interval), d(p.aes_rotation_interval), d(p.jwks_cache_max_age), d(p.jwt_overlap))
+    (
+        d(p.jwt_rotation_interval),
+        d(p.aes_rotation_interval),
+        d(p.jwks_cache_max_age),
+        d(p.jwt_overlap),
+    )
 }
 
 fn root() -> PathBuf {
@@ -149,8 +420,10 @@ fn read_by_code() -> BTreeSet<String> {
         let text = std::fs::read_to_string(root().join(file)).expect("config source");
         let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
         for piece in text.split('"').skip(1).step_by(2) {
-            let known_prefix = ["INFISICAL_", "IKIT_", "OTEL_"].iter().any(|p| piece.starts_with(p));
-            let shaped = piece.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            let known_prefix =
+                ["INFISICAL_", "IKIT_", "OTEL_"].iter().any(|p| piece.starts_with(p));
+            let shaped =
+                piece.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
             if shaped && (known_prefix || piece == "RUST_LOG" || piece == "SSL_CERT_FILE") {
                 names.insert(piece.to_owned());
             }
@@ -172,7 +445,9 @@ fn render() -> String {
          for Kubernetes, the ConfigMap and the `ikit-secrets` Secret (docs/operations.md).\n",
     );
     for (title, vars) in sections() {
-        out.push_str(&format!("\n## {title}\n\n| variable | read by | default | meaning |\n|---|---|---|---|\n"));
+        out.push_str(&format!(
+            "\n## {title}\n\n| variable | read by | default | meaning |\n|---|---|---|---|\n"
+        ));
         for v in vars {
             let default = if v.default.is_empty() { "unset".to_owned() } else { v.default };
             out.push_str(&format!("| `{}` | {} | {} | {} |\n", v.name, v.who, default, v.meaning));
@@ -188,7 +463,10 @@ fn every_variable_the_code_reads_is_documented_and_nothing_else() {
     let read = read_by_code();
     let undocumented: Vec<_> = read.difference(&documented).collect();
     let gone: Vec<_> = documented.difference(&read).collect();
-    assert!(undocumented.is_empty(), "read by the code, missing from tests/e2e/docs.rs: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "read by the code, missing from tests/e2e/docs.rs: {undocumented:?}"
+    );
     assert!(gone.is_empty(), "documented, no longer read by the code: {gone:?}");
     assert!(read.len() > 50, "the source scan found only {read:?}");
 }
@@ -224,6 +502,9 @@ fn env_example_sets_only_documented_variables() {
             || name.ends_with("_PORT")
             || name.ends_with("_PORTS")
             || name == "IKIT_EMULATOR_ADMIN_TOKEN";
-        assert!(compose_only || documented.contains(name), ".env.example sets {name}, which no service reads");
+        assert!(
+            compose_only || documented.contains(name),
+            ".env.example sets {name}, which no service reads"
+        );
     }
 }

@@ -106,32 +106,40 @@ async fn replica_a_killed_mid_event_leaves_it_to_replica_b() {
     .await;
     eventually(&stack, "replica a's refetch to be in flight", || {
         let stack = &stack;
-        async move {
-            (stack.emulator_api_reads().await > reads_before).then_some(())
-        }
+        async move { (stack.emulator_api_reads().await > reads_before).then_some(()) }
     })
     .await;
     // b joins while a holds the lease (a replacement pod), then a dies without a word
     let b = stack.webhook("b", &[("IKIT_WEBHOOK_BASELINE", "false")]).await;
     let mut on_b = EventStream::open(&stack, b).await;
+    let greeting_events = || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM webhook_events WHERE body LIKE '%GREETING%'",
+        )
+        .fetch_one(&pool)
+    };
+    assert_eq!(
+        greeting_events().await.expect("events count"),
+        0,
+        "a finished the change before it died"
+    );
     stack.kill(a);
 
     let event = on_b.next(&stack).await;
     assert!(is_greeting_update(&event, &stack.project), "{event}");
     assert_eq!(event["kind"], "updated");
-    let finisher: Option<String> = sqlx::query_scalar(
-        "SELECT lease_owner FROM webhook_queue WHERE folder = '/app'",
-    )
-    .fetch_optional(&pool)
-    .await
-    .expect("queue read")
-    .flatten();
+    let finisher: Option<String> =
+        sqlx::query_scalar("SELECT lease_owner FROM webhook_queue WHERE folder = '/app'")
+            .fetch_optional(&pool)
+            .await
+            .expect("queue read")
+            .flatten();
     assert_ne!(finisher.as_deref(), Some(owner.as_str()), "the dead replica still holds the row");
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE body LIKE '%GREETING%'")
-        .fetch_one(&pool)
-        .await
-        .expect("events count");
-    assert_eq!(events, 1, "the change came out exactly once");
+    assert_eq!(
+        greeting_events().await.expect("events count"),
+        1,
+        "the change came out exactly once"
+    );
 }
 
 #[tokio::test]

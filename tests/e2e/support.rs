@@ -53,7 +53,14 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, bin: &str, args: &[String], env: &BTreeMap<String, String>, port: u16, dir: &Path) -> Self {
+    fn spawn(
+        name: &str,
+        bin: &str,
+        args: &[String],
+        env: &BTreeMap<String, String>,
+        port: u16,
+        dir: &Path,
+    ) -> Self {
         let work = dir.join(name);
         std::fs::create_dir_all(&work).expect("process dir");
         let log = dir.join(format!("{name}.log"));
@@ -69,14 +76,24 @@ impl Proc {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        Self { name: name.to_owned(), base: format!("http://127.0.0.1:{port}"), child: Some(child), log }
+        Self {
+            name: name.to_owned(),
+            base: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+            log,
+        }
     }
 
     /// The process's output so far, for failure messages.
     pub(crate) fn logs(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(40).collect();
-        format!("--- {} ({})\n{}", self.name, self.log.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+        format!(
+            "--- {} ({})\n{}",
+            self.name,
+            self.log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
     }
 
     /// SIGKILL: no graceful shutdown, leases and rows stay as they were.
@@ -164,8 +181,12 @@ impl Stack {
         let stack = Self {
             project,
             db: TestDatabase::postgres().await,
-            redis_url: std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http"),
+            redis_url: std::env::var("TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http"),
             emulator,
             hook_port,
             procs: Vec::new(),
@@ -213,7 +234,14 @@ impl Stack {
         for (k, v) in extra {
             env.insert((*k).to_owned(), (*v).to_owned());
         }
-        let proc = Proc::spawn(&format!("webhook-{name}"), "ikit-webhook", &[], &env, port, self.dir.path());
+        let proc = Proc::spawn(
+            &format!("webhook-{name}"),
+            "ikit-webhook",
+            &[],
+            &env,
+            port,
+            self.dir.path(),
+        );
         self.add_ready(proc).await
     }
 
@@ -231,7 +259,8 @@ impl Stack {
         ] {
             env.insert(k.to_owned(), v);
         }
-        let proc = Proc::spawn(&format!("health-{name}"), "ikit-health", &[], &env, port, self.dir.path());
+        let proc =
+            Proc::spawn(&format!("health-{name}"), "ikit-health", &[], &env, port, self.dir.path());
         self.add_ready(proc).await
     }
 
@@ -281,7 +310,12 @@ impl Stack {
     }
 
     /// The emulator's admin API.
-    pub(crate) async fn emulator_admin(&self, method: reqwest::Method, path: &str, body: Value) -> u16 {
+    pub(crate) async fn emulator_admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> u16 {
         self.http
             .request(method, format!("{}{path}", self.emulator.base))
             .bearer_auth(EMULATOR_TOKEN)
@@ -311,7 +345,9 @@ impl Stack {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|c| c["method"] == "GET" && c["route"].as_str().is_some_and(|r| r.starts_with("/api/v")))
+            .filter(|c| {
+                c["method"] == "GET" && c["route"].as_str().is_some_and(|r| r.starts_with("/api/v"))
+            })
             .filter_map(|c| c["count"].as_u64())
             .sum()
     }
@@ -339,7 +375,11 @@ impl Stack {
             .send()
             .await
             .expect("update");
-        assert!(response.status().is_success(), "update refused: {}", response.text().await.unwrap_or_default());
+        assert!(
+            response.status().is_success(),
+            "update refused: {}",
+            response.text().await.unwrap_or_default()
+        );
     }
 }
 

@@ -81,7 +81,9 @@ pub fn documented_routes() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (path, item) in value["paths"].as_object().into_iter().flatten() {
         for method in item.as_object().into_iter().flatten().map(|(m, _)| m) {
-            if ["get", "post", "put", "patch", "delete", "head", "options"].contains(&method.as_str()) {
+            if ["get", "post", "put", "patch", "delete", "head", "options"]
+                .contains(&method.as_str())
+            {
                 out.push((method.to_uppercase(), path.clone()));
             }
         }
