@@ -192,3 +192,38 @@ async fn a_rotation_through_one_health_process_shows_in_the_jwks_of_both() {
     })
     .await;
 }
+
+/// The images' HEALTHCHECK is the binary probing itself (distroless has no shell or curl):
+/// `--healthcheck` exits 0 while the service answers on its configured address, 1 once it is
+/// gone.
+#[tokio::test]
+async fn the_healthcheck_flags_probe_the_running_services() {
+    let mut stack = Stack::start().await;
+    let webhook = stack.webhook("a", &[]).await;
+    let health = stack.health("1").await;
+    let probe = |bin: &'static str, var: &'static str, base: String| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(crate::support::binary(bin))
+                .arg("--healthcheck")
+                .env_clear()
+                .env(var, base.trim_start_matches("http://"))
+                .output()
+                .expect("the probe runs")
+        })
+    };
+    let targets = [
+        ("ikit-webhook", "IKIT_WEBHOOK_ADDR", webhook),
+        ("ikit-health", "IKIT_HEALTH_ADDR", health),
+    ];
+    for (bin, var, index) in targets {
+        let base = stack.proc(index).base.clone();
+        let live = probe(bin, var, base).await.expect("probe task");
+        assert_eq!(live.status.code(), Some(0), "{bin}: {}", String::from_utf8_lossy(&live.stderr));
+    }
+    for (bin, var, index) in targets {
+        let base = stack.proc(index).base.clone();
+        stack.kill(index);
+        let gone = probe(bin, var, base).await.expect("probe task");
+        assert_eq!(gone.status.code(), Some(1), "{bin} still reported healthy");
+    }
+}
