@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ikit_common::testsuite::TestDatabase;
+use ikit_common::testsuite::{TestDatabase, TestRedis};
 use serde_json::{Value, json};
 
 pub(crate) const WEBHOOK_SECRET: &str = "e2e-webhook-secret-0001";
@@ -136,7 +136,8 @@ where
 pub(crate) struct Stack {
     pub(crate) project: String,
     pub(crate) db: TestDatabase,
-    pub(crate) redis_url: String,
+    /// The machine's Redis (its key prefix is unused: the binaries have no prefix setting).
+    pub(crate) redis: TestRedis,
     pub(crate) http: reqwest::Client,
     pub(crate) emulator: Proc,
     /// The port the emulator delivers webhooks to: replica `a`.
@@ -181,8 +182,7 @@ impl Stack {
         let stack = Self {
             project,
             db: TestDatabase::postgres().await,
-            redis_url: std::env::var("TEST_REDIS_URL")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
+            redis: TestRedis::new().await,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -205,7 +205,7 @@ impl Stack {
             ("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID", CLIENT_ID),
             ("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET", CLIENT_SECRET),
             ("IKIT_DATABASE_URL", self.db.url()),
-            ("IKIT_REDIS_URL", self.redis_url.as_str()),
+            ("IKIT_REDIS_URL", self.redis.url()),
             ("IKIT_LOG_FORMAT", "json"),
             ("RUST_LOG", "info"),
         ]
