@@ -32,8 +32,16 @@ async fn a_change_reaches_the_subscribers_of_both_webhook_replicas() {
         assert_eq!(event["kind"], "updated", "{event}");
     }
     assert_eq!(from_a["eventId"], from_b["eventId"], "one change, one event");
-    // the event names the key, never the value
+    // the event names the key, never the value; no log holds a value or a credential
     assert!(!from_b.to_string().contains("hello-2"), "{from_b}");
+    stack.assert_logs_hold_none_of(&[
+        "hello-1",
+        "hello-2",
+        CLIENT_SECRET,
+        crate::support::WEBHOOK_SECRET,
+        crate::support::STATE_KEY,
+        crate::support::EVENTS_TOKEN,
+    ]);
 }
 
 #[tokio::test]
@@ -191,6 +199,7 @@ async fn a_rotation_through_one_health_process_shows_in_the_jwks_of_both() {
         async move { next.await.filter(|kids| *kids == published).map(|_| ()) }
     })
     .await;
+    stack.assert_logs_hold_none_of(&[ADMIN_TOKEN, CLIENT_SECRET, "hello-1"]);
 }
 
 /// The images' HEALTHCHECK is the binary probing itself (distroless has no shell or curl):

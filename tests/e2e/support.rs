@@ -85,6 +85,7 @@ impl Proc {
     }
 
     /// The process's output so far, for failure messages.
+    /// The process's output so far, for failure messages.
     pub(crate) fn logs(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(40).collect();
@@ -290,6 +291,17 @@ impl Stack {
 
     pub(crate) fn kill(&mut self, index: usize) {
         self.procs[index].kill();
+    }
+
+    /// Fails when any process's log holds one of `values` (credentials, secret values).
+    pub(crate) fn assert_logs_hold_none_of(&self, values: &[&str]) {
+        for proc in std::iter::once(&self.emulator).chain(&self.procs) {
+            let text = std::fs::read_to_string(&proc.log).unwrap_or_default();
+            assert!(!text.is_empty() || proc.name == "emulator", "{} logged nothing", proc.name);
+            for value in values {
+                assert!(!text.contains(value), "{} logged a secret ({value:?})", proc.name);
+            }
+        }
     }
 
     pub(crate) fn logs(&self) -> String {
