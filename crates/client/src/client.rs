@@ -152,7 +152,7 @@ impl TokenManager {
     /// Forgets `used` if it is still the current token, so the next call logs in.
     async fn invalidate(&self, used: &AccessToken) {
         let mut state = self.state.lock().await;
-        if state.as_ref().is_some_and(|s| &s.token == used) {
+        if state.as_ref().is_some_and(|s| s.token.same_as(used)) {
             *state = None;
         }
     }
