@@ -20,13 +20,13 @@ copy and answers from it when Infisical is unreachable. Logs go to stderr: RUST_
 (default warn) and IKIT_LOG_FORMAT (json or pretty).";
 
 async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let [path] = args else { return Err(USAGE.into()) };
     let env = ikit_common::env_map_from_process();
     let settings = ikit_common::Settings::load(None, &env)?;
     let mut logs = TelemetryConfig::from_settings("ikit-get", &settings);
     logs.log_filter = env.get("RUST_LOG").cloned().unwrap_or_else(|| "warn".into());
     let _logs = telemetry::init(&logs)?;
     let secrets = ikit_client::from_settings(&settings)?;
-    let [path] = args else { return Err(USAGE.into()) };
     let served = secrets.secret(path).await?;
     println!("{}", served.value.value.expose());
     eprintln!("source={} age={}s", served.source.as_str(), served.age.as_secs());

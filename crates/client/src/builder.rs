@@ -25,11 +25,27 @@ use crate::secrets::Secrets;
 /// environment of [`Secrets::value`] is `IKIT_INFISICAL_ENVIRONMENT` (default `dev`). The cache
 /// and the offline snapshot follow `IKIT_CACHE_*`, `IKIT_REDIS_URL` and `IKIT_SNAPSHOT_*`.
 ///
-/// ```no_run
-/// # async fn demo() -> Result<(), ikit_client::ClientError> {
-/// let secrets = ikit_client::from_env(&ikit_common::env_map_from_process())?;
-/// let db_url = secrets.value("/app/DB_URL").await?;
-/// # let _ = db_url.expose();
+/// Against the in-process emulator (a binary passes `ikit_common::env_map_from_process()`):
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let seed = ikit_emulator::Seed::from_json(r#"{
+/// #   "projects": [{"id": "p-1", "slug": "demo", "environments": ["dev"]}],
+/// #   "identities": [{"id": "i-1", "name": "ci", "clientId": "ci-id",
+/// #                   "clientSecret": "ci-secret", "projects": ["p-1"]}],
+/// #   "folders": [{"projectId": "p-1", "environment": "dev", "path": "/app"}],
+/// #   "secrets": [{"projectId": "p-1", "environment": "dev", "path": "/app",
+/// #                "key": "DB_URL", "value": "postgres://db/app"}]}"#)?;
+/// # let server = ikit_emulator::Emulator::start(ikit_emulator::EmulatorConfig::new(seed)).await?;
+/// let env = std::collections::BTreeMap::from([
+///     ("INFISICAL_API_URL".to_owned(), server.base_url()),
+///     ("INFISICAL_PROJECT_ID".to_owned(), "p-1".to_owned()),
+///     ("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID".to_owned(), "ci-id".to_owned()),
+///     ("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET".to_owned(), "ci-secret".to_owned()),
+/// ]);
+/// let secrets = ikit_client::from_env(&env)?;
+/// assert_eq!(secrets.value("/app/DB_URL").await?.expose(), "postgres://db/app");
 /// # Ok(())
 /// # }
 /// ```
