@@ -211,7 +211,8 @@ impl CachedClientBuilder {
 
     /// The cache configuration these settings describe.
     pub fn cache_config(&self) -> CacheConfig {
-        let mut config = CacheConfig::new(self.ttl, self.max_stale).with_max_entries(self.max_entries);
+        let mut config =
+            CacheConfig::new(self.ttl, self.max_stale).with_max_entries(self.max_entries);
         if let Some(window) = self.stale_while_revalidate {
             config = config.with_stale_while_revalidate(window);
         }
@@ -284,7 +285,10 @@ mod tests {
         assert_eq!(config.max_stale, Duration::from_secs(90));
         assert_eq!(config.stale_while_revalidate, Duration::from_secs(5));
         let redis = config.redis.unwrap();
-        assert_eq!((redis.url.as_str(), redis.prefix.as_str()), ("redis://127.0.0.1:6379", "team-a:"));
+        assert_eq!(
+            (redis.url.as_str(), redis.prefix.as_str()),
+            ("redis://127.0.0.1:6379", "team-a:")
+        );
     }
 
     #[test]

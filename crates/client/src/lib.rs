@@ -77,6 +77,7 @@ pub use aws::{
     AwsCredentialChain, AwsCredentialSource, ContainerCredentials, DEFAULT_IMDS_ENDPOINT,
     ECS_CREDENTIALS_HOST, REFRESH_BEFORE_EXPIRY, WebIdentity,
 };
+pub use builder::{CachedClientBuilder, from_env, from_settings};
 pub use cache::{
     CacheConfig, CachedClient, DEFAULT_REDIS_PREFIX, Invalidated, ListenerHandle, METRIC_CACHE_HIT,
     METRIC_CACHE_L2_UP, METRIC_CACHE_MISS, METRIC_CACHE_STALE, METRIC_CACHE_STALE_AGE, RedisConfig,
@@ -88,7 +89,6 @@ pub use client::{
 };
 pub use clock::{Clock, ManualClock, SleepFuture, Sleeper, SystemClock, TokioSleeper};
 pub use config::{ClientConfig, custom_headers};
-pub use builder::{CachedClientBuilder, from_env, from_settings};
 pub use error::ClientError;
 /// One definition of the defaults and the URL rule, `ikit_common`'s, re-exported for callers.
 pub use ikit_common::config::{DEFAULT_API_URL, DEFAULT_K8S_TOKEN_PATH, normalize_api_url};

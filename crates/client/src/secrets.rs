@@ -63,7 +63,11 @@ impl Secrets {
     }
 
     /// The value of the secret at `path` in `environment`.
-    pub async fn value_in(&self, environment: &str, path: &str) -> Result<SecretValue, ClientError> {
+    pub async fn value_in(
+        &self,
+        environment: &str,
+        path: &str,
+    ) -> Result<SecretValue, ClientError> {
         self.read(&self.reference(environment, path)?).await
     }
 

@@ -121,7 +121,7 @@ pub(crate) enum Failure {
 
 pub(crate) struct Transport {
     http: reqwest::Client,
-    base: Url,
+    pub(crate) base: Url,
     custom_headers: Vec<(HeaderName, HeaderValue)>,
     retry: RetryPolicy,
     bucket: Option<Mutex<TokenBucket>>,
