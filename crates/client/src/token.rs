@@ -123,6 +123,15 @@ mod tests {
     }
 
     #[test]
+    fn tokens_compare_by_their_text() {
+        let a = AccessToken::new("eyJ.one.sig");
+        assert!(a.same_as(&a.clone()));
+        assert!(!a.same_as(&AccessToken::new("eyJ.one.sih")));
+        assert!(!a.same_as(&AccessToken::new("eyJ.one")), "a prefix is not the token");
+        assert_eq!(format!("{a:?}"), "AccessToken([REDACTED])");
+    }
+
+    #[test]
     fn renews_at_eighty_percent() {
         let t = times(0, 0, 10, 60);
         assert_eq!(t.decide(at(0)), TokenAction::Use);
