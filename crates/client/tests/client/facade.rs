@@ -71,6 +71,10 @@ async fn the_builder_caches_in_front_of_a_given_client() {
     h.advance(Duration::from_secs(61));
     let again = secrets.secret("/app/DB_URL").await.unwrap();
     assert_ne!(again.source, Source::Cache, "ttl of 60 s applied");
+    // A live handle by path, in the default environment, reads without waiting while fresh.
+    let handle = secrets.handle_path("/app/DB_URL").await.unwrap();
+    assert_eq!(handle.secret_ref().environment(), "dev");
+    assert_eq!(handle.fresh().expect("fresh").value.value.expose(), DB_VALUE);
     assert!(ikit_client::Secrets::new(secrets.cache().clone(), PROJECT, "Not An Env").is_err());
 }
 
