@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ikit_client::{CacheConfig, CachedClient, Client, ClientConfig, FolderQuery};
+use ikit_client::{CacheConfig, CachedClient, Client, ClientConfig, FolderQuery, RetryPolicy};
 use ikit_common::Settings;
 use ikit_common::clock::{Clock, SystemClock};
 use ikit_common::config::AuthMethod;
@@ -130,6 +130,7 @@ pub enum EnvironmentSource {
 }
 
 /// Everything a command needs to reach Infisical and find its secrets.
+#[derive(Clone)]
 pub struct Context {
     /// The shared settings (API URL, auth, custom headers, cache, snapshot), flags folded in.
     pub settings: Settings,
@@ -298,25 +299,45 @@ impl Context {
                     .into(),
             ));
         }
-        let mut config = ClientConfig::from_settings(&self.settings)
+        let config = ClientConfig::from_settings(&self.settings)
             .map_err(|e| CliError::Usage(e.to_string()))?;
+        Ok(self.with_client_defaults(config))
+    }
+
+    /// What every client of the CLI shares: the remembered API generation, and fewer retries
+    /// than a service makes (a person or a CI step is waiting; the snapshot covers an outage).
+    pub fn with_client_defaults(&self, mut config: ClientConfig) -> ClientConfig {
         if let Some(version) = crate::session::remembered_api_version(self) {
             config = config.with_api_version(version);
         }
-        Ok(config)
+        config.with_retry(RetryPolicy { max_attempts: 2, ..RetryPolicy::default() })
     }
 
     /// A client for the resolved server and credentials. A machine-identity login reuses the
     /// token `ikit login` or an earlier run cached under `~/.ikit/` while it is still valid.
     pub async fn client(&self) -> Result<Client, CliError> {
-        crate::session::client(self).await
+        crate::session::client(self).await.map(|(client, _)| client)
     }
 
     /// A [`CachedClient`] over [`Context::client`] with the encrypted offline snapshot under
     /// `~/.ikit/snapshots` (or `IKIT_SNAPSHOT_DIR` / `IKIT_SNAPSHOT_KEY`); `max_stale` bounds
     /// how old a copy may be when Infisical is unreachable.
     pub async fn cached_client(&self, max_stale: Duration) -> Result<CachedClient, CliError> {
-        let client = self.client().await?;
+        self.cached_client_with(max_stale, false).await.map(|(cached, _)| cached)
+    }
+
+    /// [`Context::cached_client`]; `fresh` logs in even when a cached token is valid. The `bool`
+    /// says whether a cached token is in use.
+    pub async fn cached_client_with(
+        &self,
+        max_stale: Duration,
+        fresh: bool,
+    ) -> Result<(CachedClient, bool), CliError> {
+        let (client, cached_token) = if fresh {
+            (crate::session::fresh_client(self).await?, false)
+        } else {
+            crate::session::client(self).await?
+        };
         let mut config = CacheConfig::from_settings(&self.settings)
             .map_err(|e| CliError::Usage(e.to_string()))?;
         // One command reads each listing once: a TTL only has to cover the command.
@@ -327,7 +348,9 @@ impl Context {
                 config = config.with_snapshot(dir.join("snapshots"), key);
             }
         }
-        CachedClient::new(client, config).map_err(|e| CliError::Usage(e.to_string()))
+        let cached =
+            CachedClient::new(client, config).map_err(|e| CliError::Usage(e.to_string()))?;
+        Ok((cached, cached_token))
     }
 }
 

@@ -19,6 +19,7 @@ pub mod context;
 #[cfg(feature = "dev")]
 pub mod dev;
 mod error;
+pub mod fetch;
 pub mod session;
 
 pub use cli::{Cli, Command, DevArgs, GlobalArgs};

@@ -206,27 +206,31 @@ pub fn remember_api_version(ctx: &Context, client: &Client) -> Result<(), CliErr
 }
 
 /// A client for the context: a fixed token as is; a machine-identity login through its cached
-/// token while valid, else logged in now and the token cached.
-pub async fn client(ctx: &Context) -> Result<Client, CliError> {
+/// token while valid (the `bool` says so), else logged in now and the token cached.
+pub async fn client(ctx: &Context) -> Result<(Client, bool), CliError> {
     if let Some(token) = cached_token(ctx)? {
         let mut settings = ctx.settings.clone();
         settings.infisical.auth = AuthMethod::Token(token);
-        let mut config = ikit_client::ClientConfig::from_settings(&settings)
-            .map_err(|e| CliError::Usage(e.to_string()))?;
-        if let Some(version) = remembered_api_version(ctx) {
-            config = config.with_api_version(version);
-        }
-        return Client::new(config).map_err(|e| CliError::Usage(e.to_string()));
+        let config = ctx.with_client_defaults(
+            ikit_client::ClientConfig::from_settings(&settings)
+                .map_err(|e| CliError::Usage(e.to_string()))?,
+        );
+        return Ok((Client::new(config).map_err(|e| CliError::Usage(e.to_string()))?, true));
     }
-    fresh_client(ctx).await
+    Ok((fresh_client(ctx).await?, false))
 }
 
 /// A client that logs in now (a machine identity) and caches the token; a fixed token as is.
+/// When Infisical is unreachable the client is returned without a token, so a cached or
+/// snapshot copy can still serve; any other login failure is returned.
 pub async fn fresh_client(ctx: &Context) -> Result<Client, CliError> {
     let client = Client::new(ctx.client_config()?).map_err(|e| CliError::Usage(e.to_string()))?;
     if login_identity(ctx).is_some() {
-        let token = client.login().await.map_err(|e| login_error(ctx, e))?;
-        store_token(ctx, &token)?;
+        match client.login().await {
+            Ok(token) => store_token(ctx, &token)?,
+            Err(e) if e.is_unreachable() => {}
+            Err(e) => return Err(CliError::client("login", e)),
+        }
     }
     Ok(client)
 }

@@ -1,11 +1,16 @@
 //! `ikit login --method …`: logs a machine identity in, caches the sealed token under `~/.ikit/`
 //! for the next commands, and prints it (`--plain`: the token and a newline, nothing else).
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use ikit_client::Client;
+use ikit_common::Settings;
+
 use crate::cli::SecretArg;
-use crate::{CliError, Context};
+use crate::{CliError, Context, session};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -39,7 +44,65 @@ pub struct LoginArgs {
     pub plain: bool,
 }
 
+/// The official CLI's method names this command accepts.
+const METHODS: [&str; 7] =
+    ["universal-auth", "kubernetes", "oidc-auth", "jwt-auth", "aws-iam", "azure", "gcp-id-token"];
+
+/// The environment map with the login flags folded in as the variables they stand for, so the
+/// method's credentials are read (and checked) by the one settings reader.
+fn login_vars(ctx: &Context, args: &LoginArgs) -> Result<BTreeMap<String, String>, CliError> {
+    if !METHODS.contains(&args.method.as_str()) {
+        return Err(CliError::Usage(format!(
+            "--method {:?} is not supported: use one of {}",
+            args.method,
+            METHODS.join(", ")
+        )));
+    }
+    let mut vars = ctx.env.clone();
+    // A login by method never uses a ready token.
+    vars.remove("INFISICAL_TOKEN");
+    vars.remove("INFISICAL_UNIVERSAL_AUTH_ACCESS_TOKEN");
+    vars.insert("INFISICAL_DOMAIN".into(), ctx.settings.infisical.api_url.clone());
+    vars.insert("IKIT_INFISICAL_AUTH_METHOD".into(), args.method.clone());
+    let mut set = |name: &str, value: Option<&str>| {
+        if let Some(v) = value {
+            vars.insert(name.to_owned(), v.to_owned());
+        }
+    };
+    set("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID", args.client_id.as_deref());
+    set("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET", args.client_secret.as_ref().map(|s| s.0.expose()));
+    set("INFISICAL_MACHINE_IDENTITY_ID", args.machine_identity_id.as_deref());
+    set(
+        "INFISICAL_KUBERNETES_SERVICE_ACCOUNT_TOKEN_PATH",
+        args.service_account_token_path.as_deref().and_then(|p| p.to_str()),
+    );
+    set("INFISICAL_JWT", args.jwt.as_ref().map(|s| s.0.expose()));
+    set("INFISICAL_AUTH_ORGANIZATION_SLUG", args.organization_slug.as_deref());
+    Ok(vars)
+}
+
 pub async fn run(ctx: &Context, args: LoginArgs) -> Result<ExitCode, CliError> {
-    let _ = (ctx, args);
-    Err(CliError::Failed("login: not built yet".into()))
+    let vars = login_vars(ctx, &args)?;
+    let settings = Settings::load(None, &vars)?;
+    let ctx = Context { settings, ..ctx.clone() };
+    let client = Client::new(ctx.client_config()?).map_err(|e| CliError::Usage(e.to_string()))?;
+    let token = client.login().await.map_err(|e| session::login_error(&ctx, e))?;
+    session::store_token(&ctx, &token)?;
+    let mut out = std::io::stdout().lock();
+    let written = if args.plain {
+        writeln!(out, "{}", token.access_token.expose())
+    } else {
+        if !ctx.silent {
+            eprintln!(">>>> Successfully authenticated with {}!", args.method);
+        }
+        writeln!(out, "Access Token:\n{}", token.access_token.expose())
+    };
+    written.and_then(|()| out.flush()).map_err(|e| CliError::io(Path::new("stdout"), e))?;
+    if !args.plain && !ctx.silent {
+        eprintln!(
+            "ikit: the token is cached (sealed) under ~/.ikit for the next commands; \
+             or export it as INFISICAL_TOKEN"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
