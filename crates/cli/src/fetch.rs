@@ -86,7 +86,9 @@ fn unreachable(e: &ClientError) -> bool {
     e.is_unreachable()
         || matches!(
             e,
-            ClientError::Unavailable { .. } | ClientError::TooStale { .. } | ClientError::Snapshot(_)
+            ClientError::Unavailable { .. }
+                | ClientError::TooStale { .. }
+                | ClientError::Snapshot(_)
         )
 }
 
@@ -111,9 +113,9 @@ pub async fn fetch(ctx: &Context, opts: &FetchOptions) -> Result<Fetched, CliErr
             }
             None => Err(CliError::client("cannot read secrets", error)),
         },
-        Err(Failure { error: e @ (ClientError::Auth { .. } | ClientError::Credential(_)), .. }) => {
-            Err(session::login_error(ctx, e))
-        }
+        Err(Failure {
+            error: e @ (ClientError::Auth { .. } | ClientError::Credential(_)), ..
+        }) => Err(session::login_error(ctx, e)),
         Err(Failure { error, .. }) => Err(CliError::client("cannot read secrets", error)),
     }
 }

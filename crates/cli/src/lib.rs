@@ -20,6 +20,7 @@ pub mod context;
 pub mod dev;
 mod error;
 pub mod fetch;
+pub mod format;
 pub mod session;
 
 pub use cli::{Cli, Command, DevArgs, GlobalArgs};

@@ -70,7 +70,10 @@ fn login_vars(ctx: &Context, args: &LoginArgs) -> Result<BTreeMap<String, String
         }
     };
     set("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID", args.client_id.as_deref());
-    set("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET", args.client_secret.as_ref().map(|s| s.0.expose()));
+    set(
+        "INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET",
+        args.client_secret.as_ref().map(|s| s.0.expose()),
+    );
     set("INFISICAL_MACHINE_IDENTITY_ID", args.machine_identity_id.as_deref());
     set(
         "INFISICAL_KUBERNETES_SERVICE_ACCOUNT_TOKEN_PATH",

@@ -59,8 +59,18 @@ pub struct RunArgs {
 /// Secret names the official CLI refuses to inject, with the prefixes `XDG_` and `LC_`: the
 /// shell and session need their own values.
 const RESERVED: [&str; 12] = [
-    "HOME", "PATH", "PS1", "PS2", "PWD", "EDITOR", "XAUTHORITY", "USER", "TERM", "TERMINFO",
-    "SHELL", "MAIL",
+    "HOME",
+    "PATH",
+    "PS1",
+    "PS2",
+    "PWD",
+    "EDITOR",
+    "XAUTHORITY",
+    "USER",
+    "TERM",
+    "TERMINFO",
+    "SHELL",
+    "MAIL",
 ];
 /// How long a child stopped for a restart gets between SIGTERM and SIGKILL.
 const RESTART_GRACE: Duration = Duration::from_secs(10);
@@ -107,8 +117,7 @@ pub fn command_line(
         }
         (None, false) => Ok(args.args.clone()),
         (None, true) => Err(CliError::Usage(
-            "no command to run: pass it after `--` (ikit run -- ./server) or with --command"
-                .into(),
+            "no command to run: pass it after `--` (ikit run -- ./server) or with --command".into(),
         )),
     }
 }
