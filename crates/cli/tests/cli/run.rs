@@ -109,7 +109,7 @@ async fn the_project_file_written_by_init_is_read_back_by_run() {
     let run = h.ikit_with(&env, &["init", "--project-id", "other"]).await;
     assert_eq!(run.code, Some(2), "no overwrite without --force");
     assert!(run.stderr.contains("--force"));
-    h.ikit_with(&env, &["init", "--project-id", PROJECT, "--force"]).await.ok();
+    h.ikit_with(&env, &["init", "--project-id", PROJECT, "--env", "dev", "--force"]).await.ok();
     h.ikit_with(&env, &["run", "--", "sh", "-c", &script]).await.ok();
     assert_eq!(std::fs::read_to_string(&out).unwrap(), DB_URL, "re-initialised to dev");
 }
