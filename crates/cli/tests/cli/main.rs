@@ -1,7 +1,9 @@
 mod binary;
 mod dev;
 mod export;
+mod leaks;
 mod login;
 mod offline;
 mod run;
 mod support;
+mod warm_start;
