@@ -15,7 +15,7 @@ async fn the_childs_exit_code_and_death_by_signal_are_passed_through() {
     let run = h.ikit(&["run"]).await;
     assert_eq!(run.code, Some(2), "no command is a usage error");
     let run = h.ikit(&["run", "--", "/nonexistent/program"]).await;
-    assert_eq!(run.code, Some(1));
+    assert_eq!(run.code, Some(127), "not found, as a shell says it");
     assert!(run.stderr.contains("/nonexistent/program"), "{}", run.stderr);
 }
 
