@@ -79,7 +79,13 @@ impl Discovered {
         let file = match config_dir {
             Some(dir) => {
                 let path = dir.join(PROJECT_FILE);
-                path.is_file().then_some(path)
+                if !path.is_file() {
+                    return Err(CliError::Usage(format!(
+                        "--project-config-dir: {} does not exist",
+                        path.display()
+                    )));
+                }
+                Some(path)
             }
             None => cwd.ancestors().map(|d| d.join(PROJECT_FILE)).find(|p| p.is_file()),
         };
