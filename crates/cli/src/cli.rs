@@ -101,7 +101,7 @@ pub enum Command {
     ///
     /// Example: ikit run --env prod --path /app -- ./server --port 8080
     Run(commands::run::RunArgs),
-    /// Print or write the secrets as dotenv, dotenv-export, json, yaml or csv.
+    /// Print or write the secrets as dotenv, dotenv-export, docker, json, yaml or csv.
     ///
     /// Example: ikit export --format dotenv -o .env
     Export(commands::export::ExportArgs),
