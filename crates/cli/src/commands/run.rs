@@ -42,6 +42,9 @@ pub struct RunArgs {
     /// seconds; 500ms, 1m; at least 1s). A revalidation of an unchanged folder is a 304.
     #[arg(long, default_value = "10", value_parser = ikit_common::config::parse_duration)]
     pub watch_interval: Duration,
+    /// With --watch: how long a stopped child gets between SIGTERM and SIGKILL.
+    #[arg(long, default_value = "10s", value_parser = ikit_common::config::parse_duration)]
+    pub restart_grace: Duration,
     /// Run this through `$SHELL -c` (else `sh -c`) instead of the arguments after `--`.
     #[arg(long, short = 'c')]
     pub command: Option<String>,
@@ -72,8 +75,6 @@ const RESERVED: [&str; 12] = [
     "SHELL",
     "MAIL",
 ];
-/// How long a child stopped for a restart gets between SIGTERM and SIGKILL.
-const RESTART_GRACE: Duration = Duration::from_secs(10);
 /// The shortest `--watch-interval`.
 const MIN_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -257,7 +258,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode, CliError> {
         if !ctx.silent {
             eprintln!("ikit: secrets changed, restarting the command");
         }
-        child.stop(RESTART_GRACE).await;
+        child.stop(args.restart_grace).await;
         secrets = restart;
     }
 }
@@ -420,6 +421,7 @@ mod tests {
             tags: Vec::new(),
             watch: false,
             watch_interval: Duration::from_secs(10),
+            restart_grace: Duration::from_secs(10),
             command: command.map(str::to_owned),
             max_stale: Duration::from_secs(60),
             fallback_env: None,

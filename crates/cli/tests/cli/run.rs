@@ -233,3 +233,55 @@ async fn watch_with_an_event_stream_restarts_on_an_event_without_polling() {
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_ignores_sigterm_is_killed_after_the_grace_and_restarted() {
+    use ikit_client::{AuthMethod, Client, ClientConfig, Scope, SecretUpdate};
+
+    let h = Harness::start().await;
+    let log = h.work_file("starts");
+    let script = format!(
+        "trap '' TERM; printf '%s %s\\n' $$ \"$API_KEY\" >> {log}; while :; do sleep 0.05; done",
+        log = log.display()
+    );
+    let args = [
+        "run",
+        "--watch",
+        "--watch-interval",
+        "1s",
+        "--restart-grace",
+        "200ms",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ];
+    let mut child = h.command(&h.env(), &args).spawn().unwrap();
+    let first = wait_for_file(&log, |t| t.lines().count() == 1).await;
+    let first_pid = first.split_whitespace().next().unwrap().to_owned();
+
+    let client = Client::new(
+        ClientConfig::new(&h.url, AuthMethod::universal(crate::support::CLIENT_ID, CLIENT_SECRET))
+            .unwrap(),
+    )
+    .unwrap();
+    client
+        .update_secret(
+            &Scope::new(PROJECT, "dev", "/"),
+            &SecretUpdate::value("API_KEY", ikit_client::SecretValue::new("after-kill-4")),
+        )
+        .await
+        .unwrap();
+    let text = wait_for_file(&log, |t| t.lines().count() >= 2).await;
+    let second: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(second[1], "after-kill-4");
+    let alive = std::process::Command::new("kill").args(["-0", &first_pid]).status().unwrap();
+    assert!(!alive.success(), "the first child, deaf to SIGTERM, was killed");
+
+    // this child ignores SIGTERM too: SIGKILL it and see 128 + 9 come back
+    let killed = std::process::Command::new("kill").args(["-KILL", second[0]]).status().unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(137));
+}
