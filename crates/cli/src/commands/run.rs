@@ -227,6 +227,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode, CliError> {
         max_stale: args.max_stale,
         fallback_env: args.fallback_env.clone(),
     };
+    let ctx = &*ctx.with_token_project().await?;
     let fetched = fetch::fetch(ctx, &opts).await?;
     fetch::announce(&fetched.origin);
     let mut watcher = match args.watch {

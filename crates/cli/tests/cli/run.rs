@@ -285,3 +285,27 @@ async fn a_child_that_ignores_sigterm_is_killed_after_the_grace_and_restarted() 
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert_eq!(status.code(), Some(137));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_token_needs_no_project_id() {
+    let h = Harness::start().await;
+    let env: std::collections::BTreeMap<String, String> = [
+        ("HOME", h.home.path().to_str().unwrap()),
+        ("PATH", &std::env::var("PATH").unwrap_or_default()),
+        ("INFISICAL_API_URL", h.url.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let out = h.work_file("v");
+    let script = format!("printf '%s' \"$API_KEY\" > {}", out.display());
+    let run = h
+        .ikit_with(
+            &env,
+            &["run", "--token", "st.st-cli.st-cli-secret.key-part", "--", "sh", "-c", &script],
+        )
+        .await;
+    run.ok();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), API_KEY);
+    run.leaks_none(&["st-cli-secret"]);
+}
