@@ -14,6 +14,12 @@ async fn the_childs_exit_code_and_death_by_signal_are_passed_through() {
     assert_eq!(run.code, Some(3));
     let run = h.ikit(&["run"]).await;
     assert_eq!(run.code, Some(2), "no command is a usage error");
+    let mut no_credentials = h.env();
+    no_credentials.remove("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET");
+    no_credentials.remove("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID");
+    let run = h.ikit_with(&no_credentials, &["run", "--", "true"]).await;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("INFISICAL_TOKEN"), "says what to set: {}", run.stderr);
     let run = h.ikit(&["run", "--", "/nonexistent/program"]).await;
     assert_eq!(run.code, Some(127), "not found, as a shell says it");
     assert!(run.stderr.contains("/nonexistent/program"), "{}", run.stderr);
