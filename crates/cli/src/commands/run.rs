@@ -275,6 +275,9 @@ struct Watcher {
     trigger: Trigger,
     digest_key: [u8; 32],
     current: [u8; 32],
+    /// The last revalidation failed (warned once per failing streak).
+    failing: bool,
+    silent: bool,
 }
 
 enum Trigger {
@@ -298,6 +301,7 @@ impl Watcher {
                 url.clone(),
                 ctx.env.get("IKIT_EVENTS_TOKEN").cloned(),
                 ctx.environment.clone(),
+                ctx.silent,
             )),
             None => {
                 let every = interval.max(MIN_WATCH_INTERVAL);
@@ -308,7 +312,16 @@ impl Watcher {
         };
         let listings = vec![(None, None); queries.len()];
         let current = digest(&digest_key, secrets);
-        Ok(Self { client, queries, listings, trigger, digest_key, current })
+        Ok(Self {
+            client,
+            queries,
+            listings,
+            trigger,
+            digest_key,
+            current,
+            failing: false,
+            silent: ctx.silent,
+        })
     }
 
     /// Waits until the secrets differ from the ones the child runs with, and returns them.
@@ -335,12 +348,15 @@ impl Watcher {
                     }
                     Ok(FolderFetch::NotModified) => {}
                     Err(e) => {
-                        tracing::warn!(path = q.path, error = %e, "watch: cannot revalidate");
+                        if !self.failing && !self.silent {
+                            eprintln!("ikit: warning: watch: cannot revalidate {}: {e}", q.path);
+                        }
                         failed = true;
                         break;
                     }
                 }
             }
+            self.failing = failed;
             if failed {
                 continue;
             }
@@ -370,16 +386,27 @@ fn digest(key: &[u8; 32], secrets: &SecretMap) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// Counts the complete `data:` lines in `chunk`, keeping an unfinished last line in `partial`
+/// for the next chunk (a frame may be cut anywhere).
+fn data_lines(partial: &mut Vec<u8>, chunk: &[u8]) -> usize {
+    partial.extend_from_slice(chunk);
+    let Some(last_newline) = partial.iter().rposition(|b| *b == b'\n') else { return 0 };
+    let complete: Vec<u8> = partial.drain(..=last_newline).collect();
+    complete.split(|b| *b == b'\n').filter(|line| line.starts_with(b"data:")).count()
+}
+
 /// Reads the event stream in the background (reconnecting after a second) and sends a tick
 /// for every event.
 fn events(
     url: String,
     token: Option<String>,
     environment: String,
+    silent: bool,
 ) -> tokio::sync::mpsc::Receiver<()> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         let http = reqwest::Client::new();
+        let mut failing = false;
         loop {
             let mut request = http
                 .get(&url)
@@ -390,14 +417,28 @@ fn events(
             }
             match request.send().await.and_then(reqwest::Response::error_for_status) {
                 Ok(mut response) => {
+                    if failing && !silent {
+                        eprintln!("ikit: watch: event stream connected again");
+                    }
+                    failing = false;
+                    let mut partial = Vec::new();
                     while let Ok(Some(chunk)) = response.chunk().await {
-                        let data = chunk.split(|b| *b == b'\n').any(|l| l.starts_with(b"data:"));
-                        if data && tx.try_send(()).is_err() && tx.is_closed() {
+                        let events = data_lines(&mut partial, &chunk);
+                        // One pending tick is enough: the check re-reads every folder.
+                        if events > 0 && tx.try_send(()).is_err() && tx.is_closed() {
                             return;
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "watch: event stream unavailable"),
+                Err(e) => {
+                    if !failing && !silent {
+                        eprintln!(
+                            "ikit: warning: watch: event stream unavailable: {}",
+                            e.without_url()
+                        );
+                    }
+                    failing = true;
+                }
             }
             if tx.is_closed() {
                 return;
@@ -461,6 +502,15 @@ mod tests {
         );
         assert!(matches!(command_line(&args(Some("x"), &["y"]), &env), Err(CliError::Usage(_))));
         assert!(matches!(command_line(&args(None, &[]), &env), Err(CliError::Usage(_))));
+    }
+
+    #[test]
+    fn data_lines_are_counted_across_chunk_boundaries() {
+        let mut partial = Vec::new();
+        assert_eq!(data_lines(&mut partial, b": heartbeat\nid: 1\nda"), 0);
+        assert_eq!(data_lines(&mut partial, b"ta: {\"k\":1}"), 0);
+        assert_eq!(data_lines(&mut partial, b"\n\nid: 2\ndata: x\n\ndata: y\n"), 3);
+        assert!(partial.is_empty());
     }
 
     #[test]
