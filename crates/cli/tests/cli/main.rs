@@ -4,6 +4,7 @@ mod export;
 mod leaks;
 mod login;
 mod offline;
+mod round_trip;
 mod run;
 mod support;
 mod warm_start;
