@@ -1,2 +1,10 @@
 mod binary;
 mod dev;
+mod export;
+mod leaks;
+mod login;
+mod offline;
+mod round_trip;
+mod run;
+mod support;
+mod warm_start;
