@@ -32,7 +32,8 @@ pub enum Action {
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        // `pad` so that `{:<9}` in the plan's columns applies
+        f.pad(match self {
             Action::Create => "create",
             Action::Update => "update",
             Action::Unchanged => "unchanged",

@@ -25,7 +25,8 @@ pub enum Step {
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        // `pad` so that `{:<9}` in the plan's columns applies
+        f.pad(match self {
             Step::Delete => "delete",
             Step::Restore => "restore",
             Step::Recreate => "recreate",

@@ -78,7 +78,8 @@ pub struct RunSettings<'a> {
     pub state_dir: PathBuf,
     /// Where the backup goes; `<state_dir>/<run>.backup.age` when unset.
     pub backup_out: Option<PathBuf>,
-    pub protection: &'a Protection,
+    /// What apply's backup is encrypted to (required by `apply_run`; a rollback takes none).
+    pub protection: Option<&'a Protection>,
     pub audit: Option<&'a AuditLog>,
     /// Who runs it, for the audit log (the identity or user).
     pub actor: String,
@@ -186,7 +187,10 @@ pub async fn apply_run(
                 Some(run_id.clone()),
             )
             .await?;
-            backup.write(&backup_path, settings.protection)?;
+            let protection = settings.protection.ok_or_else(|| MigrateError::Backup {
+                reason: "no recipient or passphrase to encrypt the backup to".to_owned(),
+            })?;
+            backup.write(&backup_path, protection)?;
             tracing::info!(run = %run_id, folders = backup.folders.len(), "backup written before the first write");
             let journal = Journal {
                 run_id,
