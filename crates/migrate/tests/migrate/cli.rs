@@ -86,7 +86,7 @@ async fn plan_apply_status(version: ApiVersion) {
     let recipient = identity.to_public().to_string();
     let env = [("JOURNAL_SMTP", "env-secret-0c4d"), ("PATH", "/bin")];
     let source_args = ["-m", "migrate.toml", ".env", "cfg.yaml", "--from-env", "--prefix", "JOURNAL_", "--strip-prefix"];
-    let with = |command: &str, extra: &[&'static str]| -> Vec<String> {
+    let with = |command: &str, extra: &[&str]| -> Vec<String> {
         let mut args = vec![command.to_owned()];
         args.extend(source_args.iter().map(|s| (*s).to_owned()));
         args.extend(extra.iter().map(|s| (*s).to_owned()));
