@@ -80,11 +80,15 @@ impl Plan {
         self.items.iter().filter(|item| item.action == action).count()
     }
 
-    /// One line per key: action, target, origin. No values, no HMACs.
+    /// One line per key: action, target, origin (and why, for a conflict). No values, no HMACs.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for item in &self.items {
-            out.push_str(&format!("{:<9}  {}  ({})\n", item.action, item.target, item.origin));
+            out.push_str(&format!("{:<9}  {}  ({})", item.action, item.target, item.origin));
+            if let Some(reason) = item.reason {
+                out.push_str(&format!(": {reason}"));
+            }
+            out.push('\n');
         }
         out
     }
