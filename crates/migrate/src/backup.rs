@@ -11,7 +11,9 @@ use std::iter;
 use std::path::Path;
 
 use age::secrecy::SecretString;
-use ikit_client::{Client, ClientError, FolderQuery, NewSecret, Secret, SecretMetadata, SecretType};
+use ikit_client::{
+    Client, ClientError, FolderQuery, NewSecret, Secret, SecretMetadata, SecretType,
+};
 use ikit_common::secret::SecretValue;
 use serde::Deserialize;
 use serde_json::json;
@@ -141,10 +143,9 @@ pub enum Unlock {
 impl Protection {
     /// An `age1...` recipient.
     pub fn recipient(text: &str) -> Result<Protection, MigrateError> {
-        text.trim()
-            .parse::<age::x25519::Recipient>()
-            .map(Protection::Recipient)
-            .map_err(|reason| MigrateError::Backup { reason: format!("bad age recipient: {reason}") })
+        text.trim().parse::<age::x25519::Recipient>().map(Protection::Recipient).map_err(|reason| {
+            MigrateError::Backup { reason: format!("bad age recipient: {reason}") }
+        })
     }
 }
 
@@ -200,8 +201,9 @@ impl Backup {
 
     /// Decrypts and parses a backup.
     pub fn open(ciphertext: &[u8], unlock: &Unlock) -> Result<Backup, MigrateError> {
-        let decryptor = age::Decryptor::new_buffered(ciphertext)
-            .map_err(|error| MigrateError::Backup { reason: format!("not an age file: {error}") })?;
+        let decryptor = age::Decryptor::new_buffered(ciphertext).map_err(|error| {
+            MigrateError::Backup { reason: format!("not an age file: {error}") }
+        })?;
         let failed = |error: age::DecryptError| MigrateError::Backup {
             reason: format!("cannot decrypt: {error}"),
         };
@@ -270,10 +272,11 @@ impl Backup {
     }
 
     fn from_json(bytes: &[u8]) -> Result<Backup, MigrateError> {
-        let raw: RawBackup = serde_json::from_slice(bytes).map_err(|error| MigrateError::Backup {
-            // serde_json names a position and a category, never the text
-            reason: format!("the decrypted backup is not a backup: {error}"),
-        })?;
+        let raw: RawBackup =
+            serde_json::from_slice(bytes).map_err(|error| MigrateError::Backup {
+                // serde_json names a position and a category, never the text
+                reason: format!("the decrypted backup is not a backup: {error}"),
+            })?;
         if raw.format != FORMAT {
             return Err(MigrateError::Backup {
                 reason: format!("backup format {} is not {FORMAT}", raw.format),
@@ -486,8 +489,7 @@ mod tests {
     #[test]
     fn a_sealed_backup_opens_with_its_identity_only() {
         let identity = age::x25519::Identity::generate();
-        let sealed =
-            sample().seal(&Protection::Recipient(identity.to_public())).expect("seals");
+        let sealed = sample().seal(&Protection::Recipient(identity.to_public())).expect("seals");
         assert!(sealed.starts_with(b"age-encryption.org/v1\n"));
         assert!(!String::from_utf8_lossy(&sealed).contains("multi\nline"));
         let opened = Backup::open(&sealed, &Unlock::Identities(vec![identity])).expect("opens");
@@ -516,7 +518,9 @@ mod tests {
     fn identity_files_and_recipients_are_parsed_or_refused_by_line() {
         let identity = age::x25519::Identity::generate();
         let file = format!("# created: today\n\n{}\n", identity.to_string().expose_secret_text());
-        assert!(matches!(Unlock::identity_file(&file), Ok(Unlock::Identities(ids)) if ids.len() == 1));
+        assert!(
+            matches!(Unlock::identity_file(&file), Ok(Unlock::Identities(ids)) if ids.len() == 1)
+        );
         let error = Unlock::identity_file("# c\nnot-a-key\n").err().expect("refused").to_string();
         assert_eq!(error, "backup: line 1 of the identity file is not an age identity");
         assert!(Protection::recipient(&identity.to_public().to_string()).is_ok());

@@ -195,13 +195,16 @@ pub async fn run(args: &MigrateArgs, mut inv: Invocation<'_>) -> Result<u8, Migr
     match &args.command {
         MigrateCommand::CheckPrerequisites(source) => {
             let mapped = read_sources(source, &inv)?;
-            let report =
-                prereq::check(inv.client, inv.project_id, &target_folders(&mapped)).await;
+            let report = prereq::check(inv.client, inv.project_id, &target_folders(&mapped)).await;
             out(inv.stdout, &report.render())?;
             Ok(if report.passed() { 0 } else { 1 })
         }
-        MigrateCommand::Plan(plan_args) => run_plan(&plan_args.source, plan_args.json, &mut inv).await,
-        MigrateCommand::Apply(apply) if apply.dry_run => run_plan(&apply.source, false, &mut inv).await,
+        MigrateCommand::Plan(plan_args) => {
+            run_plan(&plan_args.source, plan_args.json, &mut inv).await
+        }
+        MigrateCommand::Apply(apply) if apply.dry_run => {
+            run_plan(&apply.source, false, &mut inv).await
+        }
         MigrateCommand::Apply(apply) => run_apply(apply, &mut inv).await,
         MigrateCommand::Status(status) => run_status(status, &mut inv).await,
         MigrateCommand::Backup(backup) => {
@@ -286,7 +289,11 @@ fn overwrite(args: &SourceArgs, inv: &Invocation<'_>) -> Result<bool, MigrateErr
     Ok(Mapping::from_toml(&args.mapping.display().to_string(), &text)?.defaults.overwrite)
 }
 
-async fn run_plan(args: &SourceArgs, json: bool, inv: &mut Invocation<'_>) -> Result<u8, MigrateError> {
+async fn run_plan(
+    args: &SourceArgs,
+    json: bool,
+    inv: &mut Invocation<'_>,
+) -> Result<u8, MigrateError> {
     let mapped = read_sources(args, inv)?;
     let key = plan_key(&inv.path(&args.state_dir))?;
     let planned = plan(inv.client, inv.project_id, &mapped, overwrite(args, inv)?, &key).await?;
@@ -397,7 +404,8 @@ async fn run_apply(args: &ApplyArgs, inv: &mut Invocation<'_>) -> Result<u8, Mig
         actor: inv.actor.clone(),
         clock: inv.clock,
     };
-    let progress = std::sync::Mutex::new(Progress { tty: inv.tty, bars: BTreeMap::new(), lines: Vec::new() });
+    let progress =
+        std::sync::Mutex::new(Progress { tty: inv.tty, bars: BTreeMap::new(), lines: Vec::new() });
     let mut on_chunk = |folder: &str, step: BatchProgress| {
         if let Ok(mut progress) = progress.lock() {
             progress.step(folder, step);
@@ -493,15 +501,18 @@ async fn run_rollback(args: &RollbackArgs, inv: &mut Invocation<'_>) -> Result<u
     let unlock = match &args.identity {
         Some(file) => {
             let identity_path = inv.path(file);
-            let text =
-                Zeroizing::new(std::fs::read_to_string(&identity_path).map_err(io(&identity_path))?);
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&identity_path).map_err(io(&identity_path))?,
+            );
             Unlock::identity_file(&text)?
         }
         None => match inv.env.get(PASSPHRASE_VAR).filter(|value| !value.is_empty()) {
             Some(passphrase) => Unlock::Passphrase(Zeroizing::new(passphrase.clone())),
             None => {
                 return Err(MigrateError::Backup {
-                    reason: format!("no way to open the backup: pass --identity or set {PASSPHRASE_VAR}"),
+                    reason: format!(
+                        "no way to open the backup: pass --identity or set {PASSPHRASE_VAR}"
+                    ),
                 });
             }
         },
@@ -539,7 +550,10 @@ async fn run_rollback(args: &RollbackArgs, inv: &mut Invocation<'_>) -> Result<u
     if report.differences.is_empty() {
         out(
             inv.stdout,
-            &format!("restored {} changes; verified: the folders match the backup\n", report.done.items.len()),
+            &format!(
+                "restored {} changes; verified: the folders match the backup\n",
+                report.done.items.len()
+            ),
         )?;
         Ok(0)
     } else {

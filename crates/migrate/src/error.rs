@@ -55,7 +55,9 @@ pub enum MigrateError {
     #[error("backup: {reason}")]
     Backup { reason: String },
     /// A key whose value the server hides from this identity: it cannot be backed up or compared.
-    #[error("the value of {key:?} in {folder} is hidden from this identity; it cannot be backed up")]
+    #[error(
+        "the value of {key:?} in {folder} is hidden from this identity; it cannot be backed up"
+    )]
     Hidden { key: String, folder: String },
     /// A file of the migration (backup, journal, run file) could not be read or written.
     #[error("{path}: {source}")]

@@ -158,12 +158,9 @@ pub async fn check(
                         format!("{label}: {error}"),
                         Some("grant the identity read access to this path"),
                     ),
-                    Err(error) => report.push(
-                        Status::Fail,
-                        "folder",
-                        format!("{label}: {error}"),
-                        None,
-                    ),
+                    Err(error) => {
+                        report.push(Status::Fail, "folder", format!("{label}: {error}"), None)
+                    }
                 }
             }
             Ok(false) => {

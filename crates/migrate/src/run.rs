@@ -236,8 +236,12 @@ pub async fn apply_run(
     match outcome {
         Ok((plan, report)) => {
             let record = RunRecord {
-                outcome: if report.pending_approval.is_empty() { "done" } else { "pending_approval" }
-                    .to_owned(),
+                outcome: if report.pending_approval.is_empty() {
+                    "done"
+                } else {
+                    "pending_approval"
+                }
+                .to_owned(),
                 folders_created: report.folders_created.clone(),
                 items: run_items(&plan, &report),
                 ..base

@@ -24,7 +24,11 @@ async fn plan_apply_rollback_through_the_binary() {
 
     let plan = harness.ikit_with(&env, &["migrate", "plan", "-m", "migrate.toml", ".env"]).await;
     assert_eq!(plan.code, Some(2), "{}{}", plan.stdout, plan.stderr);
-    assert!(plan.stdout.contains("create     dev:/migrated/app/MIG_ONE  (.env:1)"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("create     dev:/migrated/app/MIG_ONE  (.env:1)"),
+        "{}",
+        plan.stdout
+    );
     plan.leaks_none(&VALUES);
 
     let args = ["migrate", "apply", "-m", "migrate.toml", ".env", "--backup-out", "before.age"];
@@ -42,7 +46,11 @@ async fn plan_apply_rollback_through_the_binary() {
 
     let rollback = harness.ikit_with(&env, &["migrate", "rollback", "before.age", "--yes"]).await;
     rollback.ok();
-    assert!(rollback.stdout.contains("delete         dev:/migrated/app/MIG_ONE"), "{}", rollback.stdout);
+    assert!(
+        rollback.stdout.contains("delete         dev:/migrated/app/MIG_ONE"),
+        "{}",
+        rollback.stdout
+    );
     assert!(rollback.stdout.contains("verified"), "{}", rollback.stdout);
     rollback.leaks_none(&VALUES);
     let after = harness.ikit_with(&env, &["migrate", "plan", "-m", "migrate.toml", ".env"]).await;

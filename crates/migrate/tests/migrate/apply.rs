@@ -171,9 +171,17 @@ async fn ten_thousand_keys_take_at_most_a_hundred_writes() {
         clock: &clock,
     };
     let started = std::time::Instant::now();
-    let run = ikit_migrate::run::apply_run(&client, PROJECT, &mapped, false, b"k", &settings, &mut |_, _| {})
-        .await
-        .expect("applies");
+    let run = ikit_migrate::run::apply_run(
+        &client,
+        PROJECT,
+        &mapped,
+        false,
+        b"k",
+        &settings,
+        &mut |_, _| {},
+    )
+    .await
+    .expect("applies");
     // measured, not asserted: printed for `make bench-migrate` and the closing note
     println!("10000 keys: {:?}, {} write requests", started.elapsed(), writes(&emulator));
     assert_eq!(run.report.written.len(), 10_000);

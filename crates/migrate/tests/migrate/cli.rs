@@ -24,7 +24,12 @@ struct Outcome {
     stderr: String,
 }
 
-async fn ikit_migrate(client: &Client, work: &Workdir, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+async fn ikit_migrate(
+    client: &Client,
+    work: &Workdir,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Outcome {
     let top = Top::try_parse_from(std::iter::once("migrate").chain(args.iter().copied()))
         .unwrap_or_else(|error| panic!("{args:?}: {error}"));
     let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
@@ -85,7 +90,16 @@ async fn plan_apply_status(version: ApiVersion) {
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
     let env = [("JOURNAL_SMTP", "env-secret-0c4d"), ("PATH", "/bin")];
-    let source_args = ["-m", "migrate.toml", ".env", "cfg.yaml", "--from-env", "--prefix", "JOURNAL_", "--strip-prefix"];
+    let source_args = [
+        "-m",
+        "migrate.toml",
+        ".env",
+        "cfg.yaml",
+        "--from-env",
+        "--prefix",
+        "JOURNAL_",
+        "--strip-prefix",
+    ];
     let with = |command: &str, extra: &[&str]| -> Vec<String> {
         let mut args = vec![command.to_owned()];
         args.extend(source_args.iter().map(|s| (*s).to_owned()));
@@ -96,7 +110,9 @@ async fn plan_apply_status(version: ApiVersion) {
     let mut shown = String::new();
 
     let args = with("plan", &[]);
-    let plan = ikit_migrate(&client, &work, &args.iter().map(String::as_str).collect::<Vec<_>>(), &env).await;
+    let plan =
+        ikit_migrate(&client, &work, &args.iter().map(String::as_str).collect::<Vec<_>>(), &env)
+            .await;
     assert_eq!(plan.code, Ok(2), "{version:?}: {}", plan.stdout);
     assert!(plan.stdout.contains("create     dev:/app/TOKEN  (.env:2)"), "{}", plan.stdout);
     assert!(plan.stdout.contains("create     dev:/infrastructure/REGION  (cfg.yaml)"));
@@ -106,7 +122,9 @@ async fn plan_apply_status(version: ApiVersion) {
     shown += &plan.stdout;
 
     let args = with("plan", &["--json"]);
-    let json = ikit_migrate(&client, &work, &args.iter().map(String::as_str).collect::<Vec<_>>(), &env).await;
+    let json =
+        ikit_migrate(&client, &work, &args.iter().map(String::as_str).collect::<Vec<_>>(), &env)
+            .await;
     assert_eq!(json.code, Ok(2));
     let parsed: serde_json::Value = serde_json::from_str(&json.stdout).expect("plan json");
     assert_eq!(parsed["items"].as_array().map(Vec::len), Some(6));
@@ -118,8 +136,16 @@ async fn plan_apply_status(version: ApiVersion) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let applied = ikit_migrate(&client, &work, &args, &env).await;
     assert_eq!(applied.code, Ok(0), "{version:?}: {}{}", applied.stdout, applied.stderr);
-    assert!(applied.stderr.contains("dev:/app: 2/2 keys written (chunk 1/1)"), "{}", applied.stderr);
-    assert!(applied.stdout.contains("5 written, 0 pending approval, 2 folders created"), "{}", applied.stdout);
+    assert!(
+        applied.stderr.contains("dev:/app: 2/2 keys written (chunk 1/1)"),
+        "{}",
+        applied.stderr
+    );
+    assert!(
+        applied.stdout.contains("5 written, 0 pending approval, 2 folders created"),
+        "{}",
+        applied.stdout
+    );
     shown += &applied.stdout;
     shown += &applied.stderr;
     let writes = all_writes(&emulator).await;
@@ -130,16 +156,35 @@ async fn plan_apply_status(version: ApiVersion) {
     assert_eq!(all_writes(&emulator).await, writes, "{version:?}: the second apply wrote");
 
     let args = with("plan", &[]);
-    let clean = ikit_migrate(&client, &work, &args.iter().map(String::as_str).collect::<Vec<_>>(), &env).await;
+    let clean =
+        ikit_migrate(&client, &work, &args.iter().map(String::as_str).collect::<Vec<_>>(), &env)
+            .await;
     assert_eq!(clean.code, Ok(0), "{}", clean.stdout);
 
-    let status_args = ["status", "-m", "migrate.toml", ".env", "cfg.yaml", "--from-env", "--prefix", "JOURNAL_", "--strip-prefix"];
+    let status_args = [
+        "status",
+        "-m",
+        "migrate.toml",
+        ".env",
+        "cfg.yaml",
+        "--from-env",
+        "--prefix",
+        "JOURNAL_",
+        "--strip-prefix",
+    ];
     let status = ikit_migrate(&client, &work, &status_args, &env).await;
     assert_eq!(status.code, Ok(0), "{}", status.stdout);
     assert_eq!(status.stdout.matches("  apply     done").count(), 2, "{}", status.stdout);
-    assert!(status.stdout.contains("drift: 0 to create, 0 to update, 5 unchanged"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("drift: 0 to create, 0 to update, 5 unchanged"),
+        "{}",
+        status.stdout
+    );
     // the sources move on: status reports the drift with exit 2
-    work.write(".env", "export APP_TOKEN=\"rotated-value-1\"\nAPP_MULTI=\"multi\nline-7d1e\"\nDEBUG=1\n");
+    work.write(
+        ".env",
+        "export APP_TOKEN=\"rotated-value-1\"\nAPP_MULTI=\"multi\nline-7d1e\"\nDEBUG=1\n",
+    );
     let drift = ikit_migrate(&client, &work, &status_args, &env).await;
     assert_eq!(drift.code, Ok(2));
     assert!(drift.stdout.contains("1 conflicts"), "{}", drift.stdout);
@@ -147,7 +192,9 @@ async fn plan_apply_status(version: ApiVersion) {
     shown += &drift.stdout;
 
     // values arrived byte for byte
-    let query = ikit_client::FolderQuery::new(PROJECT, "dev", "/app").include_imports(false).expand_references(false);
+    let query = ikit_client::FolderQuery::new(PROJECT, "dev", "/app")
+        .include_imports(false)
+        .expand_references(false);
     let listing = client.list_secrets(&query).await.expect("lists");
     let multi = listing.secrets.iter().find(|s| s.key == "MULTI").expect("MULTI");
     assert_eq!(multi.value.expose(), "multi\nline-7d1e");
@@ -176,15 +223,26 @@ async fn check_prerequisites_writes_nothing_and_names_each_failure() {
     let client = support::client(&emulator);
     let work = Workdir::new();
     sources(&work);
-    let good = ikit_migrate(&client, &work, &["check-prerequisites", "-m", "migrate.toml", ".env", "cfg.yaml"], &[]).await;
+    let good = ikit_migrate(
+        &client,
+        &work,
+        &["check-prerequisites", "-m", "migrate.toml", ".env", "cfg.yaml"],
+        &[],
+    )
+    .await;
     assert_eq!(good.code, Ok(0), "{}", good.stdout);
     assert!(good.stdout.contains("ok    project: "), "{}", good.stdout);
     assert!(good.stdout.contains("ok    environment: dev"));
-    assert!(good.stdout.contains("ok    folder: dev:/app missing; apply creates it under /"), "{}", good.stdout);
+    assert!(
+        good.stdout.contains("ok    folder: dev:/app missing; apply creates it under /"),
+        "{}",
+        good.stdout
+    );
     assert!(good.stdout.contains("note  write permission: not checked"));
 
     work.write("bad.toml", "[defaults]\nenvironment = \"staging\"\nfolder = \"/database\"\n");
-    let bad = ikit_migrate(&client, &work, &["check-prerequisites", "-m", "bad.toml", ".env"], &[]).await;
+    let bad =
+        ikit_migrate(&client, &work, &["check-prerequisites", "-m", "bad.toml", ".env"], &[]).await;
     assert_eq!(bad.code, Ok(1), "{}", bad.stdout);
     assert!(
         bad.stdout.contains("FAIL  environment: staging does not exist in the project (fix: "),
@@ -198,7 +256,9 @@ async fn check_prerequisites_writes_nothing_and_names_each_failure() {
     )
     .expect("config");
     let refused = Client::new(unknown).expect("client");
-    let auth = ikit_migrate(&refused, &work, &["check-prerequisites", "-m", "migrate.toml", ".env"], &[]).await;
+    let auth =
+        ikit_migrate(&refused, &work, &["check-prerequisites", "-m", "migrate.toml", ".env"], &[])
+            .await;
     assert_eq!(auth.code, Ok(1));
     assert!(auth.stdout.contains("FAIL  auth: login refused"), "{}", auth.stdout);
     assert!(!auth.stdout.contains("wrong-secret"));
@@ -212,7 +272,8 @@ async fn a_bad_dotenv_line_names_file_and_line_never_the_value() {
     let work = Workdir::new();
     sources(&work);
     work.write("broken.env", "GOOD=1\nBROKEN=\"unterminated s3cr3t-4411\n");
-    let outcome = ikit_migrate(&client, &work, &["plan", "-m", "migrate.toml", "broken.env"], &[]).await;
+    let outcome =
+        ikit_migrate(&client, &work, &["plan", "-m", "migrate.toml", "broken.env"], &[]).await;
     let error = outcome.code.expect_err("refused");
     assert!(error.starts_with("broken.env:2: "), "{error}");
     assert!(!error.contains("s3cr3t"), "{error}");
@@ -227,14 +288,20 @@ async fn an_infisical_refusal_names_the_key_and_the_server_reason() {
     emulator.faults().add(Fault::status("/api/v4/secrets/batch", 403));
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
-    let outcome =
-        ikit_migrate(&client, &work, &["apply", "-m", "migrate.toml", ".env", "--recipient", &recipient], &[]).await;
+    let outcome = ikit_migrate(
+        &client,
+        &work,
+        &["apply", "-m", "migrate.toml", ".env", "--recipient", &recipient],
+        &[],
+    )
+    .await;
     let error = outcome.code.expect_err("refused");
     assert!(error.contains("writing dev:/app failed at key TOKEN"), "{error}");
     assert!(error.contains("You are not allowed to access this resource"), "{error}");
     assert!(!error.contains("dotenv-secret-9f2c"));
     // the run is recorded as failed and stays resumable
-    let (runs, journal) = ikit_migrate::run::list_runs(&work.path().join(".ikit/migrations")).expect("runs");
+    let (runs, journal) =
+        ikit_migrate::run::list_runs(&work.path().join(".ikit/migrations")).expect("runs");
     assert_eq!(runs.iter().map(|run| run.outcome.as_str()).collect::<Vec<_>>(), ["failed"]);
     assert!(journal.is_some());
 }
@@ -250,7 +317,13 @@ async fn apply_behind_approval_exits_three_and_rollback_needs_yes() {
         "[defaults]\nenvironment = \"prod\"\nfolder = \"/auth\"\n[[rule]]\nprefix = \"DB_\"\nfolder = \"/database\"\n",
     );
     let passphrase = [("IKIT_BACKUP_PASSPHRASE", "pass phrase for the test")];
-    let applied = ikit_migrate(&client, &work, &["apply", "-m", "migrate.toml", ".env", "--backup-out", "b.age"], &passphrase).await;
+    let applied = ikit_migrate(
+        &client,
+        &work,
+        &["apply", "-m", "migrate.toml", ".env", "--backup-out", "b.age"],
+        &passphrase,
+    )
+    .await;
     assert_eq!(applied.code, Ok(3), "{}", applied.stdout);
     assert!(applied.stdout.contains("pending approval  prod:/auth/JWT_KEY"), "{}", applied.stdout);
 
@@ -261,7 +334,9 @@ async fn apply_behind_approval_exits_three_and_rollback_needs_yes() {
     let restored = ikit_migrate(&client, &work, &["rollback", "b.age", "--yes"], &passphrase).await;
     assert_eq!(restored.code, Ok(0), "{}", restored.stdout);
     assert!(restored.stdout.contains("verified"), "{}", restored.stdout);
-    let wrong = ikit_migrate(&client, &work, &["rollback", "b.age"], &[("IKIT_BACKUP_PASSPHRASE", "nope")]).await;
+    let wrong =
+        ikit_migrate(&client, &work, &["rollback", "b.age"], &[("IKIT_BACKUP_PASSPHRASE", "nope")])
+            .await;
     assert!(wrong.code.expect_err("wrong passphrase").starts_with("backup: cannot decrypt"));
 }
 
@@ -274,7 +349,8 @@ fn docs_mapping_places_the_seeds_layout() {
         let end = doc[start..].find("```").expect("closed") + start;
         doc[start..end].to_owned()
     };
-    let mapping = Mapping::from_toml("docs/migration.md", &block("```toml\n")).expect("the doc's mapping parses");
+    let mapping = Mapping::from_toml("docs/migration.md", &block("```toml\n"))
+        .expect("the doc's mapping parses");
     let secrets = source::from_dotenv(
         "docs/migration.md",
         &block("```sh\n"),
@@ -302,6 +378,9 @@ fn docs_mapping_places_the_seeds_layout() {
     assert_eq!(mapped.skipped.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), ["DEBUG"]);
     for (key, target) in &expected {
         let row = format!("`{target}`");
-        assert!(doc.contains(&row) || doc.contains(&target.replace("prod:", "`prod:")), "{key} row");
+        assert!(
+            doc.contains(&row) || doc.contains(&target.replace("prod:", "`prod:")),
+            "{key} row"
+        );
     }
 }

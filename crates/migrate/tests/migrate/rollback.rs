@@ -19,7 +19,11 @@ use crate::support::{self, EXISTING_DIFF, PROJECT, Workdir};
 
 /// (key, value, comment, tag slugs) of every shared secret of a folder, sorted; `None` when the
 /// folder does not exist.
-async fn state(client: &Client, environment: &str, folder: &str) -> Option<Vec<(String, String, String, Vec<String>)>> {
+async fn state(
+    client: &Client,
+    environment: &str,
+    folder: &str,
+) -> Option<Vec<(String, String, String, Vec<String>)>> {
     let (parent, name) = folder.rsplit_once('/').expect("absolute");
     let parent = if parent.is_empty() { "/" } else { parent };
     let folders = client.list_folders(PROJECT, environment, parent, false).await.expect("folders");
@@ -77,9 +81,10 @@ async fn rollback_restores_exactly(version: ApiVersion) {
     assert_eq!(state(&client, "dev", "/auth").await, None);
 
     let text = "DIFF=\"new-diff-value\"\nNEW_KEY=\"brand new\"\nJWT_PRIVATE_KEY=\"jwt-material\"\n";
-    let applied = run::apply_run(&client, PROJECT, &mapped(text), true, b"k", &settings, &mut |_, _| {})
-        .await
-        .expect("applies");
+    let applied =
+        run::apply_run(&client, PROJECT, &mapped(text), true, b"k", &settings, &mut |_, _| {})
+            .await
+            .expect("applies");
     assert!(!applied.resumed);
     assert_eq!(applied.record.outcome, "done");
     assert_eq!(applied.report.written.len(), 3, "{version:?}");
@@ -102,9 +107,18 @@ async fn rollback_restores_exactly(version: ApiVersion) {
     let plain: serde_json::Value = serde_json::from_slice(&plain).expect("json inside");
     let folders = plain["folders"].as_array().expect("folders");
     let database = folders.iter().find(|f| f["folder"] == "/database").expect("/database saved");
-    assert!(database["secrets"].as_array().expect("secrets").iter().any(|s| s["value"] == EXISTING_DIFF));
+    assert!(
+        database["secrets"]
+            .as_array()
+            .expect("secrets")
+            .iter()
+            .any(|s| s["value"] == EXISTING_DIFF)
+    );
     let jwt = folders.iter().find(|f| f["folder"] == "/auth/jwt").expect("/auth/jwt saved");
-    assert_eq!((jwt["existed"].as_bool(), jwt["existingAncestor"].as_str()), (Some(false), Some("/")));
+    assert_eq!(
+        (jwt["existed"].as_bool(), jwt["existingAncestor"].as_str()),
+        (Some(false), Some("/"))
+    );
     age_cli_decrypts(&identity, &backup_path);
 
     // The run file: keys, actions and outcome, no value.
@@ -123,7 +137,8 @@ async fn rollback_restores_exactly(version: ApiVersion) {
     assert!(shown.contains("restore        dev:/database/DIFF"), "{shown}");
     assert!(shown.contains("delete         dev:/database/NEW_KEY"), "{shown}");
     assert!(shown.contains("remove-folder  dev:/auth/jwt"), "{shown}");
-    let report = run::rollback_run(&client, &backup, &backup_path, &settings).await.expect("rolls back");
+    let report =
+        run::rollback_run(&client, &backup, &backup_path, &settings).await.expect("rolls back");
     assert!(report.differences.is_empty(), "{}", report.differences.render());
     assert_eq!(state(&client, "dev", "/database").await, before_database, "{version:?}");
     assert_eq!(state(&client, "dev", "/auth").await, None, "{version:?}: created folders stay");
@@ -223,12 +238,17 @@ async fn cancel_then_resume(version: ApiVersion) {
     let partial = state(&client, "dev", "/auth/jwt").await.map(|rows| rows.len()).unwrap_or(0);
     assert!((200..=300).contains(&partial), "{version:?}: {partial} keys after the cancel");
     let database = state(&client, "dev", "/database").await.expect("exists");
-    assert_eq!(database, before.clone().expect("seeded"), "{version:?}: DIFF written before the cancel");
+    assert_eq!(
+        database,
+        before.clone().expect("seeded"),
+        "{version:?}: DIFF written before the cancel"
+    );
 
     clock.advance(60_000);
-    let resumed = run::apply_run(&client, PROJECT, &mapped(&text), true, b"k", &settings, &mut |_, _| {})
-        .await
-        .expect("resumes");
+    let resumed =
+        run::apply_run(&client, PROJECT, &mapped(&text), true, b"k", &settings, &mut |_, _| {})
+            .await
+            .expect("resumes");
     assert!(resumed.resumed);
     assert_eq!(resumed.record.run_id, journal.run_id);
     assert_eq!((resumed.record.resumes, resumed.record.started_ms), (1, journal.started_ms));
