@@ -82,7 +82,7 @@ pub async fn apply(
                     written: done,
                     total: targets.len(),
                     at_key: items.get(done).map(|item| item.key.clone()),
-                    source,
+                    source: Box::new(source),
                 });
             }
         }

@@ -46,7 +46,7 @@ pub enum MigrateError {
         written: usize,
         total: usize,
         at_key: Option<String>,
-        source: ikit_client::ClientError,
+        source: Box<ikit_client::ClientError>,
     },
     /// A target folder could not be listed or created.
     #[error("cannot create folder {folder}: {source}")]
@@ -67,7 +67,7 @@ pub enum MigrateError {
     State { path: String, reason: String },
     /// Deleting keys during a rollback failed.
     #[error("deleting {keys:?} from {folder} failed: {source}")]
-    Delete { folder: String, keys: Vec<String>, source: ikit_client::ClientError },
+    Delete { folder: String, keys: Vec<String>, source: Box<ikit_client::ClientError> },
     /// The audit log refused the run's record.
     #[error("cannot record the run in the audit log: {0}")]
     Audit(#[from] ikit_common::audit::AuditError),

@@ -171,7 +171,7 @@ async fn restore_folder(
             written: done,
             total: writes.len(),
             at_key: writes.get(done).map(|item| item.key.clone()),
-            source,
+            source: Box::new(source),
         })?;
     }
     let deletes: Vec<String> = now
@@ -184,7 +184,7 @@ async fn restore_folder(
         client.batch_delete(&scope, &deletes).await.map_err(|source| MigrateError::Delete {
             folder: label.clone(),
             keys: deletes.clone(),
-            source,
+            source: Box::new(source),
         })?;
     }
     if !saved.existed && now.existed {
