@@ -37,6 +37,10 @@ async fn plan_apply_rollback_through_the_binary() {
     assert!(apply.stdout.contains("2 written"), "{}", apply.stdout);
     assert!(apply.stderr.contains("dev:/migrated/app: 2/2 keys written"), "{}", apply.stderr);
     apply.leaks_none(&VALUES);
+    // recorded: the run file and the default SQLite audit log under the working directory
+    assert!(harness.work_file(".ikit/audit.db").exists());
+    let runs = std::fs::read_dir(harness.work_file(".ikit/migrations")).unwrap().count();
+    assert!(runs >= 3, "run file, backup key and plan key: {runs} files");
     let again = harness.ikit_with(&env, &["migrate", "plan", "-m", "migrate.toml", ".env"]).await;
     again.ok();
 
