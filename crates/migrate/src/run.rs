@@ -35,6 +35,8 @@ pub struct Journal {
     pub project_id: String,
     pub started_ms: i64,
     pub backup: PathBuf,
+    /// The folders the backup holds (`environment:/folder`): a resumed run may write only there.
+    pub folders: Vec<String>,
     /// Keys written so far, by `environment:/folder` (as the last chunk reported).
     pub written: BTreeMap<String, usize>,
     /// How many times this run was resumed.
@@ -159,6 +161,21 @@ pub async fn apply_run(
     let journal_path = settings.state_dir.join(JOURNAL_FILE);
     let (mut journal, resumed) = match read_journal(&settings.state_dir)? {
         Some(journal) if journal.project_id == project_id => {
+            let uncovered: Vec<String> = target_folders(mapped)
+                .into_iter()
+                .map(|(environment, folder)| format!("{environment}:{folder}"))
+                .filter(|label| !journal.folders.contains(label))
+                .collect();
+            if !uncovered.is_empty() {
+                return Err(MigrateError::State {
+                    path: journal_path.display().to_string(),
+                    reason: format!(
+                        "the interrupted run {} has no backup of {}; finish it with its mapping first",
+                        journal.run_id,
+                        uncovered.join(", ")
+                    ),
+                });
+            }
             let resumes = journal.resumes + 1;
             tracing::info!(run = %journal.run_id, resumes, "resuming an interrupted migration run");
             (Journal { resumes, ..journal }, true)
@@ -197,6 +214,7 @@ pub async fn apply_run(
                 project_id: project_id.to_owned(),
                 started_ms,
                 backup: backup_path,
+                folders: backup.folders.iter().map(|folder| folder.label()).collect(),
                 written: BTreeMap::new(),
                 resumes: 0,
             };

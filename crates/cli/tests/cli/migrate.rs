@@ -40,7 +40,7 @@ async fn plan_apply_rollback_through_the_binary() {
     // recorded: the run file and the default SQLite audit log under the working directory
     assert!(harness.work_file(".ikit/audit.db").exists());
     let runs = std::fs::read_dir(harness.work_file(".ikit/migrations")).unwrap().count();
-    assert!(runs >= 3, "run file, backup key and plan key: {runs} files");
+    assert!(runs >= 3, "plan key, run file, audit spool: {runs} entries");
     let again = harness.ikit_with(&env, &["migrate", "plan", "-m", "migrate.toml", ".env"]).await;
     again.ok();
 

@@ -244,6 +244,19 @@ async fn cancel_then_resume(version: ApiVersion) {
         "{version:?}: DIFF written before the cancel"
     );
 
+    // a resume may only write where the kept backup reaches
+    let outside =
+        Mapping::from_toml("m", "[defaults]\nenvironment = \"prod\"\nfolder = \"/new\"\n")
+            .expect("parses")
+            .apply(source::from_dotenv(".env", "K=\"v\"\n", Interpolation::Off).expect("parses"))
+            .expect("maps");
+    let refused = run::apply_run(&client, PROJECT, &outside, true, b"k", &settings, &mut |_, _| {})
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(refused.contains("has no backup of prod:/new"), "{refused}");
+
     clock.advance(60_000);
     let resumed =
         run::apply_run(&client, PROJECT, &mapped(&text), true, b"k", &settings, &mut |_, _| {})
