@@ -77,43 +77,57 @@ pub async fn check(
     folders: &BTreeSet<(String, String)>,
 ) -> Report {
     let mut report = Report::default();
-    match client.login().await {
-        Ok(_) => {
-            report.push(Status::Ok, "server", "infisical answered".to_owned(), None);
-            report.push(Status::Ok, "auth", "logged in".to_owned(), None);
+    let unreachable = |report: &mut Report, error: &ClientError| {
+        report.push(
+            Status::Fail,
+            "server",
+            format!("not reachable: {error}"),
+            Some("check INFISICAL_API_URL / --domain and that the server is up"),
+        );
+    };
+    let refused = |report: &mut Report, error: &ClientError| {
+        report.push(Status::Ok, "server", "infisical answered".to_owned(), None);
+        report.push(
+            Status::Fail,
+            "auth",
+            format!("login refused: {error}"),
+            Some("check the machine identity's client id and secret, or the token"),
+        );
+    };
+    // A fixed token "logs in" without a request, so the server is only known to answer once the
+    // project listing came back.
+    if let Err(error) = client.login().await {
+        if error.is_unreachable() {
+            unreachable(&mut report, &error);
+        } else {
+            refused(&mut report, &error);
         }
-        Err(error) if error.is_unreachable() => {
-            report.push(
-                Status::Fail,
-                "server",
-                format!("not reachable: {error}"),
-                Some("check INFISICAL_API_URL / --domain and that the server is up"),
-            );
-            return report;
-        }
-        Err(error) => {
-            report.push(Status::Ok, "server", "infisical answered".to_owned(), None);
-            report.push(
-                Status::Fail,
-                "auth",
-                format!("login refused: {error}"),
-                Some("check the machine identity's client id and secret, or the token"),
-            );
-            return report;
-        }
+        return report;
     }
     let projects = match client.list_projects().await {
         Ok(projects) => projects,
+        Err(error) if error.is_unreachable() => {
+            unreachable(&mut report, &error);
+            return report;
+        }
+        Err(error @ ClientError::Auth { .. }) => {
+            refused(&mut report, &error);
+            return report;
+        }
         Err(error) => {
+            report.push(Status::Ok, "server", "infisical answered".to_owned(), None);
+            report.push(Status::Ok, "auth", "logged in".to_owned(), None);
             report.push(
                 Status::Fail,
                 "project",
                 format!("cannot list projects: {error}"),
-                Some("give the identity access to the project"),
+                Some("give the identity access to the project (service tokens cannot list projects: use a machine identity)"),
             );
             return report;
         }
     };
+    report.push(Status::Ok, "server", "infisical answered".to_owned(), None);
+    report.push(Status::Ok, "auth", "logged in".to_owned(), None);
     let Some(project) = projects.iter().find(|project| project.id == project_id) else {
         report.push(
             Status::Fail,

@@ -263,6 +263,20 @@ async fn check_prerequisites_writes_nothing_and_names_each_failure() {
     assert!(auth.stdout.contains("FAIL  auth: login refused"), "{}", auth.stdout);
     assert!(!auth.stdout.contains("wrong-secret"));
     assert_eq!(all_writes(&emulator).await, 0, "check-prerequisites wrote");
+
+    let nowhere = ikit_client::ClientConfig::new(
+        "http://127.0.0.1:9",
+        ikit_client::AuthMethod::token("fixed-token-value"),
+    )
+    .expect("config")
+    .with_retry(ikit_client::RetryPolicy { max_attempts: 1, ..Default::default() });
+    let offline = Client::new(nowhere).expect("client");
+    let down =
+        ikit_migrate(&offline, &work, &["check-prerequisites", "-m", "migrate.toml", ".env"], &[])
+            .await;
+    assert_eq!(down.code, Ok(1));
+    assert!(down.stdout.starts_with("FAIL  server: not reachable"), "{}", down.stdout);
+    assert_eq!(down.stdout.lines().count(), 1, "{}", down.stdout);
 }
 
 #[tokio::test]
