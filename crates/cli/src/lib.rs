@@ -41,6 +41,10 @@ pub async fn run(
     let ctx = match command {
         #[cfg(feature = "dev")]
         Command::Dev(args) => return dev::run(args, env, stop).await.map(|()| ExitCode::SUCCESS),
+        Command::Login(ref args) => {
+            let vars = commands::login::login_vars(env, args)?;
+            Context::load(&global, &vars, cwd, home)?
+        }
         _ => Context::load(&global, env, cwd, home)?,
     };
     ctx.print_notices();

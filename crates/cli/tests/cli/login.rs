@@ -34,6 +34,11 @@ async fn login_plain_prints_exactly_the_token_and_the_token_works() {
     assert_eq!(run.stderr, "", "--silent --plain prints nothing else");
     run.leaks_none(&[CLIENT_SECRET, DB_URL]);
 
+    // a flag completes what the variables hold
+    let mut partial = h.env();
+    partial.remove("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET");
+    h.ikit_with(&partial, &["login", "--client-secret", CLIENT_SECRET, "--plain"]).await.ok();
+
     // the printed token is a working INFISICAL_TOKEN
     let mut env = h.env();
     env.remove("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID");
@@ -98,6 +103,12 @@ async fn the_token_is_cached_sealed_and_private_and_reused_without_a_login() {
     let before = logins();
     h.ikit(&["run", "--", "sh", "-c", "test -n \"$API_KEY\""]).await.ok();
     assert_eq!(logins(), before, "the cached token was used");
+    // the API generation the server answered with is remembered for the next start
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(h.home.path().join(".ikit/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["api_versions"][format!("{}/api", h.url)], "v4", "{state}");
 
     // a cache file that does not open means one login
     let mut broken = std::fs::read(&files[0]).unwrap();

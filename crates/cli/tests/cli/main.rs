@@ -1,8 +1,11 @@
 mod binary;
 mod dev;
 mod export;
+mod leaks;
 mod login;
 mod migrate;
 mod offline;
+mod round_trip;
 mod run;
 mod support;
+mod warm_start;

@@ -60,6 +60,10 @@ fn seed(extra: &[(&str, &str, &str)]) -> String {
              "accessTokenTTL": 3600, "accessTokenMaxTTL": 7200, "projects": [PROJECT]}
         ],
         "folders": folders,
+        "serviceTokens": [
+            {"id": "st-cli", "secret": "st-cli-secret", "projectId": PROJECT,
+             "scopes": [{"environment": "dev", "secretPath": "/"}]}
+        ],
         "secrets": secrets,
     })
     .to_string()
@@ -183,10 +187,8 @@ impl Run {
 /// Waits (bounded) until `path` holds text for which `done` is true; returns it.
 pub(crate) async fn wait_for_file(path: &Path, done: impl Fn(&str) -> bool) -> String {
     for _ in 0..600 {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if done(&text) {
-                return text;
-            }
+        if let Some(text) = std::fs::read_to_string(path).ok().filter(|t| done(t)) {
+            return text;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
