@@ -398,3 +398,49 @@ fn docs_mapping_places_the_seeds_layout() {
         );
     }
 }
+
+#[tokio::test]
+async fn backup_writes_a_private_age_file_of_the_target_folders() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let emulator = support::emulator(ApiVersion::V2024).await;
+    let client = support::client(&emulator);
+    let work = Workdir::new();
+    work.write(".env", "SAME=\"x\"\nFRESH=\"y\"\n");
+    work.write("migrate.toml", "[defaults]\nenvironment = \"dev\"\nfolder = \"/database\"\n");
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let args =
+        ["backup", "-m", "migrate.toml", ".env", "--out", "saved.age", "--recipient", &recipient];
+    let outcome = ikit_migrate(&client, &work, &args, &[]).await;
+    assert_eq!(outcome.code, Ok(0), "{}", outcome.stdout);
+    assert!(
+        outcome.stdout.contains("backup of 1 folders (2 keys) written to"),
+        "{}",
+        outcome.stdout
+    );
+    let path = work.path().join("saved.age");
+    assert_eq!(std::fs::metadata(&path).expect("written").permissions().mode() & 0o777, 0o600);
+    let backup = ikit_migrate::backup::Backup::read(
+        &path,
+        &ikit_migrate::backup::Unlock::Identities(vec![identity]),
+    )
+    .expect("opens");
+    let folder = backup.folder("dev", "/database").expect("the target folder");
+    let mut saved: Vec<(&str, &str, &str, Vec<&str>)> = folder
+        .secrets
+        .iter()
+        .map(|s| {
+            let tags = s.tags.iter().map(|t| t.1.as_str()).collect();
+            (s.key.as_str(), s.value.expose(), s.comment.as_str(), tags)
+        })
+        .collect();
+    saved.sort();
+    assert_eq!(
+        saved,
+        [
+            ("DIFF", support::EXISTING_DIFF, "kept by every write", vec!["backend"]),
+            ("SAME", "same ${REF} value", "", vec![]),
+        ]
+    );
+    assert_eq!(all_writes(&emulator).await, 0, "a backup wrote");
+}
