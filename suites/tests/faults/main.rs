@@ -9,5 +9,6 @@ mod r2_rate_limit;
 mod r3_token_days;
 mod r4_storage;
 mod r6_webhooks;
+mod r7_fuzz;
 mod r8_leakage;
 mod support;
