@@ -8,8 +8,8 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt as _, Empty};
@@ -96,10 +96,7 @@ impl Table {
         };
         println!();
         line(header);
-        println!(
-            "|{}|",
-            widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|")
-        );
+        println!("|{}|", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|"));
         for row in cells {
             line(row);
         }
@@ -610,8 +607,12 @@ fn p7(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
         .expect("parses");
         let mapped = mapping.apply(sources).expect("maps");
         let count = |emu: &RunningEmulator| -> u64 {
-            let routes =
-                ["/api/v4/secrets/batch", "/api/v3/secrets/batch/raw", "/api/v1/folders", "/api/v2/folders"];
+            let routes = [
+                "/api/v4/secrets/batch",
+                "/api/v3/secrets/batch/raw",
+                "/api/v1/folders",
+                "/api/v2/folders",
+            ];
             ["GET", "POST", "PATCH", "DELETE"]
                 .iter()
                 .flat_map(|m| routes.iter().map(move |r| (m, r)))
@@ -622,16 +623,10 @@ fn p7(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
         client.ensure_token().await.expect("login");
         let before = count(emu);
         let started = Instant::now();
-        let (_, report) = ikit_migrate::apply::apply(
-            &client,
-            PROJECT,
-            &mapped,
-            false,
-            b"k",
-            &mut |_, _| {},
-        )
-        .await
-        .expect("applies");
+        let (_, report) =
+            ikit_migrate::apply::apply(&client, PROJECT, &mapped, false, b"k", &mut |_, _| {})
+                .await
+                .expect("applies");
         assert_eq!(report.written.len(), 10_000);
         (started.elapsed(), count(emu) - before)
     });
@@ -647,9 +642,9 @@ fn p7(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
 }
 
 fn release_binary(name: &str) -> Option<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target")
-    });
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
     let path = target.join("release").join(name);
     path.exists().then_some(path)
 }
@@ -811,8 +806,11 @@ fn p8(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument picks rows by id (e.g. `P4`).
-    let only: Vec<String> =
-        std::env::args().skip(1).filter(|a| !a.starts_with('-')).map(|a| a.to_uppercase()).collect();
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .map(|a| a.to_uppercase())
+        .collect();
     let wanted = |id: &str| only.is_empty() || only.iter().any(|o| o == id);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -838,7 +836,15 @@ fn main() {
         p5(&mut table, &rt, &emu);
     }
     if wanted("P6") {
-        table.add("P6", "`ikit run -- true`, warm and cold", "not built yet", "`true` alone", None, "warm <= 20 ms; cold <= 1.05x", None);
+        table.add(
+            "P6",
+            "`ikit run -- true`, warm and cold",
+            "not built yet",
+            "`true` alone",
+            None,
+            "warm <= 20 ms; cold <= 1.05x",
+            None,
+        );
     }
     if wanted("P7") {
         p7(&mut table, &rt, &emu);
@@ -848,5 +854,8 @@ fn main() {
     }
     rt.block_on(emu.shutdown());
     table.print();
-    println!("\n(all rows in {:.0} s; ratios are figure / baseline of the same run)", started.elapsed().as_secs_f64());
+    println!(
+        "\n(all rows in {:.0} s; ratios are figure / baseline of the same run)",
+        started.elapsed().as_secs_f64()
+    );
 }

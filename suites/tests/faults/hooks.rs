@@ -52,7 +52,10 @@ impl HookStack {
                 max_delay: Duration::from_millis(10),
                 max_retry_after: Duration::from_millis(10),
             })
-            .with_breaker(BreakerConfig { failure_threshold: 1000, open_for: Duration::from_millis(1) })
+            .with_breaker(BreakerConfig {
+                failure_threshold: 1000,
+                open_for: Duration::from_millis(1),
+            })
             .with_budget(BudgetConfig { capacity: 1e9, refill_per_sec: 1e9 })
             .with_timeouts(Duration::from_secs(2), Duration::from_secs(5))
     }

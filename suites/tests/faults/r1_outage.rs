@@ -124,7 +124,10 @@ async fn r1_ten_minutes_without_infisical_under_1000_reads_per_second() {
     let (_, during) = health(&http, &app).await;
     assert_eq!(during["overall_status"], "degraded", "{during:#}");
     let stale_now = during["cache"]["stale_serves"].as_u64().expect("stale_serves");
-    assert!(stale_now >= stale_before + stale_reads, "{stale_now} < {stale_before} + {stale_reads}");
+    assert!(
+        stale_now >= stale_before + stale_reads,
+        "{stale_now} < {stale_before} + {stale_reads}"
+    );
     assert!(stale_in_metrics(&http, &app).await >= stale_metric_before + stale_reads as f64);
 
     // Back, with no restart: past the breaker's open window the next read goes out again.

@@ -129,7 +129,8 @@ async fn r6_bad_webhooks_in_a_10000_request_signed_burst() {
         .await;
 
     let mut per_kind: BTreeMap<Kind, usize> = BTreeMap::new();
-    let wrong: Vec<_> = results.iter().filter(|(_, kind, status)| *status != kind.expected()).collect();
+    let wrong: Vec<_> =
+        results.iter().filter(|(_, kind, status)| *status != kind.expected()).collect();
     assert!(wrong.is_empty(), "{} wrong statuses, first {:?}", wrong.len(), wrong.first());
     for (_, kind, _) in &results {
         *per_kind.entry(*kind).or_default() += 1;
@@ -148,7 +149,11 @@ async fn r6_bad_webhooks_in_a_10000_request_signed_burst() {
     let mut folders: Vec<String> = events
         .iter()
         .map(|(_, e)| {
-            assert_eq!((e["key"].as_str(), e["kind"].as_str()), (Some("V"), Some("updated")), "{e}");
+            assert_eq!(
+                (e["key"].as_str(), e["kind"].as_str()),
+                (Some("V"), Some("updated")),
+                "{e}"
+            );
             e["folder"].as_str().expect("folder").to_owned()
         })
         .collect();

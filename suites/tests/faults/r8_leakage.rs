@@ -58,14 +58,22 @@ async fn r8_no_value_or_credential_leaks_over_a_full_flow() {
 
     // A migration of a .env file.
     let text = format!("MIGRATED_TOKEN=\"{MIGRATED}\"\nOTHER=plain-other-Qz1\n");
-    let sources = ikit_migrate::source::from_dotenv(".env", &text, Interpolation::Off).expect("parse");
-    let mapping = Mapping::from_toml("m", "[defaults]\nenvironment = \"dev\"\nfolder = \"/migrated\"\n")
-        .expect("mapping");
+    let sources =
+        ikit_migrate::source::from_dotenv(".env", &text, Interpolation::Off).expect("parse");
+    let mapping =
+        Mapping::from_toml("m", "[defaults]\nenvironment = \"dev\"\nfolder = \"/migrated\"\n")
+            .expect("mapping");
     let mapped = mapping.apply(sources).expect("maps");
-    let (plan, report) =
-        ikit_migrate::apply::apply(cache.client(), PROJECT, &mapped, false, b"plan-key", &mut |_, _| {})
-            .await
-            .expect("applies");
+    let (plan, report) = ikit_migrate::apply::apply(
+        cache.client(),
+        PROJECT,
+        &mapped,
+        false,
+        b"plan-key",
+        &mut |_, _| {},
+    )
+    .await
+    .expect("applies");
     assert_eq!(report.written.len(), 2);
     said.push(plan.render());
     said.push(plan.to_json());
@@ -101,11 +109,7 @@ async fn r8_no_value_or_credential_leaks_over_a_full_flow() {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let health_config = ikit_health::HealthConfig::load(None, &env).expect("health config");
-    let parts = ikit_health::Parts {
-        clock: Some(stack.clock.clone()),
-        cache: None,
-        audit: None,
-    };
+    let parts = ikit_health::Parts { clock: Some(stack.clock.clone()), cache: None, audit: None };
     let health = ikit_health::Application::build_with(health_config, parts).await.expect("health");
     let http = reqwest::Client::new();
     let rotated = http
@@ -172,7 +176,10 @@ async fn r8_no_value_or_credential_leaks_over_a_full_flow() {
         let rows = rows.expect("audit rows");
         assert!(!rows.is_empty());
         for row in rows {
-            audit_text.push_str(&format!("{} {} {}\n", row.event.actor, row.event.target, row.event.details));
+            audit_text.push_str(&format!(
+                "{} {} {}\n",
+                row.event.actor, row.event.target, row.event.details
+            ));
         }
     }
     let log_text = logs.text();
@@ -195,7 +202,11 @@ async fn r8_no_value_or_credential_leaks_over_a_full_flow() {
         let mode = std::fs::metadata(file).expect("metadata").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{} is {mode:o}", file.display());
         let bytes = std::fs::read(file).expect("read");
-        assert!(!String::from_utf8_lossy(&bytes).contains(CANARY), "{} holds a value", file.display());
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(CANARY),
+            "{} holds a value",
+            file.display()
+        );
     }
     health.shutdown().await.expect("health stops");
     app.shutdown().await;

@@ -156,8 +156,8 @@ impl Proxy {
                     let target = target.clone();
                     let task = tokio::spawn(async move {
                         if let Ok(mut upstream) = TcpStream::connect(&target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream)
-                                .await;
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
                         }
                     });
                     conns.lock().unwrap().push(task.abort_handle());
