@@ -31,7 +31,6 @@ lint: ## clippy over every target with warnings as errors
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 bench: ## issue 17's table (P1-P8): each figure beside its same-run baseline, ratio, goal, met?
-	$(CARGO) build --release --locked -p ikit-webhook -p ikit-health --bins
 	$(CARGO) bench --locked -p ikit-suites --bench table $(BENCH_ROWS)
 
 bench-criterion: ## run the crates' criterion benches and print their figures

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -540,7 +539,7 @@ fn p5(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
         let mut latencies = Vec::new();
         for i in 0..CHANGES {
             writer
-                .update_secret(&scope, &ikit_client::SecretUpdate::value("K", &format!("{}", i + 1)))
+                .update_secret(&scope, &ikit_client::SecretUpdate::value("K", format!("{}", i + 1)))
                 .await
                 .expect("update");
             let ts = SystemClock.now_ms();
@@ -641,12 +640,27 @@ fn p7(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
     );
 }
 
-fn release_binary(name: &str) -> Option<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
-    let path = target.join("release").join(name);
-    path.exists().then_some(path)
+/// Runs one service the way its thin `main` does (settings from the process environment, build,
+/// serve until killed): P8 spawns this very binary with `--serve <name>` so the service's RSS is
+/// measured in a process of its own, without a second release build of its binary.
+fn serve(name: &str) {
+    let env = ikit_common::env_map_from_process();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        match name {
+            "ikit-webhook" => {
+                let settings = WebhookSettings::load_path(&env).expect("webhook settings");
+                let app = Application::build(settings).await.expect("webhook starts");
+                app.run_until(std::future::pending()).await;
+            }
+            "ikit-health" => {
+                let config = ikit_health::HealthConfig::load(None, &env).expect("health settings");
+                let app = ikit_health::Application::build(config).await.expect("health starts");
+                let _ = app.run_until_stopped(std::future::pending()).await;
+            }
+            other => panic!("unknown service {other}"),
+        }
+    });
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -679,7 +693,7 @@ async fn wait_ready(url: &str) -> bool {
     false
 }
 
-/// P8: the RSS of each service binary, idle and after it has handled a folder of 10,000.
+/// P8: the RSS of each service in a process of its own, idle and after it has handled a folder of 10,000.
 fn p8(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
     let mib = |kib: u64| kib as f64 / 1024.0;
     rt.block_on(async {
@@ -699,16 +713,15 @@ fn p8(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
         // The webhook service idle (watching an empty scope), then watching the 10,000-secret
         // folder: its baseline and 200 deliveries each refetch and diff all 10,000.
         let name = "ikit-webhook";
-        let Some(path) = release_binary(name) else {
-            table.add("P8", name, "not built (make bench builds it)", "-", None, "<= 20 MiB idle", None);
-            return;
-        };
+        let path = std::env::current_exe().expect("own path");
         for (label, scope, deliveries, goal) in [
             ("idle", "/nothing-here", 0, 20.0),
             ("watching a 10,000-secret folder, 200 deliveries", "/s10000", 200, 50.0),
         ] {
             let port = free_port();
             let child = Command::new(&path)
+                .args(["--serve", name])
+                .current_dir(dir.path())
                 .env_clear()
                 .envs(common.iter().map(|(k, v)| (*k, v.as_str())))
                 .envs([
@@ -757,54 +770,56 @@ fn p8(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
             drop(child);
         }
         let name = "ikit-health";
-        match release_binary(name) {
-            None => table.add("P8", name, "not built (make bench builds it)", "-", None, "<= 20 MiB idle", None),
-            Some(path) => {
-                let port = free_port();
-                let child = Command::new(path)
-                    .env_clear()
-                    .envs(common.iter().map(|(k, v)| (*k, v.as_str())))
-                    .envs([
-                        ("IKIT_HEALTH_ADDR", format!("127.0.0.1:{port}")),
-                        ("IKIT_WEBHOOK_ADDR", "127.0.0.1:1".to_owned()),
-                        ("IKIT_AUDIT_SPOOL_DIR", dir.path().join("h").display().to_string()),
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .map(Spawned);
-                let Ok(child) = child else {
-                    table.add("P8", name, "failed to start", "-", None, "<= 20 MiB idle", None);
-                    return;
-                };
-                let ready = wait_ready(&format!("http://127.0.0.1:{port}/healthz")).await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let idle = rss_kib(child.0.id()).filter(|_| ready);
-                table.add(
-                    "P8",
-                    format!("{name} RSS idle"),
-                    idle.map_or("n/a".into(), |k| format!("{:.1} MiB", mib(k))),
-                    "-",
-                    None,
-                    "<= 20 MiB",
-                    idle.map(|k| mib(k) <= 20.0),
-                );
-                table.add(
-                    "P8",
-                    format!("{name} RSS with 10,000 cached secrets"),
-                    "not measurable: it caches only its key folders",
-                    "-",
-                    None,
-                    "<= 50 MiB",
-                    None,
-                );
-                drop(child);
-            }
-        }
+        let port = free_port();
+        let child = Command::new(&path)
+            .args(["--serve", name])
+            .current_dir(dir.path())
+            .env_clear()
+            .envs(common.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs([
+                ("IKIT_HEALTH_ADDR", format!("127.0.0.1:{port}")),
+                ("IKIT_WEBHOOK_ADDR", "127.0.0.1:1".to_owned()),
+                ("IKIT_AUDIT_SPOOL_DIR", dir.path().join("h").display().to_string()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map(Spawned);
+        let Ok(child) = child else {
+            table.add("P8", name, "failed to start", "-", None, "<= 20 MiB idle", None);
+            return;
+        };
+        let ready = wait_ready(&format!("http://127.0.0.1:{port}/healthz")).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let idle = rss_kib(child.0.id()).filter(|_| ready);
+        table.add(
+            "P8",
+            format!("{name} RSS idle"),
+            idle.map_or("n/a".into(), |k| format!("{:.1} MiB", mib(k))),
+            "-",
+            None,
+            "<= 20 MiB",
+            idle.map(|k| mib(k) <= 20.0),
+        );
+        table.add(
+            "P8",
+            format!("{name} RSS with 10,000 cached secrets"),
+            "not measurable: it caches only its key folders",
+            "-",
+            None,
+            "<= 50 MiB",
+            None,
+        );
+        drop(child);
     });
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--serve") {
+        serve(args.get(at + 1).map_or("", String::as_str));
+        return;
+    }
     // `cargo bench` passes `--bench`; a filter argument picks rows by id (e.g. `P4`).
     let only: Vec<String> = std::env::args()
         .skip(1)

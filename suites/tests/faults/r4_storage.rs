@@ -33,7 +33,7 @@ async fn r4_redis_then_postgres_cut_under_the_webhook_service_and_a_reader() {
     // A replica reading through L1 and the shared L2 behind the Redis proxy.
     let reader_config = CacheConfig::new(Duration::from_secs(3600), Duration::from_secs(7200))
         .with_redis(
-            &via(stack.redis.url(), rd.addr()),
+            via(stack.redis.url(), rd.addr()),
             stack.redis.prefix(),
             Some(SealKey::new([9u8; 32])),
         );
