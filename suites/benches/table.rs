@@ -592,7 +592,7 @@ fn p5(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
 
 /// P7: migrate 10,000 keys into the emulator: write requests and wall time.
 fn p7(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
-    let (wall, writes) = rt.block_on(async {
+    let (wall, requests, writes) = rt.block_on(async {
         let client = client(&emu.base_url());
         let mapping = ikit_migrate::mapping::Mapping::from_toml(
             "m",
@@ -607,38 +607,43 @@ fn p7(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
         )
         .expect("parses");
         let mapped = mapping.apply(sources).expect("maps");
-        let count = |emu: &RunningEmulator| -> u64 {
-            let routes = [
-                "/api/v4/secrets/batch",
-                "/api/v3/secrets/batch/raw",
-                "/api/v1/folders",
-                "/api/v2/folders",
-            ];
-            ["GET", "POST", "PATCH", "DELETE"]
+        let routes = [
+            "/api/v4/secrets/batch",
+            "/api/v3/secrets/batch/raw",
+            "/api/v1/folders",
+            "/api/v2/folders",
+        ];
+        let writes = |emu: &RunningEmulator| -> u64 {
+            ["POST", "PATCH", "DELETE"]
                 .iter()
-                .flat_map(|m| routes.iter().map(move |r| (m, r)))
-                .map(|(m, r)| emu.request_count(m, r))
-                .sum::<u64>()
+                .flat_map(|m| routes.iter().map(move |r| emu.request_count(m, r)))
+                .sum()
+        };
+        // Every request of the run: the writes, the plan's listings and folder reads.
+        let all = |emu: &RunningEmulator| -> u64 {
+            writes(emu)
+                + routes.iter().map(|r| emu.request_count("GET", r)).sum::<u64>()
                 + emu.request_count("GET", "/api/v4/secrets")
+                + emu.request_count("GET", "/api/v3/secrets/raw")
         };
         client.ensure_token().await.expect("login");
-        let before = count(emu);
+        let (all_before, writes_before) = (all(emu), writes(emu));
         let started = Instant::now();
         let (_, report) =
             ikit_migrate::apply::apply(&client, PROJECT, &mapped, false, b"k", &mut |_, _| {})
                 .await
                 .expect("applies");
         assert_eq!(report.written.len(), 10_000);
-        (started.elapsed(), count(emu) - before)
+        (started.elapsed(), all(emu) - all_before, writes(emu) - writes_before)
     });
     table.add(
         "P7",
-        "migrate 10,000 secrets (requests incl. reads)",
-        format!("{writes} requests, {:.2} s", wall.as_secs_f64()),
+        "migrate 10,000 secrets (all requests, of which writes)",
+        format!("{requests} requests ({writes} writes), {:.2} s", wall.as_secs_f64()),
         "-",
         None,
         "<= 100 requests, <= 10 s",
-        Some(writes <= 100 && wall <= Duration::from_secs(10)),
+        Some(requests <= 100 && wall <= Duration::from_secs(10)),
     );
 }
 
