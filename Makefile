@@ -41,7 +41,7 @@ faults: ## the fault suite R1-R8 (suites/tests/faults; also part of `make test`)
 
 FUZZ_CASES ?= 200000
 fuzz: ## R7: the parsers of untrusted bytes under $(FUZZ_CASES) property-test cases each (minutes; not in CI)
-	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --locked --release -p ikit-suites --test faults r7_
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --locked -p ikit-suites --test faults r7_
 
 bench-webhook: ## the webhook receiver beside a bare axum handler: requests/s, p50, p99
 	$(CARGO) bench -p ikit-webhook --bench webhook
