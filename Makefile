@@ -5,7 +5,7 @@ export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export TEST_REDIS_URL ?= redis://127.0.0.1:6379
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test fmt fmt-check lint bench emulator services-check deploy-check e2e
+.PHONY: help dev test fmt fmt-check lint bench bench-criterion faults fuzz emulator services-check deploy-check e2e
 
 help: ## list the targets with their one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -30,9 +30,18 @@ fmt-check: ## fail when anything is not formatted
 lint: ## clippy over every target with warnings as errors
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-bench: ## run the criterion benches and print their figures (and the 10,000-key migration)
-	$(CARGO) bench --workspace --bench '*' -- --warm-up-time 1 --measurement-time 3
-	$(MAKE) bench-migrate
+bench: ## issue 17's table (P1-P8): each figure beside its same-run baseline, ratio, goal, met?
+	$(CARGO) bench --locked -p ikit-suites --bench table $(BENCH_ROWS)
+
+bench-criterion: ## run the crates' criterion benches and print their figures
+	$(CARGO) bench --workspace --exclude ikit-suites --bench '*' -- --warm-up-time 1 --measurement-time 3
+
+faults: ## the fault suite R1-R8 (suites/tests/faults; also part of `make test`)
+	$(CARGO) test --locked -p ikit-suites --test faults
+
+FUZZ_CASES ?= 200000
+fuzz: ## R7: the parsers of untrusted bytes under $(FUZZ_CASES) property-test cases each (minutes; not in CI)
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --locked -p ikit-suites --test faults r7_
 
 bench-webhook: ## the webhook receiver beside a bare axum handler: requests/s, p50, p99
 	$(CARGO) bench -p ikit-webhook --bench webhook

@@ -256,6 +256,18 @@ impl CircuitBreaker {
     pub fn is_open(&self) -> bool {
         !matches!(self.state, BreakerState::Closed { .. })
     }
+
+    /// Whether a request at `now` would be refused: open (or a trial out) and `open_for` not yet
+    /// over. Past it the next request is the trial, so a caller that skips the network while
+    /// the circuit refuses must not skip that one, or nothing ever closes the circuit again.
+    pub fn refuses_at(&self, now: SystemTime) -> bool {
+        match self.state {
+            BreakerState::Closed { .. } => false,
+            BreakerState::Open { since } | BreakerState::HalfOpen { since } => {
+                elapsed(since, now) < self.config.open_for
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -416,6 +428,7 @@ mod tests {
         assert_eq!(breaker.allow(t(0)), Ok(()));
         breaker.on_failure(t(1));
         assert!(breaker.is_open());
+        assert!(breaker.refuses_at(t(11)) && !breaker.refuses_at(t(31)), "refuses for open_for");
         assert_eq!(breaker.allow(t(11)), Err(Duration::from_secs(20)));
         // After open_for one trial goes out; others wait for it.
         assert_eq!(breaker.allow(t(31)), Ok(()));

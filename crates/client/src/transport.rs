@@ -289,7 +289,7 @@ impl Transport {
     }
 
     pub(crate) fn breaker_open(&self) -> bool {
-        lock(&self.breaker).is_open()
+        lock(&self.breaker).refuses_at(self.clock.now())
     }
 
     fn url(&self, call: &Call) -> Url {
