@@ -13,9 +13,9 @@ help: ## list the targets with their one-line description
 dev: ## the whole stack in one process (emulator, webhook, health, SQLite audit); prints URLs and the admin token
 	$(CARGO) run -q -p ikit -- dev $(DEV_ARGS)
 
-test: ## run every test of the workspace against real PostgreSQL and Redis, the fault suite last (`make faults`)
+test: ## run every test of the workspace against real PostgreSQL and Redis
 	@if scripts/services-check; then \
-	  $(CARGO) test --workspace --locked --exclude ikit-suites && $(MAKE) --no-print-directory faults; \
+	  $(CARGO) test --workspace --locked; \
 	elif scripts/services-check --docker; then \
 	  echo "nothing listens: the tests start PostgreSQL and Redis with testcontainers"; \
 	  $(CARGO) test --workspace --locked --features ikit-common/containers; \
