@@ -10,9 +10,14 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub mod assign;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod devstate;
 mod error;
+pub mod keyops;
+pub mod render;
+pub mod secretspec;
 
 pub use error::CliError;
 
