@@ -1,6 +1,7 @@
 //! `IKIT_DEV_STATE`: point ikit at a running `ikit dev` (`make dev`) by its state file instead of
-//! exporting its URLs and credentials. The file's values only fill gaps: when any of the usual
-//! Infisical variables is set (a real server), the Infisical part is left alone, and an explicit
+//! exporting its URLs and credentials. The file's values only fill gaps: with `INFISICAL_DOMAIN`
+//! or `INFISICAL_API_URL` set (a real server) no Infisical variable is touched, a credential
+//! already set (say a token from `ikit login --plain`) is kept, and an explicit
 //! `IKIT_HEALTH_URL` keeps its own admin token. Pure: the file's text and the env map in, the
 //! completed env map out; credentials go from file to map without being copied anywhere else.
 
@@ -11,10 +12,11 @@ use serde_json::Value;
 /// The variable naming the state file.
 pub const VAR: &str = "IKIT_DEV_STATE";
 
-/// Variables that say "a real server is configured": the dev stack's then does not apply.
-const INFISICAL_VARS: [&str; 6] = [
-    "INFISICAL_DOMAIN",
-    "INFISICAL_API_URL",
+/// Variables that say "a real server is configured": then no Infisical variable is filled.
+const SERVER_VARS: [&str; 2] = ["INFISICAL_DOMAIN", "INFISICAL_API_URL"];
+/// Variables that carry a credential: then the stack's client id and secret are not filled
+/// (`ikit login --plain` against the stack, then `INFISICAL_TOKEN=...`, keeps the token).
+const CREDENTIAL_VARS: [&str; 4] = [
     "INFISICAL_TOKEN",
     "INFISICAL_UNIVERSAL_AUTH_CLIENT_ID",
     "INFISICAL_UNIVERSAL_AUTH_ACCESS_TOKEN",
@@ -41,10 +43,12 @@ pub fn overlay(
             .map(str::to_owned)
             .ok_or_else(|| format!("{path}: `{name}` missing (is it written by `ikit dev`?)"))
     };
-    if !INFISICAL_VARS.iter().any(|v| set(&env, v)) {
+    if !SERVER_VARS.iter().any(|v| set(&env, v)) {
         env.insert("INFISICAL_DOMAIN".into(), field("emulator_url")?);
-        env.insert("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID".into(), field("client_id")?);
-        env.insert("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET".into(), field("client_secret")?);
+        if !CREDENTIAL_VARS.iter().any(|v| set(&env, v)) {
+            env.insert("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID".into(), field("client_id")?);
+            env.insert("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET".into(), field("client_secret")?);
+        }
         if !set(&env, "INFISICAL_PROJECT_ID") {
             env.insert("INFISICAL_PROJECT_ID".into(), field("project_id")?);
         }
@@ -95,7 +99,7 @@ mod tests {
     fn a_configured_real_server_is_left_alone() {
         let out = overlay(
             env(&[
-                ("INFISICAL_TOKEN", "st.x"),
+                ("INFISICAL_DOMAIN", "https://real"),
                 ("IKIT_HEALTH_URL", "https://h"),
                 ("IKIT_ADMIN_TOKEN", "mine"),
             ]),
@@ -103,13 +107,23 @@ mod tests {
             STATE,
         )
         .unwrap();
-        assert!(!out.contains_key("INFISICAL_DOMAIN"));
+        assert_eq!(out["INFISICAL_DOMAIN"], "https://real");
         assert!(!out.contains_key("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET"));
+        assert!(!out.contains_key("INFISICAL_PROJECT_ID"));
         assert_eq!(out["IKIT_HEALTH_URL"], "https://h");
         assert_eq!(out["IKIT_ADMIN_TOKEN"], "mine");
         // an explicit health URL never receives the dev stack's admin token
         let out = overlay(env(&[("IKIT_HEALTH_URL", "https://h")]), "dev.json", STATE).unwrap();
         assert!(!out.contains_key("IKIT_ADMIN_TOKEN"));
+    }
+
+    #[test]
+    fn a_token_from_login_is_kept_and_pointed_at_the_stack() {
+        let out = overlay(env(&[("INFISICAL_TOKEN", "tok")]), "dev.json", STATE).unwrap();
+        assert_eq!(out["INFISICAL_TOKEN"], "tok");
+        assert_eq!(out["INFISICAL_DOMAIN"], "http://127.0.0.1:1");
+        assert_eq!(out["INFISICAL_PROJECT_ID"], "proj");
+        assert!(!out.contains_key("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID"));
     }
 
     #[test]
