@@ -51,10 +51,15 @@ impl HealthApi {
 
     pub fn new(url: &str, admin_token: Option<SecretValue>) -> Result<Self, CliError> {
         let parsed = url::Url::parse(url).map_err(|e| {
-            CliError::Usage(format!("IKIT_HEALTH_URL {}: {e}", ikit_common::config::redact_url(url)))
+            CliError::Usage(format!(
+                "IKIT_HEALTH_URL {}: {e}",
+                ikit_common::config::redact_url(url)
+            ))
         })?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(CliError::Usage("IKIT_HEALTH_URL must start with http:// or https://".into()));
+            return Err(CliError::Usage(
+                "IKIT_HEALTH_URL must start with http:// or https://".into(),
+            ));
         }
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
@@ -113,27 +118,42 @@ impl HealthApi {
         let url = format!("{}/.well-known/jwks.json", self.base);
         let (status, body) = self.answer("jwks", self.http.get(url).send().await).await?;
         if status != 200 {
-            return Err(CliError::Failed(format!("jwks: {} answered {status}{}", self.base(), reason(&body))));
+            return Err(CliError::Failed(format!(
+                "jwks: {} answered {status}{}",
+                self.base(),
+                reason(&body)
+            )));
         }
         Ok(body)
     }
 
     fn admin(&self, what: &str) -> Result<&SecretValue, CliError> {
         self.admin_token.as_ref().ok_or_else(|| {
-            CliError::Usage(format!("{what}: IKIT_ADMIN_TOKEN is needed for the health service's admin API"))
+            CliError::Usage(format!(
+                "{what}: IKIT_ADMIN_TOKEN is needed for the health service's admin API"
+            ))
         })
     }
 
-    async fn admin_post(&self, what: &str, request: reqwest::RequestBuilder) -> Result<Value, CliError> {
+    async fn admin_post(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, CliError> {
         let token = self.admin(what)?;
-        let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-            .map_err(|_| CliError::Usage("IKIT_ADMIN_TOKEN holds characters a header cannot".into()))?;
+        let mut auth =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(
+                |_| CliError::Usage("IKIT_ADMIN_TOKEN holds characters a header cannot".into()),
+            )?;
         auth.set_sensitive(true);
         let (status, body) = self
             .answer(what, request.header(reqwest::header::AUTHORIZATION, auth).send().await)
             .await?;
         if status != 200 {
-            return Err(CliError::Failed(format!("{what}: the health service answered {status}{}", reason(&body))));
+            return Err(CliError::Failed(format!(
+                "{what}: the health service answered {status}{}",
+                reason(&body)
+            )));
         }
         Ok(body)
     }
@@ -194,7 +214,10 @@ mod tests {
 
     #[test]
     fn error_bodies_give_their_reason() {
-        assert_eq!(reason(&json!({"error": "busy", "message": "another rotation is running"})), ": busy: another rotation is running");
+        assert_eq!(
+            reason(&json!({"error": "busy", "message": "another rotation is running"})),
+            ": busy: another rotation is running"
+        );
         assert_eq!(reason(&Value::Null), "");
     }
 }

@@ -43,7 +43,8 @@ fn check_pattern(pattern: &str) -> Result<(), CliError> {
         Ok(())
     } else {
         Err(CliError::Usage(
-            "pattern must be a path, a folder prefix or a glob starting with / (e.g. /auth/*)".into(),
+            "pattern must be a path, a folder prefix or a glob starting with / (e.g. /auth/*)"
+                .into(),
         ))
     }
 }

@@ -10,8 +10,10 @@ use crate::render;
 use crate::{CliError, Context};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  ikit health\n  IKIT_HEALTH_URL=https://health.example.com ikit health --json\n\n\
-                        Exit codes: 0 healthy, 1 degraded, 2 unhealthy or unreachable.")]
+#[command(
+    after_help = "Examples:\n  ikit health\n  IKIT_HEALTH_URL=https://health.example.com ikit health --json\n\n\
+                        Exit codes: 0 healthy, 1 degraded, 2 unhealthy or unreachable."
+)]
 pub struct HealthArgs {
     /// Print the service's JSON answer as it is.
     #[arg(long)]

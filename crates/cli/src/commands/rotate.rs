@@ -105,14 +105,19 @@ async fn direct(ctx: &Context, args: &RotateArgs) -> Result<Value, CliError> {
     let client = ctx.client().await?;
     let keys = keyops::manager(client, project, &ctx.environment, lock)
         .map_err(|e| CliError::Failed(format!("rotate: {e}")))?;
-    let loaded = keys.load().await.map_err(|e| CliError::Failed(format!("rotate: loading the keys: {e}")))?;
+    let loaded = keys
+        .load()
+        .await
+        .map_err(|e| CliError::Failed(format!("rotate: loading the keys: {e}")))?;
     let trigger = if args.force { Trigger::Forced } else { Trigger::Manual };
     let outcome = keys
         .rotate(args.kind.target(), args.force, &args.reason, trigger)
         .await
         .map_err(|e| CliError::Failed(format!("rotate: {e}")))?;
     if outcome.busy {
-        return Err(CliError::Failed("rotate: busy: another process holds the rotation lock".into()));
+        return Err(CliError::Failed(
+            "rotate: busy: another process holds the rotation lock".into(),
+        ));
     }
     let health = keys.health();
     let steps: Vec<_> = loaded.steps.iter().chain(&outcome.steps).collect();

@@ -257,7 +257,9 @@ async fn get(ctx: &Context, args: GetArgs) -> Result<ExitCode, CliError> {
         .names
         .iter()
         .filter_map(|name| match by_key.get(name.as_str()) {
-            Some(s) => Some(Listed { key: name, value: &s.value, secret_type: s.secret_type.as_str() }),
+            Some(s) => {
+                Some(Listed { key: name, value: &s.value, secret_type: s.secret_type.as_str() })
+            }
             // only the table shows a placeholder; structured output leaves the key out
             None if args.output == ListFormat::Table => {
                 Some(Listed { key: name, value: &not_found, secret_type: render::NOT_FOUND })
@@ -319,7 +321,8 @@ fn values(ctx: &Context, args: &SetArgs) -> Result<Vec<(String, SecretValue)>, C
         }
         return Ok(out);
     }
-    let parsed = assign::parse_all(&args.assignments).map_err(|e| CliError::Usage(e.to_string()))?;
+    let parsed =
+        assign::parse_all(&args.assignments).map_err(|e| CliError::Usage(e.to_string()))?;
     assign::resolve(parsed, &ctx.cwd, &mut std::io::stdin().lock())
         .map_err(|e| CliError::Usage(e.to_string()))
 }
@@ -342,8 +345,7 @@ async fn set(ctx: &Context, args: SetArgs) -> Result<ExitCode, CliError> {
     let mut rows = Vec::with_capacity(values.len());
     let mut changed = false;
     for (key, value) in values {
-        let existing =
-            current.iter().find(|s| s.key == key && s.secret_type == secret_type);
+        let existing = current.iter().find(|s| s.key == key && s.secret_type == secret_type);
         let status = match existing {
             Some(s) if s.value.verify(value.expose()) => "SECRET VALUE UNCHANGED",
             Some(_) => {
@@ -395,12 +397,7 @@ async fn delete(ctx: &Context, args: DeleteArgs) -> Result<ExitCode, CliError> {
     }
     if !deleted.is_empty() {
         invalidate(ctx, &cache, &scope).await;
-        eprintln!(
-            "deleted {} from {} {}",
-            deleted.join(", "),
-            scope.environment,
-            scope.path
-        );
+        eprintln!("deleted {} from {} {}", deleted.join(", "), scope.environment, scope.path);
     }
     match failure {
         Some(e) => Err(e),
@@ -437,18 +434,16 @@ async fn folders(ctx: &Context, args: FoldersArgs) -> Result<ExitCode, CliError>
         }
         FoldersCommand::Create { path, name } => {
             let path = scope(ctx, path.as_deref())?.path;
-            client
-                .create_folder(&project, &env, &path, &name)
-                .await
-                .map_err(|e| CliError::client(format!("cannot create folder {name} in {path}"), e))?;
+            client.create_folder(&project, &env, &path, &name).await.map_err(|e| {
+                CliError::client(format!("cannot create folder {name} in {path}"), e)
+            })?;
             eprintln!("created folder {name} in {env} {path}");
         }
         FoldersCommand::Delete { path, name } => {
             let path = scope(ctx, path.as_deref())?.path;
-            client
-                .delete_folder(&project, &env, &path, &name)
-                .await
-                .map_err(|e| CliError::client(format!("cannot delete folder {name} in {path}"), e))?;
+            client.delete_folder(&project, &env, &path, &name).await.map_err(|e| {
+                CliError::client(format!("cannot delete folder {name} in {path}"), e)
+            })?;
             let cache = cache(ctx).await?;
             let folder = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };
             invalidate(ctx, &cache, &Scope::new(&project, &env, folder)).await;

@@ -19,7 +19,9 @@ pub struct VerifyArgs {
 pub enum VerifyCommand {
     /// Check the key folders (/auth/jwt, /auth/aes): JWKS holds the current and the next key,
     /// every published kid matches its key, active_kid is in keys_map, public keys match.
-    #[command(after_help = "Examples:\n  ikit verify rotation\n  ikit verify rotation --allow-no-next --json")]
+    #[command(
+        after_help = "Examples:\n  ikit verify rotation\n  ikit verify rotation --allow-no-next --json"
+    )]
     Rotation {
         /// Accept a JWKS without a next key (between rotations) instead of failing.
         #[arg(long)]
@@ -28,7 +30,9 @@ pub enum VerifyCommand {
         json: bool,
     },
     /// Check the JWKS the health service serves: keys present, every kid its key's thumbprint.
-    #[command(after_help = "Examples:\n  ikit verify jwks\n  ikit verify jwks --url https://auth.example.com/.well-known/jwks.json")]
+    #[command(
+        after_help = "Examples:\n  ikit verify jwks\n  ikit verify jwks --url https://auth.example.com/.well-known/jwks.json"
+    )]
     Jwks {
         /// The JWKS URL (default: IKIT_HEALTH_URL + /.well-known/jwks.json).
         #[arg(long)]
@@ -43,7 +47,8 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode, CliError> 
         VerifyCommand::Rotation { allow_no_next, json } => {
             let project = ctx.require_project()?;
             let client = ctx.client().await?;
-            let store = ikit_keys::infisical::InfisicalStore::new(client, project, &ctx.environment);
+            let store =
+                ikit_keys::infisical::InfisicalStore::new(client, project, &ctx.environment);
             let read = |folder: &'static str| {
                 let store = &store;
                 async move {

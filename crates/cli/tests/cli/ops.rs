@@ -19,7 +19,8 @@ impl Stack {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let state_file = dir.path().join(".ikit/dev.json");
-        let stack = DevStack::start(DevOptions::ephemeral(&state_file)).await.expect("stack starts");
+        let stack =
+            DevStack::start(DevOptions::ephemeral(&state_file)).await.expect("stack starts");
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         Self { stack, dir, state_file }
     }
@@ -85,7 +86,8 @@ async fn secrets_set_get_list_delete_folders_and_check() {
     let st = s.clone();
     in_blocking(move || {
         // set: an argument, a file and stdin; the status table masks every value
-        let args = ["secrets", "set", "OPS_ARG=arg-value-3f9a", "OPS_FILE=@cert.pem", "OPS_STDIN=-"];
+        let args =
+            ["secrets", "set", "OPS_ARG=arg-value-3f9a", "OPS_FILE=@cert.pem", "OPS_STDIN=-"];
         let out = st.ikit(&args, &[], Some(&format!("{STDIN_VALUE}\n")));
         assert_eq!(code(&out), 0, "{}", text(&out.stderr));
         let stdout = text(&out.stdout);
@@ -114,7 +116,11 @@ async fn secrets_set_get_list_delete_folders_and_check() {
         assert_eq!(code(&out), 0, "{}", text(&out.stderr));
         let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let value_of = |key: &str| {
-            list.as_array().unwrap().iter().find(|s| s["secretKey"] == key).map(|s| s["secretValue"].clone())
+            list.as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["secretKey"] == key)
+                .map(|s| s["secretValue"].clone())
         };
         assert_eq!(value_of("OPS_FILE"), Some(FILE_VALUE.into()));
         assert_eq!(value_of("OPS_STDIN"), Some(STDIN_VALUE.into()));
@@ -122,10 +128,17 @@ async fn secrets_set_get_list_delete_folders_and_check() {
         assert!(!text(&out.stderr).contains(ARG_VALUE), "logs hold no value");
 
         // unchanged and modified
-        let out = st.ikit(&["secrets", "set", "OPS_ARG=arg-value-3f9a", "OPS_FILE=changed-value-91"], &[], None);
+        let out = st.ikit(
+            &["secrets", "set", "OPS_ARG=arg-value-3f9a", "OPS_FILE=changed-value-91"],
+            &[],
+            None,
+        );
         assert_eq!(code(&out), 0, "{}", text(&out.stderr));
         let stdout = text(&out.stdout);
-        assert!(stdout.contains("SECRET VALUE UNCHANGED") && stdout.contains("SECRET VALUE MODIFIED"), "{stdout}");
+        assert!(
+            stdout.contains("SECRET VALUE UNCHANGED") && stdout.contains("SECRET VALUE MODIFIED"),
+            "{stdout}"
+        );
         assert_no_leak(&out, &["changed-value-91", ARG_VALUE], "secrets set again");
 
         // check: a SecretSpec manifest, missing ones listed by name and a failing exit
@@ -155,13 +168,21 @@ async fn secrets_set_get_list_delete_folders_and_check() {
         assert_eq!(code(&out), 1, "deleted");
 
         // folders
-        let out = st.ikit(&["secrets", "folders", "create", "--path", "/", "--name", "opsdir"], &[], None);
+        let out = st.ikit(
+            &["secrets", "folders", "create", "--path", "/", "--name", "opsdir"],
+            &[],
+            None,
+        );
         assert_eq!(code(&out), 0, "{}", text(&out.stderr));
         let out = st.ikit(&["secrets", "folders", "get", "--path", "/", "-o", "json"], &[], None);
         assert_eq!(code(&out), 0, "{}", text(&out.stderr));
         let names: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert!(names.as_array().unwrap().iter().any(|f| f["name"] == "opsdir"), "{names}");
-        let out = st.ikit(&["secrets", "folders", "delete", "--path", "/", "--name", "opsdir"], &[], None);
+        let out = st.ikit(
+            &["secrets", "folders", "delete", "--path", "/", "--name", "opsdir"],
+            &[],
+            None,
+        );
         assert_eq!(code(&out), 0, "{}", text(&out.stderr));
         let out = st.ikit(&["secrets", "folders", "get", "--path", "/"], &[], None);
         assert!(!text(&out.stdout).contains("opsdir"));
@@ -213,7 +234,11 @@ async fn verify_rotate_health_and_cache_clear() {
 
         // directly through ikit-keys: the health URL is set without the admin token
         let health_url = st.stack.info().health_url.clone();
-        let out = st.ikit(&["rotate", "aes", "--force", "--json"], &[("IKIT_HEALTH_URL", &health_url)], None);
+        let out = st.ikit(
+            &["rotate", "aes", "--force", "--json"],
+            &[("IKIT_HEALTH_URL", &health_url)],
+            None,
+        );
         assert_eq!(code(&out), 0, "{}", text(&out.stderr));
         let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(answer["via"], "direct");
@@ -228,7 +253,11 @@ async fn verify_rotate_health_and_cache_clear() {
         // nothing printed anywhere holds the admin token or key material
         for args in [&["health"][..], &["rotate", "all", "--force"], &["verify", "rotation"]] {
             let out = st.ikit(args, &[], None);
-            assert_no_leak(&out, &[&admin_token, "PRIVATE KEY", "ikit-dev-client-secret"], &args.join(" "));
+            assert_no_leak(
+                &out,
+                &[&admin_token, "PRIVATE KEY", "ikit-dev-client-secret"],
+                &args.join(" "),
+            );
         }
 
         // a health service that does not answer is unhealthy
@@ -250,7 +279,10 @@ async fn the_make_targets_run_against_the_dev_stack() {
     in_blocking(move || {
         let make = |target: &str, vars: &[(&str, &str)]| {
             let mut cmd = Command::new("make");
-            cmd.arg("-s").arg("-C").arg(&root).arg(target)
+            cmd.arg("-s")
+                .arg("-C")
+                .arg(&root)
+                .arg(target)
                 .arg(format!("IKIT_BIN={}", env!("CARGO_BIN_EXE_ikit")))
                 .arg(format!("DEV_STATE={}", st.state_file.display()))
                 .env_clear()
@@ -265,12 +297,21 @@ async fn the_make_targets_run_against_the_dev_stack() {
         let out = make("infisical-workflow-test", &[]);
         let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
         assert_eq!(code(&out), 0, "{all}");
-        for step in ["login: ok", "set: ok", "get: ok", "export: ok", "rotate: ok", "verify: ok", "workflow: ok"] {
+        for step in [
+            "login: ok",
+            "set: ok",
+            "get: ok",
+            "export: ok",
+            "rotate: ok",
+            "verify: ok",
+            "workflow: ok",
+        ] {
             assert!(all.contains(step), "{step} missing:\n{all}");
         }
 
         let value = "make-value-d41 with spaces";
-        let out = make("infisical-secrets-set", &[("SECRET_NAME", "MAKE_KEY"), ("SECRET_VALUE", value)]);
+        let out =
+            make("infisical-secrets-set", &[("SECRET_NAME", "MAKE_KEY"), ("SECRET_VALUE", value)]);
         assert_eq!(code(&out), 0, "{}", text(&out.stderr));
         assert_no_leak(&out, &[value], "make infisical-secrets-set");
         let out = make("infisical-secrets-get", &[("SECRET_NAME", "MAKE_KEY")]);
@@ -280,7 +321,14 @@ async fn the_make_targets_run_against_the_dev_stack() {
         let out = make("infisical-secrets-get", &[]);
         assert_eq!(code(&out), 2, "SECRET_NAME is required");
 
-        for target in ["infisical-health", "infisical-cache-clear", "infisical-rotate-jwt", "infisical-rotate-aes", "infisical-rotate-all", "jwks-check"] {
+        for target in [
+            "infisical-health",
+            "infisical-cache-clear",
+            "infisical-rotate-jwt",
+            "infisical-rotate-aes",
+            "infisical-rotate-all",
+            "jwks-check",
+        ] {
             let out = make(target, &[]);
             assert_eq!(code(&out), 0, "{target}: {}{}", text(&out.stdout), text(&out.stderr));
         }
@@ -288,12 +336,24 @@ async fn the_make_targets_run_against_the_dev_stack() {
         let out = Command::new("make").arg("-s").arg("-C").arg(&root).arg("help").output().unwrap();
         let help = text(&out.stdout);
         for target in [
-            "infisical-dev-setup", "infisical-health", "infisical-migrate", "infisical-rotate-jwt",
-            "infisical-rotate-aes", "infisical-rotate-all", "infisical-cache-clear",
-            "infisical-secrets-list", "infisical-secrets-get", "infisical-secrets-set",
-            "test-infisical", "infisical-workflow-test", "jwks-check",
+            "infisical-dev-setup",
+            "infisical-health",
+            "infisical-migrate",
+            "infisical-rotate-jwt",
+            "infisical-rotate-aes",
+            "infisical-rotate-all",
+            "infisical-cache-clear",
+            "infisical-secrets-list",
+            "infisical-secrets-get",
+            "infisical-secrets-set",
+            "test-infisical",
+            "infisical-workflow-test",
+            "jwks-check",
         ] {
-            assert!(help.contains(&format!("  {target} ")), "{target} missing from make help:\n{help}");
+            assert!(
+                help.contains(&format!("  {target} ")),
+                "{target} missing from make help:\n{help}"
+            );
         }
     })
     .await;
@@ -306,22 +366,40 @@ fn completions_and_an_example_in_every_help() {
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_ikit")).args(args).env_clear().output().unwrap()
     };
-    for (shell, marker) in [("bash", "complete -F"), ("zsh", "#compdef ikit"), ("fish", "complete -c ikit")] {
+    for (shell, marker) in
+        [("bash", "complete -F"), ("zsh", "#compdef ikit"), ("fish", "complete -c ikit")]
+    {
         let out = run(&["completions", shell]);
         assert_eq!(code(&out), 0, "{shell}: {}", text(&out.stderr));
         let script = text(&out.stdout);
         assert!(script.contains(marker), "{shell}: {}", &script[..script.len().min(200)]);
-        assert!(script.contains("rotate") && script.contains("secrets"), "{shell} knows the commands");
+        assert!(
+            script.contains("rotate") && script.contains("secrets"),
+            "{shell} knows the commands"
+        );
     }
     for command in [
-        &["secrets"][..], &["secrets", "get"], &["secrets", "set"], &["secrets", "delete"],
-        &["secrets", "folders"], &["rotate"], &["verify", "rotation"], &["verify", "jwks"],
-        &["health"], &["cache", "clear"], &["check"], &["completions"],
+        &["secrets"][..],
+        &["secrets", "get"],
+        &["secrets", "set"],
+        &["secrets", "delete"],
+        &["secrets", "folders"],
+        &["rotate"],
+        &["verify", "rotation"],
+        &["verify", "jwks"],
+        &["health"],
+        &["cache", "clear"],
+        &["check"],
+        &["completions"],
     ] {
         let mut args = command.to_vec();
         args.push("--help");
         let out = run(&args);
         assert_eq!(code(&out), 0, "{args:?}");
-        assert!(text(&out.stdout).contains("Example"), "{args:?} --help shows no example:\n{}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains("Example"),
+            "{args:?} --help shows no example:\n{}",
+            text(&out.stdout)
+        );
     }
 }
