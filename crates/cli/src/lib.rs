@@ -1,69 +1,59 @@
-//! ikit: the command line for developers and CI. Today it has one command, `ikit dev`, the whole
-//! system in one process (see [`dev`]); `run`, `export`, `secrets`, `login`, `migrate`, `rotate`,
-//! `verify`, `health` and `cache` follow as their own subcommands of [`Command`].
+//! ikit: the command line for developers and CI, compatible with the official `infisical` CLI's
+//! flags, variables and `.infisical.json`. [`cli`] is the grammar, [`context`] resolves where
+//! Infisical is, how to log in and which project, environment and folder (a pure function of
+//! flags, environment map and directories), [`session`] keeps the warm-start state under
+//! `~/.ikit/`, and each subcommand lives in `commands/<name>.rs` as
+//! `pub async fn run(ctx: &Context, args) -> Result<ExitCode, CliError>`. `ikit dev` (feature
+//! `dev`) runs the whole system in one process (see [`dev`]).
 //!
-//! The binary is thin: it parses [`Cli`], reads the process environment once and calls [`run`].
+//! The binary is thin: it parses [`Cli`], reads the process environment, the current directory
+//! and `HOME` once and calls [`run`].
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
+use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
-pub mod assign;
+pub mod cli;
+pub mod commands;
+pub mod context;
 #[cfg(feature = "dev")]
 pub mod dev;
-pub mod devstate;
 mod error;
+pub mod fetch;
+pub mod format;
+pub mod session;
+// the operations commands' pure cores and the health service's client
+pub mod assign;
+pub mod devstate;
+pub mod health_api;
 pub mod keyops;
 pub mod render;
 pub mod secretspec;
 
+pub use cli::{Cli, Command, DevArgs, GlobalArgs};
+pub use context::Context;
 pub use error::CliError;
 
-#[derive(Debug, Parser)]
-#[command(name = "ikit", version, about = "Run services on secrets and keys kept in Infisical")]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the whole stack in one process: the Infisical emulator with a demo project, the
-    /// webhook and health services, a SQLite audit log; nothing to install.
-    #[cfg(feature = "dev")]
-    Dev(DevArgs),
-}
-
-#[derive(Debug, clap::Args)]
-pub struct DevArgs {
-    /// Where the Infisical emulator listens.
-    #[arg(long, default_value = "127.0.0.1:8090")]
-    pub emulator_addr: SocketAddr,
-    /// Where the webhook service listens.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub webhook_addr: SocketAddr,
-    /// Where the health service (status page, health, JWKS, metrics, admin API) listens.
-    #[arg(long, default_value = "127.0.0.1:8000")]
-    pub health_addr: SocketAddr,
-    /// Written (mode 0600) with the URLs, the admin token and the credentials.
-    #[arg(long, default_value = ".ikit/dev.json")]
-    pub state_file: PathBuf,
-    /// Keep the emulator's state, the audit log and the tokens here across restarts.
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
-}
-
-/// Runs a parsed command until it is done (for `dev`: until `stop` completes).
+/// Runs a parsed command to its end and returns the process exit code (for `dev`: runs until
+/// `stop` completes; `run` passes its child's code through).
 #[cfg_attr(not(feature = "dev"), allow(unused_variables))]
 pub async fn run(
     cli: Cli,
     env: &BTreeMap<String, String>,
+    cwd: &Path,
+    home: Option<&Path>,
     stop: impl std::future::Future<Output = ()>,
-) -> Result<(), CliError> {
-    match cli.command {
+) -> Result<ExitCode, CliError> {
+    let Cli { global, command } = cli;
+    // `IKIT_DEV_STATE`: the variables a `make dev` state file supplies, filling unset ones only
+    let env = &devstate::apply(env.clone()).map_err(CliError::Usage)?;
+    let ctx = match command {
         #[cfg(feature = "dev")]
-        Command::Dev(args) => dev::run(args, env, stop).await,
-    }
+        Command::Dev(args) => return dev::run(args, env, stop).await.map(|()| ExitCode::SUCCESS),
+        // needs no configuration: works before anything is set up
+        Command::Completions(args) => return commands::completions::run(args),
+        _ => Context::load(&global, env, cwd, home)?,
+    };
+    ctx.print_notices();
+    commands::dispatch(&ctx, command).await
 }

@@ -1,38 +1,54 @@
-//! `ikit`: parses the command line, reads the environment once, runs the command; ctrl-c or
-//! SIGTERM ends a long-running command cleanly. Exit codes: 0 done, 1 failed, 2 bad usage.
+//! `ikit`: parses the command line, reads the environment, the current directory and `HOME`
+//! once, runs the command. Exit codes: the command's (for `run`, the child's), 1 failed, 2 bad
+//! usage or configuration.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use ikit::Cli;
 
 #[tokio::main]
-// without the `dev` feature there is no command yet, so nothing after parsing runs
-#[cfg_attr(not(feature = "dev"), allow(unused_variables, unreachable_code))]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = ikit_common::env_map_from_process();
-    let filter = env.get("RUST_LOG").cloned().unwrap_or_else(|| "info".to_owned());
     let mut telemetry = ikit_common::telemetry::TelemetryConfig::new("ikit");
     telemetry.log_format = ikit_common::config::LogFormat::Pretty;
-    telemetry.log_filter = filter;
+    telemetry.log_filter = log_filter(cli.global.log_level.as_deref(), &env);
     let _guard = match ikit_common::telemetry::init(&telemetry) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("ikit: {e}");
-            return ExitCode::from(64);
+            return ExitCode::from(2);
         }
     };
-    match ikit::run(cli, &env, stop_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let cwd = match std::env::current_dir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("ikit: cannot read the current directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let home = env.get("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+    match ikit::run(cli, &env, &cwd, home.as_deref(), stop_signal()).await {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("ikit: {e}");
-            ExitCode::FAILURE
+            e.exit_code()
         }
     }
 }
 
-/// Ends on SIGTERM or ctrl-c.
+/// `--log-level`, else `RUST_LOG`, else the official CLI's `LOG_LEVEL`, else `warn` (a CLI keeps
+/// stderr for what the user must see).
+fn log_filter(flag: Option<&str>, env: &std::collections::BTreeMap<String, String>) -> String {
+    flag.map(str::to_owned)
+        .or_else(|| env.get("RUST_LOG").filter(|v| !v.is_empty()).cloned())
+        .or_else(|| env.get("LOG_LEVEL").filter(|v| !v.is_empty()).map(|v| v.to_lowercase()))
+        .unwrap_or_else(|| "warn".to_owned())
+}
+
+/// Ends on SIGTERM or ctrl-c (`ikit dev`).
 async fn stop_signal() {
     #[cfg(unix)]
     if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -1,0 +1,116 @@
+//! `ikit export`: the secrets as dotenv, dotenv-export, json, yaml or csv, sorted by key.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use zeroize::Zeroizing;
+
+use crate::fetch::{self, FetchOptions};
+use crate::{CliError, Context, format};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `KEY="…"` in python-dotenv's dialect.
+    Dotenv,
+    /// `export KEY='…'` for `source` / `eval` in a POSIX shell.
+    DotenvExport,
+    /// `KEY=value` verbatim for `docker --env-file` (values it cannot hold are refused).
+    Docker,
+    Json,
+    Yaml,
+    Csv,
+}
+
+impl Format {
+    /// The file name used when `-o` names a directory (the official CLI's names).
+    fn default_file_name(self) -> &'static str {
+        match self {
+            Self::Dotenv | Self::DotenvExport | Self::Docker => ".env",
+            Self::Json => "secrets.json",
+            Self::Yaml => "secrets.yaml",
+            Self::Csv => "secrets.csv",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  ikit export --format dotenv -o .env\n  \
+                        ikit export --env prod --format json > secrets.json")]
+pub struct ExportArgs {
+    /// The output format.
+    #[arg(long, short = 'f', value_enum, default_value = "dotenv")]
+    pub format: Format,
+    /// The folder to export.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Write here (0600, atomically) instead of stdout.
+    #[arg(long = "output-file", short = 'o', value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
+    /// Render this template instead of a format: `{{ .KEY }}` becomes the value of KEY.
+    #[arg(long, value_name = "FILE")]
+    pub template: Option<PathBuf>,
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub include_imports: bool,
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub expand: bool,
+    #[arg(long)]
+    pub recursive: bool,
+    #[arg(long, short = 't', value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// How old the offline snapshot may be when Infisical is unreachable.
+    #[arg(long, default_value = "7d", value_parser = ikit_common::config::parse_duration)]
+    pub max_stale: std::time::Duration,
+    /// A .env file to use when Infisical is unreachable and no snapshot serves.
+    #[arg(long, value_name = "FILE")]
+    pub fallback_env: Option<PathBuf>,
+}
+
+pub async fn run(ctx: &Context, args: ExportArgs) -> Result<ExitCode, CliError> {
+    let template = match &args.template {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?),
+        None => None,
+    };
+    let opts = FetchOptions {
+        paths: args.path.iter().cloned().collect(),
+        recursive: args.recursive,
+        include_imports: args.include_imports,
+        expand: args.expand,
+        tags: args.tags.clone(),
+        max_stale: args.max_stale,
+        fallback_env: args.fallback_env.clone(),
+    };
+    let fetched = fetch::fetch(ctx, &opts).await?;
+    fetch::announce(&fetched.origin);
+    let secrets = &fetched.secrets;
+    let text = Zeroizing::new(match &template {
+        Some(t) => format::template(t, secrets)?,
+        None => match args.format {
+            Format::Dotenv => format::dotenv(secrets)?,
+            Format::DotenvExport => format::dotenv_export(secrets)?,
+            Format::Docker => format::docker(secrets)?,
+            Format::Json => format::json(secrets),
+            Format::Yaml => format::yaml(secrets),
+            Format::Csv => format::csv(secrets),
+        },
+    });
+    match &args.output_file {
+        Some(path) => {
+            let dir_like = path.is_dir() || path.as_os_str().to_string_lossy().ends_with('/');
+            let path =
+                if dir_like { path.join(args.format.default_file_name()) } else { path.clone() };
+            ikit_common::files::write_private(&path, text.as_bytes())
+                .map_err(|e| CliError::io(&path, e))?;
+            if !ctx.silent {
+                eprintln!("ikit: exported {} secrets to {}", secrets.len(), path.display());
+            }
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| CliError::io(Path::new("stdout"), e))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

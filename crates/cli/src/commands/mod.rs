@@ -1,0 +1,40 @@
+//! One module per subcommand, each with its clap `Args` and
+//! `pub async fn run(ctx: &Context, args) -> Result<ExitCode, CliError>`. Adding a command is a
+//! variant in [`crate::cli::Command`], a module here and an arm in [`dispatch`].
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+use crate::{CliError, Context};
+
+pub mod export;
+pub mod init;
+pub mod login;
+pub mod run;
+// operations
+pub mod cache;
+pub mod check;
+pub mod completions;
+pub mod health;
+pub mod rotate;
+pub mod secrets;
+pub mod verify;
+
+/// Runs `command` with the resolved context.
+pub async fn dispatch(ctx: &Context, command: Command) -> Result<ExitCode, CliError> {
+    match command {
+        Command::Login(args) => login::run(ctx, args).await,
+        Command::Init(args) => init::run(ctx, args).await,
+        Command::Run(args) => run::run(ctx, args).await,
+        Command::Export(args) => export::run(ctx, args).await,
+        Command::Secrets(args) => secrets::run(ctx, args).await,
+        Command::Rotate(args) => rotate::run(ctx, args).await,
+        Command::Verify(args) => verify::run(ctx, args).await,
+        Command::Health(args) => health::run(ctx, args).await,
+        Command::Cache(args) => cache::run(ctx, args).await,
+        Command::Check(args) => check::run(ctx, args).await,
+        Command::Completions(args) => completions::run(args),
+        #[cfg(feature = "dev")]
+        Command::Dev(_) => Err(CliError::Dev("`dev` is run by `ikit::run`, not dispatched".into())),
+    }
+}

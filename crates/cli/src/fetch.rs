@@ -1,0 +1,227 @@
+//! Reading the secrets `run` and `export` inject: one or more folder listings (a later folder
+//! wins for a key in both), through the cache with the encrypted offline snapshot, else a
+//! `--fallback-env` file when Infisical is unreachable; the caller says where they came from.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ikit_client::{ClientError, FolderQuery, FolderSecrets, ImportOrder, Source};
+use ikit_common::SecretValue;
+
+use crate::{CliError, Context, session};
+
+/// Secrets by key, sorted. No `Debug`: it holds values.
+pub type SecretMap = BTreeMap<String, SecretValue>;
+
+/// Which listings to read and what to do when Infisical cannot answer.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Folders in order (a later one wins); empty: the context's default secret path.
+    pub paths: Vec<String>,
+    pub recursive: bool,
+    pub include_imports: bool,
+    pub expand: bool,
+    pub tags: Vec<String>,
+    pub max_stale: Duration,
+    pub fallback_env: Option<PathBuf>,
+}
+
+/// Where the secrets came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    Infisical,
+    /// The offline snapshot, this old (the oldest of the folders read).
+    Snapshot(Duration),
+    /// The `--fallback-env` file.
+    FallbackFile(PathBuf),
+}
+
+pub struct Fetched {
+    pub secrets: SecretMap,
+    pub origin: Origin,
+}
+
+impl FetchOptions {
+    /// The listing queries, in order.
+    pub fn queries(&self, ctx: &Context) -> Result<Vec<FolderQuery>, CliError> {
+        let paths: Vec<Option<&str>> = if self.paths.is_empty() {
+            vec![None]
+        } else {
+            self.paths.iter().map(|p| Some(p.as_str())).collect()
+        };
+        paths
+            .into_iter()
+            .map(|path| {
+                let mut q = ctx
+                    .folder_query(path)?
+                    .recursive(self.recursive)
+                    .include_imports(self.include_imports);
+                q.expand_references = self.expand;
+                q.tag_slugs.clone_from(&self.tags);
+                Ok(q)
+            })
+            .collect()
+    }
+}
+
+/// Merges listings in order: a folder's own secrets over its imports, a later folder over an
+/// earlier one.
+pub fn merge<'a>(
+    listings: impl IntoIterator<Item = &'a FolderSecrets>,
+    order: ImportOrder,
+) -> SecretMap {
+    let mut out = SecretMap::new();
+    for listing in listings {
+        for secret in listing.merged(order) {
+            out.insert(secret.key, secret.value);
+        }
+    }
+    out
+}
+
+/// Whether an error means Infisical could not be reached (or only stale copies remain), the
+/// cases a fallback file stands in for.
+fn unreachable(e: &ClientError) -> bool {
+    e.is_unreachable()
+        || matches!(
+            e,
+            ClientError::Unavailable { .. }
+                | ClientError::TooStale { .. }
+                | ClientError::Snapshot(_)
+        )
+}
+
+/// Reads the secrets. A cached token the server refuses is dropped and the login done again once.
+pub async fn fetch(ctx: &Context, opts: &FetchOptions) -> Result<Fetched, CliError> {
+    let queries = opts.queries(ctx)?;
+    let first = read_listings(ctx, opts, &queries, false).await;
+    let result = match first {
+        Err(Failure { error: ClientError::Auth { .. }, cached_token: true }) => {
+            tracing::info!("cached token refused, logging in again");
+            session::forget_token(ctx)?;
+            read_listings(ctx, opts, &queries, true).await
+        }
+        other => other,
+    };
+    match result {
+        Ok(fetched) => Ok(fetched),
+        Err(Failure { error, .. }) if unreachable(&error) => match &opts.fallback_env {
+            Some(file) => {
+                let secrets = read_fallback(file)?;
+                Ok(Fetched { secrets, origin: Origin::FallbackFile(file.clone()) })
+            }
+            None => Err(CliError::client("cannot read secrets", error)),
+        },
+        Err(Failure {
+            error: e @ (ClientError::Auth { .. } | ClientError::Credential(_)), ..
+        }) => Err(session::login_error(ctx, e)),
+        Err(Failure { error, .. }) => Err(CliError::client("cannot read secrets", error)),
+    }
+}
+
+struct Failure {
+    error: ClientError,
+    cached_token: bool,
+}
+
+async fn read_listings(
+    ctx: &Context,
+    opts: &FetchOptions,
+    queries: &[FolderQuery],
+    fresh: bool,
+) -> Result<Fetched, Failure> {
+    let fail = |error, cached_token| Failure { error, cached_token };
+    let (cached, used_cache) = match ctx.cached_client_with(opts.max_stale, fresh).await {
+        Ok(pair) => pair,
+        Err(CliError::Client { source, .. }) => return Err(fail(source, false)),
+        Err(other) => return Err(fail(ClientError::Config(other.to_string()), false)),
+    };
+    let mut listings = Vec::with_capacity(queries.len());
+    let mut oldest: Option<Duration> = None;
+    for q in queries {
+        let served = cached.folder(q).await.map_err(|e| fail(e, used_cache))?;
+        if served.source == Source::Snapshot {
+            oldest = Some(oldest.map_or(served.age, |o| o.max(served.age)));
+        }
+        listings.push(served.value);
+    }
+    if oldest.is_none() {
+        // Only a server that answered tells which generation it speaks.
+        let _ = session::remember_api_version(ctx, cached.client());
+    }
+    let order = cached.client().import_order();
+    let secrets = merge(listings.iter().map(|l| l.as_ref()), order);
+    let origin = oldest.map_or(Origin::Infisical, Origin::Snapshot);
+    Ok(Fetched { secrets, origin })
+}
+
+/// A `.env` file in python-dotenv's dialect; a key without `=` is an error naming it.
+pub fn read_fallback(file: &Path) -> Result<SecretMap, CliError> {
+    let text = std::fs::read_to_string(file).map_err(|e| CliError::io(file, e))?;
+    let name = file.display().to_string();
+    let entries =
+        ikit_migrate::dotenv::parse(&name, &text, ikit_migrate::dotenv::Interpolation::Off)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut out = SecretMap::new();
+    for entry in entries {
+        let value = entry.value.ok_or_else(|| {
+            CliError::Usage(format!("{name}:{}: key {} has no value", entry.line, entry.key))
+        })?;
+        out.insert(entry.key, value);
+    }
+    Ok(out)
+}
+
+/// `1h 2m 3s` style, for notices.
+pub fn human_age(age: Duration) -> String {
+    let s = age.as_secs();
+    match (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60) {
+        (0, 0, 0, sec) => format!("{sec}s"),
+        (0, 0, m, sec) => format!("{m}m {sec}s"),
+        (0, h, m, _) => format!("{h}h {m}m"),
+        (d, h, _, _) => format!("{d}d {h}h"),
+    }
+}
+
+/// Says on stderr where the secrets came from when it was not Infisical (never silenced: the
+/// user must know the values may be old).
+pub fn announce(origin: &Origin) {
+    match origin {
+        Origin::Infisical => {}
+        Origin::Snapshot(age) => eprintln!(
+            "ikit: warning: infisical unreachable, using the offline snapshot from {} ago",
+            human_age(*age)
+        ),
+        Origin::FallbackFile(path) => eprintln!(
+            "ikit: warning: infisical unreachable, using the fallback file {}",
+            path.display()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_naturally() {
+        assert_eq!(human_age(Duration::from_secs(5)), "5s");
+        assert_eq!(human_age(Duration::from_secs(125)), "2m 5s");
+        assert_eq!(human_age(Duration::from_secs(3 * 3600 + 120)), "3h 2m");
+        assert_eq!(human_age(Duration::from_secs(2 * 86_400 + 3600)), "2d 1h");
+    }
+
+    #[test]
+    fn a_fallback_file_is_read_in_the_dotenv_dialect_and_a_bare_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(&path, "A='x y'\nexport B=\"q\\\"z\"\n# c\n").unwrap();
+        let map = read_fallback(&path).unwrap();
+        let got: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+        assert_eq!(got, [("A", "x y"), ("B", "q\"z")]);
+        std::fs::write(&path, "A=1\nBARE\n").unwrap();
+        let err = read_fallback(&path).unwrap_err();
+        assert!(err.to_string().contains(":2: key BARE has no value"), "{err}");
+    }
+}

@@ -1,0 +1,245 @@
+//! What ikit keeps under `~/.ikit/` between runs, for a warm start: the access token of a
+//! machine-identity login (sealed with AES-256-GCM, 0600, bound to the server and the
+//! credentials it came from), the API generation the server speaks, and the key that seals
+//! tokens and the offline snapshots.
+//!
+//! The local key (`~/.ikit/key`, 32 random bytes, 0600) is split by HMAC into one key per use.
+//! A token file's name is a keyed HMAC of the server and credentials, never a plain hash of a
+//! secret, and the same text is the sealed payload's associated data, so a file copied to another
+//! name, or read with other credentials, does not open.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use ikit_client::{ApiVersion, Client, LoginToken, SealKey};
+use ikit_common::SecretValue;
+use ikit_common::config::AuthMethod;
+use ikit_common::files::{ensure_private_dir, write_private};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::CliError;
+use crate::context::Context;
+
+/// A cached token is used only while it has at least this long left.
+pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+const KEY_FILE: &str = "key";
+const STATE_FILE: &str = "state.json";
+
+/// Reads `~/.ikit/key`, creating it (0600, in a 0700 directory) on first use.
+fn master_key(dir: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    let path = dir.join(KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| {
+                    CliError::Failed(format!(
+                        "{}: not a key written by ikit (delete it to start over)",
+                        path.display()
+                    ))
+                })?;
+            Ok(Zeroizing::new(bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ensure_private_dir(dir).map_err(|e| CliError::io(dir, e))?;
+            let mut bytes = Zeroizing::new(vec![0u8; 32]);
+            rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
+            let text =
+                Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_slice()));
+            write_private(&path, text.as_bytes()).map_err(|e| CliError::io(&path, e))?;
+            Ok(bytes)
+        }
+        Err(e) => Err(CliError::io(&path, e)),
+    }
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("hmac takes any key length");
+    for part in parts {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The key sealing offline snapshots under `dir`.
+pub fn snapshot_key(dir: &Path) -> Result<SealKey, CliError> {
+    let master = master_key(dir)?;
+    Ok(SealKey::new(hmac(&master, &[b"ikit snapshot key"])))
+}
+
+/// What identifies a login: the server and the method with every credential it uses. `None`
+/// for a fixed token (nothing to cache) or no auth.
+fn login_identity(ctx: &Context) -> Option<Vec<Vec<u8>>> {
+    let infisical = &ctx.settings.infisical;
+    let mut parts: Vec<Vec<u8>> =
+        vec![infisical.api_url.as_bytes().to_vec(), infisical.auth.name().as_bytes().to_vec()];
+    match &infisical.auth {
+        AuthMethod::None | AuthMethod::Token(_) => return None,
+        AuthMethod::UniversalAuth { client_id, client_secret } => {
+            parts.push(client_id.as_bytes().to_vec());
+            parts.push(client_secret.expose().as_bytes().to_vec());
+        }
+        AuthMethod::Kubernetes { identity_id, token_path } => {
+            parts.push(identity_id.as_bytes().to_vec());
+            parts.push(token_path.to_string_lossy().as_bytes().to_vec());
+        }
+        AuthMethod::OidcAuth { identity_id, jwt } | AuthMethod::JwtAuth { identity_id, jwt } => {
+            parts.push(identity_id.as_bytes().to_vec());
+            parts.push(jwt.expose().as_bytes().to_vec());
+        }
+        AuthMethod::AwsIam { identity_id }
+        | AuthMethod::Azure { identity_id }
+        | AuthMethod::GcpIdToken { identity_id } => parts.push(identity_id.as_bytes().to_vec()),
+    }
+    if let Some(org) = &infisical.organization_slug {
+        parts.push(org.as_bytes().to_vec());
+    }
+    Some(parts)
+}
+
+/// Where the token of this login is cached, and the text its seal is bound to.
+fn token_slot(ctx: &Context) -> Result<Option<(PathBuf, SealKey, String)>, CliError> {
+    let (Some(dir), Some(identity)) = (&ctx.state_dir, login_identity(ctx)) else {
+        return Ok(None);
+    };
+    let master = master_key(dir)?;
+    let parts: Vec<&[u8]> = identity.iter().map(Vec::as_slice).collect();
+    let name = hex::encode(&hmac(&master, &parts)[..16]);
+    let key = SealKey::new(hmac(&master, &[b"ikit token key"]));
+    Ok(Some((dir.join("tokens").join(format!("{name}.sealed")), key, name)))
+}
+
+/// Loads the cached token for this login when it has at least [`MIN_TOKEN_LIFETIME`] left.
+/// A file that does not open (other key, altered) is ignored: a login replaces it.
+pub fn cached_token(ctx: &Context) -> Result<Option<SecretValue>, CliError> {
+    let Some((path, key, aad)) = token_slot(ctx)? else { return Ok(None) };
+    let Ok(sealed) = std::fs::read(&path) else { return Ok(None) };
+    let Ok(plain) = ikit_client::open(&key, aad.as_bytes(), &sealed) else {
+        tracing::debug!(path = %path.display(), "cached token does not open, ignored");
+        return Ok(None);
+    };
+    let Some((expires_ms, token)) =
+        std::str::from_utf8(&plain).ok().and_then(|t| t.split_once('\n'))
+    else {
+        return Ok(None);
+    };
+    let Ok(expires_ms) = expires_ms.parse::<i64>() else { return Ok(None) };
+    let left = expires_ms.saturating_sub(ctx.clock.now_ms());
+    if left < MIN_TOKEN_LIFETIME.as_millis() as i64 {
+        return Ok(None);
+    }
+    Ok(Some(SecretValue::new(token)))
+}
+
+/// Seals and stores a fresh token for this login (nothing for a token without expiry: it is
+/// not ours to keep).
+pub fn store_token(ctx: &Context, token: &LoginToken) -> Result<(), CliError> {
+    let Some(expires_at) = token.expires_at else { return Ok(()) };
+    let Some((path, key, aad)) = token_slot(ctx)? else { return Ok(()) };
+    let expires_ms = expires_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let plain = Zeroizing::new(format!("{expires_ms}\n{}", token.access_token.expose()));
+    let sealed = ikit_client::seal(&key, aad.as_bytes(), plain.as_bytes(), &mut rand::thread_rng());
+    let dir = path.parent().unwrap_or(Path::new("."));
+    ensure_private_dir(dir).map_err(|e| CliError::io(dir, e))?;
+    write_private(&path, &sealed).map_err(|e| CliError::io(&path, e))
+}
+
+/// Drops the cached token for this login (after the server refused it).
+pub fn forget_token(ctx: &Context) -> Result<(), CliError> {
+    if let Some((path, _, _)) = token_slot(ctx)? {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CliError::io(&path, e)),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct State {
+    /// API URL -> `v3` / `v4`.
+    #[serde(default)]
+    api_versions: std::collections::BTreeMap<String, String>,
+}
+
+fn read_state(dir: &Path) -> State {
+    std::fs::read_to_string(dir.join(STATE_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// The secrets API generation an earlier run found this server to speak.
+pub fn remembered_api_version(ctx: &Context) -> Option<ApiVersion> {
+    let dir = ctx.state_dir.as_ref()?;
+    match read_state(dir).api_versions.get(&ctx.settings.infisical.api_url)?.as_str() {
+        "v3" => Some(ApiVersion::V3),
+        "v4" => Some(ApiVersion::V4),
+        _ => None,
+    }
+}
+
+/// Remembers the generation `client` settled on, when it differs from what is stored.
+pub fn remember_api_version(ctx: &Context, client: &Client) -> Result<(), CliError> {
+    let Some(dir) = &ctx.state_dir else { return Ok(()) };
+    let name = match client.api_version() {
+        ApiVersion::V3 => "v3",
+        ApiVersion::V4 => "v4",
+    };
+    let mut state = read_state(dir);
+    let url = ctx.settings.infisical.api_url.clone();
+    if state.api_versions.get(&url).map(String::as_str) == Some(name) {
+        return Ok(());
+    }
+    state.api_versions.insert(url, name.to_owned());
+    ensure_private_dir(dir).map_err(|e| CliError::io(dir, e))?;
+    let path = dir.join(STATE_FILE);
+    let text = serde_json::to_vec_pretty(&state).expect("a map of strings serializes");
+    write_private(&path, &text).map_err(|e| CliError::io(&path, e))
+}
+
+/// A client for the context: a fixed token as is; a machine-identity login through its cached
+/// token while valid (the `bool` says so), else logged in now and the token cached.
+pub async fn client(ctx: &Context) -> Result<(Client, bool), CliError> {
+    if let Some(token) = cached_token(ctx)? {
+        let mut settings = ctx.settings.clone();
+        settings.infisical.auth = AuthMethod::Token(token);
+        let config = ctx.with_client_defaults(
+            ikit_client::ClientConfig::from_settings(&settings)
+                .map_err(|e| CliError::Usage(e.to_string()))?,
+        );
+        return Ok((Client::new(config).map_err(|e| CliError::Usage(e.to_string()))?, true));
+    }
+    Ok((fresh_client(ctx).await?, false))
+}
+
+/// A client that logs in now (a machine identity) and caches the token; a fixed token as is.
+/// When Infisical is unreachable the client is returned without a token, so a cached or
+/// snapshot copy can still serve; any other login failure is returned.
+pub async fn fresh_client(ctx: &Context) -> Result<Client, CliError> {
+    let client = Client::new(ctx.client_config()?).map_err(|e| CliError::Usage(e.to_string()))?;
+    if login_identity(ctx).is_some() {
+        match client.login().await {
+            Ok(token) => store_token(ctx, &token)?,
+            Err(e) if e.is_unreachable() => {}
+            Err(e) => return Err(CliError::client("login", e)),
+        }
+    }
+    Ok(client)
+}
+
+/// One line naming the method and the server's reason; the client's errors never hold a
+/// credential.
+pub fn login_error(ctx: &Context, e: ikit_client::ClientError) -> CliError {
+    CliError::Failed(format!(
+        "unable to authenticate with {}: {e}",
+        ctx.settings.infisical.auth.name()
+    ))
+}
