@@ -403,3 +403,118 @@ fn completions_and_an_example_in_every_help() {
         );
     }
 }
+
+/// With `IKIT_REDIS_URL`, a `secrets set` and a `cache clear` reach every replica: each
+/// publishes an invalidation of its folder or pattern on Redis (the CLI uses the default
+/// `ikit:` prefix; the folder is unique to this test, so other tests' messages do not count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_cache_clear_publish_invalidations_on_redis() {
+    use futures_util::StreamExt as _;
+
+    let redis = ikit_common::testsuite::TestRedis::new().await;
+    let redis_url = redis.url().to_owned();
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub
+        .subscribe(ikit_common::events::invalidation_channel(
+            ikit_common::events::DEFAULT_REDIS_PREFIX,
+        ))
+        .await
+        .unwrap();
+    let mut messages = pubsub.into_on_message();
+
+    let s = std::sync::Arc::new(Stack::start().await);
+    let folder = format!("ops{}", std::process::id());
+    let st = s.clone();
+    let (f, url) = (folder.clone(), redis_url.clone());
+    in_blocking(move || {
+        let out =
+            st.ikit(&["secrets", "folders", "create", "--path", "/", "--name", &f], &[], None);
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+        let path = format!("/{f}");
+        let out = st.ikit(
+            &["secrets", "set", "REDIS_KEY=value-8e2", "--path", &path],
+            &[("IKIT_REDIS_URL", &url)],
+            None,
+        );
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+        let out =
+            st.ikit(&["cache", "clear", &format!("/{f}/*")], &[("IKIT_REDIS_URL", &url)], None);
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("redis: published=true"), "{}", text(&out.stdout));
+    })
+    .await;
+
+    let mut seen = Vec::new();
+    let wanted = [format!("/{folder}"), format!("/{folder}/*")];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !wanted.iter().all(|w| seen.contains(w)) {
+        let message = tokio::time::timeout_at(deadline, messages.next())
+            .await
+            .unwrap_or_else(|_| panic!("invalidations {wanted:?} not all seen: {seen:?}"))
+            .expect("subscribed");
+        let body: serde_json::Value =
+            serde_json::from_str(&message.get_payload::<String>().unwrap()).unwrap();
+        if let Some(p) = body["pattern"].as_str() {
+            seen.push(p.to_owned());
+        }
+    }
+    assert!(!seen.iter().any(|p| p.contains("value-8e2")), "no value on the wire");
+    let s = std::sync::Arc::try_unwrap(s).ok().expect("one owner left");
+    s.stack.stop().await;
+    redis.cleanup().await.ok();
+}
+
+/// `make infisical-dev-setup` starts `ikit dev` in the background (here on free ports), the
+/// targets find it through the state file, and `make infisical-dev-stop` stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_infisical_dev_setup_starts_a_stack_the_targets_use_and_dev_stop_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let state = dir.path().join("dev.json");
+    let log = dir.path().join("dev.log");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let make = move |target: &str| {
+        Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(&root)
+            .arg(target)
+            .arg(format!("IKIT_BIN={}", env!("CARGO_BIN_EXE_ikit")))
+            .arg(format!("DEV_STATE={}", state.display()))
+            .arg(format!("DEV_LOG={}", log.display()))
+            .arg("DEV_ARGS=--emulator-addr 127.0.0.1:0 --webhook-addr 127.0.0.1:0 --health-addr 127.0.0.1:0")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .stdin(Stdio::null())
+            .output()
+            .expect("make runs")
+    };
+    let state_file = dir.path().join("dev.json");
+    in_blocking(move || {
+        let out = make("infisical-dev-setup");
+        assert_eq!(code(&out), 0, "{}{}", text(&out.stdout), text(&out.stderr));
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+        let health_url = state["health_url"].as_str().unwrap().to_owned();
+
+        let out = make("infisical-health");
+        assert_eq!(code(&out), 0, "{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(text(&out.stdout).contains("overall: healthy"), "{}", text(&out.stdout));
+
+        let out = make("infisical-dev-stop");
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+        let mut stopped = false;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(health_url.trim_start_matches("http://")).is_err() {
+                stopped = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(stopped, "nothing listens on {health_url} after infisical-dev-stop");
+    })
+    .await;
+}
