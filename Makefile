@@ -39,6 +39,9 @@ bench-webhook: ## the webhook receiver beside a bare axum handler: requests/s, p
 bench-migrate: ## 10,000 keys planned and applied against the emulator: wall time and write requests
 	$(CARGO) test -p ikit-migrate --test migrate ten_thousand -- --nocapture
 
+bench-cli: ## ikit run -- true: warm (cached token) vs true alone vs cold (login + list), medians
+	$(CARGO) test -p ikit --test cli warm_start -- --nocapture
+
 EMULATOR_ADDR ?= 127.0.0.1:8090
 emulator: ## run ikit-emulator on $(EMULATOR_ADDR) with the demo seed (docs/demo-seed.json)
 	$(CARGO) run -q -p ikit-emulator -- --addr $(EMULATOR_ADDR) --seed docs/demo-seed.json --admin-token demo-admin-token

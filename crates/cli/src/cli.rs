@@ -28,6 +28,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// `ikit dev`, which runs services rather than one command.
+    pub fn is_dev(&self) -> bool {
+        #[cfg(feature = "dev")]
+        if matches!(self.command, Command::Dev(_)) {
+            return true;
+        }
+        false
+    }
+}
+
 /// Options every command accepts, before or after the subcommand.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct GlobalArgs {
@@ -52,7 +63,7 @@ pub struct GlobalArgs {
     /// No notices or warnings on stderr (errors still print).
     #[arg(long, global = true)]
     pub silent: bool,
-    /// Log level (trace, debug, info, warn, error); else RUST_LOG, LOG_LEVEL, `warn`.
+    /// Log level (trace, debug, info, warn, error); else RUST_LOG, LOG_LEVEL, `error`.
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
 }
@@ -90,7 +101,7 @@ pub enum Command {
     ///
     /// Example: ikit run --env prod --path /app -- ./server --port 8080
     Run(commands::run::RunArgs),
-    /// Print or write the secrets as dotenv, dotenv-export, json, yaml or csv.
+    /// Print or write the secrets as dotenv, dotenv-export, docker, json, yaml or csv.
     ///
     /// Example: ikit export --format dotenv -o .env
     Export(commands::export::ExportArgs),

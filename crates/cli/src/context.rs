@@ -79,7 +79,13 @@ impl Discovered {
         let file = match config_dir {
             Some(dir) => {
                 let path = dir.join(PROJECT_FILE);
-                path.is_file().then_some(path)
+                if !path.is_file() {
+                    return Err(CliError::Usage(format!(
+                        "--project-config-dir: {} does not exist",
+                        path.display()
+                    )));
+                }
+                Some(path)
             }
             None => cwd.ancestors().map(|d| d.join(PROJECT_FILE)).find(|p| p.is_file()),
         };
@@ -201,17 +207,17 @@ impl Context {
         let mut vars = env.clone();
         if let Some(domain) = &global.domain {
             vars.insert("INFISICAL_DOMAIN".into(), domain.clone());
-        } else if !set("INFISICAL_DOMAIN") && !set("INFISICAL_API_URL") {
-            if let Some(domain) = &config.domain {
-                if !(domain.starts_with("https://") || domain.starts_with("http://")) {
-                    return Err(CliError::Usage(format!(
-                        "{}: domain must start with http:// or https://",
-                        project_file.as_deref().unwrap_or(Path::new(PROJECT_FILE)).display()
-                    )));
-                }
-                notices.push(format!("using the domain of {PROJECT_FILE}: {domain}"));
-                vars.insert("INFISICAL_DOMAIN".into(), domain.clone());
+        } else if let Some(domain) =
+            config.domain.as_ref().filter(|_| !set("INFISICAL_DOMAIN") && !set("INFISICAL_API_URL"))
+        {
+            if !(domain.starts_with("https://") || domain.starts_with("http://")) {
+                return Err(CliError::Usage(format!(
+                    "{}: domain must start with http:// or https://",
+                    project_file.as_deref().unwrap_or(Path::new(PROJECT_FILE)).display()
+                )));
             }
+            notices.push(format!("using the domain of {PROJECT_FILE}: {domain}"));
+            vars.insert("INFISICAL_DOMAIN".into(), domain.clone());
         }
         if let Some(token) = &global.token {
             vars.remove("INFISICAL_UNIVERSAL_AUTH_ACCESS_TOKEN");
@@ -342,11 +348,9 @@ impl Context {
             .map_err(|e| CliError::Usage(e.to_string()))?;
         // One command reads each listing once: a TTL only has to cover the command.
         config = CacheConfig { max_stale, ..config };
-        if config.snapshot.is_none() {
-            if let Some(dir) = &self.state_dir {
-                let key = crate::session::snapshot_key(dir)?;
-                config = config.with_snapshot(dir.join("snapshots"), key);
-            }
+        if let (None, Some(dir)) = (&config.snapshot, &self.state_dir) {
+            let key = crate::session::snapshot_key(dir)?;
+            config = config.with_snapshot(dir.join("snapshots"), key);
         }
         let cached =
             CachedClient::new(client, config).map_err(|e| CliError::Usage(e.to_string()))?;
@@ -364,10 +368,10 @@ pub fn pick_environment(
     if let Some(env) = flag.map(str::trim).filter(|e| !e.is_empty()) {
         return (env.to_owned(), EnvironmentSource::Flag);
     }
-    if let Some(branch) = git_branch {
-        if let Some(env) = config.git_branch_to_environment_mapping.get(branch) {
-            return (env.clone(), EnvironmentSource::GitBranch(branch.to_owned()));
-        }
+    if let Some((branch, env)) =
+        git_branch.and_then(|b| config.git_branch_to_environment_mapping.get(b).map(|env| (b, env)))
+    {
+        return (env.clone(), EnvironmentSource::GitBranch(branch.to_owned()));
     }
     if let Some(env) = config.default_environment.as_deref().filter(|e| !e.trim().is_empty()) {
         return (env.trim().to_owned(), EnvironmentSource::ProjectFile);

@@ -19,6 +19,10 @@ pub enum CliError {
     /// A call to Infisical failed; `action` says what was being done.
     #[error("{action}: {source}")]
     Client { action: String, source: ikit_client::ClientError },
+    /// The command for `ikit run` could not be started: exit 127 when it was not found, 126
+    /// when it could not be executed, as a shell reports it.
+    #[error("cannot start {program}: {source}")]
+    Spawn { program: String, source: std::io::Error },
     /// A command failed for a reason its message states (exit 1).
     #[error("{0}")]
     Failed(String),
@@ -34,10 +38,15 @@ impl CliError {
         Self::Client { action: action.into(), source }
     }
 
-    /// 2 for a usage or configuration problem, 1 for everything else.
+    /// 2 for a usage or configuration problem, 126/127 for a command that cannot start, 1 for
+    /// everything else.
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Self::Usage(_) | Self::Config(_) => ExitCode::from(2),
+            Self::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ExitCode::from(127)
+            }
+            Self::Spawn { .. } => ExitCode::from(126),
             _ => ExitCode::FAILURE,
         }
     }

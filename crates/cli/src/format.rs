@@ -8,16 +8,24 @@
 use crate::CliError;
 use crate::fetch::SecretMap;
 
-/// `KEY="…"` lines python-dotenv reads back exactly.
+/// `KEY="…"` lines python-dotenv reads back exactly with interpolation off. No quoting stops
+/// its default interpolation of `${NAME}` (single quotes included), so such keys are listed by
+/// [`interpolated_keys`] for a warning.
 pub fn dotenv(secrets: &SecretMap) -> Result<String, CliError> {
     let mut out = String::new();
     for (key, value) in secrets {
-        let line = ikit_migrate::dotenv::quote_uninterpolated(key, value.expose())
+        let line = ikit_migrate::dotenv::quote(key, value.expose())
             .map_err(|e| CliError::Failed(format!("cannot export as dotenv: {e}")))?;
         out.push_str(&line);
         out.push('\n');
     }
     Ok(out)
+}
+
+/// Keys whose values python-dotenv's `load_dotenv` / `dotenv_values` would change by
+/// interpolation (a `${` in the value) unless called with `interpolate=False`.
+pub fn interpolated_keys(secrets: &SecretMap) -> Vec<&str> {
+    secrets.iter().filter(|(_, v)| v.expose().contains("${")).map(|(k, _)| k.as_str()).collect()
 }
 
 fn shell_name(key: &str) -> bool {

@@ -52,6 +52,10 @@ pub async fn run(
         Command::Dev(args) => return dev::run(args, env, stop).await.map(|()| ExitCode::SUCCESS),
         // needs no configuration: works before anything is set up
         Command::Completions(args) => return commands::completions::run(args),
+        Command::Login(ref args) => {
+            let vars = commands::login::login_vars(env, args)?;
+            Context::load(&global, &vars, cwd, home)?
+        }
         _ => Context::load(&global, env, cwd, home)?,
     };
     ctx.print_notices();

@@ -2,6 +2,7 @@
 //! once, runs the command. Exit codes: the command's (for `run`, the child's), 1 failed, 2 bad
 //! usage or configuration.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,16 +13,37 @@ use ikit::Cli;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = ikit_common::env_map_from_process();
-    let mut telemetry = ikit_common::telemetry::TelemetryConfig::new("ikit");
-    telemetry.log_format = ikit_common::config::LogFormat::Pretty;
-    telemetry.log_filter = log_filter(cli.global.log_level.as_deref(), &env);
-    let _guard = match ikit_common::telemetry::init(&telemetry) {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("ikit: {e}");
-            return ExitCode::from(2);
+    let filter = log_filter(cli.global.log_level.as_deref(), &env);
+    // `ikit dev` runs services: their telemetry (metrics registry, spans). Other commands log
+    // plain lines to stderr, coloured only on a terminal and without NO_COLOR.
+    let mut _guard = None;
+    if cli.is_dev() {
+        let mut telemetry = ikit_common::telemetry::TelemetryConfig::new("ikit");
+        telemetry.log_format = ikit_common::config::LogFormat::Pretty;
+        telemetry.log_filter = filter;
+        match ikit_common::telemetry::init(&telemetry) {
+            Ok(guard) => _guard = Some(guard),
+            Err(e) => {
+                eprintln!("ikit: {e}");
+                return ExitCode::from(2);
+            }
         }
-    };
+    } else {
+        let filter = match ikit_common::telemetry::parse_log_filter(&filter) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("ikit: invalid log level {filter:?}: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let color = !env.contains_key("NO_COLOR") && std::io::stderr().is_terminal();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(color)
+            .with_target(false)
+            .init();
+    }
     let cwd = match std::env::current_dir() {
         Ok(dir) => dir,
         Err(e) => {
@@ -39,13 +61,13 @@ async fn main() -> ExitCode {
     }
 }
 
-/// `--log-level`, else `RUST_LOG`, else the official CLI's `LOG_LEVEL`, else `warn` (a CLI keeps
-/// stderr for what the user must see).
+/// `--log-level`, else `RUST_LOG`, else the official CLI's `LOG_LEVEL`, else `error`: a CLI keeps
+/// stderr for what the user must see, and says itself when it falls back on a snapshot.
 fn log_filter(flag: Option<&str>, env: &std::collections::BTreeMap<String, String>) -> String {
     flag.map(str::to_owned)
         .or_else(|| env.get("RUST_LOG").filter(|v| !v.is_empty()).cloned())
         .or_else(|| env.get("LOG_LEVEL").filter(|v| !v.is_empty()).map(|v| v.to_lowercase()))
-        .unwrap_or_else(|| "warn".to_owned())
+        .unwrap_or_else(|| "error".to_owned())
 }
 
 /// Ends on SIGTERM or ctrl-c (`ikit dev`).

@@ -243,3 +243,102 @@ pub fn login_error(ctx: &Context, e: ikit_client::ClientError) -> CliError {
         ctx.settings.infisical.auth.name()
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use ikit_client::AccessToken;
+    use ikit_common::clock::ManualClock;
+
+    use super::*;
+    use crate::cli::GlobalArgs;
+    use crate::context::Discovered;
+
+    const NOW_MS: i64 = 1_800_000_000_000;
+
+    fn ctx(home: &Path, secret: &str) -> Context {
+        let env: BTreeMap<String, String> = [
+            ("INFISICAL_DOMAIN", "http://127.0.0.1:9"),
+            ("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID", "id"),
+            ("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET", secret),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let mut ctx =
+            Context::resolve(&GlobalArgs::default(), &env, home, Some(home), Discovered::default())
+                .unwrap();
+        ctx.clock = Arc::new(ManualClock::new(NOW_MS));
+        ctx
+    }
+
+    fn token(value: &str, expires_in: Duration) -> LoginToken {
+        LoginToken {
+            access_token: AccessToken::new(value),
+            expires_at: Some(
+                SystemTime::UNIX_EPOCH + Duration::from_millis(NOW_MS as u64) + expires_in,
+            ),
+            renewable_until: None,
+        }
+    }
+
+    #[test]
+    fn a_stored_token_is_served_until_a_minute_before_it_expires() {
+        let home = tempfile::tempdir().unwrap();
+        let c = ctx(home.path(), "s1");
+        assert!(cached_token(&c).unwrap().is_none());
+        store_token(&c, &token("tok-1", Duration::from_secs(600))).unwrap();
+        assert_eq!(cached_token(&c).unwrap().unwrap().expose(), "tok-1");
+
+        let mut late = c.clone();
+        late.clock = Arc::new(ManualClock::new(NOW_MS + 540_001));
+        assert!(cached_token(&late).unwrap().is_none(), "less than a minute left");
+        forget_token(&c).unwrap();
+        assert!(cached_token(&c).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_token_is_bound_to_the_credentials_and_its_file_name() {
+        let home = tempfile::tempdir().unwrap();
+        let c = ctx(home.path(), "s1");
+        store_token(&c, &token("tok-1", Duration::from_secs(600))).unwrap();
+        assert!(
+            cached_token(&ctx(home.path(), "s2")).unwrap().is_none(),
+            "other secret, other slot"
+        );
+
+        // a file moved to another login's name does not open there
+        let (path, _, _) = token_slot(&c).unwrap().unwrap();
+        let (other, _, _) = token_slot(&ctx(home.path(), "s2")).unwrap().unwrap();
+        std::fs::copy(&path, &other).unwrap();
+        assert!(cached_token(&ctx(home.path(), "s2")).unwrap().is_none());
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !name.contains("s1") && name.len() == "0123456789abcdef0123456789abcdef.sealed".len()
+        );
+    }
+
+    #[test]
+    fn fixed_tokens_are_never_cached() {
+        let home = tempfile::tempdir().unwrap();
+        let mut c = ctx(home.path(), "s1");
+        c.settings.infisical.auth = AuthMethod::Token(SecretValue::new("st.a.b"));
+        store_token(&c, &token("tok", Duration::from_secs(600))).unwrap();
+        assert!(token_slot(&c).unwrap().is_none());
+        assert!(!home.path().join(".ikit/tokens").exists());
+    }
+
+    #[test]
+    fn a_key_file_that_is_not_ours_is_reported_not_overwritten() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = home.path().join(crate::context::STATE_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(KEY_FILE), "not base64!").unwrap();
+        let err = snapshot_key(&dir).err().unwrap();
+        assert!(err.to_string().contains("not a key written by ikit"), "{err}");
+        assert_eq!(std::fs::read_to_string(dir.join(KEY_FILE)).unwrap(), "not base64!");
+    }
+}

@@ -86,7 +86,17 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> Result<ExitCode, CliError> 
     let text = Zeroizing::new(match &template {
         Some(t) => format::template(t, secrets)?,
         None => match args.format {
-            Format::Dotenv => format::dotenv(secrets)?,
+            Format::Dotenv => {
+                let keys = format::interpolated_keys(secrets);
+                if !keys.is_empty() {
+                    ctx.warn(&format!(
+                        "{} hold `${{`, which python-dotenv expands unless read with \
+                         interpolate=False (use --format dotenv-export for a shell)",
+                        keys.join(", ")
+                    ));
+                }
+                format::dotenv(secrets)?
+            }
             Format::DotenvExport => format::dotenv_export(secrets)?,
             Format::Docker => format::docker(secrets)?,
             Format::Json => format::json(secrets),

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ikit_client::Client;
-use ikit_common::Settings;
 
 use crate::cli::SecretArg;
 use crate::{CliError, Context, session};
@@ -49,8 +48,12 @@ const METHODS: [&str; 7] =
     ["universal-auth", "kubernetes", "oidc-auth", "jwt-auth", "aws-iam", "azure", "gcp-id-token"];
 
 /// The environment map with the login flags folded in as the variables they stand for, so the
-/// method's credentials are read (and checked) by the one settings reader.
-fn login_vars(ctx: &Context, args: &LoginArgs) -> Result<BTreeMap<String, String>, CliError> {
+/// method's credentials are read (and checked) by the one settings reader when the context is
+/// resolved (called by `ikit::run` before it resolves the context for `login`).
+pub fn login_vars(
+    env: &BTreeMap<String, String>,
+    args: &LoginArgs,
+) -> Result<BTreeMap<String, String>, CliError> {
     if !METHODS.contains(&args.method.as_str()) {
         return Err(CliError::Usage(format!(
             "--method {:?} is not supported: use one of {}",
@@ -58,11 +61,10 @@ fn login_vars(ctx: &Context, args: &LoginArgs) -> Result<BTreeMap<String, String
             METHODS.join(", ")
         )));
     }
-    let mut vars = ctx.env.clone();
+    let mut vars = env.clone();
     // A login by method never uses a ready token.
     vars.remove("INFISICAL_TOKEN");
     vars.remove("INFISICAL_UNIVERSAL_AUTH_ACCESS_TOKEN");
-    vars.insert("INFISICAL_DOMAIN".into(), ctx.settings.infisical.api_url.clone());
     vars.insert("IKIT_INFISICAL_AUTH_METHOD".into(), args.method.clone());
     let mut set = |name: &str, value: Option<&str>| {
         if let Some(v) = value {
@@ -85,12 +87,9 @@ fn login_vars(ctx: &Context, args: &LoginArgs) -> Result<BTreeMap<String, String
 }
 
 pub async fn run(ctx: &Context, args: LoginArgs) -> Result<ExitCode, CliError> {
-    let vars = login_vars(ctx, &args)?;
-    let settings = Settings::load(None, &vars)?;
-    let ctx = Context { settings, ..ctx.clone() };
     let client = Client::new(ctx.client_config()?).map_err(|e| CliError::Usage(e.to_string()))?;
-    let token = client.login().await.map_err(|e| session::login_error(&ctx, e))?;
-    session::store_token(&ctx, &token)?;
+    let token = client.login().await.map_err(|e| session::login_error(ctx, e))?;
+    session::store_token(ctx, &token)?;
     let mut out = std::io::stdout().lock();
     let written = if args.plain {
         writeln!(out, "{}", token.access_token.expose())

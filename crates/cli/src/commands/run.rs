@@ -184,7 +184,7 @@ impl Running {
         }
         let mut child = command
             .spawn()
-            .map_err(|e| CliError::Failed(format!("cannot start {}: {e}", argv[0])))?;
+            .map_err(|source| CliError::Spawn { program: argv[0].clone(), source })?;
         let pid = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
         let exit = tokio::task::spawn_blocking(move || child.wait());
         Ok(Self { pid, exit })
@@ -404,4 +404,81 @@ fn events(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ikit_common::SecretValue;
+
+    fn args(command: Option<&str>, rest: &[&str]) -> RunArgs {
+        RunArgs {
+            paths: Vec::new(),
+            recursive: false,
+            include_imports: true,
+            expand: true,
+            tags: Vec::new(),
+            watch: false,
+            watch_interval: Duration::from_secs(10),
+            command: command.map(str::to_owned),
+            max_stale: Duration::from_secs(60),
+            fallback_env: None,
+            args: rest.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn secrets_win_and_reserved_names_are_dropped_by_name() {
+        let base: BTreeMap<String, String> = [("A", "env"), ("PATH", "/bin"), ("KEEP", "k")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let secrets: SecretMap =
+            [("A", "secret"), ("PATH", "/evil"), ("XDG_X", "x"), ("LC_ALL", "C"), ("NEW", "n")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), SecretValue::new(v)))
+                .collect();
+        let (env, dropped) = child_env(&base, &secrets);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(env, [("A", "secret"), ("KEEP", "k"), ("NEW", "n"), ("PATH", "/bin")]);
+        assert_eq!(dropped, ["LC_ALL", "PATH", "XDG_X"]);
+    }
+
+    #[test]
+    fn the_command_comes_from_after_the_dashes_or_through_the_shell() {
+        let env: BTreeMap<String, String> = [("SHELL".to_owned(), "/bin/zsh".to_owned())].into();
+        assert_eq!(command_line(&args(None, &["a", "b c"]), &env).unwrap(), ["a", "b c"]);
+        assert_eq!(
+            command_line(&args(Some("x && y"), &[]), &env).unwrap(),
+            ["/bin/zsh", "-c", "x && y"]
+        );
+        assert_eq!(
+            command_line(&args(Some("x"), &[]), &BTreeMap::new()).unwrap(),
+            ["sh", "-c", "x"]
+        );
+        assert!(matches!(command_line(&args(Some("x"), &["y"]), &env), Err(CliError::Usage(_))));
+        assert!(matches!(command_line(&args(None, &[]), &env), Err(CliError::Usage(_))));
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(exit_code(std::process::ExitStatus::from_raw(7 << 8)), 7);
+        assert_eq!(exit_code(std::process::ExitStatus::from_raw(15)), 143);
+        assert_eq!(exit_code(std::process::ExitStatus::from_raw(9)), 137);
+    }
+
+    #[test]
+    fn the_digest_changes_with_any_key_or_value_and_is_keyed() {
+        let map = |pairs: &[(&str, &str)]| -> SecretMap {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), SecretValue::new(*v))).collect()
+        };
+        let key = [1u8; 32];
+        let base = digest(&key, &map(&[("A", "1"), ("B", "2")]));
+        assert_eq!(base, digest(&key, &map(&[("B", "2"), ("A", "1")])));
+        assert_ne!(base, digest(&key, &map(&[("A", "1"), ("B", "3")])));
+        assert_ne!(base, digest(&key, &map(&[("A", "12"), ("B", "")])), "lengths are framed");
+        assert_ne!(base, digest(&key, &map(&[("A", "1")])));
+        assert_ne!(base, digest(&[2u8; 32], &map(&[("A", "1"), ("B", "2")])));
+    }
 }

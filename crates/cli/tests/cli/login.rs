@@ -34,6 +34,11 @@ async fn login_plain_prints_exactly_the_token_and_the_token_works() {
     assert_eq!(run.stderr, "", "--silent --plain prints nothing else");
     run.leaks_none(&[CLIENT_SECRET, DB_URL]);
 
+    // a flag completes what the variables hold
+    let mut partial = h.env();
+    partial.remove("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET");
+    h.ikit_with(&partial, &["login", "--client-secret", CLIENT_SECRET, "--plain"]).await.ok();
+
     // the printed token is a working INFISICAL_TOKEN
     let mut env = h.env();
     env.remove("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID");

@@ -1,8 +1,10 @@
 mod binary;
 mod dev;
 mod export;
+mod leaks;
 mod login;
 mod offline;
 mod ops;
 mod run;
 mod support;
+mod warm_start;

@@ -15,7 +15,7 @@ async fn the_childs_exit_code_and_death_by_signal_are_passed_through() {
     let run = h.ikit(&["run"]).await;
     assert_eq!(run.code, Some(2), "no command is a usage error");
     let run = h.ikit(&["run", "--", "/nonexistent/program"]).await;
-    assert_eq!(run.code, Some(1));
+    assert_eq!(run.code, Some(127), "not found, as a shell says it");
     assert!(run.stderr.contains("/nonexistent/program"), "{}", run.stderr);
 }
 
@@ -109,7 +109,7 @@ async fn the_project_file_written_by_init_is_read_back_by_run() {
     let run = h.ikit_with(&env, &["init", "--project-id", "other"]).await;
     assert_eq!(run.code, Some(2), "no overwrite without --force");
     assert!(run.stderr.contains("--force"));
-    h.ikit_with(&env, &["init", "--project-id", PROJECT, "--force"]).await.ok();
+    h.ikit_with(&env, &["init", "--project-id", PROJECT, "--env", "dev", "--force"]).await.ok();
     h.ikit_with(&env, &["run", "--", "sh", "-c", &script]).await.ok();
     assert_eq!(std::fs::read_to_string(&out).unwrap(), DB_URL, "re-initialised to dev");
 }
@@ -152,4 +152,84 @@ async fn watch_restarts_the_child_with_the_new_value_after_a_change() {
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert_eq!(status.code(), Some(0), "the child's exit after the forwarded SIGTERM");
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2, "one restart per change");
+}
+
+/// A stand-in for the webhook service's event stream: records the request, then sends one
+/// `data:` frame per message on `events`.
+async fn event_stream(
+    mut events: tokio::sync::mpsc::Receiver<()>,
+) -> (String, tokio::sync::oneshot::Receiver<String>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v1/infisical/events", listener.local_addr().unwrap());
+    let (request_tx, request_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request ends early");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let _ = request_tx.send(String::from_utf8_lossy(&head).into_owned());
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n")
+            .await
+            .unwrap();
+        while events.recv().await.is_some() {
+            let frame = b"id: 1\ndata: {\"kind\":\"updated\",\"key\":\"API_KEY\"}\n\n";
+            if socket.write_all(frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    (url, request_rx)
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_with_an_event_stream_restarts_on_an_event_without_polling() {
+    use ikit_client::{AuthMethod, Client, ClientConfig, Scope, SecretUpdate};
+
+    let h = Harness::start().await;
+    let (events, events_rx) = tokio::sync::mpsc::channel(1);
+    let (url, request) = event_stream(events_rx).await;
+    let mut env = h.env();
+    env.insert("IKIT_EVENTS_URL".into(), url);
+    env.insert("IKIT_EVENTS_TOKEN".into(), "events-token-1".into());
+    let log = h.work_file("starts");
+    let script = format!(
+        "printf '%s\\n' \"$API_KEY\" >> {log}; trap 'exit 0' TERM; while :; do sleep 0.05; done",
+        log = log.display()
+    );
+    // an interval far beyond the test: only the event can cause the restart
+    let mut child = h
+        .command(&env, &["run", "--watch", "--watch-interval", "1h", "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    wait_for_file(&log, |t| t.lines().count() == 1).await;
+    let request = request.await.unwrap().to_lowercase();
+    assert!(request.starts_with("get /api/v1/infisical/events?environment=dev "), "{request}");
+    assert!(request.contains("authorization: bearer events-token-1"), "{request}");
+
+    let client = Client::new(
+        ClientConfig::new(&h.url, AuthMethod::universal(crate::support::CLIENT_ID, CLIENT_SECRET))
+            .unwrap(),
+    )
+    .unwrap();
+    client
+        .update_secret(
+            &Scope::new(PROJECT, "dev", "/"),
+            &SecretUpdate::value("API_KEY", ikit_client::SecretValue::new("pushed-value-3")),
+        )
+        .await
+        .unwrap();
+    events.send(()).await.unwrap();
+    let text = wait_for_file(&log, |t| t.lines().count() >= 2).await;
+    assert_eq!(text.lines().collect::<Vec<_>>()[..2], [API_KEY, "pushed-value-3"]);
+
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
 }

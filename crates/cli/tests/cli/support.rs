@@ -183,10 +183,8 @@ impl Run {
 /// Waits (bounded) until `path` holds text for which `done` is true; returns it.
 pub(crate) async fn wait_for_file(path: &Path, done: impl Fn(&str) -> bool) -> String {
     for _ in 0..600 {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if done(&text) {
-                return text;
-            }
+        if let Some(text) = std::fs::read_to_string(path).ok().filter(|t| done(t)) {
+            return text;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
