@@ -15,6 +15,7 @@ use crate::health_api::HealthApi;
 use crate::{CliError, Context};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  ikit cache clear\n  ikit cache clear '/auth/*'")]
 pub struct CacheArgs {
     #[command(subcommand)]
     pub command: CacheCommand,

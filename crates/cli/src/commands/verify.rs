@@ -10,6 +10,9 @@ use crate::keyops;
 use crate::{CliError, Context};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  ikit verify rotation\n  ikit verify jwks --url https://auth.example.com/.well-known/jwks.json"
+)]
 pub struct VerifyArgs {
     #[command(subcommand)]
     pub command: VerifyCommand,

@@ -384,6 +384,8 @@ fn completions_and_an_example_in_every_help() {
         &["secrets", "set"],
         &["secrets", "delete"],
         &["secrets", "folders"],
+        &["verify"],
+        &["cache"],
         &["rotate"],
         &["verify", "rotation"],
         &["verify", "jwks"],
