@@ -284,6 +284,27 @@ impl Context {
         })
     }
 
+    /// This context, with the project filled in from the service token's details when none was
+    /// given and the credential is a service token (`st.…`), as the official CLI does.
+    pub async fn with_token_project(&self) -> Result<std::borrow::Cow<'_, Self>, CliError> {
+        let is_service_token = matches!(
+            &self.settings.infisical.auth,
+            AuthMethod::Token(t) if t.expose().starts_with("st.")
+        );
+        if self.project_id.is_some() || !is_service_token {
+            return Ok(std::borrow::Cow::Borrowed(self));
+        }
+        let info = self
+            .client()
+            .await?
+            .service_token_info()
+            .await
+            .map_err(|e| CliError::client("cannot read the service token's project", e))?;
+        let mut ctx = self.clone();
+        ctx.project_id = Some(info.project_id).filter(|p| !p.is_empty());
+        Ok(std::borrow::Cow::Owned(ctx))
+    }
+
     /// A listing query for `path` (`None`: the default secret path) in the resolved project and
     /// environment.
     pub fn folder_query(&self, path: Option<&str>) -> Result<FolderQuery, CliError> {

@@ -95,12 +95,12 @@ fn unreachable(e: &ClientError) -> bool {
 /// Reads the secrets. A cached token the server refuses is dropped and the login done again once.
 pub async fn fetch(ctx: &Context, opts: &FetchOptions) -> Result<Fetched, CliError> {
     let queries = opts.queries(ctx)?;
-    let first = read_listings(ctx, opts, &queries, false).await;
+    let first = read_listings(ctx, opts, &queries, false).await?;
     let result = match first {
         Err(Failure { error: ClientError::Auth { .. }, cached_token: true }) => {
             tracing::info!("cached token refused, logging in again");
             session::forget_token(ctx)?;
-            read_listings(ctx, opts, &queries, true).await
+            read_listings(ctx, opts, &queries, true).await?
         }
         other => other,
     };
@@ -120,40 +120,50 @@ pub async fn fetch(ctx: &Context, opts: &FetchOptions) -> Result<Fetched, CliErr
     }
 }
 
+/// A read Infisical refused or could not answer, and whether a cached token was in use.
 struct Failure {
     error: ClientError,
     cached_token: bool,
 }
 
+/// The outer error is one the user must fix (no credentials, a bad key file); the inner one
+/// is Infisical's answer, which a fallback may cover.
 async fn read_listings(
     ctx: &Context,
     opts: &FetchOptions,
     queries: &[FolderQuery],
     fresh: bool,
-) -> Result<Fetched, Failure> {
-    let fail = |error, cached_token| Failure { error, cached_token };
+) -> Result<Result<Fetched, Failure>, CliError> {
     let (cached, used_cache) = match ctx.cached_client_with(opts.max_stale, fresh).await {
         Ok(pair) => pair,
-        Err(CliError::Client { source, .. }) => return Err(fail(source, false)),
-        Err(other) => return Err(fail(ClientError::Config(other.to_string()), false)),
+        Err(CliError::Client { source, .. }) => {
+            return Ok(Err(Failure { error: source, cached_token: false }));
+        }
+        Err(other) => return Err(other),
     };
     let mut listings = Vec::with_capacity(queries.len());
     let mut oldest: Option<Duration> = None;
     for q in queries {
-        let served = cached.folder(q).await.map_err(|e| fail(e, used_cache))?;
+        let served = match cached.folder(q).await {
+            Ok(served) => served,
+            Err(error) => return Ok(Err(Failure { error, cached_token: used_cache })),
+        };
         if served.source == Source::Snapshot {
             oldest = Some(oldest.map_or(served.age, |o| o.max(served.age)));
         }
         listings.push(served.value);
     }
     if oldest.is_none() {
-        // Only a server that answered tells which generation it speaks.
-        let _ = session::remember_api_version(ctx, cached.client());
+        // Only a server that answered tells which generation it speaks; failing to note it
+        // costs the next run one probe, so it does not fail this one.
+        if let Err(e) = session::remember_api_version(ctx, cached.client()) {
+            tracing::debug!(error = %e, "cannot remember the api version");
+        }
     }
     let order = cached.client().import_order();
     let secrets = merge(listings.iter().map(|l| l.as_ref()), order);
     let origin = oldest.map_or(Origin::Infisical, Origin::Snapshot);
-    Ok(Fetched { secrets, origin })
+    Ok(Ok(Fetched { secrets, origin }))
 }
 
 /// A `.env` file in python-dotenv's dialect; a key without `=` is an error naming it.

@@ -241,21 +241,6 @@ pub fn quote(key: &str, value: &str) -> Result<String, MigrateError> {
     }
 }
 
-/// For `ikit export`: like [`quote`], but a value python-dotenv would interpolate by default
-/// (one holding `${`) is written in single quotes, which `load_dotenv` never expands, so the
-/// file reads back exactly with interpolation on or off. Single quotes decode only `\\` and
-/// `\'`; a value they cannot carry (a carriage return, which text-mode reading turns into a line
-/// feed, or a trailing backslash) falls back to [`quote`].
-pub fn quote_uninterpolated(key: &str, value: &str) -> Result<String, MigrateError> {
-    if !value.contains("${") || value.contains('\r') || value.ends_with('\\') {
-        return quote(key, value);
-    }
-    // The key is checked by `quote`'s rules.
-    quote(key, "")?;
-    let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
-    Ok(format!("{key}='{escaped}'"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,6 +80,7 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> Result<ExitCode, CliError> 
         max_stale: args.max_stale,
         fallback_env: args.fallback_env.clone(),
     };
+    let ctx = &*ctx.with_token_project().await?;
     let fetched = fetch::fetch(ctx, &opts).await?;
     fetch::announce(&fetched.origin);
     let secrets = &fetched.secrets;

@@ -42,6 +42,9 @@ pub struct RunArgs {
     /// seconds; 500ms, 1m; at least 1s). A revalidation of an unchanged folder is a 304.
     #[arg(long, default_value = "10", value_parser = ikit_common::config::parse_duration)]
     pub watch_interval: Duration,
+    /// With --watch: how long a stopped child gets between SIGTERM and SIGKILL.
+    #[arg(long, default_value = "10s", value_parser = ikit_common::config::parse_duration)]
+    pub restart_grace: Duration,
     /// Run this through `$SHELL -c` (else `sh -c`) instead of the arguments after `--`.
     #[arg(long, short = 'c')]
     pub command: Option<String>,
@@ -72,8 +75,6 @@ const RESERVED: [&str; 12] = [
     "SHELL",
     "MAIL",
 ];
-/// How long a child stopped for a restart gets between SIGTERM and SIGKILL.
-const RESTART_GRACE: Duration = Duration::from_secs(10);
 /// The shortest `--watch-interval`.
 const MIN_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -226,6 +227,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode, CliError> {
         max_stale: args.max_stale,
         fallback_env: args.fallback_env.clone(),
     };
+    let ctx = &*ctx.with_token_project().await?;
     let fetched = fetch::fetch(ctx, &opts).await?;
     fetch::announce(&fetched.origin);
     let mut watcher = match args.watch {
@@ -257,7 +259,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode, CliError> {
         if !ctx.silent {
             eprintln!("ikit: secrets changed, restarting the command");
         }
-        child.stop(RESTART_GRACE).await;
+        child.stop(args.restart_grace).await;
         secrets = restart;
     }
 }
@@ -273,6 +275,9 @@ struct Watcher {
     trigger: Trigger,
     digest_key: [u8; 32],
     current: [u8; 32],
+    /// The last revalidation failed (warned once per failing streak).
+    failing: bool,
+    silent: bool,
 }
 
 enum Trigger {
@@ -296,6 +301,7 @@ impl Watcher {
                 url.clone(),
                 ctx.env.get("IKIT_EVENTS_TOKEN").cloned(),
                 ctx.environment.clone(),
+                ctx.silent,
             )),
             None => {
                 let every = interval.max(MIN_WATCH_INTERVAL);
@@ -306,7 +312,16 @@ impl Watcher {
         };
         let listings = vec![(None, None); queries.len()];
         let current = digest(&digest_key, secrets);
-        Ok(Self { client, queries, listings, trigger, digest_key, current })
+        Ok(Self {
+            client,
+            queries,
+            listings,
+            trigger,
+            digest_key,
+            current,
+            failing: false,
+            silent: ctx.silent,
+        })
     }
 
     /// Waits until the secrets differ from the ones the child runs with, and returns them.
@@ -333,12 +348,15 @@ impl Watcher {
                     }
                     Ok(FolderFetch::NotModified) => {}
                     Err(e) => {
-                        tracing::warn!(path = q.path, error = %e, "watch: cannot revalidate");
+                        if !self.failing && !self.silent {
+                            eprintln!("ikit: warning: watch: cannot revalidate {}: {e}", q.path);
+                        }
                         failed = true;
                         break;
                     }
                 }
             }
+            self.failing = failed;
             if failed {
                 continue;
             }
@@ -368,16 +386,27 @@ fn digest(key: &[u8; 32], secrets: &SecretMap) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// Counts the complete `data:` lines in `chunk`, keeping an unfinished last line in `partial`
+/// for the next chunk (a frame may be cut anywhere).
+fn data_lines(partial: &mut Vec<u8>, chunk: &[u8]) -> usize {
+    partial.extend_from_slice(chunk);
+    let Some(last_newline) = partial.iter().rposition(|b| *b == b'\n') else { return 0 };
+    let complete: Vec<u8> = partial.drain(..=last_newline).collect();
+    complete.split(|b| *b == b'\n').filter(|line| line.starts_with(b"data:")).count()
+}
+
 /// Reads the event stream in the background (reconnecting after a second) and sends a tick
 /// for every event.
 fn events(
     url: String,
     token: Option<String>,
     environment: String,
+    silent: bool,
 ) -> tokio::sync::mpsc::Receiver<()> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         let http = reqwest::Client::new();
+        let mut failing = false;
         loop {
             let mut request = http
                 .get(&url)
@@ -388,14 +417,28 @@ fn events(
             }
             match request.send().await.and_then(reqwest::Response::error_for_status) {
                 Ok(mut response) => {
+                    if failing && !silent {
+                        eprintln!("ikit: watch: event stream connected again");
+                    }
+                    failing = false;
+                    let mut partial = Vec::new();
                     while let Ok(Some(chunk)) = response.chunk().await {
-                        let data = chunk.split(|b| *b == b'\n').any(|l| l.starts_with(b"data:"));
-                        if data && tx.try_send(()).is_err() && tx.is_closed() {
+                        let events = data_lines(&mut partial, &chunk);
+                        // One pending tick is enough: the check re-reads every folder.
+                        if events > 0 && tx.try_send(()).is_err() && tx.is_closed() {
                             return;
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "watch: event stream unavailable"),
+                Err(e) => {
+                    if !failing && !silent {
+                        eprintln!(
+                            "ikit: warning: watch: event stream unavailable: {}",
+                            e.without_url()
+                        );
+                    }
+                    failing = true;
+                }
             }
             if tx.is_closed() {
                 return;
@@ -420,6 +463,7 @@ mod tests {
             tags: Vec::new(),
             watch: false,
             watch_interval: Duration::from_secs(10),
+            restart_grace: Duration::from_secs(10),
             command: command.map(str::to_owned),
             max_stale: Duration::from_secs(60),
             fallback_env: None,
@@ -458,6 +502,15 @@ mod tests {
         );
         assert!(matches!(command_line(&args(Some("x"), &["y"]), &env), Err(CliError::Usage(_))));
         assert!(matches!(command_line(&args(None, &[]), &env), Err(CliError::Usage(_))));
+    }
+
+    #[test]
+    fn data_lines_are_counted_across_chunk_boundaries() {
+        let mut partial = Vec::new();
+        assert_eq!(data_lines(&mut partial, b": heartbeat\nid: 1\nda"), 0);
+        assert_eq!(data_lines(&mut partial, b"ta: {\"k\":1}"), 0);
+        assert_eq!(data_lines(&mut partial, b"\n\nid: 2\ndata: x\n\ndata: y\n"), 3);
+        assert!(partial.is_empty());
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod leaks;
 mod login;
 mod offline;
 mod ops;
+mod round_trip;
 mod run;
 mod support;
 mod warm_start;

@@ -14,6 +14,12 @@ async fn the_childs_exit_code_and_death_by_signal_are_passed_through() {
     assert_eq!(run.code, Some(3));
     let run = h.ikit(&["run"]).await;
     assert_eq!(run.code, Some(2), "no command is a usage error");
+    let mut no_credentials = h.env();
+    no_credentials.remove("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET");
+    no_credentials.remove("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID");
+    let run = h.ikit_with(&no_credentials, &["run", "--", "true"]).await;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("INFISICAL_TOKEN"), "says what to set: {}", run.stderr);
     let run = h.ikit(&["run", "--", "/nonexistent/program"]).await;
     assert_eq!(run.code, Some(127), "not found, as a shell says it");
     assert!(run.stderr.contains("/nonexistent/program"), "{}", run.stderr);
@@ -232,4 +238,80 @@ async fn watch_with_an_event_stream_restarts_on_an_event_without_polling() {
     let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_ignores_sigterm_is_killed_after_the_grace_and_restarted() {
+    use ikit_client::{AuthMethod, Client, ClientConfig, Scope, SecretUpdate};
+
+    let h = Harness::start().await;
+    let log = h.work_file("starts");
+    let script = format!(
+        "trap '' TERM; printf '%s %s\\n' $$ \"$API_KEY\" >> {log}; while :; do sleep 0.05; done",
+        log = log.display()
+    );
+    let args = [
+        "run",
+        "--watch",
+        "--watch-interval",
+        "1s",
+        "--restart-grace",
+        "200ms",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ];
+    let mut child = h.command(&h.env(), &args).spawn().unwrap();
+    let first = wait_for_file(&log, |t| t.lines().count() == 1).await;
+    let first_pid = first.split_whitespace().next().unwrap().to_owned();
+
+    let client = Client::new(
+        ClientConfig::new(&h.url, AuthMethod::universal(crate::support::CLIENT_ID, CLIENT_SECRET))
+            .unwrap(),
+    )
+    .unwrap();
+    client
+        .update_secret(
+            &Scope::new(PROJECT, "dev", "/"),
+            &SecretUpdate::value("API_KEY", ikit_client::SecretValue::new("after-kill-4")),
+        )
+        .await
+        .unwrap();
+    let text = wait_for_file(&log, |t| t.lines().count() >= 2).await;
+    let second: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(second[1], "after-kill-4");
+    let alive = std::process::Command::new("kill").args(["-0", &first_pid]).status().unwrap();
+    assert!(!alive.success(), "the first child, deaf to SIGTERM, was killed");
+
+    // this child ignores SIGTERM too: SIGKILL it and see 128 + 9 come back
+    let killed = std::process::Command::new("kill").args(["-KILL", second[0]]).status().unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(137));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_token_needs_no_project_id() {
+    let h = Harness::start().await;
+    let env: std::collections::BTreeMap<String, String> = [
+        ("HOME", h.home.path().to_str().unwrap()),
+        ("PATH", &std::env::var("PATH").unwrap_or_default()),
+        ("INFISICAL_API_URL", h.url.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let out = h.work_file("v");
+    let script = format!("printf '%s' \"$API_KEY\" > {}", out.display());
+    let run = h
+        .ikit_with(
+            &env,
+            &["run", "--token", "st.st-cli.st-cli-secret.key-part", "--", "sh", "-c", &script],
+        )
+        .await;
+    run.ok();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), API_KEY);
+    run.leaks_none(&["st-cli-secret"]);
 }

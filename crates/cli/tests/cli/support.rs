@@ -60,6 +60,10 @@ fn seed(extra: &[(&str, &str, &str)]) -> String {
              "accessTokenTTL": 3600, "accessTokenMaxTTL": 7200, "projects": [PROJECT]}
         ],
         "folders": folders,
+        "serviceTokens": [
+            {"id": "st-cli", "secret": "st-cli-secret", "projectId": PROJECT,
+             "scopes": [{"environment": "dev", "secretPath": "/"}]}
+        ],
         "secrets": secrets,
     })
     .to_string()
