@@ -105,7 +105,7 @@ pub fn listing(format: ListFormat, items: &[Listed<'_>]) -> Result<String, Strin
         ListFormat::Dotenv => {
             let mut out = String::new();
             for s in items {
-                let line = ikit_migrate::dotenv::quote_uninterpolated(s.key, s.value.expose())
+                let line = ikit_migrate::dotenv::quote(s.key, s.value.expose())
                     .map_err(|e| e.to_string())?;
                 out.push_str(&line);
                 out.push('\n');
