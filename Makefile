@@ -65,7 +65,11 @@ DEV_LOG ?= .ikit/dev.log
 PATTERN ?= /*
 REASON ?= make $@
 ROTATE_FLAGS ?= --force
-MIGRATE_ARGS ?= check-prerequisites
+# `plan` reads only; MIGRATE_COMMAND=apply writes (backup first)
+MIGRATE_COMMAND ?= plan
+MIGRATE_MAPPING ?= migrate.toml
+MIGRATE_SOURCES ?= .env
+MIGRATE_ARGS ?= $(MIGRATE_COMMAND) --mapping '$(MIGRATE_MAPPING)' $(MIGRATE_SOURCES)
 # the state file is used when it exists and IKIT_DEV_STATE is not set (IKIT_DEV_STATE= turns it off)
 IKIT = IKIT_DEV_STATE="$${IKIT_DEV_STATE-$$(test -f '$(DEV_STATE)' && echo '$(DEV_STATE)')}" $(IKIT_BIN)
 # SECRET_VALUE reaches ikit on stdin from the shell's own variable: never in an argv or make's echo
@@ -87,7 +91,7 @@ infisical-dev-stop: ## stop the stack infisical-dev-setup started
 infisical-health: ikit-bin ## health of every part; exit 0 healthy, 1 degraded, 2 unhealthy
 	$(IKIT) health
 
-infisical-migrate: ikit-bin ## ikit migrate $(MIGRATE_ARGS) (e.g. MIGRATE_ARGS="plan --source .env")
+infisical-migrate: ikit-bin ## ikit migrate plan --mapping migrate.toml .env (MIGRATE_COMMAND, _MAPPING, _SOURCES, or MIGRATE_ARGS)
 	$(IKIT) migrate $(MIGRATE_ARGS)
 
 infisical-rotate-jwt: ikit-bin ## rotate the JWT signing key (ROTATE_FLAGS=--force by default, REASON=...)

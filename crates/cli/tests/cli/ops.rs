@@ -260,6 +260,28 @@ async fn verify_rotate_health_and_cache_clear() {
             );
         }
 
+        // a refused admin token: the service's reason, never the token
+        let wrong = "wrong-admin-token-0123456789abcdef";
+        let out = st.ikit(
+            &["rotate", "jwt", "--force"],
+            &[("IKIT_HEALTH_URL", &health_url), ("IKIT_ADMIN_TOKEN", wrong)],
+            None,
+        );
+        assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("401: unauthorized"), "{}", text(&out.stderr));
+        assert_no_leak(&out, &[wrong], "rotate with a wrong admin token");
+
+        // nothing to clear through: a usage error naming what to set
+        let out = st.ikit(&["cache", "clear"], &[("IKIT_DEV_STATE", "")], None);
+        assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("IKIT_REDIS_URL"), "{}", text(&out.stderr));
+
+        // a broken manifest: exit 2 with the place
+        std::fs::write(st.dir.path().join("bad.toml"), "[profiles.default]\nA = 1\n").unwrap();
+        let out = st.ikit(&["check", "--manifest", "bad.toml"], &[], None);
+        assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("profiles.default.A"), "{}", text(&out.stderr));
+
         // a health service that does not answer is unhealthy
         let out = st.ikit(&["health"], &[("IKIT_HEALTH_URL", "http://127.0.0.1:9")], None);
         assert_eq!(code(&out), 2, "{}", text(&out.stderr));
