@@ -46,8 +46,9 @@ pub async fn run(
 ) -> Result<ExitCode, CliError> {
     let Cli { global, command } = cli;
     // `IKIT_DEV_STATE`: the variables a `make dev` state file supplies, filling unset ones only
+    let process_env = env;
     let env = &devstate::apply(env.clone()).map_err(CliError::Usage)?;
-    let ctx = match command {
+    let mut ctx = match command {
         #[cfg(feature = "dev")]
         Command::Dev(args) => return dev::run(args, env, stop).await.map(|()| ExitCode::SUCCESS),
         // needs no configuration: works before anything is set up
@@ -58,6 +59,10 @@ pub async fn run(
         }
         _ => Context::load(&global, env, cwd, home)?,
     };
+    if matches!(command, Command::Run(_)) {
+        // the child starts from the real environment, not the state file's credentials
+        ctx.env = process_env.clone();
+    }
     ctx.print_notices();
     commands::dispatch(&ctx, command).await
 }

@@ -187,6 +187,13 @@ async fn secrets_set_get_list_delete_folders_and_check() {
         let out = st.ikit(&["secrets", "folders", "get", "--path", "/"], &[], None);
         assert!(!text(&out.stdout).contains("opsdir"));
 
+        // the state file points `ikit run` at the stack, but its credentials stay out of the child
+        let script = "echo admin=${IKIT_ADMIN_TOKEN:-none} \
+                      secret=${INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET:-none} flags=$FEATURE_FLAGS";
+        let out = st.ikit(&["run", "--path", "/app", "--", "sh", "-c", script], &[], None);
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).trim(), "admin=none secret=none flags=search,checkout");
+
         // bad input: a precise error, exit 2, no panic
         let out = st.ikit(&["secrets", "set", "1BAD=x"], &[], None);
         assert_eq!(code(&out), 2);
