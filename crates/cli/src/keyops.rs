@@ -173,15 +173,23 @@ pub fn rotation_lock(
     Ok((Arc::new(LocalLock::default()), false))
 }
 
-/// A key manager over the project's key folders in Infisical.
+/// A key manager over the project's key folders in Infisical. With a `publisher` (a
+/// `CachedClient` on the replicas' Redis), every committed step tells the other replicas to
+/// reload their ring, as the health service's own rotations do.
 pub fn manager(
     client: ikit_client::Client,
     project_id: &str,
     environment: &str,
     lock: Arc<dyn RotationLock>,
+    publisher: Option<Arc<dyn ikit_keys::KeyChangePublisher>>,
 ) -> Result<KeyManager, ikit_keys::Error> {
     let store = ikit_keys::infisical::InfisicalStore::new(client, project_id, environment);
-    KeyManager::builder(Arc::new(store)).lock(lock).folders(JWT_FOLDER, AES_FOLDER).build()
+    let mut builder =
+        KeyManager::builder(Arc::new(store)).lock(lock).folders(JWT_FOLDER, AES_FOLDER);
+    if let Some(publisher) = publisher {
+        builder = builder.publisher(publisher);
+    }
+    builder.build()
 }
 
 /// A folder as the pure checks take it.

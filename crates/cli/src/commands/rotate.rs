@@ -1,9 +1,12 @@
 //! `ikit rotate jwt|aes|all`: through the health service's admin API when `IKIT_HEALTH_URL` and
 //! `IKIT_ADMIN_TOKEN` are set (audited there, and the service's ring changes at once), else
 //! directly through ikit-keys under the rotation lock the health service takes (PostgreSQL
-//! advisory with a PostgreSQL `IKIT_DATABASE_URL`, else Redis with `IKIT_REDIS_URL`).
+//! advisory with a PostgreSQL `IKIT_DATABASE_URL`, else Redis with `IKIT_REDIS_URL`); with
+//! Redis, each committed step is published so every replica reloads its key ring.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use ikit_keys::{RotationTarget, Trigger};
 use serde_json::{Value, json};
@@ -103,7 +106,12 @@ async fn direct(ctx: &Context, args: &RotateArgs) -> Result<Value, CliError> {
         );
     }
     let client = ctx.client().await?;
-    let keys = keyops::manager(client, project, &ctx.environment, lock)
+    // with Redis, the replicas (health services) reload their ring after each step
+    let publisher: Option<Arc<dyn ikit_keys::KeyChangePublisher>> = match &ctx.settings.redis_url {
+        Some(_) => Some(Arc::new(ctx.cached_client(Duration::ZERO).await?)),
+        None => None,
+    };
+    let keys = keyops::manager(client, project, &ctx.environment, lock, publisher)
         .map_err(|e| CliError::Failed(format!("rotate: {e}")))?;
     let loaded = keys
         .load()

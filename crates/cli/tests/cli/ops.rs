@@ -473,11 +473,22 @@ async fn writes_and_cache_clear_publish_invalidations_on_redis() {
             st.ikit(&["cache", "clear", &format!("/{f}/*")], &[("IKIT_REDIS_URL", &url)], None);
         assert_eq!(code(&out), 0, "{}", text(&out.stderr));
         assert!(text(&out.stdout).contains("redis: published=true"), "{}", text(&out.stdout));
+
+        // a direct rotation (no admin token) tells the replicas to reload the AES ring
+        let health_url = st.stack.info().health_url.clone();
+        let out = st.ikit(
+            &["rotate", "aes", "--force"],
+            &[("IKIT_REDIS_URL", &url), ("IKIT_HEALTH_URL", &health_url)],
+            None,
+        );
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("(direct)"), "{}", text(&out.stdout));
+        assert!(!text(&out.stderr).contains("no shared rotation lock"), "Redis is the lock");
     })
     .await;
 
     let mut seen = Vec::new();
-    let wanted = [format!("/{folder}"), format!("/{folder}/*")];
+    let wanted = [format!("/{folder}"), format!("/{folder}/*"), "/auth/aes".to_owned()];
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     while !wanted.iter().all(|w| seen.contains(w)) {
         let message = tokio::time::timeout_at(deadline, messages.next())
