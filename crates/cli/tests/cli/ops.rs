@@ -187,6 +187,21 @@ async fn secrets_set_get_list_delete_folders_and_check() {
         let out = st.ikit(&["secrets", "folders", "get", "--path", "/"], &[], None);
         assert!(!text(&out.stdout).contains("opsdir"));
 
+        // --file: a .env file's keys and values, quotes decoded as python-dotenv does
+        std::fs::write(
+            st.dir.path().join("ops.env"),
+            "# comment\nFROM_FILE_A=\"two\\nlines 'q'\"\nexport FROM_FILE_B=plain-b-7d\n",
+        )
+        .unwrap();
+        let out = st.ikit(&["secrets", "set", "--file", "ops.env"], &[], None);
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).matches("SECRET CREATED").count(), 2, "{}", text(&out.stdout));
+        assert_no_leak(&out, &["plain-b-7d", "lines 'q'"], "secrets set --file");
+        let out = st.ikit(&["secrets", "get", "FROM_FILE_A", "FROM_FILE_B", "--plain"], &[], None);
+        assert_eq!(text(&out.stdout), "two\nlines 'q'\nplain-b-7d\n");
+        let out = st.ikit(&["secrets", "set", "--file", "ops.env", "X=1"], &[], None);
+        assert_eq!(code(&out), 2, "--file and arguments exclude each other");
+
         // the state file points `ikit run` at the stack, but its credentials stay out of the child
         let script = "echo admin=${IKIT_ADMIN_TOKEN:-none} \
                       secret=${INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET:-none} flags=$FEATURE_FLAGS";
