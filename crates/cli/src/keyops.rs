@@ -192,6 +192,24 @@ pub fn manager(
     builder.build()
 }
 
+/// A key folder read as the key store reads it (no imports, no reference expansion: key
+/// material is taken literally; a missing folder is empty), for the pure checks.
+pub async fn read_key_folder(
+    client: &ikit_client::Client,
+    project_id: &str,
+    environment: &str,
+    folder: &str,
+) -> Result<BTreeMap<String, SecretValue>, ikit_client::ClientError> {
+    let query = ikit_client::FolderQuery::new(project_id, environment, folder)
+        .include_imports(false)
+        .expand_references(false);
+    match client.fetch_folder(&query).await {
+        Ok(listing) => Ok(listing.secrets.into_iter().map(|s| (s.key, s.value)).collect()),
+        Err(ikit_client::ClientError::NotFound { .. }) => Ok(BTreeMap::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// A folder as the pure checks take it.
 pub fn values(folder: ikit_keys::store::Folder) -> BTreeMap<String, SecretValue> {
     folder.into_iter().map(|(k, v)| (k, v.value)).collect()

@@ -27,6 +27,7 @@ pub mod assign;
 pub mod devstate;
 pub mod health_api;
 pub mod keyops;
+mod reauth;
 pub mod render;
 pub mod secretspec;
 

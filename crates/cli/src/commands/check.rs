@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::render;
 use crate::secretspec::{self, DEFAULT_PROFILE};
 use crate::{CliError, Context};
+use crate::{reauth, render};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  ikit check\n  ikit check --manifest deploy/secretspec.toml \
@@ -50,11 +50,14 @@ pub async fn run(ctx: &Context, args: CheckArgs) -> Result<ExitCode, CliError> {
     // names are all this needs: no reference expansion, so a broken reference elsewhere in the
     // folder cannot fail the check
     query.expand_references = false;
-    let client = ctx.client().await?;
-    let folder = client
-        .fetch_folder(&query)
-        .await
-        .map_err(|e| CliError::client("check: cannot list secrets", e))?;
+    let (client, folder) = reauth::with_client(ctx, async |client: ikit_client::Client| {
+        let folder = client
+            .fetch_folder(&query)
+            .await
+            .map_err(|e| CliError::client("check: cannot list secrets", e))?;
+        Ok((client, folder))
+    })
+    .await?;
     let present: BTreeSet<String> =
         folder.merged(client.import_order()).into_iter().map(|s| s.key.clone()).collect();
     let report = secretspec::check(&requirements, &present);

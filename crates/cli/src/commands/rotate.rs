@@ -6,14 +6,13 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ikit_keys::{RotationTarget, Trigger};
 use serde_json::{Value, json};
 
 use crate::health_api::HealthApi;
-use crate::keyops;
 use crate::{CliError, Context};
+use crate::{keyops, reauth};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RotateKind {
@@ -105,10 +104,23 @@ async fn direct(ctx: &Context, args: &RotateArgs) -> Result<Value, CliError> {
              make sure no health service rotates these keys at the same time",
         );
     }
-    let client = ctx.client().await?;
+    // a probe of the JWT folder: a refused cached token is replaced before anything is written
+    let client = reauth::with_client(ctx, async |client: ikit_client::Client| {
+        keyops::read_key_folder(&client, project, &ctx.environment, keyops::JWT_FOLDER)
+            .await
+            .map_err(|e| CliError::client("rotate: reading the keys", e))?;
+        Ok(client)
+    })
+    .await?;
     // with Redis, the replicas (health services) reload their ring after each step
     let publisher: Option<Arc<dyn ikit_keys::KeyChangePublisher>> = match &ctx.settings.redis_url {
-        Some(_) => Some(Arc::new(ctx.cached_client(Duration::ZERO).await?)),
+        Some(_) => {
+            let config = ikit_client::CacheConfig::from_settings(&ctx.settings)
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let cache = ikit_client::CachedClient::new(client.clone(), config)
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            Some(Arc::new(cache))
+        }
         None => None,
     };
     let keys = keyops::manager(client, project, &ctx.environment, lock, publisher)

@@ -7,16 +7,16 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use ikit_client::{
-    CachedClient, FolderQuery, InvalidationScope, NewSecret, Scope, SecretType, SecretUpdate,
+    CacheConfig, CachedClient, Client, FolderQuery, InvalidationScope, NewSecret, Scope,
+    SecretType, SecretUpdate,
 };
 use ikit_common::SecretValue;
 
-use crate::assign;
 use crate::render::{self, ListFormat, Listed};
 use crate::{CliError, Context};
+use crate::{assign, reauth};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -200,9 +200,14 @@ fn query(ctx: &Context, folder: &FolderArgs) -> Result<FolderQuery, CliError> {
 /// The folder's secrets (imports merged below its own), sorted by key.
 async fn fetch(ctx: &Context, folder: &FolderArgs) -> Result<Vec<ikit_client::Secret>, CliError> {
     let q = query(ctx, folder)?;
-    let client = ctx.client().await?;
-    let listing =
-        client.fetch_folder(&q).await.map_err(|e| CliError::client("cannot list secrets", e))?;
+    let (client, listing) = reauth::with_client(ctx, async |client: Client| {
+        let listing = client
+            .fetch_folder(&q)
+            .await
+            .map_err(|e| CliError::client("cannot list secrets", e))?;
+        Ok((client, listing))
+    })
+    .await?;
     let mut secrets = listing.merged(client.import_order());
     secrets.sort_by(|a, b| a.key.cmp(&b.key).then(a.path.cmp(&b.path)));
     Ok(secrets)
@@ -272,8 +277,10 @@ async fn get(ctx: &Context, args: GetArgs) -> Result<ExitCode, CliError> {
 }
 
 /// The cache the writes invalidate through (a no-op beyond this process without Redis).
-async fn cache(ctx: &Context) -> Result<CachedClient, CliError> {
-    ctx.cached_client(Duration::ZERO).await
+fn cache(ctx: &Context, client: &Client) -> Result<CachedClient, CliError> {
+    let config =
+        CacheConfig::from_settings(&ctx.settings).map_err(|e| CliError::Usage(e.to_string()))?;
+    CachedClient::new(client.clone(), config).map_err(|e| CliError::Usage(e.to_string()))
 }
 
 async fn invalidate(ctx: &Context, cache: &CachedClient, scope: &Scope) {
@@ -331,17 +338,19 @@ async fn set(ctx: &Context, args: SetArgs) -> Result<ExitCode, CliError> {
     let values = values(ctx, &args)?;
     let scope = scope(ctx, args.path.as_deref())?;
     let secret_type: SecretType = args.secret_type.into();
-    let cache = cache(ctx).await?;
-    let client = cache.client();
     let mut current_query = FolderQuery::new(&scope.project_id, &scope.environment, &scope.path);
     current_query.include_imports = false;
     current_query.expand_references = false;
-    let current = match client.fetch_folder(&current_query).await {
-        Ok(folder) => folder.secrets,
-        // a folder that does not exist yet holds nothing: the create names the real problem
-        Err(ikit_client::ClientError::NotFound { .. }) => Vec::new(),
-        Err(e) => return Err(CliError::client("cannot list the folder before writing", e)),
-    };
+    let (client, current) = reauth::with_client(ctx, async |client: Client| {
+        match client.fetch_folder(&current_query).await {
+            Ok(folder) => Ok((client, folder.secrets)),
+            // a folder that does not exist yet holds nothing: the create names the real problem
+            Err(ikit_client::ClientError::NotFound { .. }) => Ok((client, Vec::new())),
+            Err(e) => Err(CliError::client("cannot list the folder before writing", e)),
+        }
+    })
+    .await?;
+    let client = &client;
     let mut rows = Vec::with_capacity(values.len());
     let mut changed = false;
     for (key, value) in values {
@@ -372,7 +381,7 @@ async fn set(ctx: &Context, args: SetArgs) -> Result<ExitCode, CliError> {
         rows.push(vec![key, render::MASK.to_owned(), status.to_owned()]);
     }
     if changed {
-        invalidate(ctx, &cache, &scope).await;
+        invalidate(ctx, &cache(ctx, client)?, &scope).await;
     }
     print(&render::table(&["SECRET NAME", "SECRET VALUE", "STATUS"], &rows))?;
     Ok(ExitCode::SUCCESS)
@@ -383,11 +392,20 @@ async fn delete(ctx: &Context, args: DeleteArgs) -> Result<ExitCode, CliError> {
         assign::check_key(name).map_err(|e| CliError::Usage(e.to_string()))?;
     }
     let scope = scope(ctx, args.path.as_deref())?;
-    let cache = cache(ctx).await?;
-    let mut deleted = Vec::new();
+    let secret_type: SecretType = args.secret_type.into();
+    // only the first delete can meet a refused cached token, so a retry repeats nothing
+    let (client, mut deleted) = reauth::with_client(ctx, async |client: Client| {
+        let first = &args.names[0];
+        client
+            .delete_secret(&scope, first, secret_type)
+            .await
+            .map_err(|e| CliError::client(format!("cannot delete {first}"), e))?;
+        Ok((client, vec![first.as_str()]))
+    })
+    .await?;
     let mut failure = None;
-    for name in &args.names {
-        match cache.client().delete_secret(&scope, name, args.secret_type.into()).await {
+    for name in &args.names[1..] {
+        match client.delete_secret(&scope, name, secret_type).await {
             Ok(_) => deleted.push(name.as_str()),
             Err(e) => {
                 failure = Some(CliError::client(format!("cannot delete {name}"), e));
@@ -395,10 +413,8 @@ async fn delete(ctx: &Context, args: DeleteArgs) -> Result<ExitCode, CliError> {
             }
         }
     }
-    if !deleted.is_empty() {
-        invalidate(ctx, &cache, &scope).await;
-        eprintln!("deleted {} from {} {}", deleted.join(", "), scope.environment, scope.path);
-    }
+    invalidate(ctx, &cache(ctx, &client)?, &scope).await;
+    eprintln!("deleted {} from {} {}", deleted.join(", "), scope.environment, scope.path);
     match failure {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
@@ -408,9 +424,23 @@ async fn delete(ctx: &Context, args: DeleteArgs) -> Result<ExitCode, CliError> {
 async fn folders(ctx: &Context, args: FoldersArgs) -> Result<ExitCode, CliError> {
     let project = ctx.require_project()?.to_owned();
     let env = ctx.environment.clone();
-    let client = ctx.client().await?;
-    match args.command {
+    reauth::with_client(ctx, async |client: Client| {
+        folder_op(ctx, &client, &project, &env, &args.command).await
+    })
+    .await
+}
+
+async fn folder_op(
+    ctx: &Context,
+    client: &Client,
+    project: &str,
+    env: &str,
+    command: &FoldersCommand,
+) -> Result<ExitCode, CliError> {
+    let (project, env) = (project.to_owned(), env.to_owned());
+    match command {
         FoldersCommand::Get { path, output } => {
+            let output = *output;
             let path = scope(ctx, path.as_deref())?.path;
             let mut folders = client
                 .list_folders(&project, &env, &path, false)
@@ -434,19 +464,18 @@ async fn folders(ctx: &Context, args: FoldersArgs) -> Result<ExitCode, CliError>
         }
         FoldersCommand::Create { path, name } => {
             let path = scope(ctx, path.as_deref())?.path;
-            client.create_folder(&project, &env, &path, &name).await.map_err(|e| {
+            client.create_folder(&project, &env, &path, name).await.map_err(|e| {
                 CliError::client(format!("cannot create folder {name} in {path}"), e)
             })?;
             eprintln!("created folder {name} in {env} {path}");
         }
         FoldersCommand::Delete { path, name } => {
             let path = scope(ctx, path.as_deref())?.path;
-            client.delete_folder(&project, &env, &path, &name).await.map_err(|e| {
+            client.delete_folder(&project, &env, &path, name).await.map_err(|e| {
                 CliError::client(format!("cannot delete folder {name} in {path}"), e)
             })?;
-            let cache = cache(ctx).await?;
             let folder = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };
-            invalidate(ctx, &cache, &Scope::new(&project, &env, folder)).await;
+            invalidate(ctx, &cache(ctx, client)?, &Scope::new(&project, &env, folder)).await;
             eprintln!("deleted folder {name} in {env} {path}");
         }
     }

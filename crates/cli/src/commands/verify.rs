@@ -3,11 +3,11 @@
 
 use std::process::ExitCode;
 
-use ikit_keys::store::KeyStore as _;
+use ikit_client::Client;
 
 use crate::health_api::HealthApi;
-use crate::keyops;
 use crate::{CliError, Context};
+use crate::{keyops, reauth};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -49,18 +49,16 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode, CliError> 
     let (checks, json) = match args.command {
         VerifyCommand::Rotation { allow_no_next, json } => {
             let project = ctx.require_project()?;
-            let client = ctx.client().await?;
-            let store =
-                ikit_keys::infisical::InfisicalStore::new(client, project, &ctx.environment);
-            let read = |folder: &'static str| {
-                let store = &store;
-                async move {
-                    store.read_folder(folder).await.map(keyops::values).map_err(|e| {
-                        CliError::Failed(format!("verify rotation: reading {folder}: {e}"))
+            let env = &ctx.environment;
+            let (jwt, aes) = reauth::with_client(ctx, async |client: Client| {
+                let read = async |folder: &str| {
+                    keyops::read_key_folder(&client, project, env, folder).await.map_err(|e| {
+                        CliError::client(format!("verify rotation: reading {folder}"), e)
                     })
-                }
-            };
-            let (jwt, aes) = (read(keyops::JWT_FOLDER).await?, read(keyops::AES_FOLDER).await?);
+                };
+                Ok((read(keyops::JWT_FOLDER).await?, read(keyops::AES_FOLDER).await?))
+            })
+            .await?;
             (keyops::rotation_checks(&jwt, &aes, !allow_no_next), json)
         }
         VerifyCommand::Jwks { url, json } => {

@@ -575,3 +575,34 @@ async fn make_infisical_dev_setup_starts_a_stack_the_targets_use_and_dev_stop_en
     })
     .await;
 }
+
+/// A token cached under `~/.ikit/` that the server no longer accepts (here: expired on the
+/// emulator's clock) is dropped and the login done again, for reads, writes and key checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_token_the_server_refuses_is_replaced_by_a_fresh_login() {
+    let s = std::sync::Arc::new(Stack::start().await);
+    let st = s.clone();
+    in_blocking(move || {
+        let get = ["secrets", "get", "FEATURE_FLAGS", "--path", "/app", "--plain"];
+        let out = st.ikit(&get, &[], None);
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+        assert!(st.home().join(".ikit").exists(), "the token is cached");
+
+        // past the access token's TTL (3600 s) on the server, not on this machine's clock
+        st.stack.emulator().clock().advance(std::time::Duration::from_secs(7200));
+        let out = st.ikit(&get, &[], None);
+        assert_eq!(code(&out), 0, "read after expiry: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "search,checkout\n");
+
+        st.stack.emulator().clock().advance(std::time::Duration::from_secs(7200));
+        let out = st.ikit(&["secrets", "set", "AFTER_EXPIRY=1"], &[], None);
+        assert_eq!(code(&out), 0, "write after expiry: {}", text(&out.stderr));
+
+        st.stack.emulator().clock().advance(std::time::Duration::from_secs(7200));
+        let out = st.ikit(&["verify", "rotation", "--allow-no-next"], &[], None);
+        assert_eq!(code(&out), 0, "key check after expiry: {}", text(&out.stderr));
+    })
+    .await;
+    let s = std::sync::Arc::try_unwrap(s).ok().expect("one owner left");
+    s.stack.stop().await;
+}
