@@ -304,6 +304,12 @@ async fn verify_rotate_health_and_cache_clear() {
         assert_eq!(code(&out), 2, "{}", text(&out.stderr));
         assert!(text(&out.stderr).contains("profiles.default.A"), "{}", text(&out.stderr));
 
+        // Infisical failing while keys are loaded: degraded, exit 1
+        st.stack.emulator().faults().add(ikit_emulator::Fault::status("/api/status", 503));
+        let out = st.ikit(&["health"], &[], None);
+        assert_eq!(code(&out), 1, "{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(text(&out.stdout).starts_with("overall: degraded"), "{}", text(&out.stdout));
+
         // a health service that does not answer is unhealthy
         let out = st.ikit(&["health"], &[("IKIT_HEALTH_URL", "http://127.0.0.1:9")], None);
         assert_eq!(code(&out), 2, "{}", text(&out.stderr));
