@@ -313,6 +313,33 @@ async fn verify_rotate_health_and_cache_clear() {
         // a health service that does not answer is unhealthy
         let out = st.ikit(&["health"], &[("IKIT_HEALTH_URL", "http://127.0.0.1:9")], None);
         assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+
+        // a published kid that is not its key's thumbprint, and an active_kid outside keys_map
+        let out = st.ikit(
+            &["secrets", "get", "public_jwks", "--path", "/auth/jwt", "--plain"],
+            &[],
+            None,
+        );
+        let mut jwks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        jwks["keys"][0]["kid"] = "forged-kid".into();
+        let forged = format!("{jwks}\n");
+        let out = st.ikit(
+            &["secrets", "set", "public_jwks=-", "--path", "/auth/jwt"],
+            &[],
+            Some(&forged),
+        );
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+        let out =
+            st.ikit(&["secrets", "set", "active_kid=not-a-kid", "--path", "/auth/aes"], &[], None);
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+        let out = st.ikit(&["verify", "rotation"], &[], None);
+        assert_eq!(code(&out), 1, "{}", text(&out.stdout));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("every kid matches its key") && stderr.contains("forged-kid"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("active_kid is in keys_map (not-a-kid)"), "{stderr}");
     })
     .await;
     let s = std::sync::Arc::try_unwrap(s).ok().expect("one owner left");
