@@ -639,3 +639,34 @@ async fn a_cached_token_the_server_refuses_is_replaced_by_a_fresh_login() {
     let s = std::sync::Arc::try_unwrap(s).ok().expect("one owner left");
     s.stack.stop().await;
 }
+
+/// The two targets no test can run end to end here (`ikit migrate` is its own command;
+/// `test-infisical` runs this very suite) call exactly what they say.
+#[test]
+fn the_migrate_and_test_targets_call_what_they_say() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dry = |target: &str, vars: &[&str]| {
+        let out = Command::new("make")
+            .arg("-s")
+            .arg("-n")
+            .arg("-C")
+            .arg(&root)
+            .arg(target)
+            .arg("IKIT_BIN=/opt/ikit")
+            .arg("DEV_STATE=/nonexistent/dev.json")
+            .args(vars)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+        text(&out.stdout).lines().last().unwrap_or_default().to_owned()
+    };
+    let line = dry("infisical-migrate", &[]);
+    assert!(line.ends_with("/opt/ikit migrate plan --mapping 'migrate.toml' .env"), "{line}");
+    let line = dry("infisical-migrate", &["MIGRATE_COMMAND=apply", "MIGRATE_SOURCES=a.env b.json"]);
+    assert!(
+        line.ends_with("/opt/ikit migrate apply --mapping 'migrate.toml' a.env b.json"),
+        "{line}"
+    );
+    let line = dry("test-infisical", &[]);
+    assert!(line.ends_with("test -p ikit -p ikit-keys -p ikit-health"), "{line}");
+}
