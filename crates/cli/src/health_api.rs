@@ -10,8 +10,10 @@ use serde_json::{Value, json};
 
 use crate::CliError;
 
-/// How long one call may take (a rotation writes several folders through Infisical).
+/// How long an admin call may take (a rotation writes several folders through Infisical).
 const TIMEOUT: Duration = Duration::from_secs(150);
+/// How long a read (health, JWKS) may take: a health check that hangs is an answer too.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the health service is and, for admin actions, its token.
 pub struct HealthApi {
@@ -103,7 +105,8 @@ impl HealthApi {
     /// error).
     pub async fn health(&self) -> Result<(u16, Value), CliError> {
         let url = format!("{}/api/v1/infisical/health", self.base);
-        let (status, body) = self.answer("health", self.http.get(url).send().await).await?;
+        let (status, body) =
+            self.answer("health", self.http.get(url).timeout(READ_TIMEOUT).send().await).await?;
         if body.get("overall_status").is_none() {
             return Err(CliError::Failed(format!(
                 "health: {} answered {status} without overall_status",
@@ -116,7 +119,8 @@ impl HealthApi {
     /// `GET /.well-known/jwks.json`.
     pub async fn jwks(&self) -> Result<Value, CliError> {
         let url = format!("{}/.well-known/jwks.json", self.base);
-        let (status, body) = self.answer("jwks", self.http.get(url).send().await).await?;
+        let (status, body) =
+            self.answer("jwks", self.http.get(url).timeout(READ_TIMEOUT).send().await).await?;
         if status != 200 {
             return Err(CliError::Failed(format!(
                 "jwks: {} answered {status}{}",
