@@ -91,7 +91,10 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<ExitCode, CliError> 
 
 async fn fetch_jwks(url: &str) -> Result<serde_json::Value, CliError> {
     let redacted = ikit_common::config::redact_url(url);
-    let response = reqwest::get(url)
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
         .await
         .map_err(|_| CliError::Failed(format!("verify jwks: cannot reach {redacted}")))?;
     let status = response.status();
