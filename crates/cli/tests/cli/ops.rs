@@ -250,6 +250,18 @@ async fn verify_rotate_health_and_cache_clear() {
         assert_eq!(code(&out), 0, "{}", text(&out.stdout));
         assert!(text(&out.stdout).contains("2 keys"), "current and next: {}", text(&out.stdout));
 
+        let jwks_url = format!("{}/.well-known/jwks.json", st.stack.info().health_url);
+        let out = st.ikit(
+            &["verify", "jwks", "--url", &jwks_url, "--json"],
+            &[("IKIT_DEV_STATE", "")],
+            None,
+        );
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["ok"], true, "{report}");
+        let out = st.ikit(&["verify", "jwks", "--url", "http://127.0.0.1:9/jwks.json"], &[], None);
+        assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+
         let out = st.ikit(&["cache", "clear", "/auth/*"], &[], None);
         assert_eq!(code(&out), 0, "{}", text(&out.stderr));
         assert!(text(&out.stdout).contains("keys_reloaded=true"), "{}", text(&out.stdout));
