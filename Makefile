@@ -5,7 +5,7 @@ export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export TEST_REDIS_URL ?= redis://127.0.0.1:6379
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test fmt fmt-check lint bench emulator services-check
+.PHONY: help dev test fmt fmt-check lint bench emulator services-check deploy-check e2e
 
 help: ## list the targets with their one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-24s %s\n", $$1, $$2}'
@@ -48,6 +48,13 @@ emulator: ## run ikit-emulator on $(EMULATOR_ADDR) with the demo seed (docs/demo
 
 services-check: ## fail early, with a hint, when PostgreSQL or Redis is not reachable
 	@scripts/services-check
+
+deploy-check: ## validate the Dockerfile, compose file, Kubernetes overlays, alert rules, dashboard, OpenAPI and config docs
+	scripts/deploy-check
+
+e2e: ## the end-to-end suite: emulator, two ikit-webhook and one ikit-health as processes on loopback
+	$(CARGO) build --locked -p ikit-webhook -p ikit-health -p ikit-emulator --bins
+	$(CARGO) test --locked -p ikit-e2e --test e2e
 
 # ---------------------------------------------------------------- Infisical operations
 # Thin calls of `ikit`. By default against `make dev` (or `make infisical-dev-setup`): ikit reads

@@ -1,4 +1,5 @@
 //! `ikit-health`: serves health, metrics, JWKS and the admin actions until SIGTERM or ctrl-c.
+//! `ikit-health --healthcheck` probes a running instance (the image's HEALTHCHECK).
 //! Settings come from `IKIT_CONFIG` (a TOML file) and the environment; bad settings exit 64.
 
 use std::process::ExitCode;
@@ -10,6 +11,9 @@ use ikit_health::{Application, HealthConfig};
 #[tokio::main]
 async fn main() -> ExitCode {
     let env = ikit_common::env_map_from_process();
+    if std::env::args().nth(1).as_deref() == Some("--healthcheck") {
+        return healthcheck(&env);
+    }
     let config = match HealthConfig::load(None, &env) {
         Ok(config) => config,
         Err(errors) => {
@@ -30,6 +34,30 @@ async fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "ikit-health stopped");
             eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The container probe: `GET /healthz` on the configured listen address (no full config needed,
+/// so a probe never fails on a setting the service itself would report).
+fn healthcheck(env: &std::collections::BTreeMap<String, String>) -> ExitCode {
+    let addr = env
+        .get("IKIT_HEALTH_ADDR")
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty())
+        .unwrap_or(ikit_health::config::DEFAULT_ADDR);
+    let addr = match addr.parse() {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("IKIT_HEALTH_ADDR {addr:?} is not HOST:PORT: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    match ikit_health::probe::healthcheck(addr, std::time::Duration::from_secs(3)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }

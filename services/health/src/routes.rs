@@ -7,9 +7,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
+use axum::http::Method;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use ikit_common::SecretValue;
 use ikit_common::audit::Outcome;
 use ikit_keys::{RotationTarget, Trigger};
@@ -23,17 +24,40 @@ use crate::rules::{self, Part, Status};
 
 type Shared = State<Arc<AppState>>;
 
+/// Every route of the service: (method, path, handler). [`router`] is built from this table
+/// alone, and a test holds `/openapi.json` to the same set, so neither can grow a route the
+/// other lacks.
+fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<AppState>>)> {
+    vec![
+        (Method::GET, "/", get(status_page)),
+        (Method::GET, "/healthz", get(healthz)),
+        (Method::GET, "/readyz", get(readyz)),
+        (Method::GET, "/api/v1/infisical/health", get(health)),
+        (Method::GET, "/.well-known/jwks.json", get(jwks)),
+        (Method::GET, "/metrics", get(metrics)),
+        (Method::POST, "/api/v1/infisical/rotate", post(rotate)),
+        (Method::POST, "/api/v1/infisical/cache/invalidate", post(invalidate)),
+        (Method::GET, "/openapi.json", get(crate::openapi::document)),
+    ]
+}
+
+/// The (method, path) of every route the router serves.
+pub fn route_table() -> Vec<(Method, &'static str)> {
+    routes().into_iter().map(|(method, path, _)| (method, path)).collect()
+}
+
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", get(status_page))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/api/v1/infisical/health", get(health))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/infisical/rotate", post(rotate))
-        .route("/api/v1/infisical/cache/invalidate", post(invalidate))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| router.route(path, handler))
         .with_state(state)
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "probes",
+    responses((status = 200, description = "the process answers", body = String, content_type = "text/plain")))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
 }
 
 /// Every binding metric name of the product, registered at zero so the first scrape has them.
@@ -114,7 +138,13 @@ fn sum_metric(text: &str, name: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-async fn health(State(state): Shared) -> Response {
+/// Every part's status, a sentence to act on, and the figures behind it (docs/health.md).
+#[utoipa::path(get, path = "/api/v1/infisical/health", tag = "health",
+    responses(
+        (status = 200, description = "healthy or degraded: `overall_status` and one object per part", body = Object),
+        (status = 503, description = "unhealthy: same body", body = Object),
+    ))]
+pub(crate) async fn health(State(state): Shared) -> Response {
     let parts = parts(&state).await;
     let overall = rules::overall(parts.iter().map(|(_, p)| p));
     let mut body = serde_json::Map::new();
@@ -128,7 +158,13 @@ async fn health(State(state): Shared) -> Response {
     (code, [(header::CACHE_CONTROL, "no-store")], axum::Json(Value::Object(body))).into_response()
 }
 
-async fn readyz(State(state): Shared) -> Response {
+/// Readiness: both key rings are loaded.
+#[utoipa::path(get, path = "/readyz", tag = "probes",
+    responses(
+        (status = 200, description = "keys loaded", body = String, content_type = "text/plain"),
+        (status = 503, description = "keys not loaded yet", body = crate::openapi::ErrorBody),
+    ))]
+pub(crate) async fn readyz(State(state): Shared) -> Response {
     let ring = state.keys.ring();
     let aes_active = ring.aes.as_ref().is_some_and(|a| a.active().is_some());
     if ring.jwt.is_some() && aes_active {
@@ -140,7 +176,15 @@ async fn readyz(State(state): Shared) -> Response {
 
 // ---------------------------------------------------------------- jwks, metrics
 
-async fn jwks(State(state): Shared, headers: HeaderMap) -> Response {
+/// The published JWT verification keys (RFC 7517), with `ETag` and `Cache-Control: max-age`.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "keys",
+    params(("If-None-Match" = Option<String>, Header, description = "an ETag from an earlier answer")),
+    responses(
+        (status = 200, description = "the key set", body = Object),
+        (status = 304, description = "unchanged since the given ETag"),
+        (status = 503, description = "keys not loaded yet", body = crate::openapi::ErrorBody),
+    ))]
+pub(crate) async fn jwks(State(state): Shared, headers: HeaderMap) -> Response {
     let Ok(jwks) = state.keys.jwks() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "keys are not loaded yet");
     };
@@ -163,7 +207,26 @@ async fn jwks(State(state): Shared, headers: HeaderMap) -> Response {
     (StatusCode::OK, headers, body).into_response()
 }
 
-async fn metrics() -> Response {
+/// One gauge per health part (0 healthy, 1 degraded, 2 unhealthy), refreshed at each scrape so
+/// alerts can use the same rules as `/api/v1/infisical/health` (rotation overdue or failed, audit
+/// log behind, Infisical unreachable). Labels: the five part names.
+pub const METRIC_HEALTH_STATUS: &str = "ikit_health_status";
+
+pub(crate) fn status_level(status: Status) -> f64 {
+    match status {
+        Status::Healthy => 0.0,
+        Status::Degraded => 1.0,
+        Status::Unhealthy => 2.0,
+    }
+}
+
+/// Prometheus text exposition: the binding metrics and `ikit_health_status` per part.
+#[utoipa::path(get, path = "/metrics", tag = "probes",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
+pub(crate) async fn metrics(State(state): Shared) -> Response {
+    for (name, part) in parts(&state).await {
+        metrics::gauge!(METRIC_HEALTH_STATUS, "part" => name).set(status_level(part.status));
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         ikit_common::telemetry::metrics_handle().render(),
@@ -243,7 +306,19 @@ impl RotationType {
     }
 }
 
-async fn rotate(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
+/// Rotates the JWT key, the AES key or both now (audited). `force` skips the schedule, never
+/// the overlap or the activation delay.
+#[utoipa::path(post, path = "/api/v1/infisical/rotate", tag = "admin",
+    request_body = crate::openapi::RotateBody,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "`outcome` is `rotated` or `nothing_due`, with the steps taken and the kids now published", body = Object),
+        (status = 400, description = "the body is not a rotate request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = crate::openapi::ErrorBody),
+        (status = 409, description = "another rotation is running", body = crate::openapi::ErrorBody),
+        (status = 502, description = "the rotation failed (Infisical refused or is unreachable)", body = crate::openapi::ErrorBody),
+    ))]
+pub(crate) async fn rotate(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
     const ACTION: &str = "admin.rotate";
     let Some(who) = authorize(&state.config.admin_tokens, &headers) else {
         state
@@ -323,7 +398,16 @@ async fn rotate(State(state): Shared, headers: HeaderMap, body: Bytes) -> Respon
 
 const MAX_PATTERN: usize = 512;
 
-async fn invalidate(
+/// Drops matching cache entries here, in Redis and on every replica (audited).
+#[utoipa::path(post, path = "/api/v1/infisical/cache/invalidate", tag = "admin",
+    params(("pattern" = String, Query, description = "a path, folder prefix or glob starting with `/`, e.g. `/auth/*`")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "what was dropped: `local`, `published`, `l2_cleared`, `keys_reloaded`", body = Object),
+        (status = 400, description = "bad pattern", body = crate::openapi::ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = crate::openapi::ErrorBody),
+    ))]
+pub(crate) async fn invalidate(
     State(state): Shared,
     headers: HeaderMap,
     query: Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
@@ -393,7 +477,10 @@ async fn invalidate(
 
 // ---------------------------------------------------------------- status page
 
-async fn status_page(State(state): Shared) -> Response {
+/// The server-rendered status page.
+#[utoipa::path(get, path = "/", tag = "health",
+    responses((status = 200, description = "HTML status page", body = String, content_type = "text/html")))]
+pub(crate) async fn status_page(State(state): Shared) -> Response {
     let parts = parts(&state).await;
     let filter = ikit_common::audit::AuditFilter {
         limit: Some(10),

@@ -21,3 +21,29 @@ fn bad_settings_exit_64_and_name_every_bad_field() {
     }
     assert!(!stderr.contains("leaky-short"), "a token was echoed:\n{stderr}");
 }
+
+/// The image's HEALTHCHECK: `ikit-health --healthcheck` exits 0 against a live instance and 1
+/// once it is gone, with no other configuration than the listen address.
+#[tokio::test]
+async fn healthcheck_flag_probes_the_running_service() {
+    let emulator = crate::support::emulator(None).await;
+    let app = crate::support::spawn_app(crate::support::Options::new(&emulator)).await;
+    let addr = app.base.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    // off the runtime's thread, so the service keeps answering while the probe waits
+    let probe = |addr: String| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_ikit-health"))
+                .arg("--healthcheck")
+                .env_clear()
+                .env("IKIT_HEALTH_ADDR", addr)
+                .output()
+                .expect("the binary runs")
+        })
+    };
+    let live = probe(addr.clone()).await.expect("probe task");
+    assert_eq!(live.status.code(), Some(0), "{}", String::from_utf8_lossy(&live.stderr));
+    app.stop().await;
+    let gone = probe(addr).await.expect("probe task");
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("cannot connect"));
+}

@@ -1,4 +1,5 @@
 mod admin;
 mod api;
 mod binary;
+mod docs;
 mod support;

@@ -1,0 +1,238 @@
+//! The operator flows across replicas, each on its own stack of processes.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use ikit_client::{AuthMethod, CacheConfig, CachedClient, Client, ClientConfig, FolderQuery};
+use ikit_common::SecretRef;
+use ikit_common::events::SecretChangeEvent;
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN_TOKEN, CLIENT_ID, CLIENT_SECRET, EventStream, Stack, eventually};
+
+fn is_greeting_update(event: &Value, project: &str) -> bool {
+    event["project"] == project && event["folder"] == "/app" && event["key"] == "GREETING"
+}
+
+#[tokio::test]
+async fn a_change_reaches_the_subscribers_of_both_webhook_replicas() {
+    let mut stack = Stack::start().await;
+    let a = stack.webhook("a", &[]).await;
+    let b = stack.webhook("b", &[]).await;
+    let mut on_a = EventStream::open(&stack, a).await;
+    let mut on_b = EventStream::open(&stack, b).await;
+
+    stack.change_greeting("hello-2").await;
+
+    // delivered to a only; b's subscribers see the event a's worker stored
+    let from_a = on_a.next(&stack).await;
+    let from_b = on_b.next(&stack).await;
+    for event in [&from_a, &from_b] {
+        assert!(is_greeting_update(event, &stack.project), "{event}");
+        assert_eq!(event["kind"], "updated", "{event}");
+    }
+    assert_eq!(from_a["eventId"], from_b["eventId"], "one change, one event");
+    // the event names the key, never the value; no log holds a value or a credential
+    assert!(!from_b.to_string().contains("hello-2"), "{from_b}");
+    stack.assert_logs_hold_none_of(&[
+        "hello-1",
+        "hello-2",
+        CLIENT_SECRET,
+        crate::support::WEBHOOK_SECRET,
+        crate::support::STATE_KEY,
+        crate::support::EVENTS_TOKEN,
+    ]);
+}
+
+#[tokio::test]
+async fn a_webhook_to_replica_a_invalidates_a_client_attached_to_replica_b() {
+    let mut stack = Stack::start().await;
+    let _a = stack.webhook("a", &[]).await;
+    let b = stack.webhook("b", &[]).await;
+    // an application's cache (an hour's TTL, so only an invalidation can refresh it), fed by
+    // replica b's event stream the way `ikit dev`'s bridge feeds it
+    let config = ClientConfig::new(
+        &stack.emulator.base,
+        AuthMethod::UniversalAuth {
+            client_id: CLIENT_ID.into(),
+            client_secret: CLIENT_SECRET.to_owned().into(),
+        },
+    )
+    .expect("client config");
+    let client = Client::new(config).expect("client");
+    let cache = CachedClient::new(
+        client,
+        CacheConfig::new(Duration::from_secs(3600), Duration::from_secs(3600)),
+    )
+    .expect("cache");
+    let greeting = SecretRef::new(&stack.project, "dev", "/app", "GREETING").expect("secret ref");
+    let folder = FolderQuery::new(&stack.project, "dev", "/app");
+    assert_eq!(cache.get(&greeting).await.expect("first read").value.value.expose(), "hello-1");
+    assert!(cache.is_cached(&folder).await);
+    let mut from_b = EventStream::open(&stack, b).await;
+
+    stack.change_greeting("hello-2").await;
+    let event = from_b.next(&stack).await;
+    assert!(is_greeting_update(&event, &stack.project), "{event}");
+    let event: SecretChangeEvent = serde_json::from_value(event).expect("a change event");
+    cache.deliver(&event).await;
+
+    assert!(!cache.is_cached(&folder).await, "the listing was dropped");
+    let fresh = cache.get(&greeting).await.expect("read after the change");
+    assert_eq!(fresh.value.value.expose(), "hello-2");
+}
+
+#[tokio::test]
+async fn replica_a_killed_mid_event_leaves_it_to_replica_b() {
+    let mut stack = Stack::start().await;
+    let a = stack.webhook("a", &[]).await;
+    // a's next folder read hangs: a claims the change and stalls inside it
+    let status = stack
+        .emulator_admin(
+            reqwest::Method::POST,
+            "/__emulator/faults",
+            json!({"method": "GET", "routePrefix": "/api/v", "latencyMs": 60_000, "times": 1}),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let reads_before = stack.emulator_api_reads().await;
+    stack.change_greeting("hello-2").await;
+    let pool = stack.db.pool().clone();
+    let owner: String = eventually(&stack, "replica a to lease the change", || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT lease_owner FROM webhook_queue WHERE folder = '/app'",
+            )
+            .fetch_optional(&pool)
+            .await
+            .ok()
+            .flatten()
+            .flatten()
+        }
+    })
+    .await;
+    eventually(&stack, "replica a's refetch to be in flight", || {
+        let stack = &stack;
+        async move { (stack.emulator_api_reads().await > reads_before).then_some(()) }
+    })
+    .await;
+    // b joins while a holds the lease (a replacement pod), then a dies without a word
+    let b = stack.webhook("b", &[("IKIT_WEBHOOK_BASELINE", "false")]).await;
+    let mut on_b = EventStream::open(&stack, b).await;
+    let greeting_events = || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM webhook_events WHERE body LIKE '%GREETING%'",
+        )
+        .fetch_one(&pool)
+    };
+    assert_eq!(
+        greeting_events().await.expect("events count"),
+        0,
+        "a finished the change before it died"
+    );
+    stack.kill(a);
+
+    let event = on_b.next(&stack).await;
+    assert!(is_greeting_update(&event, &stack.project), "{event}");
+    assert_eq!(event["kind"], "updated");
+    let finisher: Option<String> =
+        sqlx::query_scalar("SELECT lease_owner FROM webhook_queue WHERE folder = '/app'")
+            .fetch_optional(&pool)
+            .await
+            .expect("queue read")
+            .flatten();
+    assert_ne!(finisher.as_deref(), Some(owner.as_str()), "the dead replica still holds the row");
+    assert_eq!(
+        greeting_events().await.expect("events count"),
+        1,
+        "the change came out exactly once"
+    );
+}
+
+#[tokio::test]
+async fn a_rotation_through_one_health_process_shows_in_the_jwks_of_both() {
+    let mut stack = Stack::start().await;
+    let first = stack.health("1").await;
+    let second = stack.health("2").await;
+    let jwks = |index: usize| {
+        let url = format!("{}/.well-known/jwks.json", stack.proc(index).base);
+        let http = stack.http.clone();
+        async move {
+            let body: Value = http.get(url).send().await.ok()?.json().await.ok()?;
+            let kids: BTreeSet<String> = body["keys"]
+                .as_array()?
+                .iter()
+                .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+                .collect();
+            Some(kids)
+        }
+    };
+    let before = jwks(first).await.expect("jwks of the first");
+    assert!(!before.is_empty());
+    assert_eq!(jwks(second).await.expect("jwks of the second"), before);
+
+    let response = stack
+        .http
+        .post(format!("{}/api/v1/infisical/rotate", stack.proc(first).base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"rotation_type": "jwt", "force": true, "reason": "e2e rotation"}))
+        .send()
+        .await
+        .expect("rotate");
+    assert_eq!(response.status(), 200, "{}", stack.logs());
+    let answer: Value = response.json().await.expect("rotate json");
+    assert_eq!(answer["outcome"], "rotated", "{answer}");
+    let published: BTreeSet<String> = answer["published_kids"]
+        .as_array()
+        .expect("published kids")
+        .iter()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
+    assert!(published.len() > before.len(), "a next key is published: {answer}");
+
+    assert_eq!(jwks(first).await.expect("jwks after"), published);
+    // the other process learns of the rotation (invalidation over Redis, or its own reload)
+    eventually(&stack, "the second health process to publish the same keys", || {
+        let next = jwks(second);
+        let published = published.clone();
+        async move { next.await.filter(|kids| *kids == published).map(|_| ()) }
+    })
+    .await;
+    stack.assert_logs_hold_none_of(&[ADMIN_TOKEN, CLIENT_SECRET, "hello-1"]);
+}
+
+/// The images' HEALTHCHECK is the binary probing itself (distroless has no shell or curl):
+/// `--healthcheck` exits 0 while the service answers on its configured address, 1 once it is
+/// gone.
+#[tokio::test]
+async fn the_healthcheck_flags_probe_the_running_services() {
+    let mut stack = Stack::start().await;
+    let webhook = stack.webhook("a", &[]).await;
+    let health = stack.health("1").await;
+    let probe = |bin: &'static str, var: &'static str, base: String| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(crate::support::binary(bin))
+                .arg("--healthcheck")
+                .env_clear()
+                .env(var, base.trim_start_matches("http://"))
+                .output()
+                .expect("the probe runs")
+        })
+    };
+    let targets = [
+        ("ikit-webhook", "IKIT_WEBHOOK_ADDR", webhook),
+        ("ikit-health", "IKIT_HEALTH_ADDR", health),
+    ];
+    for (bin, var, index) in targets {
+        let base = stack.proc(index).base.clone();
+        let live = probe(bin, var, base).await.expect("probe task");
+        assert_eq!(live.status.code(), Some(0), "{bin}: {}", String::from_utf8_lossy(&live.stderr));
+    }
+    for (bin, var, index) in targets {
+        let base = stack.proc(index).base.clone();
+        stack.kill(index);
+        let gone = probe(bin, var, base).await.expect("probe task");
+        assert_eq!(gone.status.code(), Some(1), "{bin} still reported healthy");
+    }
+}
