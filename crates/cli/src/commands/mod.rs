@@ -10,6 +10,7 @@ use crate::{CliError, Context};
 pub mod export;
 pub mod init;
 pub mod login;
+pub mod migrate;
 pub mod run;
 // operations
 pub mod cache;
@@ -27,6 +28,7 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<ExitCode, CliEr
         Command::Init(args) => init::run(ctx, args).await,
         Command::Run(args) => run::run(ctx, args).await,
         Command::Export(args) => export::run(ctx, args).await,
+        Command::Migrate(args) => migrate::run(ctx, args).await,
         Command::Secrets(args) => secrets::run(ctx, args).await,
         Command::Rotate(args) => rotate::run(ctx, args).await,
         Command::Verify(args) => verify::run(ctx, args).await,

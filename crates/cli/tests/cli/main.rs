@@ -3,6 +3,7 @@ mod dev;
 mod export;
 mod leaks;
 mod login;
+mod migrate;
 mod offline;
 mod ops;
 mod round_trip;
