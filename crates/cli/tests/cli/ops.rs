@@ -682,3 +682,47 @@ fn the_migrate_and_test_targets_call_what_they_say() {
     let line = dry("test-infisical", &[]);
     assert!(line.ends_with("test -p ikit -p ikit-keys -p ikit-health"), "{line}");
 }
+
+/// `make infisical-migrate` runs `ikit migrate` against the dev stack: the plan names the key
+/// it would create (never its value) and exits 2, "something to do", for CI to gate on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_infisical_migrate_plans_against_the_dev_stack() {
+    let s = std::sync::Arc::new(Stack::start().await);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let st = s.clone();
+    in_blocking(move || {
+        let dir = st.dir.path();
+        std::fs::write(
+            dir.join("migrate.toml"),
+            "[defaults]\nenvironment = \"dev\"\nfolder = \"/app\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("app.env"), "MIGRATE_ME=migrate-value-5e1\n").unwrap();
+        let args = format!(
+            "MIGRATE_ARGS=plan --mapping {} --state-dir {} {}",
+            dir.join("migrate.toml").display(),
+            dir.join("migrations").display(),
+            dir.join("app.env").display()
+        );
+        let out = Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(&root)
+            .arg("infisical-migrate")
+            .arg(format!("IKIT_BIN={}", env!("CARGO_BIN_EXE_ikit")))
+            .arg(format!("DEV_STATE={}", st.state_file.display()))
+            .arg(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", st.home())
+            .output()
+            .unwrap();
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(code(&out), 2, "{all}");
+        assert!(all.contains("MIGRATE_ME") && all.contains("create"), "{all}");
+        assert_no_leak(&out, &["migrate-value-5e1"], "make infisical-migrate");
+    })
+    .await;
+    let s = std::sync::Arc::try_unwrap(s).ok().expect("one owner left");
+    s.stack.stop().await;
+}
