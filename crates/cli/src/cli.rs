@@ -110,6 +110,20 @@ pub enum Command {
     ///
     /// Example: ikit migrate plan -m migrate.toml .env
     Migrate(ikit_migrate::cli::MigrateArgs),
+    /// List, read, write and delete secrets and folders.
+    Secrets(commands::secrets::SecretsArgs),
+    /// Rotate the JWT signing key, the AES key, or both.
+    Rotate(commands::rotate::RotateArgs),
+    /// Check the key rotation state (`rotation`) or the served JWKS (`jwks`).
+    Verify(commands::verify::VerifyArgs),
+    /// The health service's view of every part (exit 0 healthy, 1 degraded, 2 unhealthy).
+    Health(commands::health::HealthArgs),
+    /// Clear cached listings on every replica.
+    Cache(commands::cache::CacheArgs),
+    /// Verify the secrets a SecretSpec manifest (secretspec.toml) declares exist.
+    Check(commands::check::CheckArgs),
+    /// Print the shell completion script for bash, zsh or fish.
+    Completions(commands::completions::CompletionsArgs),
     /// Run the whole stack in one process: the Infisical emulator with a demo project, the
     /// webhook and health services, a SQLite audit log; nothing to install.
     #[cfg(feature = "dev")]

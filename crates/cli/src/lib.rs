@@ -22,6 +22,14 @@ mod error;
 pub mod fetch;
 pub mod format;
 pub mod session;
+// the operations commands' pure cores and the health service's client
+pub mod assign;
+pub mod devstate;
+pub mod health_api;
+pub mod keyops;
+mod reauth;
+pub mod render;
+pub mod secretspec;
 
 pub use cli::{Cli, Command, DevArgs, GlobalArgs};
 pub use context::Context;
@@ -38,15 +46,24 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<ExitCode, CliError> {
     let Cli { global, command } = cli;
-    let ctx = match command {
+    // `IKIT_DEV_STATE`: the variables a `make dev` state file supplies, filling unset ones only
+    let process_env = env;
+    let env = &devstate::apply(env.clone()).map_err(CliError::Usage)?;
+    let mut ctx = match command {
         #[cfg(feature = "dev")]
         Command::Dev(args) => return dev::run(args, env, stop).await.map(|()| ExitCode::SUCCESS),
+        // needs no configuration: works before anything is set up
+        Command::Completions(args) => return commands::completions::run(args),
         Command::Login(ref args) => {
             let vars = commands::login::login_vars(env, args)?;
             Context::load(&global, &vars, cwd, home)?
         }
         _ => Context::load(&global, env, cwd, home)?,
     };
+    if matches!(command, Command::Run(_)) {
+        // the child starts from the real environment, not the state file's credentials
+        ctx.env = process_env.clone();
+    }
     ctx.print_notices();
     commands::dispatch(&ctx, command).await
 }

@@ -12,6 +12,14 @@ pub mod init;
 pub mod login;
 pub mod migrate;
 pub mod run;
+// operations
+pub mod cache;
+pub mod check;
+pub mod completions;
+pub mod health;
+pub mod rotate;
+pub mod secrets;
+pub mod verify;
 
 /// Runs `command` with the resolved context.
 pub async fn dispatch(ctx: &Context, command: Command) -> Result<ExitCode, CliError> {
@@ -21,6 +29,13 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<ExitCode, CliEr
         Command::Run(args) => run::run(ctx, args).await,
         Command::Export(args) => export::run(ctx, args).await,
         Command::Migrate(args) => migrate::run(ctx, args).await,
+        Command::Secrets(args) => secrets::run(ctx, args).await,
+        Command::Rotate(args) => rotate::run(ctx, args).await,
+        Command::Verify(args) => verify::run(ctx, args).await,
+        Command::Health(args) => health::run(ctx, args).await,
+        Command::Cache(args) => cache::run(ctx, args).await,
+        Command::Check(args) => check::run(ctx, args).await,
+        Command::Completions(args) => completions::run(args),
         #[cfg(feature = "dev")]
         Command::Dev(_) => Err(CliError::Dev("`dev` is run by `ikit::run`, not dispatched".into())),
     }

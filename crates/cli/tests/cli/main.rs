@@ -5,6 +5,7 @@ mod leaks;
 mod login;
 mod migrate;
 mod offline;
+mod ops;
 mod round_trip;
 mod run;
 mod support;
