@@ -526,3 +526,62 @@ async fn corrupt_spool_entry_is_set_aside() {
     assert!(spool.path().join(format!("{:020}.corrupt", 2)).exists());
     assert_eq!(log.status().spooled, 0);
 }
+
+/// A batch is one transaction: consecutive seqs in order, one intact chain with single records
+/// around it; an invalid event in the batch is refused alone.
+async fn record_many_appends_a_batch(f: Fixture) {
+    let log = &f.log;
+    record_n(log, 2).await;
+    let mut batch: Vec<AuditEvent> = (3..=7).map(event).collect();
+    batch.insert(2, AuditEvent::new(T0, "", "secret.read", "/x", Outcome::Success));
+    let got = log.record_many(batch).await;
+    assert_eq!(got.len(), 6);
+    assert!(matches!(got[2], Err(AuditError::InvalidEvent(_))), "{:?}", got[2]);
+    let seqs: Vec<i64> = got
+        .iter()
+        .filter_map(|r| match r {
+            Ok(Recorded::Stored { seq }) => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, [3, 4, 5, 6, 7]);
+    assert_eq!(log.record(event(8)).await.unwrap(), Recorded::Stored { seq: 8 });
+    assert!(log.record_many(Vec::new()).await.is_empty());
+    let expected: Vec<String> = (1..=8).map(|i| format!("/auth/k{i}")).collect();
+    assert_eq!(all_targets(log).await, expected);
+    assert_eq!(log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 8 });
+}
+
+#[tokio::test]
+async fn postgres_record_many_appends_a_batch() {
+    record_many_appends_a_batch(Fixture::postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_record_many_appends_a_batch() {
+    record_many_appends_a_batch(Fixture::sqlite().await).await;
+}
+
+/// The database away: the whole batch spools in order, and lands in order once it is back.
+#[tokio::test]
+async fn postgres_record_many_spools_a_batch_the_database_refuses() {
+    let db = TestDatabase::postgres().await;
+    let (proxy, pool) = proxied_pool(&db).await;
+    let clock = Arc::new(ManualClock::new(T0));
+    let spool = TempDir::new().unwrap();
+    let log = AuditLog::postgres(pool, options(spool.path(), &clock)).unwrap();
+    record_n(&log, 1).await;
+    proxy.set_up(false);
+    let got = log.record_many((2..=4).map(event).collect()).await;
+    let depths: Vec<Recorded> = got.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        depths,
+        [1, 2, 3].map(|depth| Recorded::Spooled { depth }),
+        "spooled one after the other"
+    );
+    proxy.set_up(true);
+    drained(&log).await;
+    let expected: Vec<String> = (1..=4).map(|i| format!("/auth/k{i}")).collect();
+    assert_eq!(all_targets(&log).await, expected);
+    assert_eq!(log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 4 });
+}
