@@ -7,12 +7,18 @@
 //! batch is whatever arrived while the previous one was being written, so under light load a
 //! batch is one request and under heavy load the commits are shared.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use ikit_common::audit::{AuditError, AuditEvent, AuditLog, Recorded};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{Db, Delivery};
+
+/// Requests per group commit.
+pub const METRIC_BATCH_SIZE: &str = "ikit_webhook_intake_batch_size";
 
 /// Most requests written together; a longer queue is taken by the next batch.
 const MAX_BATCH: usize = 512;
@@ -45,6 +51,7 @@ impl Committed {
 /// The handle the receiver writes through.
 pub struct Intake {
     sender: mpsc::Sender<Pending>,
+    batches: Arc<AtomicU64>,
 }
 
 impl Intake {
@@ -52,8 +59,14 @@ impl Intake {
     /// submitted and ends; later submissions are refused.
     pub fn start(db: Db, audit: AuditLog, stop: CancellationToken) -> (Self, JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(CHANNEL);
-        let task = tokio::spawn(run(db, audit, receiver, stop));
-        (Self { sender }, task)
+        let batches = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(run(db, audit, receiver, stop, batches.clone()));
+        (Self { sender, batches }, task)
+    }
+
+    /// Batches written so far (each one queue statement and one audit transaction).
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 
     /// Queues `delivery` (if any) and records the audit entry, in the next group commit;
@@ -72,6 +85,7 @@ async fn run(
     audit: AuditLog,
     mut receiver: mpsc::Receiver<Pending>,
     stop: CancellationToken,
+    batches: Arc<AtomicU64>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -92,7 +106,9 @@ async fn run(
                 Err(_) => break,
             }
         }
+        metrics::histogram!(METRIC_BATCH_SIZE).record(batch.len() as f64);
         write(&db, &audit, &mut batch).await;
+        batches.fetch_add(1, Ordering::Relaxed);
     }
 }
 

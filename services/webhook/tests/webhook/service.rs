@@ -39,8 +39,13 @@ async fn queue_row(stack: &Stack, folder: &str) -> Option<(Option<String>, i64)>
 #[tokio::test]
 async fn concurrent_deliveries_share_commits_and_each_is_queued_and_audited_in_one_chain() {
     let stack = Stack::start().await;
-    let app =
-        stack.app(&[("IKIT_WEBHOOK_BASELINE", "false"), ("IKIT_WEBHOOK_COALESCE", "1h")]).await;
+    let app = stack
+        .app(&[
+            ("IKIT_WEBHOOK_BASELINE", "false"),
+            ("IKIT_WEBHOOK_COALESCE", "1h"),
+            ("IKIT_WEBHOOK_RATE_LIMIT", "0"),
+        ])
+        .await;
     // 200 distinct deliveries over 40 folders, all in flight at once.
     let mut requests = Vec::new();
     for n in 0..200i64 {
@@ -71,6 +76,9 @@ async fn concurrent_deliveries_share_commits_and_each_is_queued_and_audited_in_o
     let seqs: BTreeSet<i64> = rows.iter().map(|r| r.seq).collect();
     assert_eq!(seqs.len(), 200, "two requests share a chain position");
     assert!(matches!(app.state().audit.verify_chain().await.unwrap(), ChainStatus::Intact { .. }));
+    // Commits were shared: fewer batches than requests.
+    let batches = app.state().intake.batches();
+    assert!(batches < 200, "{batches} batches for 200 requests");
     app.shutdown().await;
 }
 
@@ -153,7 +161,14 @@ async fn shutdown_releases_the_folder_in_hand_so_another_instance_takes_it_at_on
     let got = seen.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].key.as_str(), got[0].kind), ("DATABASE_URL", ChangeKind::Updated));
-    assert_eq!(second.state().rows_finished.load(Ordering::Relaxed), 1);
+    // Published, then the row is finished: by the second instance.
+    let state = second.state().clone();
+    eventually("the row finished", || {
+        let n = state.rows_finished.load(Ordering::Relaxed);
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    assert_eq!(queue_row(&stack, "/app").await, None);
     second.shutdown().await;
 }
 
@@ -286,4 +301,118 @@ async fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
     );
     assert_eq!(http.delete(format!("{base}/healthz")).send().await.unwrap().status(), 405);
     app.shutdown().await;
+}
+
+#[tokio::test]
+async fn mounted_in_an_app_router_a_per_key_delivery_is_refetched_and_its_value_ignored() {
+    let stack = Stack::start().await;
+    // The application's own router with the receiver merged in, as the crate docs show.
+    let service =
+        ikit_webhook::Service::start(stack.settings(&[]), stack.options("mounted")).await.unwrap();
+    let app = axum::Router::new()
+        .route("/own", axum::routing::get(|| async { "the application's route" }))
+        .merge(service.router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app).await.unwrap();
+    });
+    let (reader, _l) = cached_reader(&stack).await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<SecretChangeEvent>::new()));
+    let sink = seen.clone();
+    reader.subscribe("/app", move |e: &SecretChangeEvent| sink.lock().unwrap().push(e.clone()));
+    assert_eq!(
+        crate::support::read(&reader, "/app", "DATABASE_URL").await.as_deref(),
+        Some("postgres://v1")
+    );
+    // Changed in Infisical (no webhook registered), then announced in the per-key shape with a
+    // value that is not the real one: only the refetched value counts.
+    stack
+        .writer()
+        .update_secret(
+            &ikit_client::Scope::new(PROJECT, "dev", "/app"),
+            &ikit_client::SecretUpdate::value("DATABASE_URL", "postgres://refetched"),
+        )
+        .await
+        .unwrap();
+    let ts = stack.clock.now_ms();
+    let body = json!({"event": "secret.updated", "timestamp": ts,
+                      "project": {"workspaceId": PROJECT},
+                      "payload": {"secretKey": "DATABASE_URL", "secretValue": "carried-value-xyz",
+                                  "environment": "dev", "secretPath": "/app"}})
+    .to_string();
+    let sig = sign(ts, SECRET.as_bytes(), body.as_bytes());
+    let r = reqwest::Client::new()
+        .post(format!("{base}{HOOK}"))
+        .header("x-infisical-signature", sig)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    eventually("the event", || {
+        let n = seen.lock().unwrap().len();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(
+        (got[0].key.as_str(), got[0].kind, got[0].version),
+        ("DATABASE_URL", ChangeKind::Updated, Some(2))
+    );
+    assert_eq!(
+        crate::support::read(&reader, "/app", "DATABASE_URL").await.as_deref(),
+        Some("postgres://refetched")
+    );
+    // The carried value is nowhere: not in the stored events, states or audit rows.
+    for table in ["webhook_events", "webhook_folder_state", "audit_log"] {
+        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM {table} t"))
+            .fetch_all(stack.db.pool())
+            .await
+            .unwrap();
+        assert!(
+            rows.iter()
+                .all(|r| !r.contains("carried-value-xyz") && !r.contains("postgres://refetched")),
+            "{table}"
+        );
+    }
+    let audit = &service.state().audit;
+    let rows = audit
+        .query(&ikit_common::audit::AuditFilter {
+            action: Some("webhook.receive".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].event.details["key"], "DATABASE_URL");
+    // The application's route and the service's health, metrics and readiness, side by side.
+    let own = reqwest::get(format!("{base}/own")).await.unwrap().text().await.unwrap();
+    assert_eq!(own, "the application's route");
+    let ready: Value = reqwest::get(format!("{base}/readyz")).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (
+            &ready["ready"],
+            &ready["queue"],
+            &ready["infisical"],
+            &ready["redis"],
+            &ready["replayCache"]
+        ),
+        (&json!(true), &json!(true), &json!(true), &json!("up"), &json!("redis"))
+    );
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    for name in [
+        "ikit_webhook_change_events_total{kind=\"updated\"}",
+        "ikit_webhook_processing_latency_seconds",
+        "ikit_webhook_queue_depth",
+        "ikit_webhook_queue_oldest_age_seconds",
+        "ikit_webhook_refetch_total",
+        "infisical_webhook_events_total{event=\"secret.updated\",status=\"202\"}",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+    server.abort();
+    service.stop().await;
 }
