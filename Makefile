@@ -33,7 +33,7 @@ lint: ## clippy over every target with warnings as errors
 bench: ## run the criterion benches and print their figures
 	$(CARGO) bench --workspace --bench '*' -- --warm-up-time 1 --measurement-time 3
 
-bench-webhook: ## the webhook receiver beside a bare axum handler: requests/s, p50, p99
+bench-webhook: ## the webhook receiver on PostgreSQL and SQLite beside a bare axum handler: requests/s, p50, p99; 1, 2, 4 threads
 	$(CARGO) bench -p ikit-webhook --bench webhook
 
 bench-migrate: ## 10,000 keys planned and applied against the emulator: wall time and write requests
