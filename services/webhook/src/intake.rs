@@ -2,8 +2,10 @@
 //! queue row, both durable before the answer. Written one request at a time that is one
 //! transaction and one flush to disk each, and the audit chain's head row serialises them: a
 //! few hundred requests a second at best. Instead one writer task takes whatever requests are
-//! waiting, queues their folders with one statement, appends their audit rows with one
-//! transaction, and only then answers each of them. A request never waits for a timer: the
+//! waiting, queues their folders and appends their audit rows in one transaction
+//! (`AuditLog::record_many_with`), and only then answers each of them. Should that transaction
+//! fail, the queue statement and the audit rows are written apart, so a refused delivery is
+//! audited as refused and no audit row is lost. A request never waits for a timer: the
 //! batch is whatever arrived while the previous one was being written, so under light load a
 //! batch is one request and under heavy load the commits are shared.
 
@@ -15,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Db, Delivery};
+use crate::store::{Db, Delivery, enqueue_statements};
 
 /// Requests per group commit.
 pub const METRIC_BATCH_SIZE: &str = "ikit_webhook_intake_batch_size";
@@ -27,7 +29,7 @@ const CHANNEL: usize = 4_096;
 
 /// Builds a request's audit entry once its delivery's fate is known (`true`: queued or
 /// nothing to queue; `false`: the queue refused it).
-pub type AuditFor = Box<dyn FnOnce(bool) -> AuditEvent + Send>;
+pub type AuditFor = Box<dyn Fn(bool) -> AuditEvent + Send>;
 
 struct Pending {
     delivery: Option<Delivery>,
@@ -116,6 +118,21 @@ async fn run(
 /// then the audit rows, then the answers.
 async fn write(db: &Db, audit: &AuditLog, batch: &mut Vec<Pending>) {
     let deliveries: Vec<Delivery> = batch.iter().filter_map(|p| p.delivery.clone()).collect();
+    // Usually one transaction for both: one flush to disk per batch.
+    if !deliveries.is_empty() {
+        let events: Vec<AuditEvent> = batch.iter().map(|p| (p.audit)(true)).collect();
+        match audit.record_many_with(&events, &enqueue_statements(&deliveries)).await {
+            Ok(_) => {
+                for p in batch.drain(..) {
+                    let _ = p.done.send(Committed { queued: true, audited: true });
+                }
+                return;
+            }
+            // Then apart, so a queue failure is audited as such and the audit rows are kept
+            // (spooled if need be) whatever the queue does.
+            Err(e) => tracing::warn!(error = %e, "group commit in one transaction refused"),
+        }
+    }
     let queued = if deliveries.is_empty() {
         true
     } else {

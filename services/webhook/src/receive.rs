@@ -24,6 +24,7 @@ use crate::store::{Delivery, FolderId};
 pub const METRIC_WEBHOOK_EVENTS: &str = "infisical_webhook_events_total";
 
 /// What the audit row and the metric say about one request.
+#[derive(Clone)]
 struct Record {
     event: String,
     target: String,
@@ -74,7 +75,7 @@ pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Re
         } else {
             (StatusCode::SERVICE_UNAVAILABLE, Some(QUEUE_UNAVAILABLE))
         };
-        audit_entry(now, actor, record, status, code)
+        audit_entry(now, actor.clone(), record.clone(), status, code)
     });
     let queuing = delivery.is_some();
     // Durable (queue row and audit row, in the next group commit) before the answer.

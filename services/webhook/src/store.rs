@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use ikit_common::audit::{SqlArg, Statement};
 use ikit_common::events::SecretChangeEvent;
 use ikit_common::folder_diff::FolderState;
 use sqlx::{Executor, PgPool, Row, SqlitePool};
@@ -69,6 +70,50 @@ impl FolderId {
     pub fn key(&self) -> String {
         format!("{}|{}|{}", self.project, self.environment, self.folder)
     }
+}
+
+/// The statements queuing `deliveries` (see [`Db::enqueue_many`]); also run inside the audit
+/// log's transaction by the receiver's group commit.
+pub fn enqueue_statements(deliveries: &[Delivery]) -> Vec<Statement> {
+    let mut folders: BTreeMap<String, (&Delivery, i64)> = BTreeMap::new();
+    for d in deliveries {
+        folders.entry(d.id.key()).or_insert((d, 0)).1 += 1;
+    }
+    let rows: Vec<(String, &Delivery, i64)> =
+        folders.into_iter().map(|(key, (d, n))| (key, d, n)).collect();
+    rows.chunks(ENQUEUE_CHUNK)
+        .map(|chunk| {
+            let mut sql = String::from(
+                "INSERT INTO webhook_queue (folder_key, project, environment, folder, generation, \
+                 received_ms, available_ms) VALUES ",
+            );
+            let mut args = Vec::with_capacity(chunk.len() * 7);
+            for (i, (key, d, n)) in chunk.iter().enumerate() {
+                let p = i * 7;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let params: Vec<String> = (1..=7).map(|c| format!("${}", p + c)).collect();
+                sql.push('(');
+                sql.push_str(&params.join(", "));
+                sql.push(')');
+                args.extend([
+                    SqlArg::Text(key.clone()),
+                    SqlArg::Text(d.id.project.clone()),
+                    SqlArg::Text(d.id.environment.clone()),
+                    SqlArg::Text(d.id.folder.clone()),
+                    SqlArg::Int(*n),
+                    SqlArg::Int(d.received_ms),
+                    SqlArg::Int(d.available_ms),
+                ]);
+            }
+            sql.push_str(
+                " ON CONFLICT (folder_key) DO UPDATE \
+                 SET generation = webhook_queue.generation + excluded.generation",
+            );
+            Statement { sql, args }
+        })
+        .collect()
 }
 
 /// A verified delivery for a folder: received at `received_ms`, refetched from `available_ms`
@@ -177,48 +222,14 @@ impl Db {
     /// Deliveries of one folder in the batch count once each towards its generation; keys go in
     /// sorted order so two replicas' batches never wait on each other's rows in a cycle.
     pub async fn enqueue_many(&self, deliveries: &[Delivery]) -> Result<(), WebhookError> {
-        let mut folders: BTreeMap<String, (&Delivery, i64)> = BTreeMap::new();
-        for d in deliveries {
-            folders.entry(d.id.key()).or_insert((d, 0)).1 += 1;
-        }
-        let rows: Vec<(String, &Delivery, i64)> =
-            folders.into_iter().map(|(key, (d, n))| (key, d, n)).collect();
-        for chunk in rows.chunks(ENQUEUE_CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO webhook_queue (folder_key, project, environment, folder, generation, \
-                 received_ms, available_ms) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let p = i * 7;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6,
-                    p + 7
-                ));
-            }
-            sql.push_str(
-                " ON CONFLICT (folder_key) DO UPDATE \
-                 SET generation = webhook_queue.generation + excluded.generation",
-            );
+        for statement in enqueue_statements(deliveries) {
             dispatch!(self, pool => {
-                let mut q = sqlx::query(&sql);
-                for (key, d, n) in chunk {
-                    q = q
-                        .bind(key.as_str())
-                        .bind(d.id.project.as_str())
-                        .bind(d.id.environment.as_str())
-                        .bind(d.id.folder.as_str())
-                        .bind(*n)
-                        .bind(d.received_ms)
-                        .bind(d.available_ms);
+                let mut q = sqlx::query(&statement.sql);
+                for arg in &statement.args {
+                    q = match arg {
+                        SqlArg::Text(t) => q.bind(t.as_str()),
+                        SqlArg::Int(i) => q.bind(*i),
+                    };
                 }
                 q.execute(pool).await?;
             });

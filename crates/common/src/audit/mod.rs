@@ -262,6 +262,22 @@ pub enum AuditError {
     CreateDir { path: PathBuf, source: std::io::Error },
     #[error("unsupported audit database url: use postgres://, postgresql:// or sqlite:")]
     UnsupportedUrl,
+    #[error("audit events wait in the spool; they go first")]
+    Backlog,
+}
+
+/// A statement a caller runs in the audit log's transaction ([`AuditLog::record_many_with`]):
+/// SQL with numbered placeholders (`$1`, valid on both databases) and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub sql: String,
+    pub args: Vec<SqlArg>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlArg {
+    Text(String),
+    Int(i64),
 }
 
 /// How an [`AuditLog`] spools and retries.
@@ -484,6 +500,38 @@ impl AuditLog {
                 }
             })
             .collect()
+    }
+
+    /// Runs the caller's statements `also` and appends `events`, in order, in one transaction:
+    /// the caller's rows and their audit rows commit together (one flush to disk for both) or
+    /// not at all. Unlike [`Self::record_many`] nothing is spooled: on `Err` nothing was
+    /// written (also [`AuditError::Backlog`] while spooled events wait, which must go first),
+    /// and the caller falls back to writing its rows and [`Self::record_many`] apart.
+    pub async fn record_many_with(
+        &self,
+        events: &[AuditEvent],
+        also: &[Statement],
+    ) -> Result<Vec<Recorded>, AuditError> {
+        for event in events {
+            event.validate()?;
+        }
+        if !self.spool().is_empty() {
+            return Err(AuditError::Backlog);
+        }
+        self.migrate().await?;
+        match self.inner.store.append_many_with(events, also).await {
+            Ok(seqs) => {
+                self.clear_error();
+                Ok(seqs
+                    .into_iter()
+                    .map(|seq| {
+                        count("stored");
+                        Recorded::Stored { seq }
+                    })
+                    .collect())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Puts one event in the spool behind what waits there, and wakes the flusher.

@@ -5,7 +5,7 @@
 use sqlx::{Executor, PgPool, Row, SqlitePool};
 
 use super::chain::{ChainRow, ChainStatus, Verifier};
-use super::{AuditError, AuditEvent, AuditFilter, AuditRecord, Outcome};
+use super::{AuditError, AuditEvent, AuditFilter, AuditRecord, Outcome, SqlArg, Statement};
 
 /// Migrations, in order: (version, description, PostgreSQL text, SQLite text).
 const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
@@ -112,8 +112,27 @@ impl Store {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        self.append_many_with(events, &[]).await
+    }
+
+    /// [`Self::append_many`], with the caller's statements run first in the same transaction.
+    pub(crate) async fn append_many_with(
+        &self,
+        events: &[AuditEvent],
+        also: &[Statement],
+    ) -> Result<Vec<i64>, AuditError> {
         dispatch!(self, pool => {
             let mut tx = pool.begin_with(self.begin_sql()).await?;
+            for statement in also {
+                let mut q = sqlx::query(&statement.sql);
+                for arg in &statement.args {
+                    q = match arg {
+                        SqlArg::Text(t) => q.bind(t.as_str()),
+                        SqlArg::Int(i) => q.bind(*i),
+                    };
+                }
+                q.execute(&mut *tx).await?;
+            }
             let head = sqlx::query(self.head_sql()).fetch_one(&mut *tx).await?;
             let (mut seq, mut prev): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
             let mut seqs = Vec::with_capacity(events.len());
