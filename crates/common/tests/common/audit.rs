@@ -585,3 +585,27 @@ async fn postgres_record_many_spools_a_batch_the_database_refuses() {
     assert_eq!(all_targets(&log).await, expected);
     assert_eq!(log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 4 });
 }
+
+/// The caller's statements and the audit rows commit together or not at all.
+#[tokio::test]
+async fn record_many_with_commits_the_callers_rows_and_the_audit_rows_together() {
+    use ikit_common::audit::{SqlArg, Statement};
+    let f = Fixture::postgres().await;
+    let Raw::Pg(pool) = &f.raw else { unreachable!("a postgres fixture") };
+    sqlx::query("CREATE TABLE side (k TEXT PRIMARY KEY)").execute(pool).await.unwrap();
+    let insert = |k: &str| Statement {
+        sql: "INSERT INTO side (k) VALUES ($1)".into(),
+        args: vec![SqlArg::Text(k.into())],
+    };
+    let got = f.log.record_many_with(&[event(1), event(2)], &[insert("a")]).await.unwrap();
+    assert_eq!(got, [Recorded::Stored { seq: 1 }, Recorded::Stored { seq: 2 }]);
+    // A failing statement (duplicate key): neither its rows nor the audit rows are kept.
+    let refused = f.log.record_many_with(&[event(3)], &[insert("b"), insert("a")]).await;
+    assert!(matches!(refused, Err(AuditError::Database(_))), "{refused:?}");
+    let side: Vec<String> =
+        sqlx::query_scalar("SELECT k FROM side ORDER BY k").fetch_all(pool).await.unwrap();
+    assert_eq!(side, ["a"]);
+    assert_eq!(all_targets(&f.log).await, ["/auth/k1", "/auth/k2"]);
+    assert_eq!(f.log.record(event(4)).await.unwrap(), Recorded::Stored { seq: 3 });
+    assert_eq!(f.log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 3 });
+}
