@@ -43,7 +43,7 @@ FUZZ_CASES ?= 200000
 fuzz: ## R7: the parsers of untrusted bytes under $(FUZZ_CASES) property-test cases each (minutes; not in CI)
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --locked -p ikit-suites --test faults r7_
 
-bench-webhook: ## the webhook receiver beside a bare axum handler: requests/s, p50, p99
+bench-webhook: ## the webhook receiver on PostgreSQL and SQLite beside a bare axum handler: requests/s, p50, p99; 1, 2, 4 threads
 	$(CARGO) bench -p ikit-webhook --bench webhook
 
 bench-migrate: ## 10,000 keys planned and applied against the emulator: wall time and write requests

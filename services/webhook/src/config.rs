@@ -17,6 +17,10 @@ pub const DEFAULT_COALESCE: Duration = Duration::from_millis(100);
 pub const DEFAULT_RETENTION: u64 = 10_000;
 pub const DEFAULT_RATE_PER_SEC: u32 = 50;
 pub const DEFAULT_RATE_BURST: u32 = 100;
+/// How often an idle event stream sends a comment, so proxies keep it open.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// How long a stopping worker may keep working on the folder it holds before it gives it back.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A state key shorter than this is refused: it keys the MACs that stand in for values.
 pub const MIN_STATE_KEY_LEN: usize = 32;
 
@@ -52,6 +56,11 @@ pub struct WebhookSettings {
     pub body_limit: usize,
     /// `IKIT_WEBHOOK_BASELINE`: take the baseline at start (default true).
     pub baseline: bool,
+    /// `IKIT_WEBHOOK_HEARTBEAT`: the event stream's heartbeat interval (default 15 s).
+    pub heartbeat: Duration,
+    /// `IKIT_WEBHOOK_SHUTDOWN_GRACE`: at shutdown, how long a worker may finish the folder it
+    /// holds before it releases it for another replica (default 10 s).
+    pub shutdown_grace: Duration,
 }
 
 impl fmt::Debug for WebhookSettings {
@@ -70,6 +79,8 @@ impl fmt::Debug for WebhookSettings {
             .field("coalesce", &self.coalesce)
             .field("retention", &self.retention)
             .field("rate_per_sec", &self.rate_per_sec)
+            .field("heartbeat", &self.heartbeat)
+            .field("shutdown_grace", &self.shutdown_grace)
             .finish_non_exhaustive()
     }
 }
@@ -267,6 +278,16 @@ impl WebhookSettings {
             .unwrap_or(DEFAULT_RATE_BURST.max(rate_per_sec));
         let baseline =
             r.parsed("webhook.baseline", "IKIT_WEBHOOK_BASELINE", boolean).unwrap_or(true);
+        let heartbeat = r
+            .parsed("webhook.heartbeat", "IKIT_WEBHOOK_HEARTBEAT", |v| {
+                parse_duration(v).and_then(|d| {
+                    if d.is_zero() { Err("must be greater than zero".into()) } else { Ok(d) }
+                })
+            })
+            .unwrap_or(DEFAULT_HEARTBEAT);
+        let shutdown_grace = r
+            .parsed("webhook.shutdown_grace", "IKIT_WEBHOOK_SHUTDOWN_GRACE", parse_duration)
+            .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
         for key in table.keys() {
             const KNOWN: &[&str] = &[
                 "secret",
@@ -283,6 +304,8 @@ impl WebhookSettings {
                 "rate_limit",
                 "rate_burst",
                 "baseline",
+                "heartbeat",
+                "shutdown_grace",
             ];
             if !KNOWN.contains(&key.as_str()) {
                 r.error("file", format!("file key webhook.{key}"), "unknown setting");
@@ -324,6 +347,8 @@ impl WebhookSettings {
                 rate_burst,
                 body_limit: DEFAULT_BODY_LIMIT,
                 baseline,
+                heartbeat,
+                shutdown_grace,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -353,11 +378,14 @@ mod tests {
     fn loads_defaults_and_reads_the_webhook_table() {
         let s = WebhookSettings::load(None, &env(GOOD)).unwrap();
         assert_eq!((s.window, s.workers, s.path_prefix.as_str()), (DEFAULT_WINDOW, 4, "/"));
-        let file = "[webhook]\nwindow = \"90s\"\nenvironments = \"dev, prod\"\nworkers = 2\n";
+        assert_eq!((s.heartbeat, s.shutdown_grace), (DEFAULT_HEARTBEAT, DEFAULT_SHUTDOWN_GRACE));
+        let file = "[webhook]\nwindow = \"90s\"\nenvironments = \"dev, prod\"\nworkers = 2\n\
+                    heartbeat = \"250ms\"\nshutdown_grace = \"0s\"\n";
         let s = WebhookSettings::load(Some(file), &env(GOOD)).unwrap();
         assert_eq!(s.window, Duration::from_secs(90));
         assert_eq!(s.environments, ["dev", "prod"]);
         assert_eq!(s.workers, 2);
+        assert_eq!((s.heartbeat, s.shutdown_grace), (Duration::from_millis(250), Duration::ZERO));
         let debug = format!("{s:?}");
         assert!(!debug.contains("whsec-abc") && !debug.contains("0123456789abcdef"), "{debug}");
     }
@@ -368,6 +396,7 @@ mod tests {
             ("IKIT_WEBHOOK_STATE_KEY", "short-secret-key"),
             ("IKIT_WEBHOOK_WINDOW", "soon"),
             ("IKIT_WEBHOOK_WORKERS", "0"),
+            ("IKIT_WEBHOOK_HEARTBEAT", "0s"),
             ("IKIT_DATABASE_URL", "mysql://x"),
         ]);
         let e = WebhookSettings::load(Some("[webhook]\ntypo = 1\n"), &bad).unwrap_err();
@@ -376,6 +405,7 @@ mod tests {
             "webhook.state_key",
             "webhook.window",
             "webhook.workers",
+            "webhook.heartbeat",
             "database.url",
             "infisical.project_id",
             "file",

@@ -9,9 +9,9 @@
 //! serve them as Server-Sent Events to applications in any language.
 //!
 //! Code map: pure parts are `payload` (body decoding), `config` (settings from a file and an env
-//! map) and the two ikit-common modules; IO lives in `receive` (the handler), `store` (the queue,
-//! states and event log, PostgreSQL or SQLite), `worker`, `baseline`, `fanout`, `replay`,
-//! `redis_link` and `sse`; `startup` wires them into a [`Service`] (mount its router in any axum
+//! map) and the two ikit-common modules; IO lives in `receive` (the handler), `intake` (its
+//! group commit), `store` (the queue, states and event log, PostgreSQL or SQLite), `worker`,
+//! `baseline`, `fanout`, `replay`, `redis_link` and `sse`; `startup` wires them into a [`Service`] (mount its router in any axum
 //! app) and an [`Application`] (on a listener).
 //!
 //! Mounting the receiver into an application's own router:
@@ -30,6 +30,8 @@ pub mod baseline;
 pub mod config;
 pub mod error;
 pub mod fanout;
+pub mod intake;
+pub mod openapi;
 pub mod payload;
 pub mod receive;
 pub mod redis_link;
@@ -42,5 +44,5 @@ pub mod worker;
 
 pub use config::WebhookSettings;
 pub use error::{ApiError, WebhookError};
-pub use startup::{Application, Options, Service, router};
+pub use startup::{Application, Options, Service, route_table, router};
 pub use state::AppState;

@@ -15,36 +15,120 @@ use ikit_common::webhook_signature::{self, SIGNATURE_HEADER, SignatureError};
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::openapi::ErrorBody;
 use crate::payload::{self, Action};
 use crate::state::AppState;
-use crate::store::FolderId;
+use crate::store::{Delivery, FolderId};
 
 /// The binding metric of every received request.
 pub const METRIC_WEBHOOK_EVENTS: &str = "infisical_webhook_events_total";
 
 /// What the audit row and the metric say about one request.
+#[derive(Clone)]
 struct Record {
     event: String,
     target: String,
     details: serde_json::Value,
 }
 
+/// Infisical's webhook delivery.
+#[utoipa::path(
+    post,
+    path = "/api/v1/infisical/webhook",
+    request_body(content = String, content_type = "application/json",
+        description = "Infisical's delivery: `secrets.modified` (project, environment, secretPath), \
+                       `secret.created|updated|rotated|deleted` (payload.secretKey) or `test`"),
+    params(("x-infisical-signature" = String, Header,
+        description = "`t=<ms>;<hex>` or `sha256=<hex>`: HMAC-SHA256 of the raw body")),
+    responses(
+        (status = 200, description = "`test` delivery"),
+        (status = 202, description = "queued durably, or recorded and ignored"),
+        (status = 400, description = "malformed body", body = ErrorBody),
+        (status = 401, description = "signature missing, malformed or forged; timestamp outside the window", body = ErrorBody),
+        (status = 409, description = "a delivery already accepted", body = ErrorBody),
+        (status = 413, description = "body over 1 MiB", body = ErrorBody),
+        (status = 429, description = "source over its rate; see Retry-After", body = ErrorBody),
+        (status = 503, description = "the queue cannot take it now", body = ErrorBody),
+    )
+)]
 pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let source = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
     let mut record = Record { event: "unknown".into(), target: "-".into(), details: json!({}) };
     let result = handle(&state, source, request, &mut record).await;
-    let (status, code, response) = match result {
-        Ok((status, body)) => (status, None, (status, axum::Json(body)).into_response()),
-        Err(e) => (e.status, Some(e.code), e.into_response()),
+    let (status, code, response, delivery) = match result {
+        Ok(Answer { status, body, delivery }) => {
+            (status, None, (status, axum::Json(body)).into_response(), delivery)
+        }
+        Err(e) => (e.status, Some(e.code), e.into_response(), None),
+    };
+    let (delivery, replay_id) = match delivery {
+        Some((d, id)) => (Some(d), Some(id)),
+        None => (None, None),
     };
     let now = state.clock.now_ms();
+    let actor =
+        format!("webhook:{}", source.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()));
+    let event = record.event.clone();
+    let audit = Box::new(move |queued: bool| {
+        let (status, code) = if queued {
+            (status, code)
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, Some(QUEUE_UNAVAILABLE))
+        };
+        audit_entry(now, actor.clone(), record.clone(), status, code)
+    });
+    let queuing = delivery.is_some();
+    // Durable (queue row and audit row, in the next group commit) before the answer.
+    let committed = state.intake.commit(delivery, audit).await;
+    let (status, response) = if committed.queued {
+        if queuing {
+            state.wake.notify_waiters();
+        }
+        (status, response)
+    } else {
+        if let Some(id) = replay_id {
+            state.replay.forget(&id).await;
+        }
+        let e = ApiError::internal(QUEUE_UNAVAILABLE, "the delivery could not be queued");
+        (e.status, e.into_response())
+    };
+    metrics::counter!(METRIC_WEBHOOK_EVENTS,
+        "event" => payload::event_label(&event), "status" => status.as_u16().to_string())
+    .increment(1);
+    response
+}
+
+/// The same receiver at the path Infisical's own docs show.
+#[utoipa::path(
+    post,
+    path = "/infisical/webhook",
+    request_body(content = String, content_type = "application/json",
+        description = "as `POST /api/v1/infisical/webhook`"),
+    params(("x-infisical-signature" = String, Header, description = "as the main route")),
+    responses(
+        (status = 202, description = "as `POST /api/v1/infisical/webhook`"),
+        (status = 401, description = "as the main route", body = ErrorBody),
+    )
+)]
+pub async fn receive_alias(state: State<Arc<AppState>>, request: Request) -> Response {
+    receive(state, request).await
+}
+
+const QUEUE_UNAVAILABLE: &str = "queue_unavailable";
+
+/// A request's audit entry: never the signature, never a value.
+fn audit_entry(
+    now: i64,
+    actor: String,
+    record: Record,
+    status: StatusCode,
+    code: Option<&'static str>,
+) -> AuditEvent {
     let outcome = match status.as_u16() {
         200..=299 => Outcome::Success,
         401 | 403 | 409 | 429 => Outcome::Denied,
         _ => Outcome::Failure,
     };
-    let actor =
-        format!("webhook:{}", source.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()));
     let mut details = record.details;
     if let Some(obj) = details.as_object_mut() {
         obj.insert("status".into(), json!(status.as_u16()));
@@ -53,15 +137,21 @@ pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Re
             obj.insert("code".into(), json!(code));
         }
     }
-    let audit = AuditEvent::new(now, actor, "webhook.receive", record.target, outcome)
-        .with_details(details);
-    if let Err(e) = state.audit.record(audit).await {
-        tracing::error!(error = %e, "cannot audit a webhook request");
+    AuditEvent::new(now, actor, "webhook.receive", record.target, outcome).with_details(details)
+}
+
+/// An accepted request's answer, and the delivery to queue before it is sent (with its replay
+/// cache id, forgotten when the queue refuses it).
+struct Answer {
+    status: StatusCode,
+    body: serde_json::Value,
+    delivery: Option<(Delivery, String)>,
+}
+
+impl Answer {
+    fn new(status: StatusCode, body: serde_json::Value) -> Self {
+        Self { status, body, delivery: None }
     }
-    metrics::counter!(METRIC_WEBHOOK_EVENTS,
-        "event" => payload::event_label(&record.event), "status" => status.as_u16().to_string())
-    .increment(1);
-    response
 }
 
 async fn handle(
@@ -69,7 +159,7 @@ async fn handle(
     source: Option<IpAddr>,
     request: Request,
     record: &mut Record,
-) -> Result<(StatusCode, serde_json::Value), ApiError> {
+) -> Result<Answer, ApiError> {
     if let (Some(limiter), Some(ip)) = (&state.limiter, source)
         && let Err(not_until) = limiter.check_key(&ip)
     {
@@ -148,10 +238,11 @@ async fn handle(
         ));
     }
     match delivery.action {
-        Action::Test => Ok((StatusCode::OK, json!({"status": "ok"}))),
-        Action::Ignored => {
-            Ok((StatusCode::ACCEPTED, json!({"status": "ignored", "event": delivery.event})))
-        }
+        Action::Test => Ok(Answer::new(StatusCode::OK, json!({"status": "ok"}))),
+        Action::Ignored => Ok(Answer::new(
+            StatusCode::ACCEPTED,
+            json!({"status": "ignored", "event": delivery.event}),
+        )),
         Action::Refetch { project, environment, path, key } => {
             let project = project.unwrap_or_else(|| state.settings.project_id().to_owned());
             record.target = format!("{project}:{environment}:{path}");
@@ -159,23 +250,24 @@ async fn handle(
                 obj.insert("key".into(), json!(key));
             }
             if project != state.settings.project_id() || !state.watches(&environment, &path) {
-                return Ok((
+                return Ok(Answer::new(
                     StatusCode::ACCEPTED,
                     json!({"status": "ignored", "reason": "not watched"}),
                 ));
             }
-            let id = FolderId::new(&project, &environment, &path);
             let coalesce = i64::try_from(state.settings.coalesce.as_millis()).unwrap_or(0);
-            state
-                .db
-                .enqueue(&id, now, now.saturating_add(coalesce))
-                .await
-                .map_err(|e| ApiError::internal("queue_unavailable", e))?;
-            state.wake.notify_waiters();
-            Ok((
-                StatusCode::ACCEPTED,
-                json!({"status": "queued", "environment": environment, "secretPath": path}),
-            ))
+            Ok(Answer {
+                status: StatusCode::ACCEPTED,
+                body: json!({"status": "queued", "environment": environment, "secretPath": path}),
+                delivery: Some((
+                    Delivery {
+                        id: FolderId::new(&project, &environment, &path),
+                        received_ms: now,
+                        available_ms: now.saturating_add(coalesce),
+                    },
+                    signature,
+                )),
+            })
         }
     }
 }

@@ -22,9 +22,19 @@ pub struct ReplayCache {
     redis: Option<Arc<RedisLink>>,
     prefix: String,
     ttl: Duration,
-    local: Mutex<HashMap<String, i64>>,
+    local: Mutex<Local>,
     last: Mutex<ReplayBackend>,
 }
+
+/// The in-process stand-in: delivery key -> expiry (ms). Expired entries are swept at most
+/// once a second, not on every request: a sweep walks every delivery of the window.
+#[derive(Default)]
+struct Local {
+    seen: HashMap<String, i64>,
+    next_sweep_ms: i64,
+}
+
+const SWEEP_EVERY_MS: i64 = 1_000;
 
 impl ReplayCache {
     pub fn new(redis: Option<Arc<RedisLink>>, prefix: &str, ttl: Duration) -> Self {
@@ -33,7 +43,7 @@ impl ReplayCache {
             redis,
             prefix: prefix.to_owned(),
             ttl,
-            local: Mutex::new(HashMap::new()),
+            local: Mutex::new(Local::default()),
             last: Mutex::new(backend),
         }
     }
@@ -45,8 +55,7 @@ impl ReplayCache {
     /// Records a delivery; `true` when it is new, `false` when it was seen within the TTL.
     /// `id` is the delivery's signature header (hashed: the key never holds the signature).
     pub async fn first_time(&self, id: &str, now_ms: i64) -> bool {
-        let digest = hex::encode(Sha256::digest(id.as_bytes()));
-        let key = format!("{}webhook:replay:{digest}", self.prefix);
+        let key = self.key(id);
         if let Some(redis) = &self.redis {
             let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
             let k = key.clone();
@@ -73,14 +82,34 @@ impl ReplayCache {
         self.remember_local(key, now_ms)
     }
 
+    /// Forgets a delivery that was accepted but could not be kept (the queue refused it), so
+    /// its redelivery is taken instead of refused as a replay.
+    pub async fn forget(&self, id: &str) {
+        let key = self.key(id);
+        self.local.lock().unwrap_or_else(|p| p.into_inner()).seen.remove(&key);
+        if let Some(redis) = &self.redis {
+            let _: Option<i64> = redis
+                .run(|mut c| async move { redis::cmd("DEL").arg(key).query_async(&mut c).await })
+                .await;
+        }
+    }
+
+    fn key(&self, id: &str) -> String {
+        let digest = hex::encode(Sha256::digest(id.as_bytes()));
+        format!("{}webhook:replay:{digest}", self.prefix)
+    }
+
     fn remember_local(&self, key: String, now_ms: i64) -> bool {
         let ttl = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
-        let mut map = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, until| *until > now_ms);
-        match map.get(&key) {
-            Some(_) => false,
-            None => {
-                map.insert(key, now_ms.saturating_add(ttl));
+        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        if now_ms >= local.next_sweep_ms {
+            local.seen.retain(|_, until| *until > now_ms);
+            local.next_sweep_ms = now_ms.saturating_add(SWEEP_EVERY_MS);
+        }
+        match local.seen.get(&key) {
+            Some(&until) if until > now_ms => false,
+            _ => {
+                local.seen.insert(key, now_ms.saturating_add(ttl));
                 true
             }
         }

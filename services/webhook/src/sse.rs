@@ -2,7 +2,8 @@
 //! any language. Bearer token: the read-only events token or the admin token. Filters:
 //! `pattern` (a key path, folder prefix or glob over `/folder/KEY`) and `environment`.
 //! Each frame is `id: <seq>` and `data: <event JSON>` (`project`, `environment`, `folder`, `key`,
-//! `path`, `kind`, `version`, `eventId`); a heartbeat comment every 15 s. A client reconnecting
+//! `path`, `kind`, `version`, `eventId`); a heartbeat comment (`: heartbeat`) every
+//! `IKIT_WEBHOOK_HEARTBEAT` (15 s) while idle. A client reconnecting
 //! with `Last-Event-ID` gets every retained event after it (the log keeps the newest
 //! `IKIT_WEBHOOK_RETENTION`), read from the database, so events stored by any replica arrive.
 
@@ -24,7 +25,6 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::LoggedEvent;
 
-pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Events stored by another replica are seen within this.
 const POLL: Duration = Duration::from_millis(250);
 const BATCH: i64 = 200;
@@ -81,6 +81,23 @@ fn frame(e: &LoggedEvent) -> Event {
     Event::default().id(e.seq.to_string()).data(body.to_string())
 }
 
+/// The per-key change events as Server-Sent Events.
+#[utoipa::path(
+    get,
+    path = "/api/v1/infisical/events",
+    params(
+        ("authorization" = String, Header, description = "`Bearer <IKIT_EVENTS_TOKEN or IKIT_ADMIN_TOKEN>`"),
+        ("last-event-id" = Option<i64>, Header, description = "resume after this event"),
+        ("pattern" = Option<String>, Query, description = "key path, folder prefix or glob over `/folder/KEY`"),
+        ("environment" = Option<String>, Query, description = "one environment slug"),
+        ("lastEventId" = Option<i64>, Query, description = "as the `Last-Event-ID` header"),
+    ),
+    responses(
+        (status = 200, description = "`id: <seq>` and `data: <event JSON>` frames; `: heartbeat` comments",
+            content_type = "text/event-stream", body = String),
+        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn events(
     State(state): State<Arc<AppState>>,
     Extension(Shutdown(shutdown)): Extension<Shutdown>,
@@ -105,6 +122,7 @@ pub async fn events(
             state.db.last_seq().await.map_err(|e| ApiError::internal("store_unavailable", e))?
         }
     };
+    let heartbeat = state.settings.heartbeat;
     let cursor = Cursor {
         state,
         after,
@@ -141,5 +159,5 @@ pub async fn events(
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat")))
 }

@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use ikit_client::{Client, ClientConfig, RetryPolicy};
 use ikit_common::audit::{AuditLog, AuditOptions};
 use ikit_common::clock::{Clock, SystemClock};
@@ -25,11 +26,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::WebhookSettings;
 use crate::error::WebhookError;
 use crate::fanout::Fanout;
+use crate::intake::Intake;
 use crate::redis_link::RedisLink;
 use crate::replay::{ReplayBackend, ReplayCache};
 use crate::state::AppState;
 use crate::store::Db;
-use crate::{baseline, receive, sse, worker};
+use crate::{baseline, openapi, receive, sse, worker};
 
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -77,8 +79,13 @@ async fn open_db(url: &str) -> Result<Db, WebhookError> {
                 WebhookError::Config(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
+        // One connection: SQLite has one writer at a time anyway, and waiting in the pool's
+        // queue wakes the next statement at once, where contending connections wait in
+        // SQLite's busy handler, which sleeps and retries (the p99 went to hundreds of ms).
+        // Every statement here is short and no code holds a connection while it asks for
+        // another.
         let pool = SqlitePoolOptions::new()
-            .max_connections(5)
+            .max_connections(1)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(connect);
         Ok(Db::Sqlite(pool))
@@ -90,6 +97,9 @@ pub struct Service {
     state: Arc<AppState>,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// Ends the receiver's writer, after the server stopped taking requests.
+    intake_stop: CancellationToken,
+    intake_task: Option<JoinHandle<()>>,
 }
 
 impl Service {
@@ -129,6 +139,8 @@ impl Service {
         };
         let client = Client::new(client_config)?;
         let replay_ttl = settings.window.saturating_mul(2);
+        let intake_stop = CancellationToken::new();
+        let (intake, intake_task) = Intake::start(db.clone(), audit.clone(), intake_stop.clone());
         let state = Arc::new(AppState {
             limiter: AppState::limiter(&settings),
             fanout: Fanout::new(settings.base.redis_url.clone(), &options.redis_prefix),
@@ -143,6 +155,9 @@ impl Service {
             instance_id: options
                 .instance_id
                 .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+            intake,
+            rows_finished: AtomicU64::new(0),
+            rows_released_at_shutdown: AtomicU64::new(0),
             settings,
         });
         if state.settings.baseline {
@@ -163,7 +178,7 @@ impl Service {
                 }
             }
         }));
-        Ok(Self { state, cancel, tasks })
+        Ok(Self { state, cancel, tasks, intake_stop, intake_task: Some(intake_task) })
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -175,10 +190,17 @@ impl Service {
         router(self.state.clone(), self.cancel.clone())
     }
 
-    /// Stops the workers after the folder each holds is finished or released.
+    /// Stops the workers after the folder each holds is finished (within
+    /// `IKIT_WEBHOOK_SHUTDOWN_GRACE`) or released for another replica at once, then the
+    /// receiver's writer after what it was given. Stop the server serving [`Self::router`]
+    /// first: a request arriving later is answered 503.
     pub async fn stop(mut self) {
         self.cancel.cancel();
         for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        self.intake_stop.cancel();
+        if let Some(t) = self.intake_task.take() {
             let _ = t.await;
         }
     }
@@ -189,35 +211,66 @@ impl Drop for Service {
     /// their leases run out.
     fn drop(&mut self) {
         self.cancel.cancel();
-        for t in &self.tasks {
+        for t in self.tasks.iter().chain(&self.intake_task) {
             t.abort();
         }
     }
 }
 
+/// Every route of the service: (method, path, handler). [`router`] is built from this table
+/// alone, and the OpenAPI test compares it with `/openapi.json`.
+fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<AppState>>)> {
+    vec![
+        (Method::POST, "/api/v1/infisical/webhook", post(receive::receive)),
+        (Method::POST, "/infisical/webhook", post(receive::receive_alias)),
+        (Method::GET, "/api/v1/infisical/events", get(sse::events)),
+        (Method::GET, "/healthz", get(healthz)),
+        (Method::GET, "/readyz", get(readyz)),
+        (Method::GET, "/metrics", get(metrics)),
+        (Method::GET, "/openapi.json", get(openapi::document)),
+    ]
+}
+
+/// The (method, path) of every route the router serves.
+pub fn route_table() -> Vec<(Method, &'static str)> {
+    routes().into_iter().map(|(method, path, _)| (method, path)).collect()
+}
+
 pub fn router(state: Arc<AppState>, shutdown: CancellationToken) -> Router {
-    Router::new()
-        .route("/api/v1/infisical/webhook", post(receive::receive))
-        .route("/infisical/webhook", post(receive::receive))
-        .route("/api/v1/infisical/events", get(sse::events))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| router.route(path, handler))
         .layer(axum::Extension(sse::Shutdown(shutdown)))
         .with_state(state)
 }
 
-async fn healthz() -> impl IntoResponse {
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the process answers")))]
+pub(crate) async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
-async fn metrics() -> impl IntoResponse {
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String))
+)]
+pub(crate) async fn metrics() -> impl IntoResponse {
     ikit_common::telemetry::metrics_handle().render()
 }
 
 /// Queue reachable and Infisical reachable make the service ready; Redis is reported (without
 /// it the replay cache is per process and the fan-out waits).
-async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    responses(
+        (status = 200, description = "ready: queue and Infisical reachable; Redis, replay cache, queue depth and audit reported"),
+        (status = 503, description = "not ready, with the same report"),
+    )
+)]
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let queue = state.db.ping().await.is_ok();
     let infisical = !state.client.circuit_open()
         && tokio::time::timeout(Duration::from_secs(3), state.client.ensure_token())

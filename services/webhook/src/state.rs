@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ikit_client::Client;
@@ -13,6 +14,7 @@ use tokio::sync::Notify;
 use crate::config::WebhookSettings;
 use crate::error::WebhookError;
 use crate::fanout::Fanout;
+use crate::intake::Intake;
 use crate::redis_link::RedisLink;
 use crate::replay::ReplayCache;
 use crate::store::{Db, FolderId};
@@ -34,6 +36,12 @@ pub struct AppState {
     pub changed: Notify,
     /// Names this process's leases.
     pub instance_id: String,
+    /// The receiver's group-commit writer (queue and audit rows).
+    pub intake: Intake,
+    /// Queue rows this process finished (processed, or redone after another's crash).
+    pub rows_finished: AtomicU64,
+    /// Queue rows this process gave back unfinished at shutdown.
+    pub rows_released_at_shutdown: AtomicU64,
 }
 
 impl AppState {

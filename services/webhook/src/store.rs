@@ -9,6 +9,9 @@
 //! writers); a row whose lease ran out is claimable again, so a crashed worker's folder is
 //! redone. The row is deleted only when the generation it claimed is still current.
 
+use std::collections::BTreeMap;
+
+use ikit_common::audit::{SqlArg, Statement};
 use ikit_common::events::SecretChangeEvent;
 use ikit_common::folder_diff::FolderState;
 use sqlx::{Executor, PgPool, Row, SqlitePool};
@@ -47,6 +50,8 @@ fn schema(seq: &str) -> String {
 /// `seq > last` then never skips a row that commits late).
 const EVENTS_LOCK: i64 = 0x696b_6974_7768_6576;
 const SCHEMA_LOCK: i64 = 0x696b_6974_7768_7363;
+/// Folders per queue `INSERT` (7 parameters each, well under both databases' limits).
+const ENQUEUE_CHUNK: usize = 1_000;
 
 /// One watched folder.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -65,6 +70,59 @@ impl FolderId {
     pub fn key(&self) -> String {
         format!("{}|{}|{}", self.project, self.environment, self.folder)
     }
+}
+
+/// The statements queuing `deliveries` (see [`Db::enqueue_many`]); also run inside the audit
+/// log's transaction by the receiver's group commit.
+pub fn enqueue_statements(deliveries: &[Delivery]) -> Vec<Statement> {
+    let mut folders: BTreeMap<String, (&Delivery, i64)> = BTreeMap::new();
+    for d in deliveries {
+        folders.entry(d.id.key()).or_insert((d, 0)).1 += 1;
+    }
+    let rows: Vec<(String, &Delivery, i64)> =
+        folders.into_iter().map(|(key, (d, n))| (key, d, n)).collect();
+    rows.chunks(ENQUEUE_CHUNK)
+        .map(|chunk| {
+            let mut sql = String::from(
+                "INSERT INTO webhook_queue (folder_key, project, environment, folder, generation, \
+                 received_ms, available_ms) VALUES ",
+            );
+            let mut args = Vec::with_capacity(chunk.len() * 7);
+            for (i, (key, d, n)) in chunk.iter().enumerate() {
+                let p = i * 7;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let params: Vec<String> = (1..=7).map(|c| format!("${}", p + c)).collect();
+                sql.push('(');
+                sql.push_str(&params.join(", "));
+                sql.push(')');
+                args.extend([
+                    SqlArg::Text(key.clone()),
+                    SqlArg::Text(d.id.project.clone()),
+                    SqlArg::Text(d.id.environment.clone()),
+                    SqlArg::Text(d.id.folder.clone()),
+                    SqlArg::Int(*n),
+                    SqlArg::Int(d.received_ms),
+                    SqlArg::Int(d.available_ms),
+                ]);
+            }
+            sql.push_str(
+                " ON CONFLICT (folder_key) DO UPDATE \
+                 SET generation = webhook_queue.generation + excluded.generation",
+            );
+            Statement { sql, args }
+        })
+        .collect()
+}
+
+/// A verified delivery for a folder: received at `received_ms`, refetched from `available_ms`
+/// (the coalescing wait).
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: FolderId,
+    pub received_ms: i64,
+    pub available_ms: i64,
 }
 
 /// A queue row a worker holds.
@@ -157,6 +215,25 @@ impl Db {
             .execute(pool)
             .await?;
         });
+        Ok(())
+    }
+
+    /// Queues many deliveries with one statement (one commit: the receiver's group commit).
+    /// Deliveries of one folder in the batch count once each towards its generation; keys go in
+    /// sorted order so two replicas' batches never wait on each other's rows in a cycle.
+    pub async fn enqueue_many(&self, deliveries: &[Delivery]) -> Result<(), WebhookError> {
+        for statement in enqueue_statements(deliveries) {
+            dispatch!(self, pool => {
+                let mut q = sqlx::query(&statement.sql);
+                for arg in &statement.args {
+                    q = match arg {
+                        SqlArg::Text(t) => q.bind(t.as_str()),
+                        SqlArg::Int(i) => q.bind(*i),
+                    };
+                }
+                q.execute(pool).await?;
+            });
+        }
         Ok(())
     }
 

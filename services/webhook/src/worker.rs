@@ -6,6 +6,7 @@
 //! (same ids) instead of diffing again, so one change never yields two different events.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ikit_client::{ClientError, FolderQuery};
@@ -49,8 +50,7 @@ pub async fn run(state: Arc<AppState>, index: usize, cancel: CancellationToken) 
         let lease_ms = i64::try_from(state.settings.lease.as_millis()).unwrap_or(i64::MAX);
         match state.db.claim(&owner, now, now.saturating_add(lease_ms)).await {
             Ok(Some(claimed)) => {
-                // Finish the row in hand even when asked to stop: it is quick, or it releases.
-                process(&state, &owner, claimed).await;
+                process(&state, &owner, claimed, &cancel).await;
                 continue;
             }
             Ok(None) => {}
@@ -64,13 +64,43 @@ pub async fn run(state: Arc<AppState>, index: usize, cancel: CancellationToken) 
     }
 }
 
-async fn process(state: &AppState, owner: &str, claimed: Claimed) {
+/// Works one claimed row. Asked to stop meanwhile, it keeps at it for the shutdown grace, then
+/// drops the work and gives the row back at once, so another replica takes it now instead of
+/// after the lease. Dropping is safe at any point: events stored but not yet published are
+/// published as they are by whoever takes the row next.
+async fn process(state: &AppState, owner: &str, claimed: Claimed, cancel: &CancellationToken) {
     let folder = claimed.id.folder.clone();
-    match process_inner(state, owner, &claimed).await {
+    let work = process_inner(state, owner, &claimed);
+    tokio::pin!(work);
+    let outcome = tokio::select! {
+        done = &mut work => Some(done),
+        () = cancel.cancelled() => {
+            tokio::time::timeout(state.settings.shutdown_grace, &mut work).await.ok()
+        }
+    };
+    let Some(outcome) = outcome else {
+        let now = state.clock.now_ms();
+        match state.db.release(&claimed, owner, now, Some("shutdown")).await {
+            Ok(()) => {
+                state.rows_released_at_shutdown.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(folder, "shutting down: folder given back unfinished");
+            }
+            Err(e) => {
+                tracing::warn!(folder, error = %e, "cannot release a queue row; its lease will run out");
+            }
+        }
+        return;
+    };
+    match outcome {
         Ok(emitted) => {
             let now = state.clock.now_ms();
-            if let Err(e) = state.db.finish(&claimed, owner, now).await {
-                tracing::warn!(folder, error = %e, "cannot finish a queue row; its lease will run out");
+            match state.db.finish(&claimed, owner, now).await {
+                Ok(()) => {
+                    state.rows_finished.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(folder, error = %e, "cannot finish a queue row; its lease will run out");
+                }
             }
             let latency = (now.saturating_sub(claimed.received_ms)).max(0) as f64 / 1000.0;
             metrics::histogram!(METRIC_PROCESSING_LATENCY).record(latency);

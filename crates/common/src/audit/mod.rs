@@ -262,6 +262,22 @@ pub enum AuditError {
     CreateDir { path: PathBuf, source: std::io::Error },
     #[error("unsupported audit database url: use postgres://, postgresql:// or sqlite:")]
     UnsupportedUrl,
+    #[error("audit events wait in the spool; they go first")]
+    Backlog,
+}
+
+/// A statement a caller runs in the audit log's transaction ([`AuditLog::record_many_with`]):
+/// SQL with numbered placeholders (`$1`, valid on both databases) and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub sql: String,
+    pub args: Vec<SqlArg>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlArg {
+    Text(String),
+    Int(i64),
 }
 
 /// How an [`AuditLog`] spools and retries.
@@ -419,11 +435,11 @@ impl AuditLog {
     pub async fn record(&self, event: AuditEvent) -> Result<Recorded, AuditError> {
         event.validate()?;
         if self.spool().is_empty() {
-            match self.store_one(&event).await {
-                Ok(seq) => {
+            match self.store_many(std::slice::from_ref(&event)).await {
+                Ok(seqs) => {
                     count("stored");
                     self.clear_error();
-                    return Ok(Recorded::Stored { seq });
+                    return Ok(Recorded::Stored { seq: seqs.first().copied().unwrap_or_default() });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "audit database unavailable, spooling");
@@ -431,9 +447,98 @@ impl AuditLog {
                 }
             }
         }
+        self.spool_one(&event)
+    }
+
+    /// Records many events at once, in order, with one database transaction (group commit: a
+    /// busy service pays one commit for a batch instead of one per event). Same rules as
+    /// [`Self::record`]: when the database refuses the batch, or events wait in the spool, each
+    /// event is spooled behind them. One result per event, in order; an invalid event is refused
+    /// alone.
+    pub async fn record_many(&self, events: Vec<AuditEvent>) -> Vec<Result<Recorded, AuditError>> {
+        let mut results: Vec<Option<Result<Recorded, AuditError>>> =
+            Vec::with_capacity(events.len());
+        let mut valid = Vec::with_capacity(events.len());
+        for event in events {
+            match event.validate() {
+                Ok(()) => {
+                    results.push(None);
+                    valid.push(event);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let mut stored: Option<std::vec::IntoIter<i64>> = None;
+        if !valid.is_empty() && self.spool().is_empty() {
+            match self.store_many(&valid).await {
+                Ok(seqs) => {
+                    self.clear_error();
+                    stored = Some(seqs.into_iter());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, events = valid.len(), "audit database unavailable, spooling");
+                    self.note_error(&e);
+                }
+            }
+        }
+        let mut valid = valid.into_iter();
+        results
+            .into_iter()
+            .map(|slot| match slot {
+                Some(refused) => refused,
+                None => {
+                    let Some(event) = valid.next() else {
+                        unreachable!("one valid event per empty slot")
+                    };
+                    match stored.as_mut().and_then(Iterator::next) {
+                        Some(seq) => {
+                            count("stored");
+                            Ok(Recorded::Stored { seq })
+                        }
+                        None => self.spool_one(&event),
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Runs the caller's statements `also` and appends `events`, in order, in one transaction:
+    /// the caller's rows and their audit rows commit together (one flush to disk for both) or
+    /// not at all. Unlike [`Self::record_many`] nothing is spooled: on `Err` nothing was
+    /// written (also [`AuditError::Backlog`] while spooled events wait, which must go first),
+    /// and the caller falls back to writing its rows and [`Self::record_many`] apart.
+    pub async fn record_many_with(
+        &self,
+        events: &[AuditEvent],
+        also: &[Statement],
+    ) -> Result<Vec<Recorded>, AuditError> {
+        for event in events {
+            event.validate()?;
+        }
+        if !self.spool().is_empty() {
+            return Err(AuditError::Backlog);
+        }
+        self.migrate().await?;
+        match self.inner.store.append_many_with(events, also).await {
+            Ok(seqs) => {
+                self.clear_error();
+                Ok(seqs
+                    .into_iter()
+                    .map(|seq| {
+                        count("stored");
+                        Recorded::Stored { seq }
+                    })
+                    .collect())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Puts one event in the spool behind what waits there, and wakes the flusher.
+    fn spool_one(&self, event: &AuditEvent) -> Result<Recorded, AuditError> {
         let pushed = {
             let mut spool = self.spool();
-            spool.push(&event).map(|()| spool.len())
+            spool.push(event).map(|()| spool.len())
         };
         match pushed {
             Ok(depth) => {
@@ -487,7 +592,7 @@ impl AuditLog {
                 Err(e) => return Err(e),
             };
             // No lock is held here: records keep spooling behind while the database answers.
-            self.store_one(&event).await?;
+            self.store_many(std::slice::from_ref(&event)).await?;
             let depth = {
                 let mut spool = self.spool();
                 spool.pop()?;
@@ -512,9 +617,9 @@ impl AuditLog {
         self.inner.wake.notify_one();
     }
 
-    async fn store_one(&self, event: &AuditEvent) -> Result<i64, AuditError> {
+    async fn store_many(&self, events: &[AuditEvent]) -> Result<Vec<i64>, AuditError> {
         self.migrate().await?;
-        self.inner.store.append(event).await
+        self.inner.store.append_many(events).await
     }
 
     /// Stored events matching `filter`. Spooled events are not visible until flushed.

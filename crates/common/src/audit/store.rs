@@ -5,7 +5,7 @@
 use sqlx::{Executor, PgPool, Row, SqlitePool};
 
 use super::chain::{ChainRow, ChainStatus, Verifier};
-use super::{AuditError, AuditEvent, AuditFilter, AuditRecord, Outcome};
+use super::{AuditError, AuditEvent, AuditFilter, AuditRecord, Outcome, SqlArg, Statement};
 
 /// Migrations, in order: (version, description, PostgreSQL text, SQLite text).
 const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
@@ -19,6 +19,9 @@ const COMPONENT: &str = "audit";
 /// `pg_advisory_xact_lock` key taken while migrating.
 const MIGRATION_LOCK: i64 = 0x696b_6974_6175_6474;
 const VERIFY_BATCH: i64 = 1_000;
+/// Rows per `INSERT` of a batch append: 10 parameters a row stays well under SQLite's and
+/// PostgreSQL's parameter limits.
+const APPEND_CHUNK: usize = 500;
 const COLUMNS: &str =
     "seq, time_ms, actor, action, target, outcome, request_id, details, prev_hash, hash";
 
@@ -103,37 +106,70 @@ impl Store {
         })
     }
 
-    /// Appends one event at the head of the chain; returns its `seq`.
-    pub(crate) async fn append(&self, event: &AuditEvent) -> Result<i64, AuditError> {
+    /// Appends events at the head of the chain, in order, in one transaction (one commit for
+    /// the lot: group commit); returns their `seq`s. Either every event is stored or none.
+    pub(crate) async fn append_many(&self, events: &[AuditEvent]) -> Result<Vec<i64>, AuditError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.append_many_with(events, &[]).await
+    }
+
+    /// [`Self::append_many`], with the caller's statements run first in the same transaction.
+    pub(crate) async fn append_many_with(
+        &self,
+        events: &[AuditEvent],
+        also: &[Statement],
+    ) -> Result<Vec<i64>, AuditError> {
         dispatch!(self, pool => {
             let mut tx = pool.begin_with(self.begin_sql()).await?;
+            for statement in also {
+                let mut q = sqlx::query(&statement.sql);
+                for arg in &statement.args {
+                    q = match arg {
+                        SqlArg::Text(t) => q.bind(t.as_str()),
+                        SqlArg::Int(i) => q.bind(*i),
+                    };
+                }
+                q.execute(&mut *tx).await?;
+            }
             let head = sqlx::query(self.head_sql()).fetch_one(&mut *tx).await?;
-            let mut row = event.to_row(head.try_get::<i64, _>(0)? + 1, head.try_get(1)?);
-            row.hash = row.expected_hash();
-            sqlx::query(
-                "INSERT INTO audit_log (seq, time_ms, actor, action, target, outcome, \
-                 request_id, details, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(row.seq)
-            .bind(row.time_ms)
-            .bind(row.actor.clone())
-            .bind(row.action.clone())
-            .bind(row.target.clone())
-            .bind(row.outcome.clone())
-            .bind(row.request_id.clone())
-            .bind(row.details.clone())
-            .bind(row.prev_hash.clone())
-            .bind(row.hash.clone())
-            .execute(&mut *tx)
-            .await?;
+            let (mut seq, mut prev): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
+            let mut seqs = Vec::with_capacity(events.len());
+            for chunk in events.chunks(APPEND_CHUNK) {
+                let mut rows = Vec::with_capacity(chunk.len());
+                for event in chunk {
+                    seq += 1;
+                    let mut row = event.to_row(seq, std::mem::take(&mut prev));
+                    row.hash = row.expected_hash();
+                    prev.clone_from(&row.hash);
+                    seqs.push(seq);
+                    rows.push(row);
+                }
+                let sql = insert_sql(rows.len());
+                let mut q = sqlx::query(&sql);
+                for row in rows {
+                    q = q
+                        .bind(row.seq)
+                        .bind(row.time_ms)
+                        .bind(row.actor)
+                        .bind(row.action)
+                        .bind(row.target)
+                        .bind(row.outcome)
+                        .bind(row.request_id)
+                        .bind(row.details)
+                        .bind(row.prev_hash)
+                        .bind(row.hash);
+                }
+                q.execute(&mut *tx).await?;
+            }
             sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-                .bind(row.seq)
-                .bind(row.hash.clone())
+                .bind(seq)
+                .bind(prev)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            Ok(row.seq)
+            Ok(seqs)
         })
     }
 
@@ -193,6 +229,22 @@ impl Store {
             Ok(verifier.finish(head_seq, &head_hash))
         })
     }
+}
+
+/// `INSERT INTO audit_log (...) VALUES (...), (...)` for `rows` rows, numbered placeholders.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = format!("INSERT INTO audit_log ({COLUMNS}) VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        let first = r * 10;
+        let params: Vec<String> = (1..=10).map(|c| format!("${}", first + c)).collect();
+        sql.push('(');
+        sql.push_str(&params.join(", "));
+        sql.push(')');
+    }
+    sql
 }
 
 fn read_row<R: Row>(r: &R) -> Result<ChainRow, sqlx::Error>
@@ -288,6 +340,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn insert_sql_numbers_ten_placeholders_a_row() {
+        let sql = insert_sql(2);
+        assert!(sql.starts_with(&format!("INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2,")));
+        assert!(sql.ends_with("$10), ($11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"), "{sql}");
+    }
+
+    #[test]
     fn filter_sql_numbers_placeholders_in_order() {
         let filter = AuditFilter {
             action: Some("rotate".into()),
@@ -326,7 +385,7 @@ mod tests {
     fn futures_are_send(s: &Store, e: &AuditEvent, f: &AuditFilter) {
         fn is_send<T: Send>(_: T) {}
         is_send(s.migrate());
-        is_send(s.append(e));
+        is_send(s.append_many(std::slice::from_ref(e)));
         is_send(s.query(f));
         is_send(s.verify());
     }

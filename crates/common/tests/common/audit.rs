@@ -526,3 +526,86 @@ async fn corrupt_spool_entry_is_set_aside() {
     assert!(spool.path().join(format!("{:020}.corrupt", 2)).exists());
     assert_eq!(log.status().spooled, 0);
 }
+
+/// A batch is one transaction: consecutive seqs in order, one intact chain with single records
+/// around it; an invalid event in the batch is refused alone.
+async fn record_many_appends_a_batch(f: Fixture) {
+    let log = &f.log;
+    record_n(log, 2).await;
+    let mut batch: Vec<AuditEvent> = (3..=7).map(event).collect();
+    batch.insert(2, AuditEvent::new(T0, "", "secret.read", "/x", Outcome::Success));
+    let got = log.record_many(batch).await;
+    assert_eq!(got.len(), 6);
+    assert!(matches!(got[2], Err(AuditError::InvalidEvent(_))), "{:?}", got[2]);
+    let seqs: Vec<i64> = got
+        .iter()
+        .filter_map(|r| match r {
+            Ok(Recorded::Stored { seq }) => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, [3, 4, 5, 6, 7]);
+    assert_eq!(log.record(event(8)).await.unwrap(), Recorded::Stored { seq: 8 });
+    assert!(log.record_many(Vec::new()).await.is_empty());
+    let expected: Vec<String> = (1..=8).map(|i| format!("/auth/k{i}")).collect();
+    assert_eq!(all_targets(log).await, expected);
+    assert_eq!(log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 8 });
+}
+
+#[tokio::test]
+async fn postgres_record_many_appends_a_batch() {
+    record_many_appends_a_batch(Fixture::postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_record_many_appends_a_batch() {
+    record_many_appends_a_batch(Fixture::sqlite().await).await;
+}
+
+/// The database away: the whole batch spools in order, and lands in order once it is back.
+#[tokio::test]
+async fn postgres_record_many_spools_a_batch_the_database_refuses() {
+    let db = TestDatabase::postgres().await;
+    let (proxy, pool) = proxied_pool(&db).await;
+    let clock = Arc::new(ManualClock::new(T0));
+    let spool = TempDir::new().unwrap();
+    let log = AuditLog::postgres(pool, options(spool.path(), &clock)).unwrap();
+    record_n(&log, 1).await;
+    proxy.set_up(false);
+    let got = log.record_many((2..=4).map(event).collect()).await;
+    let depths: Vec<Recorded> = got.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        depths,
+        [1, 2, 3].map(|depth| Recorded::Spooled { depth }),
+        "spooled one after the other"
+    );
+    proxy.set_up(true);
+    drained(&log).await;
+    let expected: Vec<String> = (1..=4).map(|i| format!("/auth/k{i}")).collect();
+    assert_eq!(all_targets(&log).await, expected);
+    assert_eq!(log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 4 });
+}
+
+/// The caller's statements and the audit rows commit together or not at all.
+#[tokio::test]
+async fn record_many_with_commits_the_callers_rows_and_the_audit_rows_together() {
+    use ikit_common::audit::{SqlArg, Statement};
+    let f = Fixture::postgres().await;
+    let Raw::Pg(pool) = &f.raw else { unreachable!("a postgres fixture") };
+    sqlx::query("CREATE TABLE side (k TEXT PRIMARY KEY)").execute(pool).await.unwrap();
+    let insert = |k: &str| Statement {
+        sql: "INSERT INTO side (k) VALUES ($1)".into(),
+        args: vec![SqlArg::Text(k.into())],
+    };
+    let got = f.log.record_many_with(&[event(1), event(2)], &[insert("a")]).await.unwrap();
+    assert_eq!(got, [Recorded::Stored { seq: 1 }, Recorded::Stored { seq: 2 }]);
+    // A failing statement (duplicate key): neither its rows nor the audit rows are kept.
+    let refused = f.log.record_many_with(&[event(3)], &[insert("b"), insert("a")]).await;
+    assert!(matches!(refused, Err(AuditError::Database(_))), "{refused:?}");
+    let side: Vec<String> =
+        sqlx::query_scalar("SELECT k FROM side ORDER BY k").fetch_all(pool).await.unwrap();
+    assert_eq!(side, ["a"]);
+    assert_eq!(all_targets(&f.log).await, ["/auth/k1", "/auth/k2"]);
+    assert_eq!(f.log.record(event(4)).await.unwrap(), Recorded::Stored { seq: 3 });
+    assert_eq!(f.log.verify_chain().await.unwrap(), ChainStatus::Intact { rows: 3 });
+}

@@ -4,4 +4,5 @@ mod config;
 mod flow;
 mod keys;
 mod receive;
+mod service;
 mod support;
