@@ -52,7 +52,10 @@ async fn main() -> ExitCode {
         }
     };
     let home = env.get("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
-    match ikit::run(cli, &env, &cwd, home.as_deref(), stop_signal()).await {
+    // The handlers are installed before the command starts, so a SIGTERM that arrives as soon as
+    // `ikit dev` has announced itself stops it cleanly instead of killing it.
+    let stop = stop_signal();
+    match ikit::run(cli, &env, &cwd, home.as_deref(), stop).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ikit: {e}");
@@ -70,16 +73,20 @@ fn log_filter(flag: Option<&str>, env: &std::collections::BTreeMap<String, Strin
         .unwrap_or_else(|| "error".to_owned())
 }
 
-/// Ends on SIGTERM or ctrl-c (`ikit dev`).
-async fn stop_signal() {
+/// Ends on SIGTERM or ctrl-c (`ikit dev`). The SIGTERM handler is registered when this is
+/// called, not when the returned future is first polled.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
         }
-        return;
+        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
