@@ -30,8 +30,9 @@ fmt-check: ## fail when anything is not formatted
 lint: ## clippy over every target with warnings as errors
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-bench: ## run the criterion benches and print their figures
+bench: ## run the criterion benches and print their figures (and the 10,000-key migration)
 	$(CARGO) bench --workspace --bench '*' -- --warm-up-time 1 --measurement-time 3
+	$(MAKE) bench-migrate
 
 bench-webhook: ## the webhook receiver beside a bare axum handler: requests/s, p50, p99
 	$(CARGO) bench -p ikit-webhook --bench webhook

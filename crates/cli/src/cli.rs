@@ -105,6 +105,11 @@ pub enum Command {
     ///
     /// Example: ikit export --format dotenv -o .env
     Export(commands::export::ExportArgs),
+    /// Move secrets from .env files, the environment, JSON or YAML into Infisical: plan, apply
+    /// (backup first, resumable), status, backup, rollback, check-prerequisites.
+    ///
+    /// Example: ikit migrate plan -m migrate.toml .env
+    Migrate(ikit_migrate::cli::MigrateArgs),
     /// Run the whole stack in one process: the Infisical emulator with a demo project, the
     /// webhook and health services, a SQLite audit log; nothing to install.
     #[cfg(feature = "dev")]

@@ -120,7 +120,7 @@ fn token_slot(ctx: &Context) -> Result<Option<(PathBuf, SealKey, String)>, CliEr
 pub fn cached_token(ctx: &Context) -> Result<Option<SecretValue>, CliError> {
     let Some((path, key, aad)) = token_slot(ctx)? else { return Ok(None) };
     let Ok(sealed) = std::fs::read(&path) else { return Ok(None) };
-    let Ok(plain) = ikit_client::open(&key, aad.as_bytes(), &sealed) else {
+    let Ok(plain) = ikit_client::internals::open(&key, aad.as_bytes(), &sealed) else {
         tracing::debug!(path = %path.display(), "cached token does not open, ignored");
         return Ok(None);
     };
@@ -144,7 +144,7 @@ pub fn store_token(ctx: &Context, token: &LoginToken) -> Result<(), CliError> {
     let Some((path, key, aad)) = token_slot(ctx)? else { return Ok(()) };
     let expires_ms = expires_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let plain = Zeroizing::new(format!("{expires_ms}\n{}", token.access_token.expose()));
-    let sealed = ikit_client::seal(&key, aad.as_bytes(), plain.as_bytes(), &mut rand::thread_rng());
+    let sealed = ikit_client::internals::seal(&key, aad.as_bytes(), plain.as_bytes(), &mut rand::thread_rng());
     let dir = path.parent().unwrap_or(Path::new("."));
     ensure_private_dir(dir).map_err(|e| CliError::io(dir, e))?;
     write_private(&path, &sealed).map_err(|e| CliError::io(&path, e))

@@ -9,7 +9,7 @@ use ikit_client::{BatchProgress, Client, ClientError, NewSecret, Scope};
 
 use crate::MigrateError;
 use crate::mapping::Mapped;
-use crate::plan::{Action, Plan, plan};
+use crate::plan::{Action, Plan, comparable, decide, read_targets};
 
 /// What an apply did, by target (`environment:/folder/KEY`). No values.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -21,7 +21,8 @@ pub struct ApplyReport {
 }
 
 /// Applies `mapped`. `progress` is called with `environment:/folder` after every chunk the server
-/// accepted. On an error, the error says how many keys of that folder were written before it.
+/// accepted. On an error, the error says how many keys of that folder were written before it and
+/// the first key of the refused chunk.
 pub async fn apply(
     client: &Client,
     project_id: &str,
@@ -30,7 +31,8 @@ pub async fn apply(
     plan_key: &[u8],
     progress: &mut (dyn FnMut(&str, BatchProgress) + Send),
 ) -> Result<(Plan, ApplyReport), MigrateError> {
-    let planned = plan(client, project_id, mapped, overwrite, plan_key).await?;
+    let existing = read_targets(client, project_id, mapped).await?;
+    let planned = decide(mapped, &comparable(&existing), overwrite, plan_key);
     let to_write: BTreeSet<&str> = planned
         .items
         .iter()
@@ -41,10 +43,20 @@ pub async fn apply(
     for secret in &mapped.secrets {
         let target = secret.target.to_string();
         if to_write.contains(target.as_str()) {
+            // An update keeps the comment, tags and metadata the key has: an upsert item replaces
+            // them all, and the migration only brings a value.
+            let item = match existing.get(&secret.target) {
+                Some(current) => {
+                    let mut item = NewSecret::from_secret(current);
+                    item.value = secret.value.clone();
+                    item
+                }
+                None => NewSecret::new(secret.target.key.clone(), secret.value.clone()),
+            };
             by_folder
                 .entry((&secret.target.environment, &secret.target.folder))
                 .or_default()
-                .push((target, NewSecret::new(secret.target.key.clone(), secret.value.clone())));
+                .push((target, item));
         }
     }
     let mut report = ApplyReport::default();
@@ -69,7 +81,8 @@ pub async fn apply(
                     folder: label,
                     written: done,
                     total: targets.len(),
-                    source,
+                    at_key: items.get(done).map(|item| item.key.clone()),
+                    source: Box::new(source),
                 });
             }
         }

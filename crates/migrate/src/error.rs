@@ -23,6 +23,9 @@ pub enum MigrateError {
     /// A source value that is neither text, number nor boolean (arrays, null).
     #[error("key {key:?} at {origin} holds a list or null, which cannot be a secret")]
     Unsupported { key: String, origin: String },
+    /// A YAML scalar that would not arrive as written (numbers, booleans), or no scalar at all.
+    #[error("key {key:?} at {origin} holds {what}; quote it to migrate it as text")]
+    UnsupportedYaml { key: String, origin: String, what: String },
     /// A key the mapping cannot place: no environment, or not a valid Infisical name.
     #[error("key {key:?} from {origin} cannot be mapped: {reason}")]
     Unmapped { key: String, origin: String, reason: String },
@@ -32,10 +35,40 @@ pub enum MigrateError {
     /// Reading a target folder from Infisical failed (the client's error carries the server's reason).
     #[error("cannot read {folder} from Infisical: {source}")]
     Read { folder: String, source: ikit_client::ClientError },
-    /// A batch write failed; the chunks before it were written.
-    #[error("writing {folder} failed after {written} of {total} keys: {source}")]
-    Write { folder: String, written: usize, total: usize, source: ikit_client::ClientError },
+    /// A batch write failed; the chunks before it were written. `at_key` is the first key of the
+    /// chunk the server refused; the client's error carries the server's reason.
+    #[error(
+        "writing {folder} failed at key {} after {written} of {total} keys: {source}",
+        at_key.as_deref().unwrap_or("?")
+    )]
+    Write {
+        folder: String,
+        written: usize,
+        total: usize,
+        at_key: Option<String>,
+        source: Box<ikit_client::ClientError>,
+    },
     /// A target folder could not be listed or created.
     #[error("cannot create folder {folder}: {source}")]
     Folder { folder: String, source: ikit_client::ClientError },
+    /// A backup that cannot be written, read, decrypted or parsed.
+    #[error("backup: {reason}")]
+    Backup { reason: String },
+    /// A key whose value the server hides from this identity: it cannot be backed up or compared.
+    #[error(
+        "the value of {key:?} in {folder} is hidden from this identity; it cannot be backed up"
+    )]
+    Hidden { key: String, folder: String },
+    /// A file of the migration (backup, journal, run file) could not be read or written.
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// A journal or run file that is not what this version writes.
+    #[error("{path}: {reason}")]
+    State { path: String, reason: String },
+    /// Deleting keys during a rollback failed.
+    #[error("deleting {keys:?} from {folder} failed: {source}")]
+    Delete { folder: String, keys: Vec<String>, source: Box<ikit_client::ClientError> },
+    /// The audit log refused the run's record.
+    #[error("cannot record the run in the audit log: {0}")]
+    Audit(#[from] ikit_common::audit::AuditError),
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use hmac::{Hmac, Mac};
-use ikit_client::{Client, ClientError, FolderQuery, SecretType};
+use ikit_client::{Client, ClientError, FolderQuery, Secret, SecretType};
 use ikit_common::secret::SecretValue;
 use serde::Serialize;
 use sha2::Sha256;
@@ -18,7 +18,7 @@ use sha2::Sha256;
 use crate::MigrateError;
 use crate::mapping::{Mapped, MappedSecret, Target};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Create,
@@ -32,7 +32,8 @@ pub enum Action {
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        // `pad` so that `{:<9}` in the plan's columns applies
+        f.pad(match self {
             Action::Create => "create",
             Action::Update => "update",
             Action::Unchanged => "unchanged",
@@ -79,11 +80,15 @@ impl Plan {
         self.items.iter().filter(|item| item.action == action).count()
     }
 
-    /// One line per key: action, target, origin. No values, no HMACs.
+    /// One line per key: action, target, origin (and why, for a conflict). No values, no HMACs.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for item in &self.items {
-            out.push_str(&format!("{:<9}  {}  ({})\n", item.action, item.target, item.origin));
+            out.push_str(&format!("{:<9}  {}  ({})", item.action, item.target, item.origin));
+            if let Some(reason) = item.reason {
+                out.push_str(&format!(": {reason}"));
+            }
+            out.push('\n');
         }
         out
     }
@@ -165,22 +170,25 @@ pub fn server_keeps(value: &str) -> bool {
     value.strip_suffix(kept_tail) == Some(trimmed)
 }
 
-/// Reads every target folder once (a missing folder counts as empty: apply creates it) and decides.
-pub async fn plan(
+/// The target folders of a mapping, `(environment, folder)`.
+pub fn target_folders(mapped: &Mapped) -> BTreeSet<(String, String)> {
+    mapped
+        .secrets
+        .iter()
+        .map(|secret| (secret.target.environment.clone(), secret.target.folder.clone()))
+        .collect()
+}
+
+/// Reads every target folder once (raw: no imports, references as written; a missing folder
+/// counts as empty, apply creates it): each shared secret there, by target.
+pub(crate) async fn read_targets(
     client: &Client,
     project_id: &str,
     mapped: &Mapped,
-    overwrite: bool,
-    plan_key: &[u8],
-) -> Result<Plan, MigrateError> {
-    let folders: BTreeSet<(&str, &str)> = mapped
-        .secrets
-        .iter()
-        .map(|secret| (secret.target.environment.as_str(), secret.target.folder.as_str()))
-        .collect();
+) -> Result<BTreeMap<Target, Secret>, MigrateError> {
     let mut existing = BTreeMap::new();
-    for (environment, folder) in folders {
-        let query = FolderQuery::new(project_id, environment, folder)
+    for (environment, folder) in target_folders(mapped) {
+        let query = FolderQuery::new(project_id, &environment, &folder)
             .include_imports(false)
             .expand_references(false);
         let listing = match client.list_secrets(&query).await {
@@ -197,17 +205,42 @@ pub async fn plan(
             if secret.secret_type != SecretType::Shared {
                 continue;
             }
-            let state =
-                if secret.value_hidden { Existing::Hidden } else { Existing::Value(secret.value) };
             let target = Target {
-                environment: environment.to_owned(),
-                folder: folder.to_owned(),
-                key: secret.key,
+                environment: environment.clone(),
+                folder: folder.clone(),
+                key: secret.key.clone(),
             };
-            existing.insert(target, state);
+            existing.insert(target, secret);
         }
     }
-    Ok(decide(mapped, &existing, overwrite, plan_key))
+    Ok(existing)
+}
+
+/// What the plan needs of each existing secret.
+pub(crate) fn comparable(existing: &BTreeMap<Target, Secret>) -> BTreeMap<Target, Existing> {
+    existing
+        .iter()
+        .map(|(target, secret)| {
+            let state = if secret.value_hidden {
+                Existing::Hidden
+            } else {
+                Existing::Value(secret.value.clone())
+            };
+            (target.clone(), state)
+        })
+        .collect()
+}
+
+/// Reads every target folder once and decides.
+pub async fn plan(
+    client: &Client,
+    project_id: &str,
+    mapped: &Mapped,
+    overwrite: bool,
+    plan_key: &[u8],
+) -> Result<Plan, MigrateError> {
+    let existing = read_targets(client, project_id, mapped).await?;
+    Ok(decide(mapped, &comparable(&existing), overwrite, plan_key))
 }
 
 #[cfg(test)]

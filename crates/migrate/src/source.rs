@@ -1,4 +1,4 @@
-//! Sources, pure: `.env` text, an env map, JSON objects. Each yields the keys it holds with the
+//! Sources, pure: `.env` text, an env map, JSON and YAML objects. Each yields the keys it holds with the
 //! folder its nesting implies (relative, `/` for top level) and where it came from, for errors.
 
 use std::collections::BTreeMap;
@@ -111,6 +111,70 @@ fn walk_json(
     Ok(())
 }
 
+/// A YAML mapping: strings are values, nested mappings are folders. Numbers, booleans, null,
+/// lists and tagged values are errors naming the key: the YAML parser keeps no record of how a
+/// scalar was written (`1.10`, `0755`, `True` would arrive as `1.1`, `493`, `true`), so only a
+/// quoted or plain string migrates exactly. Errors give the position, never the document's text.
+pub fn from_yaml(file: &str, text: &str) -> Result<Vec<SourceSecret>, MigrateError> {
+    let document: serde_norway::Value =
+        serde_norway::from_str(text).map_err(|error| MigrateError::Document {
+            file: file.to_owned(),
+            reason: match error.location() {
+                Some(at) => format!("not valid YAML at line {} column {}", at.line(), at.column()),
+                None => "not valid YAML".to_owned(),
+            },
+        })?;
+    let serde_norway::Value::Mapping(mapping) = document else {
+        return Err(MigrateError::Document {
+            file: file.to_owned(),
+            reason: "the top level is not a mapping".to_owned(),
+        });
+    };
+    let mut out = Vec::new();
+    walk_yaml(file, "/", &mapping, &mut out)?;
+    Ok(out)
+}
+
+fn walk_yaml(
+    file: &str,
+    folder: &str,
+    mapping: &serde_norway::Mapping,
+    out: &mut Vec<SourceSecret>,
+) -> Result<(), MigrateError> {
+    for (key, value) in mapping {
+        let serde_norway::Value::String(key) = key else {
+            return Err(MigrateError::Document {
+                file: file.to_owned(),
+                reason: format!("a key in {folder} is not a string"),
+            });
+        };
+        let unsupported = |what: &str| MigrateError::UnsupportedYaml {
+            key: key.clone(),
+            origin: format!("{file}:{folder}"),
+            what: what.to_owned(),
+        };
+        match value {
+            serde_norway::Value::String(text) => out.push(SourceSecret {
+                origin: file.to_owned(),
+                folder: folder.to_owned(),
+                key: key.clone(),
+                value: SecretValue::new(text.as_str()),
+            }),
+            serde_norway::Value::Mapping(inner) => {
+                let nested =
+                    if folder == "/" { format!("/{key}") } else { format!("{folder}/{key}") };
+                walk_yaml(file, &nested, inner, out)?;
+            }
+            serde_norway::Value::Number(_) => return Err(unsupported("a number")),
+            serde_norway::Value::Bool(_) => return Err(unsupported("a boolean")),
+            serde_norway::Value::Null => return Err(unsupported("null")),
+            serde_norway::Value::Sequence(_) => return Err(unsupported("a list")),
+            serde_norway::Value::Tagged(_) => return Err(unsupported("a tagged value")),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +227,45 @@ mod tests {
         assert!(error.contains("\"HOSTS\""), "{error}");
         assert!(error.contains("cfg.json:/db"), "{error}");
         assert!(from_json("cfg.json", "[1]").is_err());
+    }
+
+    #[test]
+    fn nested_yaml_mappings_become_folders() {
+        let text = "PORT: \"8080\"\nauth:\n  jwt:\n    KEY: |\n      line one\n      line two\ndatabase:\n  URL: 'postgres://u@h/db'\n";
+        let secrets = from_yaml("cfg.yaml", text).expect("parses");
+        assert_eq!(
+            summary(&secrets),
+            [
+                ("/".to_owned(), "PORT".to_owned(), "8080".to_owned()),
+                ("/auth/jwt".to_owned(), "KEY".to_owned(), "line one\nline two\n".to_owned()),
+                ("/database".to_owned(), "URL".to_owned(), "postgres://u@h/db".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn yaml_scalars_that_would_change_are_errors_naming_the_key() {
+        for (text, what) in [
+            ("db:\n  VERSION: 1.10\n", "a number"),
+            ("db:\n  VERSION: True\n", "a boolean"),
+            ("db:\n  VERSION: ~\n", "null"),
+            ("db:\n  VERSION: [a]\n", "a list"),
+        ] {
+            let error = from_yaml("cfg.yaml", text).err().expect("refused").to_string();
+            assert!(error.contains("\"VERSION\" at cfg.yaml:/db"), "{error}");
+            assert!(error.contains(what), "{error}");
+        }
+    }
+
+    #[test]
+    fn broken_yaml_names_the_position_not_the_text() {
+        let error = from_yaml("cfg.yaml", "A: \"s3cr3t-value\n  B: [\n")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.starts_with("cfg.yaml: not valid YAML"), "{error}");
+        assert!(!error.contains("s3cr3t"), "{error}");
+        assert!(from_yaml("cfg.yaml", "- a\n- b\n").is_err());
     }
 
     #[test]

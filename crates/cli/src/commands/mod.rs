@@ -10,6 +10,7 @@ use crate::{CliError, Context};
 pub mod export;
 pub mod init;
 pub mod login;
+pub mod migrate;
 pub mod run;
 
 /// Runs `command` with the resolved context.
@@ -19,6 +20,7 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<ExitCode, CliEr
         Command::Init(args) => init::run(ctx, args).await,
         Command::Run(args) => run::run(ctx, args).await,
         Command::Export(args) => export::run(ctx, args).await,
+        Command::Migrate(args) => migrate::run(ctx, args).await,
         #[cfg(feature = "dev")]
         Command::Dev(_) => Err(CliError::Dev("`dev` is run by `ikit::run`, not dispatched".into())),
     }

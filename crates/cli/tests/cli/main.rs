@@ -3,6 +3,7 @@ mod dev;
 mod export;
 mod leaks;
 mod login;
+mod migrate;
 mod offline;
 mod round_trip;
 mod run;

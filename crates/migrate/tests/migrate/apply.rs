@@ -157,12 +157,34 @@ async fn ten_thousand_keys_take_at_most_a_hundred_writes() {
     let text: String = (0..10_000).map(|n| format!("KEY_{n:05}=\"value-{n}\"\n")).collect();
     let sources = source::from_dotenv(".env", &text, Interpolation::Off).expect("parses");
     let mapped = mapping.apply(sources).expect("maps");
+    // the whole recorded run: backup first, journal after every chunk, run file at the end
+    let work = support::Workdir::new();
+    let protection =
+        ikit_migrate::backup::Protection::Recipient(age::x25519::Identity::generate().to_public());
+    let clock = ikit_common::clock::SystemClock;
+    let settings = ikit_migrate::run::RunSettings {
+        state_dir: work.state_dir(),
+        backup_out: None,
+        protection: Some(&protection),
+        audit: None,
+        actor: "bench".to_owned(),
+        clock: &clock,
+    };
     let started = std::time::Instant::now();
-    let (_, report) =
-        apply(&client, PROJECT, &mapped, false, b"k", &mut |_, _| {}).await.expect("applies");
-    // measured, not asserted: printed for `make bench` and the closing note
+    let run = ikit_migrate::run::apply_run(
+        &client,
+        PROJECT,
+        &mapped,
+        false,
+        b"k",
+        &settings,
+        &mut |_, _| {},
+    )
+    .await
+    .expect("applies");
+    // measured, not asserted: printed for `make bench-migrate` and the closing note
     println!("10000 keys: {:?}, {} write requests", started.elapsed(), writes(&emulator));
-    assert_eq!(report.written.len(), 10_000);
+    assert_eq!(run.report.written.len(), 10_000);
     assert!(writes(&emulator) <= 100, "{} write requests", writes(&emulator));
 }
 
