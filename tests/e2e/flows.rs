@@ -250,9 +250,11 @@ async fn run_watch_on_replica_b_restarts_its_child_after_a_change_delivered_to_a
     let _a = stack.webhook("a", &[]).await;
     let b_port = crate::support::free_port();
     let starts = stack.path("starts");
-    // the child appends the value it was started with, then waits for SIGTERM
+    // the child appends the value it was started with, then waits for SIGTERM (or for ikit to
+    // be gone, so a failed run leaves no process behind)
     let script = format!(
-        "printf '%s\\n' \"$GREETING\" >> '{}'; trap 'exit 0' TERM; while :; do sleep 0.05; done",
+        "printf '%s\\n' \"$GREETING\" >> '{}'; trap 'exit 0' TERM; \
+         while kill -0 $PPID 2>/dev/null; do sleep 0.05; done",
         starts.display()
     );
     let mut env = stack.cli_env();
