@@ -258,10 +258,14 @@ async fn run_watch_on_replica_b_restarts_its_child_after_a_change_delivered_to_a
         starts.display()
     );
     let mut env = stack.cli_env();
-    env.insert("IKIT_EVENTS_URL".into(), format!("http://127.0.0.1:{b_port}/api/v1/infisical/events"));
+    env.insert(
+        "IKIT_EVENTS_URL".into(),
+        format!("http://127.0.0.1:{b_port}/api/v1/infisical/events"),
+    );
     env.insert("IKIT_EVENTS_TOKEN".into(), EVENTS_TOKEN.into());
     // an interval far beyond the test: only an event can cause the restart
-    let args = ["run", "--watch", "--watch-interval", "1h", "--path", "/app", "--", "sh", "-c", &script];
+    let args =
+        ["run", "--watch", "--watch-interval", "1h", "--path", "/app", "--", "sh", "-c", &script];
     let ikit = stack.cli("run", &args, &env);
     let lines = |text: String| text.lines().map(str::to_owned).collect::<Vec<_>>();
     let started = eventually(&stack, "the first start of the child", || {
@@ -336,9 +340,16 @@ async fn the_health_gauge_follows_every_part_and_infisical_going_away() {
     let agreeing = || {
         let (http, base) = (http.clone(), base.clone());
         async move {
-            let metrics = http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
-            let body: Value =
-                http.get(format!("{base}/api/v1/infisical/health")).send().await.ok()?.json().await.ok()?;
+            let metrics =
+                http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
+            let body: Value = http
+                .get(format!("{base}/api/v1/infisical/health"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
             let gauges = health_gauges(&metrics);
             let levels: std::collections::BTreeMap<String, f64> = HEALTH_PARTS
                 .iter()

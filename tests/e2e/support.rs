@@ -192,7 +192,8 @@ impl Stack {
             "50".to_owned(),
         ];
         let env = BTreeMap::from([("RUST_LOG".to_owned(), "warn".to_owned())]);
-        let emulator = Proc::spawn("emulator", "ikit-emulator", &args, &env, Some(port), dir.path());
+        let emulator =
+            Proc::spawn("emulator", "ikit-emulator", &args, &env, Some(port), dir.path());
         let stack = Self {
             project,
             db: TestDatabase::postgres().await,
@@ -284,8 +285,14 @@ impl Stack {
         ] {
             env.insert(k.to_owned(), v);
         }
-        let proc =
-            Proc::spawn(&format!("health-{name}"), "ikit-health", &[], &env, Some(port), self.dir.path());
+        let proc = Proc::spawn(
+            &format!("health-{name}"),
+            "ikit-health",
+            &[],
+            &env,
+            Some(port),
+            self.dir.path(),
+        );
         self.add_ready(proc).await
     }
 
@@ -334,10 +341,14 @@ impl Stack {
 
     /// Starts the `ikit` CLI with `args` and `env` (it listens nowhere, so there is no
     /// readiness to wait for); its output goes to `ikit-<name>.log`.
-    pub(crate) fn cli(&mut self, name: &str, args: &[&str], env: &BTreeMap<String, String>) -> usize {
+    pub(crate) fn cli(
+        &mut self,
+        name: &str,
+        args: &[&str],
+        env: &BTreeMap<String, String>,
+    ) -> usize {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        let proc =
-            Proc::spawn(&format!("ikit-{name}"), "ikit", &args, env, None, self.dir.path());
+        let proc = Proc::spawn(&format!("ikit-{name}"), "ikit", &args, env, None, self.dir.path());
         self.procs.push(proc);
         self.procs.len() - 1
     }
