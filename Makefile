@@ -62,8 +62,8 @@ services-check: ## fail early, with a hint, when PostgreSQL or Redis is not reac
 deploy-check: ## validate the Dockerfile, compose file, Kubernetes overlays, alert rules, dashboard, OpenAPI and config docs
 	scripts/deploy-check
 
-e2e: ## the end-to-end suite: emulator, two ikit-webhook and one ikit-health as processes on loopback
-	$(CARGO) build --locked -p ikit-webhook -p ikit-health -p ikit-emulator --bins
+e2e: ## the end-to-end suite: emulator, two ikit-webhook, one ikit-health and the ikit CLI as processes on loopback
+	$(CARGO) build --locked -p ikit-webhook -p ikit-health -p ikit-emulator -p ikit --bins
 	$(CARGO) test --locked -p ikit-e2e --test e2e
 
 # ---------------------------------------------------------------- Infisical operations

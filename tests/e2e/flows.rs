@@ -8,7 +8,9 @@ use ikit_common::SecretRef;
 use ikit_common::events::SecretChangeEvent;
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_TOKEN, CLIENT_ID, CLIENT_SECRET, EventStream, Stack, eventually};
+use crate::support::{
+    ADMIN_TOKEN, CLIENT_ID, CLIENT_SECRET, EVENTS_TOKEN, EventStream, Stack, eventually,
+};
 
 fn is_greeting_update(event: &Value, project: &str) -> bool {
     event["project"] == project && event["folder"] == "/app" && event["key"] == "GREETING"
@@ -40,7 +42,7 @@ async fn a_change_reaches_the_subscribers_of_both_webhook_replicas() {
         CLIENT_SECRET,
         crate::support::WEBHOOK_SECRET,
         crate::support::STATE_KEY,
-        crate::support::EVENTS_TOKEN,
+        EVENTS_TOKEN,
     ]);
 }
 
@@ -235,4 +237,148 @@ async fn the_healthcheck_flags_probe_the_running_services() {
         let gone = probe(bin, var, base).await.expect("probe task");
         assert_eq!(gone.status.code(), Some(1), "{bin} still reported healthy");
     }
+}
+
+/// `ikit run --watch` attached to replica b's event stream while the emulator's signed webhook
+/// goes to replica a: the change crosses replicas through the shared event log and the child
+/// is restarted with the new value. The application starts before replica b exists, as it may
+/// in a rollout; the watch reconnects, and the change is made only once it says it has (the
+/// stream starts after the last stored event, so an earlier change would never reach it).
+#[tokio::test]
+async fn run_watch_on_replica_b_restarts_its_child_after_a_change_delivered_to_a() {
+    let mut stack = Stack::start().await;
+    let _a = stack.webhook("a", &[]).await;
+    let b_port = crate::support::free_port();
+    let starts = stack.path("starts");
+    // the child appends the value it was started with, then waits for SIGTERM (or for ikit to
+    // be gone, so a failed run leaves no process behind)
+    let script = format!(
+        "printf '%s\\n' \"$GREETING\" >> '{}'; trap 'exit 0' TERM; \
+         while kill -0 $PPID 2>/dev/null; do sleep 0.05; done",
+        starts.display()
+    );
+    let mut env = stack.cli_env();
+    env.insert(
+        "IKIT_EVENTS_URL".into(),
+        format!("http://127.0.0.1:{b_port}/api/v1/infisical/events"),
+    );
+    env.insert("IKIT_EVENTS_TOKEN".into(), EVENTS_TOKEN.into());
+    // an interval far beyond the test: only an event can cause the restart
+    let args =
+        ["run", "--watch", "--watch-interval", "1h", "--path", "/app", "--", "sh", "-c", &script];
+    let ikit = stack.cli("run", &args, &env);
+    let lines = |text: String| text.lines().map(str::to_owned).collect::<Vec<_>>();
+    let started = eventually(&stack, "the first start of the child", || {
+        let text = std::fs::read_to_string(&starts).unwrap_or_default();
+        async move { (!text.is_empty()).then(|| lines(text)) }
+    })
+    .await;
+    assert_eq!(started, ["hello-1"]);
+    eventually(&stack, "the watch to find replica b missing", || {
+        let output = stack.proc(ikit).output();
+        async move { output.contains("event stream unavailable").then_some(()) }
+    })
+    .await;
+
+    let _b = stack.webhook_on("b", b_port, &[]).await;
+    eventually(&stack, "the watch to attach to replica b", || {
+        let output = stack.proc(ikit).output();
+        async move { output.contains("event stream connected again").then_some(()) }
+    })
+    .await;
+    stack.change_greeting("hello-2").await;
+
+    let restarted = eventually(&stack, "the child's start with the new value", || {
+        let text = std::fs::read_to_string(&starts).unwrap_or_default();
+        async move { (text.lines().count() >= 2).then(|| lines(text)) }
+    })
+    .await;
+    assert_eq!(restarted[..2], ["hello-1", "hello-2"]);
+    assert!(stack.proc(ikit).output().contains("secrets changed, restarting"));
+
+    // SIGTERM reaches the child through ikit, which exits with the child's code
+    let status = stack.terminate(ikit).await;
+    assert_eq!(status.code(), Some(0), "{}", stack.logs());
+    let text = std::fs::read_to_string(&starts).expect("starts file");
+    assert_eq!(lines(text), ["hello-1", "hello-2"], "one restart for one change");
+    stack.assert_logs_hold_none_of(&["hello-1", "hello-2", CLIENT_SECRET, EVENTS_TOKEN]);
+}
+
+/// The parts of `/api/v1/infisical/health`, each one an `ikit_health_status{part}` series.
+const HEALTH_PARTS: [&str; 5] =
+    ["jwt_system", "aes_system", "infisical_connection", "cache", "audit_log"];
+
+/// `ikit_health_status{part="..."}` values in Prometheus text, by part.
+fn health_gauges(metrics: &str) -> std::collections::BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("ikit_health_status{part=\""))
+        .filter_map(|rest| {
+            let (part, value) = rest.split_once("\"} ")?;
+            Some((part.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// docs/health.md's gauge, scraped from a running ikit-health: one series per part, each at
+/// the level of the status `/api/v1/infisical/health` gives that part (0 healthy, 1 degraded,
+/// 2 unhealthy); with Infisical gone and the keys loaded, `infisical_connection` goes to 1.
+#[tokio::test]
+async fn the_health_gauge_follows_every_part_and_infisical_going_away() {
+    let mut stack = Stack::start().await;
+    let health = stack.health("1").await;
+    let base = stack.proc(health).base.clone();
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/health.md"),
+    )
+    .expect("docs/health.md");
+    for part in HEALTH_PARTS {
+        assert!(docs.contains(&format!("ikit_health_status{{part=\"{part}\"}}")), "{part}");
+    }
+    let http = stack.http.clone();
+    // one scrape and one health answer that agree (a part may move between the two reads)
+    let agreeing = || {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let metrics =
+                http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
+            let body: Value = http
+                .get(format!("{base}/api/v1/infisical/health"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let gauges = health_gauges(&metrics);
+            let levels: std::collections::BTreeMap<String, f64> = HEALTH_PARTS
+                .iter()
+                .map(|part| {
+                    let level = match body[*part]["status"].as_str() {
+                        Some("healthy") => 0.0,
+                        Some("degraded") => 1.0,
+                        Some("unhealthy") => 2.0,
+                        other => panic!("{part} has no status: {other:?} in {body}"),
+                    };
+                    ((*part).to_owned(), level)
+                })
+                .collect();
+            (gauges == levels).then_some(gauges)
+        }
+    };
+    let healthy = eventually(&stack, "a healthy stack's gauges", || {
+        let next = agreeing();
+        async move { next.await.filter(|g| g.values().all(|v| *v == 0.0)) }
+    })
+    .await;
+    assert!(healthy.keys().map(String::as_str).eq(BTreeSet::from(HEALTH_PARTS)), "{healthy:?}");
+
+    stack.emulator.kill();
+    let down = eventually(&stack, "infisical_connection at 1 with the emulator gone", || {
+        let next = agreeing();
+        async move { next.await.filter(|g| g["infisical_connection"] == 1.0) }
+    })
+    .await;
+    assert_eq!(down["jwt_system"], 0.0, "keys stay served from memory: {down:?}");
+    assert_eq!(down["cache"], 0.0, "{down:?}");
 }

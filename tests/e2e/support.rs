@@ -32,7 +32,7 @@ pub(crate) fn binary(name: &str) -> PathBuf {
     assert!(
         path.is_file(),
         "{name} is not built at {}: run `make e2e` (or `cargo build -p ikit-webhook -p ikit-health \
-         -p ikit-emulator --bins` first); `cargo test --workspace` builds it too",
+         -p ikit-emulator -p ikit --bins` first); `cargo test --workspace` builds it too",
         path.display()
     );
     path
@@ -47,6 +47,7 @@ pub(crate) fn free_port() -> u16 {
 /// One child process with its output in a log file; killed (SIGKILL) when dropped.
 pub(crate) struct Proc {
     pub(crate) name: String,
+    /// `http://127.0.0.1:<port>` for a service; empty for a process that listens nowhere.
     pub(crate) base: String,
     child: Option<Child>,
     log: PathBuf,
@@ -58,7 +59,7 @@ impl Proc {
         bin: &str,
         args: &[String],
         env: &BTreeMap<String, String>,
-        port: u16,
+        port: Option<u16>,
         dir: &Path,
     ) -> Self {
         let work = dir.join(name);
@@ -78,13 +79,12 @@ impl Proc {
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         Self {
             name: name.to_owned(),
-            base: format!("http://127.0.0.1:{port}"),
+            base: port.map(|port| format!("http://127.0.0.1:{port}")).unwrap_or_default(),
             child: Some(child),
             log,
         }
     }
 
-    /// The process's output so far, for failure messages.
     /// The process's output so far, for failure messages.
     pub(crate) fn logs(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -102,6 +102,19 @@ impl Proc {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Everything the process wrote so far (stdout and stderr).
+    pub(crate) fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM (through `kill(1)`: the suite has no libc binding); a process already gone
+    /// is not an error here, its exit is what the caller looks at.
+    fn terminate(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         }
     }
 
@@ -179,7 +192,8 @@ impl Stack {
             "50".to_owned(),
         ];
         let env = BTreeMap::from([("RUST_LOG".to_owned(), "warn".to_owned())]);
-        let emulator = Proc::spawn("emulator", "ikit-emulator", &args, &env, port, dir.path());
+        let emulator =
+            Proc::spawn("emulator", "ikit-emulator", &args, &env, Some(port), dir.path());
         let stack = Self {
             project,
             db: TestDatabase::postgres().await,
@@ -219,6 +233,17 @@ impl Stack {
     /// with) and waits until it is ready.
     pub(crate) async fn webhook(&mut self, name: &str, extra: &[(&str, &str)]) -> usize {
         let port = if name == "a" { self.hook_port } else { free_port() };
+        self.webhook_on(name, port, extra).await
+    }
+
+    /// [`Stack::webhook`] on a port chosen beforehand, for a client told the address before the
+    /// replica exists.
+    pub(crate) async fn webhook_on(
+        &mut self,
+        name: &str,
+        port: u16,
+        extra: &[(&str, &str)],
+    ) -> usize {
         let mut env = self.shared_env();
         for (k, v) in [
             ("IKIT_WEBHOOK_ADDR", format!("127.0.0.1:{port}")),
@@ -240,7 +265,7 @@ impl Stack {
             "ikit-webhook",
             &[],
             &env,
-            port,
+            Some(port),
             self.dir.path(),
         );
         self.add_ready(proc).await
@@ -260,8 +285,14 @@ impl Stack {
         ] {
             env.insert(k.to_owned(), v);
         }
-        let proc =
-            Proc::spawn(&format!("health-{name}"), "ikit-health", &[], &env, port, self.dir.path());
+        let proc = Proc::spawn(
+            &format!("health-{name}"),
+            "ikit-health",
+            &[],
+            &env,
+            Some(port),
+            self.dir.path(),
+        );
         self.add_ready(proc).await
     }
 
@@ -282,6 +313,59 @@ impl Stack {
                 panic!("{name} never became ready\n{}", self.logs());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A path inside the stack's temporary folder (removed with the stack).
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The variables `ikit` reads for a machine-identity login to this stack's emulator and
+    /// project, a HOME of its own, and the caller's PATH (for the shell the child runs in).
+    pub(crate) fn cli_env(&self) -> BTreeMap<String, String> {
+        let home = self.path("ikit-home");
+        std::fs::create_dir_all(&home).expect("ikit home");
+        [
+            ("HOME", home.display().to_string()),
+            ("PATH", std::env::var("PATH").unwrap_or_default()),
+            ("INFISICAL_DOMAIN", self.emulator.base.clone()),
+            ("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID", CLIENT_ID.to_owned()),
+            ("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
+            ("INFISICAL_PROJECT_ID", self.project.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// Starts the `ikit` CLI with `args` and `env` (it listens nowhere, so there is no
+    /// readiness to wait for); its output goes to `ikit-<name>.log`.
+    pub(crate) fn cli(
+        &mut self,
+        name: &str,
+        args: &[&str],
+        env: &BTreeMap<String, String>,
+    ) -> usize {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let proc = Proc::spawn(&format!("ikit-{name}"), "ikit", &args, env, None, self.dir.path());
+        self.procs.push(proc);
+        self.procs.len() - 1
+    }
+
+    /// SIGTERM, then the exit status (failing with the logs if it takes longer than
+    /// [`PATIENCE`]).
+    pub(crate) async fn terminate(&mut self, index: usize) -> std::process::ExitStatus {
+        self.procs[index].terminate();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.procs[index].exited() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("{} ignored SIGTERM\n{}", self.procs[index].name, self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
