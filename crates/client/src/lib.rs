@@ -5,7 +5,7 @@
 //! past the max TTL, re-authenticate once on 401 or 403 `TokenError`), the secrets, folders and
 //! projects API in the v4 and v3 `raw` dialects, and the reliability rules (timeouts, budget,
 //! circuit breaker, full-jitter retries that honour `Retry-After`). [`CachedClient`] adds the
-//! two-level cache (moka L1, sealed Redis L2), single-flight, stale-while-revalidate,
+//! two-level cache (a lock-free L1, sealed Redis L2), single-flight, stale-while-revalidate,
 //! stale-if-error, the encrypted offline snapshot, fan-out invalidation and change subscriptions.
 //!
 //! Code map: pure logic lives in `token` (lifecycle decisions), `retry` (backoff, `Retry-After`,
@@ -30,6 +30,7 @@ mod clock;
 mod config;
 mod error;
 mod invalidator;
+mod l1;
 mod l2;
 mod pattern;
 #[cfg(test)]
