@@ -23,7 +23,8 @@ fn decode(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("list_1000_secrets", |b| {
         b.iter(|| {
-            let folder = ikit_client::decode_list(black_box(body.as_bytes())).expect("decodes");
+            let folder =
+                ikit_client::internals::decode_list(black_box(body.as_bytes())).expect("decodes");
             assert_eq!(folder.secrets.len(), 1000);
             folder
         })

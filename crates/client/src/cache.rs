@@ -1,9 +1,10 @@
-//! The caching client: L1 in process (moka, size-bounded), an optional L2 in Redis (values
+//! The caching client: L1 in process (`l1`, lock-free, size-bounded), an optional L2 in Redis (values
 //! sealed with AES-256-GCM, bound to their key), single-flight misses, stale-while-revalidate,
 //! stale-if-error up to `max_stale`, ETag revalidation, the offline snapshot, invalidation fanned
 //! out over Redis pub/sub, and per-key change subscriptions.
 //!
-//! Freshness is decided with the client's injected clock (moka's own expiry only bounds memory).
+//! Freshness is decided with the client's injected clock (L1's own sweep of listings past
+//! `max_stale` only bounds memory).
 //! Redis is optional and may fail at any time: every Redis step has a timeout, a failure marks
 //! L2 down (logged once per transition, gauge `infisical_cache_l2_up`) and reads go on from L1;
 //! a reconnect is tried again after `retry_every` on the injected clock.

@@ -152,7 +152,7 @@ impl TokenManager {
     /// Forgets `used` if it is still the current token, so the next call logs in.
     async fn invalidate(&self, used: &AccessToken) {
         let mut state = self.state.lock().await;
-        if state.as_ref().is_some_and(|s| &s.token == used) {
+        if state.as_ref().is_some_and(|s| s.token.same_as(used)) {
             *state = None;
         }
     }
@@ -166,7 +166,9 @@ impl TokenManager {
         call.body = Some(request.body);
         // Repeating a login at worst leaves an unused token row behind: safe to retry.
         call.idempotent = true;
-        let reply = transport.send(&call, None).await.map_err(|f| login_error(f, "login"))?;
+        let reply = transport.send(&call, None).await.map_err(|f| {
+            crate::config::name_the_default_server(login_error(f, "login"), &transport.base)
+        })?;
         let login = wire::decode_login(&reply.body)?;
         tracing::info!(
             method = self.auth.name(),

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use ikit_common::Settings;
 use ikit_common::config::{
-    AuthMethod as Common, CloudSettings, InfisicalSettings, normalize_api_url, redact_url,
+    AuthMethod as Common, CloudSettings, DEFAULT_API_URL, InfisicalSettings, normalize_api_url,
+    redact_url,
 };
 use reqwest::header::{HeaderName, HeaderValue};
 use url::Url;
@@ -362,6 +363,55 @@ pub(crate) fn header_pairs(
     Ok(out)
 }
 
+/// A refused login at Infisical Cloud, when that is only the default: a forgotten
+/// `INFISICAL_API_URL` sends a self-hosted identity's credentials to app.infisical.com, which
+/// refuses them in words that do not mention the address.
+pub(crate) fn name_the_default_server(e: ClientError, base: &Url) -> ClientError {
+    match e {
+        ClientError::Auth { message } if is_default_server(base) => ClientError::Auth {
+            message: format!(
+                "{message} (at {}, Infisical Cloud, the default when INFISICAL_API_URL is not set)",
+                base.host_str().unwrap_or_default()
+            ),
+        },
+        other => other,
+    }
+}
+
+fn is_default_server(url: &Url) -> bool {
+    let default = Url::parse(DEFAULT_API_URL).ok();
+    default.is_some_and(|d| d.host_str() == url.host_str())
+}
+
+/// What a network failure to `url` most likely means, said out loud where the bare cause (from
+/// the resolver, the socket or TLS) leaves a new user guessing. `cause` is the error chain's text.
+pub(crate) fn network_hint(url: &Url, cause: &str) -> Option<String> {
+    let host = url.host_str().unwrap_or_default();
+    let cause = cause.to_ascii_lowercase();
+    if is_default_server(url) {
+        return Some(format!(
+            "{host} is Infisical Cloud, the default when INFISICAL_API_URL is not set: set it to \
+             reach your own server"
+        ));
+    }
+    let tls_garbage = ["corrupt message", "invalidcontenttype", "wrong version number"];
+    if url.scheme() == "https" && tls_garbage.iter().any(|t| cause.contains(t)) {
+        return Some(format!(
+            "{host} did not answer TLS: if it serves plain http, use http:// in INFISICAL_API_URL"
+        ));
+    }
+    if cause.contains("dns error") || cause.contains("failed to lookup address") {
+        return Some(format!("unknown host {host}: check INFISICAL_API_URL"));
+    }
+    if cause.contains("connection refused") {
+        let port = url.port_or_known_default().unwrap_or_default();
+        return Some(format!(
+            "nothing listens on {host}:{port}: is the server running, is the port right?"
+        ));
+    }
+    None
+}
+
 /// Parses `INFISICAL_CUSTOM_HEADERS` text with `ikit_common`'s parser (the CLI's rules) into
 /// headers for [`ClientConfig::with_custom_headers`].
 pub fn custom_headers(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, ClientError> {
@@ -376,6 +426,35 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn network_failures_get_a_hint_naming_the_likely_mistake() {
+        let hint = |url: &str, cause: &str| network_hint(&Url::parse(url).unwrap(), cause);
+        let cloud = hint("https://app.infisical.com/api/v1/auth", "dns error").unwrap();
+        assert!(cloud.contains("INFISICAL_API_URL is not set"), "{cloud}");
+        let tls = hint(
+            "https://127.0.0.1:8090/api/",
+            "invalid peer certificate: received corrupt message of type InvalidContentType",
+        )
+        .unwrap();
+        assert!(tls.contains("use http://"), "{tls}");
+        let dns = hint(
+            "http://infisical.internal/api/",
+            "dns error: failed to lookup address information: Name or service not known",
+        )
+        .unwrap();
+        assert!(dns.contains("unknown host infisical.internal"), "{dns}");
+        let closed =
+            hint("http://127.0.0.1:9/api/", "tcp connect error: Connection refused").unwrap();
+        assert!(closed.contains("127.0.0.1:9"), "{closed}");
+        assert_eq!(hint("http://127.0.0.1:9/api/", "operation timed out"), None);
+
+        let refused = || ClientError::Auth { message: "login refused: Invalid credentials".into() };
+        let cloud = name_the_default_server(refused(), &api_base(DEFAULT_API_URL).unwrap());
+        assert!(cloud.to_string().contains("INFISICAL_API_URL is not set"), "{cloud}");
+        let own = name_the_default_server(refused(), &api_base("http://127.0.0.1:8090").unwrap());
+        assert_eq!(own.to_string(), refused().to_string());
     }
 
     #[test]

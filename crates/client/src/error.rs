@@ -292,6 +292,57 @@ mod tests {
     }
 
     #[test]
+    fn every_variant_has_its_own_kind_and_settings_and_reference_errors_convert() {
+        let d = Duration::from_secs(1);
+        let s = || "x".to_owned();
+        let cases = [
+            (ClientError::not_found("x"), "not_found"),
+            (ClientError::permission_denied("x"), "permission_denied"),
+            (ClientError::InvalidInput { message: s() }, "invalid_input"),
+            (ClientError::Auth { message: s() }, "auth"),
+            (ClientError::RateLimited { retry_after: None }, "rate_limited"),
+            (
+                ClientError::VersionConflict { key: s(), folder: s(), expected: 1, found: 2 },
+                "version_conflict",
+            ),
+            (ClientError::PendingApproval { approval_id: None }, "pending_approval"),
+            (ClientError::Unavailable { status: None, reason: s() }, "unavailable"),
+            (ClientError::Redirect { from: s(), to: s() }, "redirect"),
+            (ClientError::CircuitOpen { retry_in: d }, "circuit_open"),
+            (ClientError::Api { status: 418, error: s(), message: s() }, "api"),
+            (ClientError::Decode(s()), "decode"),
+            (ClientError::Config(s()), "config"),
+            (ClientError::Credential(s()), "credential"),
+            (ClientError::Snapshot(s()), "snapshot"),
+            (ClientError::TooStale { age: d, max_stale: d }, "too_stale"),
+            (ClientError::Redis(s()), "redis"),
+        ];
+        let mut kinds: Vec<&str> = cases.iter().map(|(e, _)| e.kind()).collect();
+        for (err, want) in &cases {
+            assert_eq!(err.kind(), *want, "{err:?}");
+        }
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), cases.len(), "kinds are distinct");
+
+        let reference: ClientError =
+            ikit_common::SecretRef::parse("p", "dev", "no-slash").unwrap_err().into();
+        assert_eq!(reference.kind(), "invalid_input");
+        assert!(reference.to_string().contains("no-slash"), "{reference}");
+        let settings: ClientError = ikit_common::Settings::load(
+            None,
+            &[("IKIT_CACHE_TTL".to_owned(), "soon".to_owned())].into_iter().collect(),
+        )
+        .unwrap_err()
+        .into();
+        assert_eq!(settings.kind(), "config");
+        assert!(settings.to_string().contains("IKIT_CACHE_TTL"), "{settings}");
+        // Where the request was about one secret, the error says which and where.
+        let about = ClientError::not_found("gone").about("/app", "DB_URL");
+        assert_eq!((about.secret(), about.folder()), (Some("DB_URL"), Some("/app")));
+    }
+
+    #[test]
     fn unreachable_means_network_level_or_open_circuit() {
         assert!(ClientError::Unavailable { status: None, reason: "x".into() }.is_unreachable());
         assert!(ClientError::CircuitOpen { retry_in: Duration::ZERO }.is_unreachable());

@@ -1,12 +1,32 @@
 //! ikit-client: the Infisical client every service and the CLI read secrets through.
 //!
-//! It owns machine-identity auth (universal, kubernetes, oidc, jwt, aws-iam, azure, gcp-id-token,
-//! fixed and service tokens), the token lifecycle (renew at 80%, log in again instead of renewing
-//! past the max TTL, re-authenticate once on 401 or 403 `TokenError`), the secrets, folders and
-//! projects API in the v4 and v3 `raw` dialects, and the reliability rules (timeouts, budget,
-//! circuit breaker, full-jitter retries that honour `Retry-After`). [`CachedClient`] adds the
-//! two-level cache (a lock-free L1, sealed Redis L2), single-flight, stale-while-revalidate,
-//! stale-if-error, the encrypted offline snapshot, fan-out invalidation and change subscriptions.
+//! Reading a secret takes one line to start and one to read:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ikit_client::ClientError> {
+//! let secrets = ikit_client::from_env(&ikit_common::env_map_from_process())?;
+//! let db_url = secrets.value("/app/DB_URL").await?;
+//! println!("{}", db_url.expose());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`from_env`] reads the Infisical CLI's variables (`INFISICAL_API_URL`, `INFISICAL_PROJECT_ID`,
+//! `INFISICAL_UNIVERSAL_AUTH_CLIENT_ID` and `_SECRET` or `INFISICAL_TOKEN`, ...) and returns
+//! [`Secrets`]: a [`CachedClient`] with a default project and environment
+//! (`IKIT_INFISICAL_ENVIRONMENT`, `dev` when unset). [`CachedClient::get`] with a [`SecretRef`]
+//! gives full control, [`CachedClient::handle`] a live handle for the hot path, and
+//! [`CachedClient::builder`] assembles a cache with named settings. Every fallible call returns
+//! [`ClientError`].
+//!
+//! The crate owns machine-identity auth (universal, kubernetes, oidc, jwt, aws-iam, azure,
+//! gcp-id-token, fixed and service tokens), the token lifecycle (renew at 80%, log in again
+//! instead of renewing past the max TTL, re-authenticate once on 401 or 403 `TokenError`), the
+//! secrets, folders and projects API in the v4 and v3 `raw` dialects, and the reliability rules
+//! (timeouts, pacing, circuit breaker, full-jitter retries that honour `Retry-After`).
+//! [`CachedClient`] adds the two-level cache (a lock-free L1, sealed Redis L2), single-flight,
+//! stale-while-revalidate, stale-if-error, the encrypted offline snapshot, fan-out invalidation
+//! and change subscriptions.
 //!
 //! Code map: pure logic lives in `token` (lifecycle decisions), `retry` (backoff, `Retry-After`,
 //! bucket, breaker), `wire` (lenient decoding, import merge, listing encoder), `error`
@@ -15,7 +35,9 @@
 //! IO lives in `auth` (credential sources), `transport` (one exchange with retries), `client`
 //! (token manager and operations), `cache` (L1, L2, pub/sub listener), `l2` (the Redis layout
 //! shared with other replicas: generation-guarded writes, the import index, clearing by name),
-//! `invalidator` (the standalone publisher) and `snapshot` (atomic sealed files). Time and randomness are injected through [`Clock`], [`Sleeper`] and a seed.
+//! `invalidator` (the standalone publisher) and `snapshot` (atomic sealed files). The entry
+//! points are `builder` ([`from_env`], [`CachedClient::builder`]) and `secrets` ([`Secrets`]).
+//! Time and randomness are injected through [`Clock`], [`Sleeper`] and a seed.
 //!
 //! Invariants: no secret value or token reaches a log, a metric label or a `Debug` string;
 //! nothing reaches Redis or disk unsealed; [`Client::fetch_folder_if_changed`] is the one network
@@ -24,6 +46,7 @@
 mod api;
 mod auth;
 mod aws;
+mod builder;
 mod cache;
 mod client;
 mod clock;
@@ -37,6 +60,7 @@ mod pattern;
 mod props;
 mod retry;
 mod seal;
+mod secrets;
 mod sigv4;
 mod snapshot;
 mod token;
@@ -54,6 +78,7 @@ pub use aws::{
     AwsCredentialChain, AwsCredentialSource, ContainerCredentials, DEFAULT_IMDS_ENDPOINT,
     ECS_CREDENTIALS_HOST, REFRESH_BEFORE_EXPIRY, WebIdentity,
 };
+pub use builder::{CachedClientBuilder, from_env, from_settings};
 pub use cache::{
     CacheConfig, CachedClient, DEFAULT_REDIS_PREFIX, Invalidated, ListenerHandle, METRIC_CACHE_HIT,
     METRIC_CACHE_L2_UP, METRIC_CACHE_MISS, METRIC_CACHE_STALE, METRIC_CACHE_STALE_AGE, RedisConfig,
@@ -71,16 +96,26 @@ pub use ikit_common::config::{DEFAULT_API_URL, DEFAULT_K8S_TOKEN_PATH, normalize
 pub use ikit_common::events::InvalidationScope;
 pub use ikit_common::{SecretRef, SecretValue};
 pub use invalidator::Invalidator;
-pub use pattern::{folder_affected, path_matches};
-pub use retry::{
-    BreakerConfig, BudgetConfig, CircuitBreaker, RetryPolicy, TokenBucket, parse_retry_after,
-};
-pub use seal::{SEAL_VERSION, SealError, SealKey, open, seal};
-pub use sigv4::{AwsCredentials, STS_BODY, aws_login_body, sign_get_caller_identity};
-pub use token::{AccessToken, RENEW_AT, TokenAction, TokenTimes};
+pub use pattern::path_matches;
+pub use retry::{BreakerConfig, BudgetConfig, RetryPolicy};
+pub use seal::{SealError, SealKey};
+pub use secrets::Secrets;
+pub use sigv4::AwsCredentials;
+pub use token::AccessToken;
 pub use transport::METRIC_RATE_LIMIT_WAIT;
 pub use wire::{
     Environment, Folder, FolderSecrets, HIDDEN_VALUE, Import, ImportOrder, Project, Secret,
-    SecretMetadata, SecretType, ServiceTokenInfo, Tag, TokenScope, decode_list, decode_many,
-    decode_one,
+    SecretMetadata, SecretType, ServiceTokenInfo, Tag, TokenScope,
 };
+
+/// The building blocks behind the API, for this workspace's tests, benches and emulator
+/// cross-checks. Not a stable API: anything here may change in any release.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::pattern::folder_affected;
+    pub use crate::retry::{CircuitBreaker, TokenBucket, parse_retry_after};
+    pub use crate::seal::{SEAL_VERSION, open, seal};
+    pub use crate::sigv4::{STS_BODY, aws_login_body, sign_get_caller_identity};
+    pub use crate::token::{RENEW_AT, TokenAction, TokenTimes};
+    pub use crate::wire::{decode_list, decode_many, decode_one};
+}

@@ -68,8 +68,9 @@ impl TokenTimes {
     }
 }
 
-/// An access token. Zeroized on drop, never printed.
-#[derive(Clone, PartialEq, Eq)]
+/// An access token. Zeroized on drop, never printed, never compared with `==` (a comparison that
+/// stops at the first differing byte would time how much of a guess is right).
+#[derive(Clone)]
 pub struct AccessToken(Zeroizing<String>);
 
 impl AccessToken {
@@ -80,6 +81,12 @@ impl AccessToken {
     /// The token text, for the `Authorization` header or a renew body.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// True when both tokens are the same text, compared in constant time.
+    pub fn same_as(&self, other: &AccessToken) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
     }
 }
 
@@ -113,6 +120,15 @@ mod tests {
             expires_in: MIN * ttl_min as u32,
             max_ttl: MIN * max_min as u32,
         }
+    }
+
+    #[test]
+    fn tokens_compare_by_their_text() {
+        let a = AccessToken::new("eyJ.one.sig");
+        assert!(a.same_as(&a.clone()));
+        assert!(!a.same_as(&AccessToken::new("eyJ.one.sih")));
+        assert!(!a.same_as(&AccessToken::new("eyJ.one")), "a prefix is not the token");
+        assert_eq!(format!("{a:?}"), "AccessToken([REDACTED])");
     }
 
     #[test]

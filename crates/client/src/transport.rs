@@ -184,7 +184,7 @@ pub(crate) enum Failure {
 
 pub(crate) struct Transport {
     http: reqwest::Client,
-    base: Url,
+    pub(crate) base: Url,
     custom_headers: Vec<(HeaderName, HeaderValue)>,
     retry: RetryPolicy,
     bucket: Option<Mutex<TokenBucket>>,
@@ -672,7 +672,11 @@ impl Transport {
         } else {
             "connection error"
         };
-        let reason = format!("{what}: {} {}: {}", call.method, display_url(url), error_causes(e));
+        let causes = error_causes(e);
+        let mut reason = format!("{what}: {} {}: {causes}", call.method, display_url(url));
+        if let Some(hint) = crate::config::network_hint(url, &causes) {
+            reason = format!("{reason} ({hint})");
+        }
         tracing::debug!(method = %call.method, route = call.route(), reason, "infisical request failed");
         Attempt::Fail {
             failure: Failure::Error(ClientError::Unavailable { status: None, reason }),

@@ -261,7 +261,8 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration ({} problems)", self.0.len())?;
+        let noun = if self.0.len() == 1 { "problem" } else { "problems" };
+        write!(f, "invalid configuration ({} {noun})", self.0.len())?;
         for e in &self.0 {
             write!(f, "\n  - {e}")?;
         }
@@ -1298,6 +1299,8 @@ mod tests {
         assert!(errs.field("infisical.client_id").unwrap().message.contains("universal-auth"));
         let text = errs.to_string();
         assert!(text.contains(&format!("({} problems)", errs.0.len())), "{text}");
+        let one = ConfigErrors(errs.0[..1].to_vec());
+        assert!(one.to_string().starts_with("invalid configuration (1 problem)\n"), "{one}");
         for secret in ["ua-secret-xyz", "file-secret-zzz", "hdr-secret-qqq", "12345"] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
             assert!(!format!("{errs:?}").contains(secret), "{secret} leaked in Debug");

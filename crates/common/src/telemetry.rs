@@ -7,6 +7,7 @@
 //! keep it alive for the life of `main` and drop it inside the Tokio runtime. [`metrics_handle`]
 //! installs the Prometheus recorder on first use; services serve its `render()` at `/metrics`.
 
+use std::io::IsTerminal as _;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -171,8 +172,12 @@ fn try_init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
             .with_span_list(false)
             .with_writer(std::io::stderr)
     });
-    let pretty = (config.log_format == LogFormat::Pretty)
-        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    // Colour codes only for a person at a terminal: in a file or a pipe they are noise.
+    let pretty = (config.log_format == LogFormat::Pretty).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+    });
     let subscriber = Registry::default().with(filter).with(otel).with(json).with(pretty);
     if tracing::subscriber::set_global_default(subscriber).is_err() {
         #[cfg(feature = "otlp")]

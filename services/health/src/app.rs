@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ikit_client::{CacheConfig, CachedClient, Client, ClientConfig, ListenerHandle};
+use ikit_client::{CachedClient, Client, ClientConfig, ListenerHandle};
 use ikit_common::audit::{AuditEvent, AuditLog, AuditOptions, Outcome};
 use ikit_common::clock::{Clock, SystemClock};
 use ikit_common::events::SecretChangeEvent;
@@ -178,7 +178,7 @@ impl Application {
             None => {
                 let client =
                     Client::new(ClientConfig::from_settings(settings)?.with_clock(clock.clone()))?;
-                CachedClient::new(client, CacheConfig::from_settings(settings)?)?
+                CachedClient::builder().client(client).settings(settings)?.build()?
             }
         };
         let audit = match parts.audit {

@@ -122,7 +122,7 @@ async fn aws_iam_sends_a_signed_get_caller_identity() {
     );
     assert_eq!(headers["Host"], "sts.test.local");
     assert_eq!(headers["X-Amz-Security-Token"], "aws-session-token");
-    let signed = ikit_client::sign_get_caller_identity(
+    let signed = ikit_client::internals::sign_get_caller_identity(
         &AwsCredentials {
             access_key_id: "AKIDEXAMPLE".into(),
             secret_access_key: Zeroizing::new("aws-secret-key-value".into()),

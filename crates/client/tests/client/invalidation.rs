@@ -393,7 +393,7 @@ async fn absurd_stored_timestamps_are_never_served_as_fresh() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     // An L2 copy dated far in the future: not a fresh hit.
     let redis_key = l2_key(&redis, "dev", "/app");
-    let sealed = ikit_client::seal(
+    let sealed = ikit_client::internals::seal(
         &key(),
         redis_key.as_bytes(),
         &stored_listing(i64::MAX, "planted"),
@@ -418,7 +418,11 @@ async fn absurd_stored_timestamps_are_never_served_as_fresh() {
     h.emulator.shutdown().await;
     for saved_at in [i64::MIN, i64::MAX] {
         let plain = stored_listing(saved_at, "planted");
-        std::fs::write(&file, ikit_client::seal(&key(), aad.as_bytes(), &plain, &mut rng)).unwrap();
+        std::fs::write(
+            &file,
+            ikit_client::internals::seal(&key(), aad.as_bytes(), &plain, &mut rng),
+        )
+        .unwrap();
         let config = CacheConfig::new(TTL, MAX_STALE).with_snapshot(dir.path(), key());
         let offline = CachedClient::new(client.clone(), config).unwrap();
         match offline.get(&db_url()).await {

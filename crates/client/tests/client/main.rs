@@ -6,6 +6,7 @@ mod auth;
 mod aws;
 mod cache;
 mod example;
+mod facade;
 mod invalidation;
 mod lifecycle;
 mod logs;

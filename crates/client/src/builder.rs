@@ -1,0 +1,313 @@
+//! The ways in: [`from_env`] and [`from_settings`] return a ready [`Secrets`] in one line, and
+//! [`CachedClient::builder`] assembles a cached client from named settings with documented
+//! defaults instead of positional arguments.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ikit_common::Settings;
+use ikit_common::config::{DEFAULT_CACHE_MAX_STALE, DEFAULT_CACHE_TTL};
+
+use crate::cache::{CacheConfig, CachedClient, DEFAULT_REDIS_PREFIX};
+use crate::client::Client;
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+use crate::seal::SealKey;
+use crate::secrets::Secrets;
+
+/// A ready [`Secrets`] from an environment map (the Infisical CLI's variable names, read by
+/// `ikit_common::Settings::load`; see [`ClientConfig::from_env`]), never the process environment:
+/// pass `ikit_common::env_map_from_process()` in a binary.
+///
+/// Needs `INFISICAL_PROJECT_ID` and a login (`INFISICAL_UNIVERSAL_AUTH_CLIENT_ID` and `_SECRET`,
+/// `INFISICAL_TOKEN`, ...). `INFISICAL_API_URL` defaults to `https://app.infisical.com`; the
+/// environment of [`Secrets::value`] is `IKIT_INFISICAL_ENVIRONMENT` (default `dev`). The cache
+/// and the offline snapshot follow `IKIT_CACHE_*`, `IKIT_REDIS_URL` and `IKIT_SNAPSHOT_*`.
+///
+/// Against the in-process emulator (a binary passes `ikit_common::env_map_from_process()`):
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let seed = ikit_emulator::Seed::from_json(r#"{
+/// #   "projects": [{"id": "p-1", "slug": "demo", "environments": ["dev"]}],
+/// #   "identities": [{"id": "i-1", "name": "ci", "clientId": "ci-id",
+/// #                   "clientSecret": "ci-secret", "projects": ["p-1"]}],
+/// #   "folders": [{"projectId": "p-1", "environment": "dev", "path": "/app"}],
+/// #   "secrets": [{"projectId": "p-1", "environment": "dev", "path": "/app",
+/// #                "key": "DB_URL", "value": "postgres://db/app"}]}"#)?;
+/// # let server = ikit_emulator::Emulator::start(ikit_emulator::EmulatorConfig::new(seed)).await?;
+/// let env = std::collections::BTreeMap::from([
+///     ("INFISICAL_API_URL".to_owned(), server.base_url()),
+///     ("INFISICAL_PROJECT_ID".to_owned(), "p-1".to_owned()),
+///     ("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID".to_owned(), "ci-id".to_owned()),
+///     ("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET".to_owned(), "ci-secret".to_owned()),
+/// ]);
+/// let secrets = ikit_client::from_env(&env)?;
+/// assert_eq!(secrets.value("/app/DB_URL").await?.expose(), "postgres://db/app");
+/// # Ok(())
+/// # }
+/// ```
+pub fn from_env(env: &BTreeMap<String, String>) -> Result<Secrets, ClientError> {
+    from_settings(&Settings::load(None, env)?)
+}
+
+/// A ready [`Secrets`] from loaded settings: the client from [`ClientConfig::from_settings`],
+/// the cache from [`CacheConfig::from_settings`], the default project and environment from
+/// `settings.infisical`. Nothing is sent until the first read.
+pub fn from_settings(settings: &Settings) -> Result<Secrets, ClientError> {
+    let project = settings.infisical.project_id.as_deref().ok_or_else(|| {
+        ClientError::Config(
+            "INFISICAL_PROJECT_ID is not set: the project to read secrets from".into(),
+        )
+    })?;
+    let cache = CachedClient::builder().settings(settings)?.build()?;
+    Secrets::new(cache, project, &settings.infisical.environment)
+}
+
+/// Where the builder gets its [`Client`].
+enum ClientSource {
+    Missing,
+    Config(Box<ClientConfig>),
+    Ready(Client),
+}
+
+/// Assembles a [`CachedClient`]. Defaults, the same as the settings' defaults: fresh for
+/// 5 minutes (`ttl`), served during an outage up to 24 hours old (`max_stale`), revalidated in the
+/// background while at most `ttl` past fresh (`stale_while_revalidate`), 10,000 folder listings
+/// in memory, no Redis, no offline snapshot. A client (or its configuration) is required.
+///
+/// ```no_run
+/// # fn demo(client: ikit_client::Client) -> Result<(), ikit_client::ClientError> {
+/// use std::time::Duration;
+/// let cache = ikit_client::CachedClient::builder()
+///     .client(client)
+///     .ttl(Duration::from_secs(60))
+///     .max_stale(Duration::from_secs(3600))
+///     .build()?;
+/// # let _ = cache;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a builder does nothing until `build`"]
+pub struct CachedClientBuilder {
+    client: ClientSource,
+    ttl: Duration,
+    max_stale: Duration,
+    stale_while_revalidate: Option<Duration>,
+    max_entries: u64,
+    redis: Option<(String, Option<SealKey>)>,
+    redis_prefix: String,
+    snapshot: Option<(PathBuf, SealKey)>,
+}
+
+impl std::fmt::Debug for CachedClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedClientBuilder")
+            .field("ttl", &self.ttl)
+            .field("max_stale", &self.max_stale)
+            .field("redis", &self.redis.is_some())
+            .field("snapshot", &self.snapshot.as_ref().map(|(dir, _)| dir))
+            .finish_non_exhaustive()
+    }
+}
+
+impl CachedClient {
+    /// A builder with the defaults listed on [`CachedClientBuilder`].
+    pub fn builder() -> CachedClientBuilder {
+        CachedClientBuilder {
+            client: ClientSource::Missing,
+            ttl: DEFAULT_CACHE_TTL,
+            max_stale: DEFAULT_CACHE_MAX_STALE,
+            stale_while_revalidate: None,
+            max_entries: 10_000,
+            redis: None,
+            redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
+            snapshot: None,
+        }
+    }
+}
+
+impl CachedClientBuilder {
+    /// The client to cache in front of.
+    pub fn client(mut self, client: Client) -> Self {
+        self.client = ClientSource::Ready(client);
+        self
+    }
+
+    /// The configuration of the client to build.
+    pub fn client_config(mut self, config: ClientConfig) -> Self {
+        self.client = ClientSource::Config(Box::new(config));
+        self
+    }
+
+    /// Everything from settings: the client ([`ClientConfig::from_settings`]) unless one was
+    /// given, and the cache, Redis and snapshot settings (`IKIT_CACHE_TTL`,
+    /// `IKIT_CACHE_MAX_STALE`, `IKIT_REDIS_URL` with `IKIT_CACHE_KEY`, `IKIT_SNAPSHOT_DIR` with
+    /// `IKIT_SNAPSHOT_KEY`). Setters called after this one override it.
+    pub fn settings(mut self, settings: &Settings) -> Result<Self, ClientError> {
+        if matches!(self.client, ClientSource::Missing) {
+            self.client = ClientSource::Config(Box::new(ClientConfig::from_settings(settings)?));
+        }
+        let cache = CacheConfig::from_settings(settings)?;
+        self.ttl = cache.ttl;
+        self.max_stale = cache.max_stale;
+        self.redis = None;
+        if let Some(redis) = cache.redis {
+            self.redis_prefix = redis.prefix;
+            self.redis = Some((redis.url, redis.seal_key));
+        }
+        self.snapshot = cache.snapshot;
+        Ok(self)
+    }
+
+    /// How long a folder listing is served without asking Infisical (default 5 minutes).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How old a listing may be when Infisical is unreachable or failing (default 24 hours,
+    /// never less than `ttl`).
+    pub fn max_stale(mut self, max_stale: Duration) -> Self {
+        self.max_stale = max_stale;
+        self
+    }
+
+    /// How long past `ttl` a listing is still served at once while it is refreshed in the
+    /// background (default: `ttl`).
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.stale_while_revalidate = Some(window);
+        self
+    }
+
+    /// Bound on the folder listings kept in memory (default 10,000).
+    pub fn max_entries(mut self, n: u64) -> Self {
+        self.max_entries = n;
+        self
+    }
+
+    /// Redis at `url` for invalidations and change events from other replicas; with `seal_key`
+    /// also a shared L2 cache, its values sealed with that key.
+    pub fn redis(mut self, url: impl Into<String>, seal_key: Option<SealKey>) -> Self {
+        self.redis = Some((url.into(), seal_key));
+        self
+    }
+
+    /// The prefix of every Redis key and channel (default `ikit:`): replicas sharing a cache
+    /// share a prefix.
+    pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.redis_prefix = prefix.into();
+        self
+    }
+
+    /// An encrypted offline snapshot in `dir`, sealed with `key` (32 bytes; `openssl rand
+    /// -base64 32` makes one for [`SealKey::from_base64`]): served when Infisical is unreachable.
+    pub fn snapshot(mut self, dir: impl Into<PathBuf>, key: SealKey) -> Self {
+        self.snapshot = Some((dir.into(), key));
+        self
+    }
+
+    /// The cache configuration these settings describe.
+    pub fn cache_config(&self) -> CacheConfig {
+        let mut config =
+            CacheConfig::new(self.ttl, self.max_stale).with_max_entries(self.max_entries);
+        if let Some(window) = self.stale_while_revalidate {
+            config = config.with_stale_while_revalidate(window);
+        }
+        if let Some((url, seal_key)) = &self.redis {
+            config = config.with_redis(url, &self.redis_prefix, seal_key.clone());
+        }
+        if let Some((dir, key)) = &self.snapshot {
+            config = config.with_snapshot(dir, key.clone());
+        }
+        config
+    }
+
+    /// Builds the client (if given a configuration) and the cache. Sends nothing.
+    pub fn build(self) -> Result<CachedClient, ClientError> {
+        let config = self.cache_config();
+        let client = match self.client {
+            ClientSource::Ready(client) => client,
+            ClientSource::Config(config) => Client::new(*config)?,
+            ClientSource::Missing => {
+                return Err(ClientError::Config(
+                    "CachedClient::builder() needs a client: call .client(), .client_config() \
+                     or .settings()"
+                        .into(),
+                ));
+            }
+        };
+        CachedClient::new(client, config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_settings_defaults() {
+        let built = CachedClient::builder().cache_config();
+        let settings = Settings::load(None, &env(&[])).unwrap();
+        let from_settings = CacheConfig::from_settings(&settings).unwrap();
+        assert_eq!(built.ttl, from_settings.ttl);
+        assert_eq!(built.max_stale, from_settings.max_stale);
+        assert_eq!(built.stale_while_revalidate, built.ttl);
+        assert_eq!(built.max_entries, 10_000);
+        assert!(built.redis.is_none() && built.snapshot.is_none());
+    }
+
+    #[test]
+    fn setters_after_settings_override_them() {
+        let settings = Settings::load(
+            None,
+            &env(&[
+                ("INFISICAL_TOKEN", "st.a.b.c"),
+                ("IKIT_CACHE_TTL", "30s"),
+                ("IKIT_REDIS_URL", "redis://127.0.0.1:6379"),
+            ]),
+        )
+        .unwrap();
+        let config = CachedClient::builder()
+            .settings(&settings)
+            .unwrap()
+            .max_stale(Duration::from_secs(90))
+            .stale_while_revalidate(Duration::from_secs(5))
+            .redis_prefix("team-a:")
+            .cache_config();
+        assert_eq!(config.ttl, Duration::from_secs(30));
+        assert_eq!(config.max_stale, Duration::from_secs(90));
+        assert_eq!(config.stale_while_revalidate, Duration::from_secs(5));
+        let redis = config.redis.unwrap();
+        assert_eq!(
+            (redis.url.as_str(), redis.prefix.as_str()),
+            ("redis://127.0.0.1:6379", "team-a:")
+        );
+    }
+
+    #[test]
+    fn a_builder_without_a_client_says_what_is_missing() {
+        let err = CachedClient::builder().build().unwrap_err();
+        assert_eq!(err.kind(), "config");
+        assert!(err.to_string().contains(".client()"), "{err}");
+    }
+
+    #[test]
+    fn from_env_needs_a_project_and_a_login_and_names_them() {
+        let no_project = from_env(&env(&[("INFISICAL_TOKEN", "st.a.b.c")])).unwrap_err();
+        assert_eq!(no_project.kind(), "config");
+        assert!(no_project.to_string().contains("INFISICAL_PROJECT_ID"), "{no_project}");
+        let no_login = from_env(&env(&[("INFISICAL_PROJECT_ID", "p")])).unwrap_err();
+        assert!(no_login.to_string().contains("INFISICAL_TOKEN"), "{no_login}");
+        let bad = from_env(&env(&[("INFISICAL_PROJECT_ID", "p"), ("IKIT_CACHE_TTL", "soon")]))
+            .unwrap_err();
+        assert_eq!(bad.kind(), "config");
+        assert!(bad.to_string().contains("IKIT_CACHE_TTL"), "{bad}");
+    }
+}
