@@ -121,29 +121,30 @@ fn cached_get(c: &mut Criterion) {
                 })
             })
         });
-        // The same three, timed side by side for the summary table.
-        let floor = per_read(|| {
-            black_box(map.get(black_box(path.as_str())).map(String::len));
-        });
-        let handle_ns = per_read(|| {
-            black_box(black_box(&handle).fresh().expect("fresh").value.value.expose().len());
-        });
-        let get_ns = rt.block_on(async {
-            let started = Instant::now();
-            for _ in 0..READS {
-                let served = cache.get(black_box(&key)).await.expect("hit");
-                black_box(served.value.value.expose().len());
-            }
-            started.elapsed().as_nanos() as f64 / READS as f64
-        });
+        // The same three, timed side by side for the summary table: interleaved rounds, the
+        // best of each kept, so a busy machine slows all three alike instead of one of them.
+        let (mut floor, mut handle_ns, mut get_ns) = (f64::MAX, f64::MAX, f64::MAX);
+        for _ in 0..ROUNDS {
+            floor = floor.min(per_read(|| {
+                black_box(map.get(black_box(path.as_str())).map(String::len));
+            }));
+            handle_ns = handle_ns.min(per_read(|| {
+                black_box(black_box(&handle).fresh().expect("fresh").value.value.expose().len());
+            }));
+            get_ns = get_ns.min(rt.block_on(async {
+                let started = Instant::now();
+                for _ in 0..READS {
+                    let served = cache.get(black_box(&key)).await.expect("hit");
+                    black_box(served.value.value.expose().len());
+                }
+                started.elapsed().as_nanos() as f64 / f64::from(READS)
+            }));
+        }
         rows.push((n, floor, handle_ns, get_ns));
     }
     group.finish();
     println!("\nhot path, Prometheus recorder installed (ratio to HashMap<String, String>::get):");
-    println!(
-        "{:<22} {:>10} {:>12} {:>7}  goal",
-        "case", "ns/op", "baseline ns", "ratio"
-    );
+    println!("{:<22} {:>10} {:>12} {:>7}  goal", "case", "ns/op", "baseline ns", "ratio");
     for (n, floor, handle_ns, get_ns) in rows {
         let row = |case: &str, ns: f64, goal: f64| {
             let ratio = ns / floor;
@@ -159,7 +160,8 @@ fn cached_get(c: &mut Criterion) {
     rt.block_on(emu.shutdown());
 }
 
-const READS: u32 = 200_000;
+const READS: u32 = 50_000;
+const ROUNDS: usize = 9;
 
 /// Mean nanoseconds of `read` over [`READS`] calls, after a warm-up.
 fn per_read(mut read: impl FnMut()) -> f64 {
@@ -218,16 +220,20 @@ fn single_flight(c: &mut Criterion) {
     rt.block_on(emu.shutdown());
 }
 
-/// Emulated waits: a rate-limit wait moves the emulator clock instead of sleeping, so a window
-/// used up resets at once and the run measures the client, not the limiter's minute.
+/// Emulated waits: a rate-limit wait moves the client's and the emulator's clocks together
+/// instead of sleeping, so a used-up window resets at once and the run measures the client, not
+/// the limiter's minute.
 struct EmulatedSleeper {
+    client: Arc<ikit_client::ManualClock>,
     emulator: EmulatorClock,
+    /// Emulated time skipped in all (concurrent waiters each add theirs).
     waited: std::sync::Mutex<Duration>,
 }
 
 impl Sleeper for EmulatedSleeper {
     fn sleep(&self, duration: Duration) -> SleepFuture {
         *self.waited.lock().unwrap() += duration;
+        self.client.advance_by(duration);
         self.emulator.advance(duration);
         Box::pin(std::future::ready(()))
     }
@@ -319,15 +325,18 @@ fn uncached(_c: &mut Criterion) {
     for limiter in [false, true] {
         let start_ms = ikit_client::Clock::now_ms(&ikit_client::SystemClock);
         let emu = rt.block_on(emulator_with(|config| {
-            config.clock(EmulatorClock::running_from(start_ms)).rate_limit_mode(limiter)
+            config.clock(EmulatorClock::fixed(start_ms)).rate_limit_mode(limiter)
         }));
         let base = emu.base_url();
+        let client_clock = Arc::new(ikit_client::ManualClock::new(start_ms));
         let sleeper = Arc::new(EmulatedSleeper {
+            client: client_clock.clone(),
             emulator: emu.clock().clone(),
             waited: std::sync::Mutex::new(Duration::ZERO),
         });
         let config = ClientConfig::new(&base, AuthMethod::universal("bench-id", "bench-secret"))
             .expect("config")
+            .with_clock(client_clock)
             .with_sleeper(sleeper.clone());
         let client = Client::new(config).expect("client");
         rt.block_on(client.ensure_token()).expect("login");
@@ -354,11 +363,17 @@ fn uncached(_c: &mut Criterion) {
         let sent_before = sent();
         let seq = rt.block_on(sequential(|i| {
             let client = client.clone();
-            async move { client.get(&key_ref(i)).await.expect("get").0.key.len() }
+            async move { client.get(&key_ref(i)).await.map(|(s, _)| s.key.len()) }
         }));
         let burst_ms = rt.block_on(burst(|i| {
             let client = client.clone();
-            async move { client.get(&key_ref(i)).await.expect("get").0.key.len() }
+            async move {
+                let got = client.get(&key_ref(i)).await;
+                if let Err(e) = &got {
+                    eprintln!("uncached get failed: {e}");
+                }
+                got.map(|(s, _)| s.key.len())
+            }
         }));
         // Every by-name request the emulator saw beyond one per get was a refusal sent again.
         let refused = (sent() - sent_before).saturating_sub((SEQUENTIAL + BURST * BURSTS) as u64);

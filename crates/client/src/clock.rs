@@ -117,7 +117,10 @@ mod tests {
         assert!(matches!(read, ReadClock::Injected(_)));
         assert_eq!(read.now_ms(), 5);
         // Another SystemClock was injected on purpose: read as given.
-        assert!(matches!(ReadClock::of(&(Arc::new(SystemClock) as Arc<dyn Clock>)), ReadClock::Injected(_)));
+        assert!(matches!(
+            ReadClock::of(&(Arc::new(SystemClock) as Arc<dyn Clock>)),
+            ReadClock::Injected(_)
+        ));
         let coarse = ReadClock::of(&system_clock());
         assert!(matches!(coarse, ReadClock::Coarse(_)));
         let (before, read, after) = (SystemClock.now_ms(), coarse.now_ms(), SystemClock.now_ms());

@@ -41,7 +41,10 @@ struct Shard<E> {
 impl<E: Aged> L1<E> {
     pub(crate) fn new(max_entries: u64, max_age: std::time::Duration) -> Self {
         let shards = (0..SHARDS)
-            .map(|_| Shard { map: ArcSwap::from_pointee(FastMap::default()), write: Mutex::new(()) })
+            .map(|_| Shard {
+                map: ArcSwap::from_pointee(FastMap::default()),
+                write: Mutex::new(()),
+            })
             .collect();
         Self {
             shards,

@@ -420,7 +420,11 @@ impl Transport {
             match next {
                 Next::Go => return Ok(None),
                 Next::Probe(notify) => {
-                    return Ok(Some(ProbeGuard { transport: self, family: family.to_owned(), notify }));
+                    return Ok(Some(ProbeGuard {
+                        transport: self,
+                        family: family.to_owned(),
+                        notify,
+                    }));
                 }
                 Next::Wait(wait) => self.wait_for_window(family, wait).await?,
                 Next::AwaitProbe(notify) => {

@@ -1043,10 +1043,7 @@ async fn a_write_through_the_cache_is_seen_by_the_next_read() {
 
     // A conditional update through the cache refuses a moved version and drops nothing wrong.
     let stale_version = read.value.version - 1;
-    let err = cache
-        .update_secret_if_version(&scope, &updated, stale_version)
-        .await
-        .unwrap_err();
+    let err = cache.update_secret_if_version(&scope, &updated, stale_version).await.unwrap_err();
     assert!(matches!(err, ClientError::VersionConflict { .. }), "{err:?}");
     assert_eq!(cache.get(&db_url()).await.unwrap().value.value.expose(), "written-here");
     assert_eq!(h.count("GET", "/api/v4/secrets"), 5, "one listing after each write, none per hit");

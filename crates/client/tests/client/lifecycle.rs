@@ -37,8 +37,7 @@ async fn thirty_days_with_ttl_10_min_and_max_ttl_1_h_never_fail() {
     let quiet = Duration::from_secs(8 * 60 - 30);
     while elapsed < total {
         if token_age >= quiet {
-            let (logins_before, renewals_before) =
-                (h.count("POST", LOGIN), h.count("POST", RENEW));
+            let (logins_before, renewals_before) = (h.count("POST", LOGIN), h.count("POST", RENEW));
             if let Err(e) = client.fetch_folder(&query()).await {
                 failures.push((elapsed.as_secs(), e.to_string()));
             }
