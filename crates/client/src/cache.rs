@@ -1049,15 +1049,15 @@ impl CachedClient {
         if !error.is_unreachable() {
             return Err(error);
         }
-        if self.shared.snapshot.is_some() {
-            if let Some(e) = self.offline_snapshot(q, key).await? {
-                // Kept apart from L1: every offline read reports the snapshot and its age.
-                let age = e.age(now);
-                if age <= max_stale {
-                    return Ok(self.stale(Source::Snapshot, e, age));
-                }
-                oldest = Some(oldest.map_or(age, |o: Duration| o.min(age)));
+        if self.shared.snapshot.is_some()
+            && let Some(e) = self.offline_snapshot(q, key).await?
+        {
+            // Kept apart from L1: every offline read reports the snapshot and its age.
+            let age = e.age(now);
+            if age <= max_stale {
+                return Ok(self.stale(Source::Snapshot, e, age));
             }
+            oldest = Some(oldest.map_or(age, |o: Duration| o.min(age)));
         }
         match oldest {
             Some(age) => Err(ClientError::TooStale { age, max_stale }),
