@@ -72,43 +72,29 @@ impl Call {
     }
 }
 
-/// A server rate-limit window as its headers described it (`x-ratelimit-limit`,
-/// `x-ratelimit-remaining`, `x-ratelimit-reset`), counted down locally for requests sent since.
+/// A server rate-limit window as its headers described it (`x-ratelimit-remaining`,
+/// `x-ratelimit-reset`), counted down locally for requests sent since.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RateWindow {
     pub(crate) remaining: u64,
     pub(crate) reset_at: SystemTime,
-    /// Requests per window, when the server said.
-    pub(crate) limit: Option<u64>,
-    /// The longest reset announced: the window's length, as far as we have seen.
-    pub(crate) period: Duration,
-    /// Assumed by us at a reset (the server has not described this window yet).
-    pub(crate) presumed: bool,
 }
 
 impl RateWindow {
-    pub(crate) fn announced(
-        limit: Option<u64>,
-        remaining: u64,
-        reset_in: Duration,
-        now: SystemTime,
-    ) -> Self {
-        Self { remaining, reset_at: now + reset_in, limit, period: reset_in, presumed: false }
+    pub(crate) fn announced(remaining: u64, reset_in: Duration, now: SystemTime) -> Self {
+        Self { remaining, reset_at: now + reset_in }
+    }
+
+    /// The window has reset: the server has not described the next one yet.
+    pub(crate) fn is_over(&self, now: SystemTime) -> bool {
+        now >= self.reset_at
     }
 
     /// Takes one request from the window: `None` to go now, or the wait until the window
-    /// resets when it is used up (every caller waits for that reset, then takes again). Past
-    /// the reset a new window is presumed with the last known limit and length, until an
-    /// answer describes it; without a known limit, nothing is paced.
+    /// resets when it is used up (every caller waits for that reset).
     pub(crate) fn take(&mut self, now: SystemTime) -> Option<Duration> {
-        if now >= self.reset_at {
-            let limit = self.limit?;
-            *self = Self {
-                remaining: limit,
-                reset_at: now + self.period.max(Duration::from_secs(1)),
-                presumed: true,
-                ..*self
-            };
+        if self.is_over(now) {
+            return None;
         }
         if self.remaining > 0 {
             self.remaining -= 1;
@@ -117,35 +103,26 @@ impl RateWindow {
         Some(self.reset_at.duration_since(now).unwrap_or_default())
     }
 
-    /// A newer answer: a later reset (or the first description of a presumed window) means a
-    /// new window; within the same window the lower count wins, since answers to concurrent
-    /// requests arrive out of order. An answer about a window already over changes nothing.
+    /// A newer answer: a later reset means a new window; within the same window the lower
+    /// count wins, since answers to concurrent requests arrive out of order. An answer about a
+    /// window already over changes nothing.
     pub(crate) fn update(&mut self, announced: RateWindow, now: SystemTime) {
-        if announced.reset_at <= now {
+        if announced.is_over(now) {
             return;
         }
-        let period = self.period.max(announced.period);
-        let limit = announced.limit.or(self.limit);
-        if self.presumed || announced.reset_at > self.reset_at + Duration::from_secs(1) {
-            // Requests sent under the presumed window count in the described one too.
-            let remaining = if self.presumed {
-                announced.remaining.min(self.remaining)
-            } else {
-                announced.remaining
-            };
-            *self = Self { remaining, period, limit, ..announced };
+        if announced.reset_at > self.reset_at + Duration::from_secs(1) {
+            *self = announced;
         } else {
             self.remaining = self.remaining.min(announced.remaining);
-            self.period = period;
-            self.limit = limit;
         }
     }
 }
 
 /// What the client knows of a route family's server-side limit.
 enum Pace {
-    /// The first request is out; the others wait for its answer to learn the window (a cold
-    /// burst would otherwise overrun it before any answer came back).
+    /// The first request is out (of all, or since the last window reset); the others wait for
+    /// its answer to learn the window (a burst would otherwise overrun it before any answer
+    /// came back).
     Probing(Arc<tokio::sync::Notify>),
     /// The last answer carried no rate-limit headers.
     Unlimited,
@@ -411,6 +388,11 @@ impl Transport {
                     }
                     Some(Pace::Unlimited) => Next::Go,
                     Some(Pace::Probing(notify)) => Next::AwaitProbe(notify.clone()),
+                    Some(Pace::Window(window)) if window.is_over(self.clock.now()) => {
+                        let notify = Arc::new(tokio::sync::Notify::new());
+                        windows.insert(family.to_owned(), Pace::Probing(notify.clone()));
+                        Next::Probe(notify)
+                    }
                     Some(Pace::Window(window)) => match window.take(self.clock.now()) {
                         None => Next::Go,
                         Some(wait) => Next::Wait(wait),
@@ -559,12 +541,9 @@ impl Transport {
         };
         let now = self.clock.now();
         let announced = match (number("x-ratelimit-remaining"), number("x-ratelimit-reset")) {
-            (Some(remaining), Some(reset)) => Some(RateWindow::announced(
-                number("x-ratelimit-limit"),
-                remaining,
-                Duration::from_secs(reset),
-                now,
-            )),
+            (Some(remaining), Some(reset)) => {
+                Some(RateWindow::announced(remaining, Duration::from_secs(reset), now))
+            }
             _ => None,
         };
         {
@@ -700,31 +679,24 @@ mod tests {
 
     #[test]
     fn a_rate_window_lets_its_remaining_requests_go_then_every_caller_waits_for_the_reset() {
-        let mut w = RateWindow::announced(Some(60), 2, Duration::from_secs(30), t(0));
+        let mut w = RateWindow::announced(2, Duration::from_secs(30), t(0));
         assert_eq!(w.take(t(0)), None);
         assert_eq!(w.take(t(1)), None);
         // Used up: every caller waits for the reset, not only the first.
         assert_eq!(w.take(t(10)), Some(Duration::from_secs(20)));
         assert_eq!(w.take(t(10)), Some(Duration::from_secs(20)));
-        // Past the reset a window of the known limit and length is presumed...
-        assert_eq!(w.take(t(30)), None);
-        assert_eq!((w.remaining, w.reset_at, w.presumed), (59, t(60), true));
-        // ...until the server describes it; requests sent meanwhile still count.
-        w.take(t(31));
-        w.update(RateWindow::announced(Some(60), 59, Duration::from_secs(29), t(31)), t(31));
-        assert_eq!((w.remaining, w.reset_at, w.presumed), (58, t(60), false));
+        // Past the reset the window is over (the transport then sends one probe).
+        assert!(!w.is_over(t(29)) && w.is_over(t(30)));
+        w.update(RateWindow::announced(59, Duration::from_secs(30), t(31)), t(31));
+        assert_eq!((w.remaining, w.reset_at), (59, t(61)));
         // Out-of-order answers within one window: the lower count wins.
-        w.update(RateWindow::announced(None, 40, Duration::from_secs(28), t(32)), t(32));
-        w.update(RateWindow::announced(None, 45, Duration::from_secs(28), t(32)), t(32));
-        assert_eq!((w.remaining, w.limit), (40, Some(60)));
+        w.update(RateWindow::announced(40, Duration::from_secs(29), t(32)), t(32));
+        w.update(RateWindow::announced(45, Duration::from_secs(29), t(32)), t(32));
+        assert_eq!(w.remaining, 40);
         // A late answer about a window already over changes nothing.
         let before = w;
-        w.update(RateWindow::announced(Some(60), 0, Duration::ZERO, t(33)), t(33));
+        w.update(RateWindow::announced(0, Duration::ZERO, t(33)), t(33));
         assert_eq!(w, before);
-        // Without a known limit, a window whose reset has passed paces nothing.
-        let mut old = RateWindow::announced(None, 0, Duration::from_secs(5), t(0));
-        assert_eq!(old.take(t(6)), None);
-        assert_eq!(old.take(t(7)), None);
     }
 
     #[test]
