@@ -86,6 +86,8 @@ fn cached_get(c: &mut Criterion) {
     .unwrap();
     let mut rows = Vec::new();
     let mut group = c.benchmark_group("cached_get");
+    // Short samples: the table below is the figure of record; the whole run stays under a minute.
+    group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
     group.throughput(Throughput::Elements(BATCH as u64));
     for n in SIZES {
         let folder = folder_of(n);
@@ -184,6 +186,7 @@ fn single_flight(c: &mut Criterion) {
     let key = SecretRef::parse(PROJECT, "dev", "/app/KEY_7").unwrap();
 
     let mut group = c.benchmark_group("single_flight");
+    group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
     let query = ikit_client::FolderQuery::new(PROJECT, "dev", "/app");
     group.throughput(Throughput::Elements(1));
     group.bench_function("one_uncached_fetch", |b| {
