@@ -1,15 +1,16 @@
-//! The caching client: L1 in process (moka, size-bounded), an optional L2 in Redis (values
+//! The caching client: L1 in process (`l1`, lock-free, size-bounded), an optional L2 in Redis (values
 //! sealed with AES-256-GCM, bound to their key), single-flight misses, stale-while-revalidate,
 //! stale-if-error up to `max_stale`, ETag revalidation, the offline snapshot, invalidation fanned
 //! out over Redis pub/sub, and per-key change subscriptions.
 //!
-//! Freshness is decided with the client's injected clock (moka's own expiry only bounds memory).
+//! Freshness is decided with the client's injected clock (L1's own sweep of listings past
+//! `max_stale` only bounds memory).
 //! Redis is optional and may fail at any time: every Redis step has a timeout, a failure marks
 //! L2 down (logged once per transition, gauge `infisical_cache_l2_up`) and reads go on from L1;
 //! a reconnect is tried again after `retry_every` on the injected clock.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher as _, Hash as _, Hasher as _, RandomState};
+use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,14 +25,16 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::api::FolderQuery;
+use crate::api::{ApiVersion, FolderQuery, NewSecret, Scope, SecretUpdate};
 use crate::client::{Client, FolderFetch, METRIC_FETCH_TOTAL, Source};
+use crate::clock::ReadClock;
 use crate::error::ClientError;
+use crate::l1::{Aged, FastMap, L1};
 use crate::l2::{self, Cleared, Generation};
 use crate::pattern::{Dedup, folder_affected, path_matches};
 use crate::seal::{self, SealKey};
 use crate::snapshot::{SnapshotStore, decode_entry, encode_entry, stored_age};
-use crate::wire::{FolderSecrets, ImportOrder, Secret};
+use crate::wire::{FolderSecrets, ImportOrder, Secret, SecretType};
 
 /// A live view of one secret ([`CachedClient::handle`]): resolved once, then kept current by
 /// the cache, which swaps in the secret each time its folder's listing is stored and clears it
@@ -283,8 +286,11 @@ struct Entry {
     folder: Arc<FolderSecrets>,
     etag: Option<String>,
     fetched_at_ms: i64,
+    /// When this process last wrote the listing to its snapshot (`None`: not by this process,
+    /// e.g. a copy from L2), so a 304 can leave an unchanged file alone.
+    snapshot_written_ms: Option<i64>,
     /// Every key the listing resolves to, own secrets first, then imports in `ImportOrder`.
-    index: HashMap<Box<str>, Arc<Secret>>,
+    index: FastMap<Box<str>, Arc<Secret>>,
     /// `infisical_cache_hit_total` and `infisical_fetch_total{source=cache}` for this folder.
     hits: [metrics::Counter; 2],
 }
@@ -298,7 +304,7 @@ impl Entry {
         fetched_at_ms: i64,
         order: ImportOrder,
     ) -> Self {
-        let mut index: HashMap<Box<str>, Arc<Secret>> = HashMap::new();
+        let mut index: FastMap<Box<str>, Arc<Secret>> = FastMap::default();
         let imports: Box<dyn Iterator<Item = &crate::wire::Import>> = match order {
             ImportOrder::LaterWins => Box::new(folder.imports.iter().rev()),
             ImportOrder::EarlierWins => Box::new(folder.imports.iter()),
@@ -318,6 +324,7 @@ impl Entry {
             folder,
             etag,
             fetched_at_ms,
+            snapshot_written_ms: None,
             index,
             hits,
         }
@@ -345,6 +352,19 @@ impl Entry {
             return Err(crate::client::hidden_value(secret));
         }
         Ok(found.clone())
+    }
+}
+
+impl Aged for Entry {
+    fn fetched_at_ms(&self) -> i64 {
+        self.fetched_at_ms
+    }
+}
+
+fn generation_code(version: ApiVersion) -> u8 {
+    match version {
+        ApiVersion::V4 => 4,
+        ApiVersion::V3 => 3,
     }
 }
 
@@ -417,11 +437,18 @@ struct Shared {
     config: CacheConfig,
     /// Keyed by [`CachedClient::slot`]: a hash of the query, computed on a hit without
     /// formatting anything; the entry's query is compared on every read.
-    l1: moka::future::Cache<u64, Arc<Entry>>,
-    slots: RandomState,
+    l1: L1<Entry>,
+    slots: foldhash::fast::RandomState,
+    /// The client's clock as the hot path reads it (coarse when it is the system clock).
+    clock: ReadClock,
     flights: Mutex<HashMap<String, Arc<Flight>>>,
     redis: Option<Redis>,
     snapshot: Option<SnapshotStore>,
+    /// Snapshots decoded while Infisical was unreachable, by cache key: an outage reads each
+    /// file once, not on every read. A listing's copy goes when Infisical answers for it again.
+    offline: Mutex<HashMap<String, Arc<Entry>>>,
+    /// The API generation last saved beside the snapshot (`ApiVersion` as `u8`, 0: none yet).
+    saved_generation: AtomicU8,
     rng: Mutex<StdRng>,
     subscriptions: Mutex<Vec<Subscription>>,
     next_subscription: AtomicU64,
@@ -513,19 +540,25 @@ impl CachedClient {
             None => None,
         };
         let snapshot = config.snapshot.clone().map(|(dir, key)| SnapshotStore::new(dir, key));
-        let l1 = moka::future::Cache::builder()
-            .max_capacity(config.max_entries)
-            .time_to_live(config.max_stale.max(Duration::from_secs(1)))
-            .build();
+        // A generation found by an earlier process spares this one the v4 probe.
+        let saved = snapshot.as_ref().and_then(SnapshotStore::read_generation);
+        if saved == Some(ApiVersion::V3) {
+            client.set_api_version(ApiVersion::V3);
+        }
+        let l1 = L1::new(config.max_entries, config.max_stale.max(Duration::from_secs(1)));
+        let clock = ReadClock::of(client.clock());
         Ok(Self {
             shared: Arc::new(Shared {
                 client,
                 config,
                 l1,
-                slots: RandomState::new(),
+                slots: foldhash::fast::RandomState::default(),
+                clock,
                 flights: Mutex::new(HashMap::new()),
                 redis,
                 snapshot,
+                offline: Mutex::new(HashMap::new()),
+                saved_generation: AtomicU8::new(saved.map_or(0, generation_code)),
                 rng: Mutex::new(StdRng::from_entropy()),
                 subscriptions: Mutex::new(Vec::new()),
                 next_subscription: AtomicU64::new(1),
@@ -542,8 +575,9 @@ impl CachedClient {
         &self.shared.client
     }
 
+    #[inline]
     fn now_ms(&self) -> i64 {
-        self.shared.client.clock().now_ms()
+        self.shared.clock.now_ms()
     }
 
     /// Reads one secret through its folder's cached listing. A fresh L1 hit is a hash of the
@@ -551,15 +585,22 @@ impl CachedClient {
     /// formatting, no label resolution, no copy of the secret.
     pub async fn get(&self, secret: &SecretRef) -> Result<Served<Arc<Secret>>, ClientError> {
         let (project, env, folder) = (secret.project(), secret.environment(), secret.folder());
-        if let Some(e) = self.shared.l1.get(&self.default_slot(project, env, folder)).await
-            && e.is_default_of(project, env, folder)
-        {
-            let age = e.age(self.now_ms());
-            if age < self.shared.config.ttl {
-                let found = e.pick(secret)?;
-                Self::count_hit(&e);
-                return Ok(Served { value: found, source: Source::Cache, age });
+        let slot = self.default_slot(project, env, folder);
+        let hit = self.shared.l1.peek(slot, |e| {
+            if !e.is_default_of(project, env, folder) {
+                return None;
             }
+            let age = e.age(self.now_ms());
+            if age >= self.shared.config.ttl {
+                return None;
+            }
+            Some(e.pick(secret).map(|found| {
+                Self::count_hit(e);
+                Served { value: found, source: Source::Cache, age }
+            }))
+        });
+        if let Some(Some(served)) = hit {
+            return served;
         }
         let query = FolderQuery::new(project, env, folder);
         let served = self.entry(&query).await?;
@@ -651,15 +692,15 @@ impl CachedClient {
     }
 
     /// This query's L1 entry (another query's entry in the same slot is not it).
-    async fn l1_get(&self, slot: u64, q: &FolderQuery) -> Option<Arc<Entry>> {
-        self.shared.l1.get(&slot).await.filter(|e| e.query == *q)
+    fn l1_get(&self, slot: u64, q: &FolderQuery) -> Option<Arc<Entry>> {
+        self.shared.l1.get(slot).filter(|e| e.query == *q)
     }
 
     async fn entry(&self, q: &FolderQuery) -> Result<Served<Arc<Entry>>, ClientError> {
         let slot = self.slot(q);
         let now = self.now_ms();
         let (ttl, max_stale) = (self.shared.config.ttl, self.shared.config.max_stale);
-        if let Some(e) = self.l1_get(slot, q).await {
+        if let Some(e) = self.l1_get(slot, q) {
             let age = e.age(now);
             if age < ttl {
                 return Ok(self.hit(&e, age));
@@ -759,7 +800,7 @@ impl CachedClient {
         let epoch = self.epoch();
         let now = self.now_ms();
         let ttl = self.shared.config.ttl;
-        let mut previous = self.l1_get(slot, q).await;
+        let mut previous = self.l1_get(slot, q);
         if let Some(e) = &previous
             && e.age(now) < ttl
         {
@@ -797,9 +838,9 @@ impl CachedClient {
         if self.epoch() != epoch {
             return false;
         }
-        self.shared.l1.insert(slot, entry.clone()).await;
+        self.shared.l1.insert(slot, entry.clone(), self.now_ms());
         if self.epoch() != epoch {
-            self.shared.l1.invalidate(&slot).await;
+            self.shared.l1.remove_if_same(slot, &entry);
             return false;
         }
         self.update_handles(slot, Some(&entry));
@@ -837,18 +878,28 @@ impl CachedClient {
             }
         };
         let now = self.now_ms();
-        let entry = match (fetched, previous) {
+        if self.shared.snapshot.is_some() {
+            lock(&self.shared.offline).remove(key);
+        }
+        let (mut entry, write_snapshot) = match (fetched, previous) {
             (FolderFetch::Modified { folder, etag }, _) => {
-                self.new_entry(q, key, Arc::new(folder), etag, now)
+                (self.new_entry(q, key, Arc::new(folder), etag, now), true)
             }
             (FolderFetch::NotModified, Some(p)) => {
                 tracing::debug!(path = q.path, "listing not modified");
-                self.new_entry(q, key, p.folder.clone(), p.etag.clone(), now)
+                let mut entry = self.new_entry(q, key, p.folder.clone(), p.etag.clone(), now);
+                entry.snapshot_written_ms = p.snapshot_written_ms;
+                let write = self.snapshot_outdated(p.snapshot_written_ms, now);
+                (entry, write)
             }
             (FolderFetch::NotModified, None) => {
                 return Err(ClientError::Decode("304 without a cached listing".into()));
             }
         };
+        let write_snapshot = write_snapshot && self.shared.snapshot.is_some();
+        if write_snapshot {
+            entry.snapshot_written_ms = Some(now);
+        }
         let entry = Arc::new(entry);
         if !self.store_l1(slot, entry.clone(), epoch).await {
             tracing::debug!(path = q.path, "invalidated while fetching, not cached");
@@ -859,11 +910,14 @@ impl CachedClient {
             && self.l2_put(key, q, &entry, &plain, &generation).await == L2Write::Refused
         {
             tracing::debug!(path = q.path, "invalidated elsewhere while fetching, not cached");
-            self.shared.l1.invalidate(&slot).await;
+            self.shared.l1.remove_if_same(slot, &entry);
             self.update_handles(slot, None);
             return Ok(entry);
         }
-        self.write_snapshot(key, plain).await;
+        if write_snapshot {
+            self.write_snapshot(key, plain).await;
+        }
+        self.save_generation().await;
         Ok(entry)
     }
 
@@ -875,7 +929,7 @@ impl CachedClient {
             })
             .await;
         }
-        self.shared.l1.invalidate(&slot).await;
+        self.shared.l1.remove(slot);
         self.update_handles(slot, None);
     }
 
@@ -887,7 +941,7 @@ impl CachedClient {
             let Ok(guard) = flight.lock.try_lock() else { return };
             let slot = this.slot(&q);
             let epoch = this.epoch();
-            let previous = this.l1_get(slot, &q).await;
+            let previous = this.l1_get(slot, &q);
             let now = this.now_ms();
             // L2 gives the generation to write under, and maybe a copy another replica just
             // refreshed.
@@ -907,6 +961,38 @@ impl CachedClient {
             this.land(&key, &flight);
             drop(guard);
         });
+    }
+
+    /// Whether a 304 should still rewrite the snapshot last written at `written_ms`. Unchanged,
+    /// the file is left alone (no write, no fsync), unless its timestamp has fallen a quarter
+    /// of `max_stale` behind: a process started during an outage judges the snapshot's age by
+    /// it, and must not find it too stale much earlier than it is.
+    fn snapshot_outdated(&self, written_ms: Option<i64>, now_ms: i64) -> bool {
+        let Some(written_ms) = written_ms else { return true };
+        stored_age(now_ms, written_ms) > self.shared.config.max_stale / 4
+    }
+
+    /// Saves the client's API generation beside the snapshot when it differs from the saved one,
+    /// for the next process ([`CachedClient::new`] reads it).
+    async fn save_generation(&self) {
+        if self.shared.snapshot.is_none() {
+            return;
+        }
+        let version = self.shared.client.api_version();
+        let code = generation_code(version);
+        if self.shared.saved_generation.swap(code, Ordering::AcqRel) == code {
+            return;
+        }
+        let this = self.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            this.shared.snapshot.as_ref().expect("checked above").write_generation(version)
+        })
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            // Tried again after the next fetch.
+            self.shared.saved_generation.store(0, Ordering::Release);
+            tracing::warn!("cannot save the api generation beside the snapshot");
+        }
     }
 
     async fn write_snapshot(&self, key: &str, plain: zeroize::Zeroizing<Vec<u8>>) {
@@ -963,30 +1049,132 @@ impl CachedClient {
         if !error.is_unreachable() {
             return Err(error);
         }
-        if self.shared.snapshot.is_some() {
-            let read = {
-                let key = key.to_owned();
-                let this = self.clone();
-                tokio::task::spawn_blocking(move || {
-                    this.shared.snapshot.as_ref().expect("checked above").read(&key)
-                })
-                .await
-                .map_err(|e| ClientError::Snapshot(format!("snapshot reader failed: {e}")))?
-            };
-            if let Some(s) = read? {
-                let age = stored_age(now, s.saved_at_ms);
-                if age <= max_stale {
-                    // Not put in L1: every offline read reports the snapshot and its age.
-                    let e = self.new_entry(q, key, Arc::new(s.folder), s.etag, s.saved_at_ms);
-                    return Ok(self.stale(Source::Snapshot, Arc::new(e), age));
-                }
-                oldest = Some(oldest.map_or(age, |o: Duration| o.min(age)));
+        if self.shared.snapshot.is_some()
+            && let Some(e) = self.offline_snapshot(q, key).await?
+        {
+            // Kept apart from L1: every offline read reports the snapshot and its age.
+            let age = e.age(now);
+            if age <= max_stale {
+                return Ok(self.stale(Source::Snapshot, e, age));
             }
+            oldest = Some(oldest.map_or(age, |o: Duration| o.min(age)));
         }
         match oldest {
             Some(age) => Err(ClientError::TooStale { age, max_stale }),
             None => Err(error),
         }
+    }
+
+    /// The snapshot of a listing, decoded once per outage: from the offline copies, else
+    /// from its file (then kept among the copies).
+    async fn offline_snapshot(
+        &self,
+        q: &FolderQuery,
+        key: &str,
+    ) -> Result<Option<Arc<Entry>>, ClientError> {
+        if let Some(e) = lock(&self.shared.offline).get(key) {
+            return Ok(Some(e.clone()));
+        }
+        let read = {
+            let key = key.to_owned();
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || {
+                this.shared.snapshot.as_ref().expect("checked by the caller").read(&key)
+            })
+            .await
+            .map_err(|e| ClientError::Snapshot(format!("snapshot reader failed: {e}")))?
+        };
+        let Some(s) = read? else { return Ok(None) };
+        let e = Arc::new(self.new_entry(q, key, Arc::new(s.folder), s.etag, s.saved_at_ms));
+        lock(&self.shared.offline).insert(key.to_owned(), e.clone());
+        Ok(Some(e))
+    }
+
+    /// How many times a snapshot file was read and decoded (by this client).
+    #[doc(hidden)]
+    pub fn snapshot_file_reads(&self) -> u64 {
+        self.shared.snapshot.as_ref().map_or(0, SnapshotStore::reads)
+    }
+
+    // ---- writes ----
+    //
+    // Writes go to Infisical, then drop the folder they touched (here, in L2 and on every
+    // replica, like `invalidate_in`), whatever the outcome: a failed or timed-out write may
+    // still have landed. A read that follows sees the write.
+
+    /// [`Client::create_secret`], then the folder is invalidated.
+    pub async fn create_secret(
+        &self,
+        scope: &Scope,
+        secret: &NewSecret,
+    ) -> Result<Secret, ClientError> {
+        let written = self.shared.client.create_secret(scope, secret).await;
+        self.wrote(scope).await;
+        written
+    }
+
+    /// [`Client::update_secret`], then the folder is invalidated.
+    pub async fn update_secret(
+        &self,
+        scope: &Scope,
+        update: &SecretUpdate,
+    ) -> Result<Secret, ClientError> {
+        let written = self.shared.client.update_secret(scope, update).await;
+        self.wrote(scope).await;
+        written
+    }
+
+    /// [`Client::update_secret_if_version`], then the folder is invalidated.
+    pub async fn update_secret_if_version(
+        &self,
+        scope: &Scope,
+        update: &SecretUpdate,
+        expected_version: u64,
+    ) -> Result<Secret, ClientError> {
+        let written =
+            self.shared.client.update_secret_if_version(scope, update, expected_version).await;
+        self.wrote(scope).await;
+        written
+    }
+
+    /// [`Client::delete_secret`], then the folder is invalidated.
+    pub async fn delete_secret(
+        &self,
+        scope: &Scope,
+        key: &str,
+        secret_type: SecretType,
+    ) -> Result<Secret, ClientError> {
+        let deleted = self.shared.client.delete_secret(scope, key, secret_type).await;
+        self.wrote(scope).await;
+        deleted
+    }
+
+    /// [`Client::batch_upsert_with`] (chunked, with progress), then the folder is invalidated.
+    pub async fn batch_upsert_with(
+        &self,
+        scope: &Scope,
+        items: &[NewSecret],
+        progress: &mut (dyn FnMut(crate::api::BatchProgress) + Send),
+    ) -> Result<Vec<Secret>, ClientError> {
+        let written = self.shared.client.batch_upsert_with(scope, items, progress).await;
+        self.wrote(scope).await;
+        written
+    }
+
+    /// [`Client::batch_delete`], then the folder is invalidated.
+    pub async fn batch_delete(
+        &self,
+        scope: &Scope,
+        keys: &[String],
+    ) -> Result<Vec<Secret>, ClientError> {
+        let deleted = self.shared.client.batch_delete(scope, keys).await;
+        self.wrote(scope).await;
+        deleted
+    }
+
+    async fn wrote(&self, scope: &Scope) {
+        let within = InvalidationScope::of(scope.project_id.as_str(), scope.environment.as_str());
+        self.invalidate_in(&within, &scope.path).await;
     }
 
     // ---- invalidation ----
@@ -1038,22 +1226,13 @@ impl CachedClient {
     /// Drops matching L1 listings of this replica only.
     async fn invalidate_local(&self, scope: &InvalidationScope, pattern: &str) -> usize {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
-        let doomed: Vec<Arc<u64>> = self
-            .shared
-            .l1
-            .iter()
-            .filter(|(_, entry)| l1_affected(scope, pattern, entry))
-            .map(|(slot, _)| slot)
-            .collect();
-        for slot in &doomed {
-            self.shared.l1.invalidate(slot.as_ref()).await;
-        }
+        let dropped = self.shared.l1.remove_where(|entry| l1_affected(scope, pattern, entry));
         self.clear_handles(scope, pattern);
-        if !doomed.is_empty() {
-            tracing::debug!(pattern, dropped = doomed.len(), "invalidated cached listings");
+        if dropped > 0 {
+            tracing::debug!(pattern, dropped, "invalidated cached listings");
         }
         let _ = self.shared.invalidated.send(pattern.to_owned());
-        doomed.len()
+        dropped
     }
 
     /// Clears the live handles whose listing the invalidation reaches, like L1 (that listing
@@ -1084,12 +1263,12 @@ impl CachedClient {
     /// The age of this replica's L1 listing for the query, on the client clock.
     pub async fn cached_age(&self, q: &FolderQuery) -> Option<Duration> {
         let now = self.now_ms();
-        self.l1_get(self.slot(q), q).await.map(|e| e.age(now))
+        self.l1_get(self.slot(q), q).map(|e| e.age(now))
     }
 
     /// True when L1 holds a listing for this query (fresh or not).
     pub async fn is_cached(&self, q: &FolderQuery) -> bool {
-        self.l1_get(self.slot(q), q).await.is_some()
+        self.l1_get(self.slot(q), q).is_some()
     }
 
     // ---- subscriptions ----

@@ -370,6 +370,13 @@ impl Client {
         if self.inner.v3.load(Ordering::Relaxed) { ApiVersion::V3 } else { ApiVersion::V4 }
     }
 
+    /// Switches the secrets dialect of this client and its clones, e.g. to the one a previous
+    /// process saved after the client was built. (A cache with a snapshot directory saves and
+    /// restores it by itself.)
+    pub fn set_api_version(&self, version: ApiVersion) {
+        self.inner.v3.store(version == ApiVersion::V3, Ordering::Relaxed);
+    }
+
     pub fn import_order(&self) -> ImportOrder {
         self.inner.import_order
     }

@@ -22,7 +22,7 @@ use crate::aws::{
     AwsCredentialChain, AwsCredentialSource, ContainerCredentials, DEFAULT_IMDS_ENDPOINT,
     ECS_CREDENTIALS_HOST, WebIdentity,
 };
-use crate::clock::{Clock, Sleeper, SystemClock, TokioSleeper};
+use crate::clock::{Clock, Sleeper, TokioSleeper};
 use crate::error::ClientError;
 use crate::retry::{BreakerConfig, BudgetConfig, RetryPolicy};
 use crate::sigv4::AwsCredentials;
@@ -102,7 +102,7 @@ impl ClientConfig {
             custom_headers: Vec::new(),
             import_order: ImportOrder::default(),
             organization_slug: None,
-            clock: Arc::new(SystemClock),
+            clock: crate::clock::system_clock(),
             sleeper: Arc::new(TokioSleeper),
             rng_seed: None,
             ca_file: None,

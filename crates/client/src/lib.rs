@@ -24,7 +24,7 @@
 //! instead of renewing past the max TTL, re-authenticate once on 401 or 403 `TokenError`), the
 //! secrets, folders and projects API in the v4 and v3 `raw` dialects, and the reliability rules
 //! (timeouts, pacing, circuit breaker, full-jitter retries that honour `Retry-After`).
-//! [`CachedClient`] adds the two-level cache (moka L1, sealed Redis L2), single-flight,
+//! [`CachedClient`] adds the two-level cache (a lock-free L1, sealed Redis L2), single-flight,
 //! stale-while-revalidate, stale-if-error, the encrypted offline snapshot, fan-out invalidation
 //! and change subscriptions.
 //!
@@ -53,6 +53,7 @@ mod clock;
 mod config;
 mod error;
 mod invalidator;
+mod l1;
 mod l2;
 mod pattern;
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! folder and query flags, so a snapshot copied to another name is rejected.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ikit_common::files::{ensure_private_dir, write_private};
@@ -16,6 +16,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::api::ApiVersion;
 use crate::error::ClientError;
 use crate::seal::{self, SealKey};
 use crate::wire::{self, FolderSecrets};
@@ -91,7 +92,13 @@ pub(crate) struct SnapshotStore {
     /// The directory was made (or found) and tightened; not checked again until a write finds
     /// it gone.
     dir_ready: AtomicBool,
+    /// Snapshot files read (whether or not they could be trusted).
+    reads: AtomicU64,
 }
+
+/// The file beside the snapshots naming the server's API generation (not a secret; not a
+/// `.snap` name, so never taken for a listing).
+const GENERATION_FILE: &str = "api-generation";
 
 fn aad(cache_key: &str) -> Vec<u8> {
     format!("ikit-snapshot:{cache_key}").into_bytes()
@@ -99,7 +106,30 @@ fn aad(cache_key: &str) -> Vec<u8> {
 
 impl SnapshotStore {
     pub(crate) fn new(dir: PathBuf, key: SealKey) -> Self {
-        Self { dir, key, dir_ready: AtomicBool::new(false) }
+        Self { dir, key, dir_ready: AtomicBool::new(false), reads: AtomicU64::new(0) }
+    }
+
+    pub(crate) fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// The API generation an earlier process saved; `None` when there is none or it is
+    /// unreadable (the client then probes, as on a first start).
+    pub(crate) fn read_generation(&self) -> Option<ApiVersion> {
+        match std::fs::read_to_string(self.dir.join(GENERATION_FILE)).ok()?.trim() {
+            "v3" => Some(ApiVersion::V3),
+            "v4" => Some(ApiVersion::V4),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn write_generation(&self, version: ApiVersion) -> std::io::Result<()> {
+        self.ensure_dir()?;
+        let name = match version {
+            ApiVersion::V3 => "v3",
+            ApiVersion::V4 => "v4",
+        };
+        write_private(&self.dir.join(GENERATION_FILE), name.as_bytes())
     }
 
     /// The file for a cache key: a hash, so names reveal nothing about folders.
@@ -141,6 +171,7 @@ impl SnapshotStore {
     /// when it exists but cannot be trusted.
     pub(crate) fn read(&self, cache_key: &str) -> Result<Option<StoredEntry>, ClientError> {
         let path = self.path(cache_key);
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -81,32 +81,72 @@ pub(crate) struct RateWindow {
 }
 
 impl RateWindow {
+    pub(crate) fn announced(remaining: u64, reset_in: Duration, now: SystemTime) -> Self {
+        Self { remaining, reset_at: now + reset_in }
+    }
+
+    /// The window has reset: the server has not described the next one yet.
+    pub(crate) fn is_over(&self, now: SystemTime) -> bool {
+        now >= self.reset_at
+    }
+
     /// Takes one request from the window: `None` to go now, or the wait until the window
-    /// resets when it is used up (the window is then forgotten: the next answer describes the
-    /// new one).
+    /// resets when it is used up (every caller waits for that reset).
     pub(crate) fn take(&mut self, now: SystemTime) -> Option<Duration> {
-        if now >= self.reset_at {
+        if self.is_over(now) {
             return None;
         }
         if self.remaining > 0 {
             self.remaining -= 1;
             return None;
         }
-        let wait = self.reset_at.duration_since(now).unwrap_or_default();
-        // Once waited for, the window is over.
-        self.reset_at = now;
-        Some(wait)
+        Some(self.reset_at.duration_since(now).unwrap_or_default())
     }
 
     /// A newer answer: a later reset means a new window; within the same window the lower
-    /// count wins, since answers to concurrent requests arrive out of order.
-    pub(crate) fn update(&mut self, announced: RateWindow) {
-        let new_window = announced.reset_at > self.reset_at + Duration::from_secs(1);
-        if new_window {
+    /// count wins, since answers to concurrent requests arrive out of order. An answer about a
+    /// window already over changes nothing.
+    pub(crate) fn update(&mut self, announced: RateWindow, now: SystemTime) {
+        if announced.is_over(now) {
+            return;
+        }
+        if announced.reset_at > self.reset_at + Duration::from_secs(1) {
             *self = announced;
         } else {
             self.remaining = self.remaining.min(announced.remaining);
         }
+    }
+}
+
+/// What the client knows of a route family's server-side limit.
+enum Pace {
+    /// The first request is out (of all, or since the last window reset); the others wait for
+    /// its answer to learn the window (a burst would otherwise overrun it before any answer
+    /// came back).
+    Probing(Arc<tokio::sync::Notify>),
+    /// The last answer carried no rate-limit headers.
+    Unlimited,
+    Window(RateWindow),
+}
+
+/// Ends a probe however its request ends (answered, failed or cancelled): the family is no
+/// longer `Probing` unless an answer made it a window, and the waiters are woken.
+struct ProbeGuard<'a> {
+    transport: &'a Transport,
+    family: String,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        let mut windows = lock(&self.transport.windows);
+        if let Some(Pace::Probing(n)) = windows.get(&self.family)
+            && Arc::ptr_eq(n, &self.notify)
+        {
+            windows.insert(self.family.clone(), Pace::Unlimited);
+        }
+        drop(windows);
+        self.notify.notify_waiters();
     }
 }
 
@@ -126,7 +166,7 @@ pub(crate) struct Transport {
     retry: RetryPolicy,
     bucket: Option<Mutex<TokenBucket>>,
     /// What the server's rate-limit headers said, per route family.
-    windows: Mutex<HashMap<String, RateWindow>>,
+    windows: Mutex<HashMap<String, Pace>>,
     breaker: Mutex<CircuitBreaker>,
     rng: Mutex<StdRng>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -306,30 +346,17 @@ impl Transport {
     /// Refuses at once while the circuit is open, then waits for the budget. The breaker is asked
     /// once per attempt: a second `allow` after a budget wait would refuse the very trial the
     /// first one admitted.
-    async fn admit(&self, family: &str) -> Result<(), ClientError> {
+    async fn admit(&self, family: &str) -> Result<Option<ProbeGuard<'_>>, ClientError> {
         if let Err(retry_in) = lock(&self.breaker).allow(self.clock.now()) {
             return Err(ClientError::CircuitOpen { retry_in });
         }
         // The server's own budget first: when the window it announced is used up, wait for
         // its reset instead of collecting a 429.
-        let server_wait =
-            lock(&self.windows).get_mut(family).and_then(|w| w.take(self.clock.now()));
-        if let Some(wait) = server_wait {
-            if wait > self.retry.max_retry_after {
-                return Err(ClientError::RateLimited { retry_after: Some(wait) });
-            }
-            tracing::debug!(
-                wait_ms = wait.as_millis() as u64,
-                family,
-                "server rate limit window used up, waiting for its reset"
-            );
-            metrics::histogram!(METRIC_RATE_LIMIT_WAIT).record(wait.as_secs_f64());
-            self.sleeper.sleep(wait).await;
-        }
-        let Some(bucket) = &self.bucket else { return Ok(()) };
+        let probe = self.pace(family).await?;
+        let Some(bucket) = &self.bucket else { return Ok(probe) };
         loop {
             let wait = match lock(bucket).try_take(self.clock.now()) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(probe),
                 Err(wait) => wait,
             };
             if wait > self.retry.max_retry_after {
@@ -341,6 +368,78 @@ impl Transport {
         }
     }
 
+    /// Waits until the server's window for `family` admits one more request; the first
+    /// request of a family goes at once as its probe (returned), while others wait for it.
+    async fn pace(&self, family: &str) -> Result<Option<ProbeGuard<'_>>, ClientError> {
+        enum Next {
+            Go,
+            Probe(Arc<tokio::sync::Notify>),
+            AwaitProbe(Arc<tokio::sync::Notify>),
+            Wait(Duration),
+        }
+        loop {
+            let next = {
+                let mut windows = lock(&self.windows);
+                match windows.get_mut(family) {
+                    None => {
+                        let notify = Arc::new(tokio::sync::Notify::new());
+                        windows.insert(family.to_owned(), Pace::Probing(notify.clone()));
+                        Next::Probe(notify)
+                    }
+                    Some(Pace::Unlimited) => Next::Go,
+                    Some(Pace::Probing(notify)) => Next::AwaitProbe(notify.clone()),
+                    Some(Pace::Window(window)) if window.is_over(self.clock.now()) => {
+                        let notify = Arc::new(tokio::sync::Notify::new());
+                        windows.insert(family.to_owned(), Pace::Probing(notify.clone()));
+                        Next::Probe(notify)
+                    }
+                    Some(Pace::Window(window)) => match window.take(self.clock.now()) {
+                        None => Next::Go,
+                        Some(wait) => Next::Wait(wait),
+                    },
+                }
+            };
+            match next {
+                Next::Go => return Ok(None),
+                Next::Probe(notify) => {
+                    return Ok(Some(ProbeGuard {
+                        transport: self,
+                        family: family.to_owned(),
+                        notify,
+                    }));
+                }
+                Next::Wait(wait) => self.wait_for_window(family, wait).await?,
+                Next::AwaitProbe(notify) => {
+                    let answered = notify.notified();
+                    tokio::pin!(answered);
+                    answered.as_mut().enable();
+                    // The probe may have ended between the unlock and `enable`.
+                    let probing = matches!(
+                        lock(&self.windows).get(family),
+                        Some(Pace::Probing(n)) if Arc::ptr_eq(n, &notify)
+                    );
+                    if probing {
+                        answered.await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn wait_for_window(&self, family: &str, wait: Duration) -> Result<(), ClientError> {
+        if wait > self.retry.max_retry_after {
+            return Err(ClientError::RateLimited { retry_after: Some(wait) });
+        }
+        tracing::debug!(
+            wait_ms = wait.as_millis() as u64,
+            family,
+            "server rate limit window used up, waiting for its reset"
+        );
+        metrics::histogram!(METRIC_RATE_LIMIT_WAIT).record(wait.as_secs_f64());
+        self.sleeper.sleep(wait).await;
+        Ok(())
+    }
+
     /// Sends a call, retrying where safe.
     pub(crate) async fn send(
         &self,
@@ -350,8 +449,9 @@ impl Transport {
         let route = call.route();
         let mut attempt: u32 = 0;
         loop {
-            self.admit(&call.family()).await.map_err(Failure::Error)?;
+            let probe = self.admit(&call.family()).await.map_err(Failure::Error)?;
             let outcome = self.attempt(call, bearer).await;
+            drop(probe);
             let (failure, retry) = match outcome {
                 Attempt::Done(reply) => {
                     lock(&self.breaker).on_success();
@@ -439,15 +539,25 @@ impl Transport {
         let number = |name: &str| {
             header(HeaderName::from_bytes(name.as_bytes()).ok()?)?.trim().parse::<u64>().ok()
         };
-        if let (Some(remaining), Some(reset)) =
-            (number("x-ratelimit-remaining"), number("x-ratelimit-reset"))
+        let now = self.clock.now();
+        let announced = match (number("x-ratelimit-remaining"), number("x-ratelimit-reset")) {
+            (Some(remaining), Some(reset)) => {
+                Some(RateWindow::announced(remaining, Duration::from_secs(reset), now))
+            }
+            _ => None,
+        };
         {
-            let now = self.clock.now();
-            let announced = RateWindow { remaining, reset_at: now + Duration::from_secs(reset) };
-            lock(&self.windows)
-                .entry(call.family())
-                .and_modify(|w| w.update(announced))
-                .or_insert(announced);
+            let mut windows = lock(&self.windows);
+            match (windows.get_mut(&call.family()), announced) {
+                (Some(Pace::Window(w)), Some(announced)) => w.update(announced, now),
+                (_, Some(announced)) => {
+                    windows.insert(call.family(), Pace::Window(announced));
+                }
+                // An answer without the headers: no server limit to pace by.
+                (_, None) => {
+                    windows.insert(call.family(), Pace::Unlimited);
+                }
+            }
         }
         let etag = header(ETAG);
         let body = match response.bytes().await {
@@ -568,22 +678,25 @@ mod tests {
     }
 
     #[test]
-    fn a_rate_window_lets_its_remaining_requests_go_then_waits_for_the_reset() {
-        let mut w = RateWindow { remaining: 2, reset_at: t(30) };
+    fn a_rate_window_lets_its_remaining_requests_go_then_every_caller_waits_for_the_reset() {
+        let mut w = RateWindow::announced(2, Duration::from_secs(30), t(0));
         assert_eq!(w.take(t(0)), None);
         assert_eq!(w.take(t(1)), None);
+        // Used up: every caller waits for the reset, not only the first.
         assert_eq!(w.take(t(10)), Some(Duration::from_secs(20)));
-        // Waited for: the window is over until the server describes the next one.
-        assert_eq!(w.take(t(10)), None);
-        w.update(RateWindow { remaining: 59, reset_at: t(70) });
-        assert_eq!(w.remaining, 59);
+        assert_eq!(w.take(t(10)), Some(Duration::from_secs(20)));
+        // Past the reset the window is over (the transport then sends one probe).
+        assert!(!w.is_over(t(29)) && w.is_over(t(30)));
+        w.update(RateWindow::announced(59, Duration::from_secs(30), t(31)), t(31));
+        assert_eq!((w.remaining, w.reset_at), (59, t(61)));
         // Out-of-order answers within one window: the lower count wins.
-        w.update(RateWindow { remaining: 40, reset_at: t(70) });
-        w.update(RateWindow { remaining: 45, reset_at: t(70) });
+        w.update(RateWindow::announced(40, Duration::from_secs(29), t(32)), t(32));
+        w.update(RateWindow::announced(45, Duration::from_secs(29), t(32)), t(32));
         assert_eq!(w.remaining, 40);
-        // A window whose reset has passed paces nothing.
-        let mut old = RateWindow { remaining: 0, reset_at: t(5) };
-        assert_eq!(old.take(t(6)), None);
+        // A late answer about a window already over changes nothing.
+        let before = w;
+        w.update(RateWindow::announced(0, Duration::ZERO, t(33)), t(33));
+        assert_eq!(w, before);
     }
 
     #[test]

@@ -92,12 +92,12 @@ proptest! {
         flip in any::<usize>(),
     ) {
         let key = SealKey::new([3u8; 32]);
-        let _ = ikit_client::open(&key, b"aad", &sealed);
+        let _ = ikit_client::internals::open(&key, b"aad", &sealed);
         let mut rng = rand::rngs::StdRng::seed_from_u64(flip as u64);
-        let mut good = ikit_client::seal(&key, b"aad", &plaintext, &mut rng);
-        prop_assert_eq!(&ikit_client::open(&key, b"aad", &good).expect("opens")[..], &plaintext[..]);
+        let mut good = ikit_client::internals::seal(&key, b"aad", &plaintext, &mut rng);
+        prop_assert_eq!(&ikit_client::internals::open(&key, b"aad", &good).expect("opens")[..], &plaintext[..]);
         let at = flip % good.len();
         good[at] ^= 0x01;
-        prop_assert!(ikit_client::open(&key, b"aad", &good).is_err(), "a flipped byte is refused");
+        prop_assert!(ikit_client::internals::open(&key, b"aad", &good).is_err(), "a flipped byte is refused");
     }
 }

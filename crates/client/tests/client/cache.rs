@@ -930,3 +930,121 @@ async fn a_silent_pubsub_connection_is_found_by_ping_and_replaced() {
     }
     listener.shutdown().await;
 }
+
+/// The three routes a cold read may use, counted together.
+fn reads_and_logins(h: &Harness) -> u64 {
+    h.count("POST", "/api/v1/auth/universal-auth/login")
+        + h.count("GET", "/api/v4/secrets")
+        + h.count("GET", "/api/v3/secrets/raw")
+}
+
+#[tokio::test]
+async fn a_304_leaves_the_snapshot_alone_and_an_outage_decodes_it_once() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = CacheConfig::new(TTL, MAX_STALE).with_snapshot(dir.path(), key());
+    let client = ikit_client::Client::new(
+        h.config(ua())
+            .with_breaker(ikit_client::BreakerConfig {
+                failure_threshold: 2,
+                open_for: Duration::from_secs(6 * 3600),
+            })
+            .with_retry(ikit_client::RetryPolicy {
+                max_attempts: 1,
+                base_delay: Duration::from_millis(100),
+                max_delay: Duration::from_secs(1),
+                max_retry_after: Duration::from_secs(1),
+            }),
+    )
+    .unwrap();
+    let cache = CachedClient::new(client.clone(), config.clone()).unwrap();
+    cache.get(&db_url()).await.unwrap();
+    let files = snapshot_files(dir.path());
+    assert_eq!(files.len(), 1);
+    // Sealing draws a fresh nonce, so any rewrite changes the bytes.
+    let written = std::fs::read(&files[0]).unwrap();
+
+    // Past the TTL and the revalidate window the read waits for a revalidation: a 304.
+    h.advance(TTL * 3);
+    let revalidated = cache.get(&db_url()).await.unwrap();
+    assert_eq!((revalidated.source, revalidated.age), (Source::Network, Duration::ZERO));
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 2);
+    assert_eq!(std::fs::read(&files[0]).unwrap(), written, "an unchanged listing is not rewritten");
+    // Once its timestamp is a quarter of max_stale behind, a 304 does refresh it.
+    h.advance(MAX_STALE / 4);
+    cache.get(&db_url()).await.unwrap();
+    let refreshed = std::fs::read(&files[0]).unwrap();
+    assert_ne!(refreshed, written);
+    let refreshed_at = ikit_client::Clock::now_ms(&*h.clock);
+
+    // The outage: the circuit opens, and a new process (fresh L1) reads many times.
+    h.emulator.faults().add(Fault::status("/api/v4/secrets", 503));
+    for _ in 0..2 {
+        client.fetch_folder(&app()).await.unwrap_err();
+    }
+    assert!(client.circuit_open());
+    let offline = CachedClient::new(client, config).unwrap();
+    for n in 0..50u64 {
+        let served = offline.get(&db_url()).await.unwrap();
+        assert_eq!(served.source, Source::Snapshot);
+        assert_eq!(served.value.value.expose(), DB_VALUE);
+        let now = ikit_client::Clock::now_ms(&*h.clock);
+        let age = Duration::from_millis((now - refreshed_at).unsigned_abs());
+        assert_eq!(served.age, age, "read {n}");
+        h.advance(Duration::from_secs(10));
+        if n == 0 {
+            // Whatever happens to the file now, the decoded copy serves the outage.
+            std::fs::remove_file(&files[0]).unwrap();
+        }
+    }
+    assert_eq!(offline.snapshot_file_reads(), 1, "one decode for fifty offline reads");
+}
+
+#[tokio::test]
+async fn the_api_generation_is_remembered_beside_the_snapshot() {
+    let h = Harness::start(ApiVersion::V2024).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = CacheConfig::new(TTL, MAX_STALE).with_snapshot(dir.path(), key());
+    let cold = cached(&h, config.clone());
+    assert_eq!(cold.get(&db_url()).await.unwrap().value.value.expose(), DB_VALUE);
+    assert_eq!(reads_and_logins(&h), 3, "login, the v4 probe, the v3 listing");
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 1);
+
+    // The next process, same snapshot directory: it knows the generation before asking.
+    let warm = cached(&h, config);
+    assert_eq!(warm.client().api_version(), ikit_client::ApiVersion::V3);
+    assert_eq!(warm.get(&db_url()).await.unwrap().value.value.expose(), DB_VALUE);
+    assert_eq!(reads_and_logins(&h) - 3, 2, "a warm start: login and the listing");
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 1, "never probed v4 again");
+}
+
+#[tokio::test]
+async fn a_write_through_the_cache_is_seen_by_the_next_read() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    let handle = cache.handle(&db_url()).await.unwrap();
+    assert_eq!(cache.get(&db_url()).await.unwrap().source, Source::Cache);
+    let scope = ikit_client::Scope::new(PROJECT, "dev", "/app");
+
+    let updated = ikit_client::SecretUpdate::value("DB_URL", "written-here");
+    cache.update_secret(&scope, &updated).await.unwrap();
+    assert!(handle.fresh().is_none(), "the write dropped the handle's listing");
+    let read = cache.get(&db_url()).await.unwrap();
+    assert_eq!((read.source, read.value.value.expose()), (Source::Network, "written-here"));
+    assert_eq!(handle.fresh().unwrap().value.value.expose(), "written-here");
+
+    let added = [ikit_client::NewSecret::new("ADDED", "a1")];
+    cache.batch_upsert_with(&scope, &added, &mut |_| {}).await.unwrap();
+    let added_ref = SecretRef::parse(PROJECT, "dev", "/app/ADDED").unwrap();
+    assert_eq!(cache.get(&added_ref).await.unwrap().value.value.expose(), "a1");
+
+    cache.delete_secret(&scope, "ADDED", ikit_client::SecretType::Shared).await.unwrap();
+    assert!(matches!(cache.get(&added_ref).await, Err(ClientError::NotFound { .. })));
+
+    // A conditional update through the cache refuses a moved version and drops nothing wrong.
+    let stale_version = read.value.version - 1;
+    let err = cache.update_secret_if_version(&scope, &updated, stale_version).await.unwrap_err();
+    assert!(matches!(err, ClientError::VersionConflict { .. }), "{err:?}");
+    assert_eq!(cache.get(&db_url()).await.unwrap().value.value.expose(), "written-here");
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 5, "one listing after each write, none per hit");
+}

@@ -30,19 +30,30 @@ async fn thirty_days_with_ttl_10_min_and_max_ttl_1_h_never_fail() {
     // to a login only when the server rejected its renewal.
     let mut rejected_renewals = Vec::new();
     let mut i = 0;
+    // Time since the token was last issued. Only calls near the renewal window (8 minutes in)
+    // can change anything, so earlier ones are skipped while the clocks still move: the run
+    // sends about one call per token instead of five, and stays on the injected clocks.
+    let mut token_age = Duration::MAX;
+    let quiet = Duration::from_secs(8 * 60 - 30);
     while elapsed < total {
-        let (logins_before, renewals_before) = (h.count("POST", LOGIN), h.count("POST", RENEW));
-        if let Err(e) = client.fetch_folder(&query()).await {
-            failures.push((elapsed.as_secs(), e.to_string()));
+        if token_age >= quiet {
+            let (logins_before, renewals_before) = (h.count("POST", LOGIN), h.count("POST", RENEW));
+            if let Err(e) = client.fetch_folder(&query()).await {
+                failures.push((elapsed.as_secs(), e.to_string()));
+            }
+            let (logins_now, renewals_now) = (h.count("POST", LOGIN), h.count("POST", RENEW));
+            if (renewals_now > renewals_before && logins_now > logins_before)
+                || renewals_now > renewals_before + 1
+            {
+                rejected_renewals.push(elapsed.as_secs());
+            }
+            if logins_now > logins_before || renewals_now > renewals_before {
+                token_age = Duration::ZERO;
+            }
+            requests += 1;
         }
-        let (logins_now, renewals_now) = (h.count("POST", LOGIN), h.count("POST", RENEW));
-        if (renewals_now > renewals_before && logins_now > logins_before)
-            || renewals_now > renewals_before + 1
-        {
-            rejected_renewals.push(elapsed.as_secs());
-        }
-        requests += 1;
         let gap = gaps[i % gaps.len()];
+        token_age = token_age.saturating_add(gap);
         i += 1;
         h.advance(gap);
         elapsed += gap;

@@ -404,7 +404,11 @@ pub(crate) async fn list(
             })
             .collect()
     });
-    let snapshot = (view && expand_refs).then(|| store.snapshot(&place.project_id));
+    let snapshot = (view && expand_refs).then(|| {
+        let imported = imports.iter().flatten().flat_map(|(_, items)| items.iter());
+        let shown = secrets.iter().chain(imported).map(|s| s.value.as_str());
+        store.snapshot_for(&place.project_id, shown)
+    });
     drop(store);
     let shown = |s: &Secret| shown_value(snapshot.as_ref(), s, view);
     let rendered: Vec<Value> = secrets
@@ -566,7 +570,8 @@ pub(crate) async fn get_one(
             }
         }
     };
-    let snapshot = (view && expand_refs).then(|| store.snapshot(&place.project_id));
+    let snapshot = (view && expand_refs)
+        .then(|| store.snapshot_for(&place.project_id, std::iter::once(secret.value.as_str())));
     drop(store);
     let value = shown_value(snapshot.as_ref(), &secret, view);
     Ok(Json(json!({"secret": secret_json(app.api_version, &secret, value.as_deref(), true, true)}))
