@@ -290,6 +290,18 @@ fn sections() -> Vec<(&'static str, Vec<Var>)> {
                     "how long a claimed change is held before another replica may redo it",
                 ),
                 var(
+                    "IKIT_WEBHOOK_HEARTBEAT",
+                    "webhook",
+                    secs(webhook::DEFAULT_HEARTBEAT),
+                    "interval of the event stream's heartbeat comments",
+                ),
+                var(
+                    "IKIT_WEBHOOK_SHUTDOWN_GRACE",
+                    "webhook",
+                    secs(webhook::DEFAULT_SHUTDOWN_GRACE),
+                    "at shutdown, how long a worker may finish the folder in hand before its lease is released",
+                ),
+                var(
                     "IKIT_WEBHOOK_COALESCE",
                     "webhook",
                     secs(webhook::DEFAULT_COALESCE),

@@ -481,13 +481,15 @@ mod tests {
 /// thread-local subscriber would miss events of tasks on other worker threads and, with tests
 /// running in parallel, events whose callsite interest another thread cached first; a capture
 /// may also see events of tests running beside it, which only makes a "no value leaked"
-/// assertion stricter.
+/// assertion stricter. A test that counts events uses [`LogCapture::start_on_this_thread`].
 #[derive(Clone)]
 pub struct LogCapture(std::sync::Arc<CaptureSink>);
 
 /// One capture's buffer and the targets it takes.
 pub struct CaptureSink {
     filter: tracing_subscriber::filter::Targets,
+    /// Only events emitted on this thread, when set.
+    thread: Option<std::thread::ThreadId>,
     buffer: std::sync::Mutex<Vec<u8>>,
 }
 
@@ -512,6 +514,17 @@ impl LogCapture {
     /// Captures every event matching `filter` (target directives such as `trace` or
     /// `ikit_client=trace,reqwest=trace`) until the returned guard is dropped.
     pub fn start(filter: &str) -> (Self, LogCaptureGuard) {
+        Self::start_with(filter, None)
+    }
+
+    /// Like [`LogCapture::start`], but takes only events emitted on the calling thread: for a
+    /// `#[tokio::test]` on its current-thread runtime, that is the test's own events and none
+    /// of the tests running beside it, so the test can count them.
+    pub fn start_on_this_thread(filter: &str) -> (Self, LogCaptureGuard) {
+        Self::start_with(filter, Some(std::thread::current().id()))
+    }
+
+    fn start_with(filter: &str, thread: Option<std::thread::ThreadId>) -> (Self, LogCaptureGuard) {
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::{Layer, filter::filter_fn};
         static INSTALL: std::sync::Once = std::sync::Once::new();
@@ -530,6 +543,7 @@ impl LogCapture {
                 tracing_subscriber::filter::Targets::new()
                     .with_default(tracing::level_filters::LevelFilter::TRACE)
             }),
+            thread,
             buffer: std::sync::Mutex::new(Vec::new()),
         });
         let mut live = CAPTURES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -579,9 +593,11 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for FanOut {
 
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
         let live = CAPTURES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let here = std::thread::current().id();
         EventWriter(
             live.iter()
                 .filter_map(std::sync::Weak::upgrade)
+                .filter(|sink| sink.thread.is_none_or(|thread| thread == here))
                 .filter(|sink| sink.filter.would_enable(meta.target(), meta.level()))
                 .collect(),
         )

@@ -520,7 +520,8 @@ pub(crate) fn host_port(url: &str) -> String {
 
 #[tokio::test]
 async fn redis_going_away_degrades_to_l1_and_recovers() {
-    let (logs, _guard) = LogCapture::start("ikit_client=debug");
+    // Counted below: only this test's own events (other tests log the same warnings).
+    let (logs, _guard) = LogCapture::start_on_this_thread("ikit_client=debug");
     let h = Harness::start(ApiVersion::V2026).await;
     let redis = TestRedis::new().await;
     let proxy = Proxy::start(host_port(redis.url())).await;
