@@ -14,6 +14,44 @@ use crate::{CliError, Context, session};
 /// Secrets by key, sorted. No `Debug`: it holds values.
 pub type SecretMap = BTreeMap<String, SecretValue>;
 
+/// The reading flags `run` and `export` share (flattened into both commands' arguments).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// Include the secrets of sub-folders.
+    #[arg(long)]
+    pub recursive: bool,
+    /// Include imported secrets.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub include_imports: bool,
+    /// Expand secret references (`${KEY}`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub expand: bool,
+    /// Only secrets with these tag slugs (comma-separated).
+    #[arg(long, short = 't', value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// How old the offline snapshot may be when Infisical is unreachable (e.g. 24h).
+    #[arg(long, default_value = "7d", value_parser = ikit_common::config::parse_duration)]
+    pub max_stale: Duration,
+    /// A .env file to use when Infisical is unreachable and no snapshot serves.
+    #[arg(long, value_name = "FILE")]
+    pub fallback_env: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    /// What to read: these folders, in order, with these flags.
+    pub fn fetch_options(&self, paths: Vec<String>) -> FetchOptions {
+        FetchOptions {
+            paths,
+            recursive: self.recursive,
+            include_imports: self.include_imports,
+            expand: self.expand,
+            tags: self.tags.clone(),
+            max_stale: self.max_stale,
+            fallback_env: self.fallback_env.clone(),
+        }
+    }
+}
+
 /// Which listings to read and what to do when Infisical cannot answer.
 #[derive(Debug, Clone)]
 pub struct FetchOptions {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use zeroize::Zeroizing;
 
-use crate::fetch::{self, FetchOptions};
+use crate::fetch::{self, SourceArgs};
 use crate::{CliError, Context, format};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -50,20 +50,8 @@ pub struct ExportArgs {
     /// Render this template instead of a format: `{{ .KEY }}` becomes the value of KEY.
     #[arg(long, value_name = "FILE")]
     pub template: Option<PathBuf>,
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub include_imports: bool,
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub expand: bool,
-    #[arg(long)]
-    pub recursive: bool,
-    #[arg(long, short = 't', value_delimiter = ',')]
-    pub tags: Vec<String>,
-    /// How old the offline snapshot may be when Infisical is unreachable.
-    #[arg(long, default_value = "7d", value_parser = ikit_common::config::parse_duration)]
-    pub max_stale: std::time::Duration,
-    /// A .env file to use when Infisical is unreachable and no snapshot serves.
-    #[arg(long, value_name = "FILE")]
-    pub fallback_env: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 pub async fn run(ctx: &Context, args: ExportArgs) -> Result<ExitCode, CliError> {
@@ -71,15 +59,7 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> Result<ExitCode, CliError> 
         Some(path) => Some(std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?),
         None => None,
     };
-    let opts = FetchOptions {
-        paths: args.path.iter().cloned().collect(),
-        recursive: args.recursive,
-        include_imports: args.include_imports,
-        expand: args.expand,
-        tags: args.tags.clone(),
-        max_stale: args.max_stale,
-        fallback_env: args.fallback_env.clone(),
-    };
+    let opts = args.source.fetch_options(args.path.iter().cloned().collect());
     let ctx = &*ctx.with_token_project().await?;
     let fetched = fetch::fetch(ctx, &opts).await?;
     fetch::announce(&fetched.origin);

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use sha2::Sha256;
 use tokio::signal::unix::SignalKind;
 use zeroize::Zeroizing;
 
-use crate::fetch::{self, FetchOptions, SecretMap, merge};
+use crate::fetch::{self, FetchOptions, SecretMap, SourceArgs, merge};
 use crate::{CliError, Context};
 
 #[derive(Debug, clap::Args)]
@@ -23,18 +22,8 @@ pub struct RunArgs {
     /// Folder to read; repeatable, a later path wins for a key in both.
     #[arg(long = "path", value_name = "PATH")]
     pub paths: Vec<String>,
-    /// Include the secrets of sub-folders.
-    #[arg(long)]
-    pub recursive: bool,
-    /// Include imported secrets.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub include_imports: bool,
-    /// Expand secret references (`${KEY}`).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub expand: bool,
-    /// Only secrets with these tag slugs (comma-separated).
-    #[arg(long, short = 't', value_delimiter = ',')]
-    pub tags: Vec<String>,
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Restart the child when its secrets change.
     #[arg(long)]
     pub watch: bool,
@@ -48,12 +37,6 @@ pub struct RunArgs {
     /// Run this through `$SHELL -c` (else `sh -c`) instead of the arguments after `--`.
     #[arg(long, short = 'c')]
     pub command: Option<String>,
-    /// How old the offline snapshot may be when Infisical is unreachable (e.g. 24h).
-    #[arg(long, default_value = "7d", value_parser = ikit_common::config::parse_duration)]
-    pub max_stale: Duration,
-    /// A .env file to use when Infisical is unreachable and no snapshot serves.
-    #[arg(long, value_name = "FILE")]
-    pub fallback_env: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -218,15 +201,7 @@ impl Running {
 
 pub async fn run(ctx: &Context, args: RunArgs) -> Result<ExitCode, CliError> {
     let argv = command_line(&args, &ctx.env)?;
-    let opts = FetchOptions {
-        paths: args.paths.clone(),
-        recursive: args.recursive,
-        include_imports: args.include_imports,
-        expand: args.expand,
-        tags: args.tags.clone(),
-        max_stale: args.max_stale,
-        fallback_env: args.fallback_env.clone(),
-    };
+    let opts = args.source.fetch_options(args.paths.clone());
     let ctx = &*ctx.with_token_project().await?;
     let fetched = fetch::fetch(ctx, &opts).await?;
     fetch::announce(&fetched.origin);
@@ -457,16 +432,18 @@ mod tests {
     fn args(command: Option<&str>, rest: &[&str]) -> RunArgs {
         RunArgs {
             paths: Vec::new(),
-            recursive: false,
-            include_imports: true,
-            expand: true,
-            tags: Vec::new(),
+            source: SourceArgs {
+                recursive: false,
+                include_imports: true,
+                expand: true,
+                tags: Vec::new(),
+                max_stale: Duration::from_secs(60),
+                fallback_env: None,
+            },
             watch: false,
             watch_interval: Duration::from_secs(10),
             restart_grace: Duration::from_secs(10),
             command: command.map(str::to_owned),
-            max_stale: Duration::from_secs(60),
-            fallback_env: None,
             args: rest.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
