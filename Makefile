@@ -32,6 +32,7 @@ lint: ## clippy over every target with warnings as errors
 
 bench: ## issue 17's table (P1-P8): each figure beside its same-run baseline, ratio, goal, met?
 	$(CARGO) bench --locked -p ikit-suites --bench table $(BENCH_ROWS)
+	$(MAKE) --no-print-directory bench-cli
 
 bench-criterion: ## run the crates' criterion benches and print their figures
 	$(CARGO) bench --workspace --exclude ikit-suites --bench '*' -- --warm-up-time 1 --measurement-time 3

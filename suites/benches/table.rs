@@ -861,7 +861,7 @@ fn main() {
         table.add(
             "P6",
             "`ikit run -- true`, warm and cold",
-            "not built yet",
+            "below: `make bench-cli` (the debug `ikit` binary, its own baselines)",
             "`true` alone",
             None,
             "warm <= 20 ms; cold <= 1.05x",
