@@ -118,4 +118,20 @@ pub mod internals {
     pub use crate::sigv4::{STS_BODY, aws_login_body, sign_get_caller_identity};
     pub use crate::token::{RENEW_AT, TokenAction, TokenTimes};
     pub use crate::wire::{decode_list, decode_many, decode_one};
+
+    /// The offline snapshot's entry codec (the plaintext inside the seal), for the fuzz suite.
+    pub fn encode_snapshot_entry(
+        saved_at_ms: i64,
+        etag: Option<&str>,
+        folder: &crate::FolderSecrets,
+    ) -> zeroize::Zeroizing<Vec<u8>> {
+        crate::snapshot::encode_entry(saved_at_ms, etag, folder)
+    }
+
+    /// Decodes a snapshot entry to (saved at, ETag, listing); malformed bytes are an error.
+    pub fn decode_snapshot_entry(
+        bytes: &[u8],
+    ) -> Result<(i64, Option<String>, crate::FolderSecrets), String> {
+        crate::snapshot::decode_entry(bytes).map(|e| (e.saved_at_ms, e.etag, e.folder))
+    }
 }

@@ -1,8 +1,8 @@
 //! R7: property tests over every parser of untrusted bytes. In CI they run at proptest's default
 //! case count; `make fuzz` runs them with `PROPTEST_CASES` in the hundreds of thousands. The
 //! property is always "an answer, never a panic", plus the round trip where there is one.
-//! (`.infisical.json` is not parsed on this branch yet; the snapshot file's codec is private to
-//! ikit-client and is reached here through its public reader, `seal::open`, which guards it.)
+//! The snapshot file is a sealed entry: the seal is fuzzed on its own, and so is the entry codec
+//! inside it (`ikit_client::internals::decode_snapshot_entry`).
 
 use std::time::Duration;
 
@@ -99,5 +99,45 @@ proptest! {
         let at = flip % good.len();
         good[at] ^= 0x01;
         prop_assert!(ikit_client::internals::open(&key, b"aad", &good).is_err(), "a flipped byte is refused");
+    }
+
+    #[test]
+    fn r7_snapshot_entry_never_panics_and_round_trips(
+        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        saved_at_ms in any::<i64>(),
+        etag in proptest::option::of("[ -~]{0,40}"),
+    ) {
+        let _ = ikit_client::internals::decode_snapshot_entry(&bytes);
+        let listing = ikit_client::FolderSecrets::default();
+        let encoded = ikit_client::internals::encode_snapshot_entry(saved_at_ms, etag.as_deref(), &listing);
+        let (saved, stored_etag, folder) =
+            ikit_client::internals::decode_snapshot_entry(&encoded).expect("decodes");
+        prop_assert_eq!(saved, saved_at_ms);
+        prop_assert_eq!(stored_etag, etag.filter(|e| !e.is_empty()));
+        prop_assert!(folder.secrets.is_empty() && folder.imports.is_empty());
+        // Every strict prefix of a valid entry is refused or decodes, never panics.
+        for cut in 0..encoded.len() {
+            let _ = ikit_client::internals::decode_snapshot_entry(&encoded[..cut]);
+        }
+    }
+
+    #[test]
+    fn r7_project_file_never_panics_and_round_trips(
+        text in prop_oneof![
+            "[ -~]{0,128}",
+            "\\{(\"(workspaceId|defaultEnvironment|defaultSecretPath|domain|gitBranchToEnvironmentMapping)\":(null|\"[a-z0-9/]{0,8}\"|\\{\"[a-z]{0,4}\":\"[a-z]{0,4}\"\\}|[0-9]{1,3}),?){0,5}\\}",
+        ],
+        workspace in proptest::option::of("[a-z0-9\\-]{1,16}"),
+        environment in proptest::option::of("[a-z]{1,8}"),
+    ) {
+        let path = std::path::Path::new(".infisical.json");
+        let _ = ikit::context::ProjectConfig::parse(path, &text);
+        let config = ikit::context::ProjectConfig {
+            workspace_id: workspace,
+            default_environment: environment,
+            ..Default::default()
+        };
+        let written = serde_json::to_string(&config).expect("serialises");
+        prop_assert_eq!(ikit::context::ProjectConfig::parse(path, &written).expect("parses"), config);
     }
 }
