@@ -14,9 +14,9 @@ use crate::{CliError, Context, session};
 /// Secrets by key, sorted. No `Debug`: it holds values.
 pub type SecretMap = BTreeMap<String, SecretValue>;
 
-/// The reading flags `run` and `export` share (flattened into both commands' arguments).
+/// How a folder is listed: the flags `run`, `export` and `secrets` share.
 #[derive(Debug, Clone, clap::Args)]
-pub struct SourceArgs {
+pub struct ListingArgs {
     /// Include the secrets of sub-folders.
     #[arg(long)]
     pub recursive: bool,
@@ -29,6 +29,24 @@ pub struct SourceArgs {
     /// Only secrets with these tag slugs (comma-separated).
     #[arg(long, short = 't', value_delimiter = ',')]
     pub tags: Vec<String>,
+}
+
+impl ListingArgs {
+    /// `query` listed as these flags say.
+    pub fn shape(&self, mut query: FolderQuery) -> FolderQuery {
+        query.recursive = self.recursive;
+        query.include_imports = self.include_imports;
+        query.expand_references = self.expand;
+        query.tag_slugs.clone_from(&self.tags);
+        query
+    }
+}
+
+/// The reading flags `run` and `export` share (flattened into both commands' arguments).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    #[command(flatten)]
+    pub listing: ListingArgs,
     /// How old the offline snapshot may be when Infisical is unreachable (e.g. 24h).
     #[arg(long, default_value = "7d", value_parser = ikit_common::config::parse_duration)]
     pub max_stale: Duration,
@@ -42,10 +60,7 @@ impl SourceArgs {
     pub fn fetch_options(&self, paths: Vec<String>) -> FetchOptions {
         FetchOptions {
             paths,
-            recursive: self.recursive,
-            include_imports: self.include_imports,
-            expand: self.expand,
-            tags: self.tags.clone(),
+            listing: self.listing.clone(),
             max_stale: self.max_stale,
             fallback_env: self.fallback_env.clone(),
         }
@@ -57,10 +72,7 @@ impl SourceArgs {
 pub struct FetchOptions {
     /// Folders in order (a later one wins); empty: the context's default secret path.
     pub paths: Vec<String>,
-    pub recursive: bool,
-    pub include_imports: bool,
-    pub expand: bool,
-    pub tags: Vec<String>,
+    pub listing: ListingArgs,
     pub max_stale: Duration,
     pub fallback_env: Option<PathBuf>,
 }
@@ -88,18 +100,7 @@ impl FetchOptions {
         } else {
             self.paths.iter().map(|p| Some(p.as_str())).collect()
         };
-        paths
-            .into_iter()
-            .map(|path| {
-                let mut q = ctx
-                    .folder_query(path)?
-                    .recursive(self.recursive)
-                    .include_imports(self.include_imports);
-                q.expand_references = self.expand;
-                q.tag_slugs.clone_from(&self.tags);
-                Ok(q)
-            })
-            .collect()
+        paths.into_iter().map(|path| Ok(self.listing.shape(ctx.folder_query(path)?))).collect()
     }
 }
 

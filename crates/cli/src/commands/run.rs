@@ -427,16 +427,19 @@ fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fetch::ListingArgs;
     use ikit_common::SecretValue;
 
     fn args(command: Option<&str>, rest: &[&str]) -> RunArgs {
         RunArgs {
             paths: Vec::new(),
             source: SourceArgs {
-                recursive: false,
-                include_imports: true,
-                expand: true,
-                tags: Vec::new(),
+                listing: ListingArgs {
+                    recursive: false,
+                    include_imports: true,
+                    expand: true,
+                    tags: Vec::new(),
+                },
                 max_stale: Duration::from_secs(60),
                 fallback_env: None,
             },

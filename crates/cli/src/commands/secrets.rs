@@ -14,6 +14,7 @@ use ikit_client::{
 };
 use ikit_common::SecretValue;
 
+use crate::fetch::ListingArgs;
 use crate::render::{self, ListFormat, Listed};
 use crate::{CliError, Context};
 use crate::{assign, reauth};
@@ -61,17 +62,8 @@ pub struct FolderArgs {
     /// The folder (default: `defaultSecretPath` of .infisical.json, else /).
     #[arg(long)]
     pub path: Option<String>,
-    /// Include the secrets of subfolders.
-    #[arg(long)]
-    pub recursive: bool,
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub include_imports: bool,
-    /// Expand `${...}` references.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub expand: bool,
-    /// Only secrets with these tag slugs (comma-separated).
-    #[arg(long, short = 't', value_delimiter = ',')]
-    pub tags: Vec<String>,
+    #[command(flatten)]
+    pub listing: ListingArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -189,12 +181,7 @@ pub async fn run(ctx: &Context, args: SecretsArgs) -> Result<ExitCode, CliError>
 }
 
 fn query(ctx: &Context, folder: &FolderArgs) -> Result<FolderQuery, CliError> {
-    let mut q = ctx.folder_query(folder.path.as_deref())?;
-    q.recursive = folder.recursive;
-    q.include_imports = folder.include_imports;
-    q.expand_references = folder.expand;
-    q.tag_slugs = folder.tags.clone();
-    Ok(q)
+    Ok(folder.listing.shape(ctx.folder_query(folder.path.as_deref())?))
 }
 
 /// The folder's secrets (imports merged below its own), sorted by key.
