@@ -286,8 +286,9 @@ struct Entry {
     folder: Arc<FolderSecrets>,
     etag: Option<String>,
     fetched_at_ms: i64,
-    /// When this process last wrote the listing to its snapshot (`None`: not by this process,
-    /// e.g. a copy from L2), so a 304 can leave an unchanged file alone.
+    /// When the listing's snapshot file was last written (by this process, or read from the
+    /// file itself; `None`: unknown, e.g. a copy from L2), so a 304 can leave an unchanged file
+    /// alone.
     snapshot_written_ms: Option<i64>,
     /// Every key the listing resolves to, own secrets first, then imports in `ImportOrder`.
     index: FastMap<Box<str>, Arc<Secret>>,
@@ -822,9 +823,33 @@ impl CachedClient {
             }
         }
         metrics::counter!(METRIC_CACHE_MISS, "path" => path.to_owned()).increment(1);
-        match self.refresh(q, slot, key, previous.as_deref(), epoch, generation).await {
+        // Nothing in memory to revalidate: the snapshot's listing can be, so a new process
+        // (a warm `ikit run`) is answered 304 instead of the whole listing when it has not
+        // changed. It is only the ETag's source: served when Infisical confirms it, never as a
+        // stale `cache` copy (the snapshot stays for `fallback`, when unreachable).
+        let from_snapshot = match &previous {
+            None => self.snapshot_to_revalidate(q, key).await,
+            Some(_) => None,
+        };
+        let revalidate = previous.as_deref().or(from_snapshot.as_deref());
+        match self.refresh(q, slot, key, revalidate, epoch, generation).await {
             Ok(e) => Ok(Served { value: e, source: Source::Network, age: Duration::ZERO }),
             Err(error) => self.fallback(q, key, previous, error).await,
+        }
+    }
+
+    /// The snapshot of a listing when it carries an ETag to revalidate with. Decoded once: it
+    /// is kept among the offline copies (dropped when Infisical answers, served by `fallback`
+    /// when it cannot be reached). A snapshot that cannot be read costs only the conditional
+    /// request: the listing is fetched whole, and the fetch rewrites the file.
+    async fn snapshot_to_revalidate(&self, q: &FolderQuery, key: &str) -> Option<Arc<Entry>> {
+        self.shared.snapshot.as_ref()?;
+        match self.offline_snapshot(q, key).await {
+            Ok(found) => found.filter(|e| e.etag.is_some()),
+            Err(e) => {
+                tracing::debug!(path = q.path, error = %e, "snapshot not usable for revalidation");
+                None
+            }
         }
     }
 
@@ -1085,7 +1110,11 @@ impl CachedClient {
             .map_err(|e| ClientError::Snapshot(format!("snapshot reader failed: {e}")))?
         };
         let Some(s) = read? else { return Ok(None) };
-        let e = Arc::new(self.new_entry(q, key, Arc::new(s.folder), s.etag, s.saved_at_ms));
+        let mut e = self.new_entry(q, key, Arc::new(s.folder), s.etag, s.saved_at_ms);
+        // The file holds this listing as of `saved_at_ms`: a 304 revalidating it leaves the
+        // file alone until that falls behind (`snapshot_outdated`).
+        e.snapshot_written_ms = Some(s.saved_at_ms);
+        let e = Arc::new(e);
         lock(&self.shared.offline).insert(key.to_owned(), e.clone());
         Ok(Some(e))
     }

@@ -193,8 +193,15 @@ impl RunningEmulator {
         self.app.request_count(method, route)
     }
 
+    /// Of [`request_count`](Self::request_count)'s requests, those answered 304 (an
+    /// `If-None-Match` that matched: no body sent).
+    pub fn not_modified_count(&self, method: &str, route: &str) -> u64 {
+        self.app.not_modified_count(method, route)
+    }
+
     pub fn reset_counters(&self) {
         self.app.counters.locked().clear();
+        self.app.not_modified.locked().clear();
     }
 
     /// Bodies received by `/api/v1/auth/<method>/login`, oldest first (`method` like

@@ -37,6 +37,8 @@ pub(crate) struct App {
     pub api_version: ApiVersion,
     pub admin_token: String,
     pub counters: Mutex<BTreeMap<(String, String), u64>>,
+    /// Of those requests, the ones answered 304 (no body sent), by the same key.
+    pub not_modified: Mutex<BTreeMap<(String, String), u64>>,
     pub logins: Mutex<HashMap<String, Vec<Value>>>,
     pub rate_limiter: Mutex<Option<Buckets>>,
     pub deliveries: Mutex<Vec<Delivery>>,
@@ -51,6 +53,11 @@ impl App {
     pub(crate) fn request_count(&self, method: &str, route: &str) -> u64 {
         let key = (method.to_ascii_uppercase(), route.to_owned());
         self.counters.locked().get(&key).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn not_modified_count(&self, method: &str, route: &str) -> u64 {
+        let key = (method.to_ascii_uppercase(), route.to_owned());
+        self.not_modified.locked().get(&key).copied().unwrap_or(0)
     }
 
     pub(crate) fn login_requests(&self, method: &str) -> Vec<Value> {
@@ -114,6 +121,7 @@ pub(crate) async fn start(config: EmulatorConfig) -> Result<RunningEmulator, Emu
         api_version: config.api_version,
         admin_token: config.admin_token,
         counters: Mutex::default(),
+        not_modified: Mutex::default(),
         logins: Mutex::default(),
         rate_limiter: Mutex::new(config.rate_limit_mode.then(Buckets::default)),
         deliveries: Mutex::default(),
@@ -262,6 +270,9 @@ async fn handle(app: Arc<App>, router: Router, conn: Conn, mut req: Request<Body
     };
     let wrote = !is_admin && method != "GET" && response.status().is_success();
     let mut response = finish(&app, response, &req_id, if_none_match).await;
+    if !is_admin && response.status() == StatusCode::NOT_MODIFIED {
+        *app.not_modified.locked().entry((method, path)).or_insert(0) += 1;
+    }
     if let Some(d) = limit_headers {
         add_limit_headers(response.headers_mut(), &d);
     }

@@ -1001,6 +1001,59 @@ async fn a_304_leaves_the_snapshot_alone_and_an_outage_decodes_it_once() {
     assert_eq!(offline.snapshot_file_reads(), 1, "one decode for fifty offline reads");
 }
 
+/// A new process (empty L1, no L2) revalidates its snapshot's listing with the snapshot's
+/// ETag, on either API generation: a 304 serves it as confirmed (network, age 0, in L1) with no
+/// body sent and no rewrite of the file; a change made since is fetched whole and rewrites it.
+#[tokio::test]
+async fn a_new_process_revalidates_its_snapshot_instead_of_downloading_the_listing() {
+    for (version, route) in
+        [(ApiVersion::V2026, "/api/v4/secrets"), (ApiVersion::V2024, "/api/v3/secrets/raw")]
+    {
+        let h = Harness::start(version).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = CacheConfig::new(TTL, MAX_STALE).with_snapshot(dir.path(), key());
+        let listings = || h.count("GET", route);
+        let not_modified = || h.emulator.not_modified_count("GET", route);
+
+        let first = cached(&h, config.clone());
+        assert_eq!(first.get(&db_url()).await.unwrap().source, Source::Network);
+        let files = snapshot_files(dir.path());
+        assert_eq!(files.len(), 1, "{route}");
+        // Sealing draws a fresh nonce, so any rewrite changes the bytes.
+        let written = std::fs::read(&files[0]).unwrap();
+        assert_eq!((listings(), not_modified()), (1, 0), "{route}: the first process downloads");
+
+        h.advance(Duration::from_secs(5));
+        let second = cached(&h, config.clone());
+        let served = second.get(&db_url()).await.unwrap();
+        assert_eq!((served.source, served.age), (Source::Network, Duration::ZERO), "{route}");
+        assert_eq!(served.value.value.expose(), DB_VALUE);
+        assert_eq!((listings(), not_modified()), (2, 1), "{route}: answered 304, no body");
+        assert_eq!(std::fs::read(&files[0]).unwrap(), written, "{route}: the file is left alone");
+        assert_eq!(second.snapshot_file_reads(), 1);
+        let again = second.get(&db_url()).await.unwrap();
+        assert_eq!(again.source, Source::Cache, "{route}: the confirmed listing is in L1");
+        assert_eq!(listings(), 2);
+
+        // Changed between processes: the ETag no longer matches, the listing comes whole.
+        let scope = ikit_client::Scope::new(PROJECT, "dev", "/app");
+        let update = ikit_client::SecretUpdate::value("DB_URL", "changed-between-runs");
+        h.client(ua()).update_secret(&scope, &update).await.unwrap();
+        let third = cached(&h, config.clone());
+        let served = third.get(&db_url()).await.unwrap();
+        assert_eq!(served.source, Source::Network);
+        assert_eq!(served.value.value.expose(), "changed-between-runs", "{route}");
+        assert_eq!((listings(), not_modified()), (3, 1), "{route}: a 200 this time");
+        assert_ne!(std::fs::read(&files[0]).unwrap(), written, "{route}: the file is replaced");
+
+        // And the replaced file carries the new ETag: the next process gets a 304 again.
+        let fourth = cached(&h, config);
+        let served = fourth.get(&db_url()).await.unwrap();
+        assert_eq!(served.value.value.expose(), "changed-between-runs");
+        assert_eq!((listings(), not_modified()), (4, 2), "{route}");
+    }
+}
+
 #[tokio::test]
 async fn the_api_generation_is_remembered_beside_the_snapshot() {
     let h = Harness::start(ApiVersion::V2024).await;

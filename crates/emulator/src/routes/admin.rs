@@ -63,7 +63,7 @@ pub(crate) fn router() -> Router<Arc<App>> {
 async fn counters(State(app): State<Arc<App>>, _: Admin, RawQuery(raw): RawQuery) -> Response {
     let q = Query::parse(raw.as_deref());
     if let (Some(method), Some(route)) = (q.get("method"), q.get("route")) {
-        return Json(json!({"method": method.to_ascii_uppercase(), "route": route, "count": app.request_count(method, route)}))
+        return Json(json!({"method": method.to_ascii_uppercase(), "route": route, "count": app.request_count(method, route), "notModified": app.not_modified_count(method, route)}))
             .into_response();
     }
     let counters = app.counters.locked();
@@ -74,6 +74,7 @@ async fn counters(State(app): State<Arc<App>>, _: Admin, RawQuery(raw): RawQuery
 
 async fn reset_counters(State(app): State<Arc<App>>, _: Admin) -> StatusCode {
     app.counters.locked().clear();
+    app.not_modified.locked().clear();
     StatusCode::NO_CONTENT
 }
 
