@@ -1,9 +1,15 @@
 //! Reading the secrets `run` and `export` inject: one or more folder listings (a later folder
 //! wins for a key in both), through the cache with the encrypted offline snapshot, else a
 //! `--fallback-env` file when Infisical is unreachable; the caller says where they came from.
+//! `secrets` and `secrets get` read their listing the same way ([`listings`]), without the file.
+//!
+//! A new process has nothing in memory, but the snapshot of an earlier one holds each listing
+//! with its ETag: the cache revalidates it (`If-None-Match`), so a warm start is answered 304
+//! and downloads no listing when nothing changed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ikit_client::{ClientError, FolderQuery, FolderSecrets, ImportOrder, Source};
@@ -42,13 +48,16 @@ impl ListingArgs {
     }
 }
 
+/// `--max-stale` when not given: a week-old copy still starts a service during an outage.
+pub const DEFAULT_MAX_STALE: &str = "7d";
+
 /// The reading flags `run` and `export` share (flattened into both commands' arguments).
 #[derive(Debug, Clone, clap::Args)]
 pub struct SourceArgs {
     #[command(flatten)]
     pub listing: ListingArgs,
     /// How old the offline snapshot may be when Infisical is unreachable (e.g. 24h).
-    #[arg(long, default_value = "7d", value_parser = ikit_common::config::parse_duration)]
+    #[arg(long, default_value = DEFAULT_MAX_STALE, value_parser = ikit_common::config::parse_duration)]
     pub max_stale: Duration,
     /// A .env file to use when Infisical is unreachable and no snapshot serves.
     #[arg(long, value_name = "FILE")]
@@ -134,29 +143,67 @@ fn unreachable(e: &ClientError) -> bool {
 /// Reads the secrets. A cached token the server refuses is dropped and the login done again once.
 pub async fn fetch(ctx: &Context, opts: &FetchOptions) -> Result<Fetched, CliError> {
     let queries = opts.queries(ctx)?;
-    let first = read_listings(ctx, opts, &queries, false).await?;
-    let result = match first {
-        Err(Failure { error: ClientError::Auth { .. }, cached_token: true }) => {
-            tracing::info!("cached token refused, logging in again");
-            session::forget_token(ctx)?;
-            read_listings(ctx, opts, &queries, true).await?
+    match read(ctx, &queries, opts.max_stale).await? {
+        Ok(read) => {
+            let secrets = merge(read.listings.iter().map(|l| l.as_ref()), read.order);
+            Ok(Fetched { secrets, origin: read.origin })
         }
-        other => other,
-    };
-    match result {
-        Ok(fetched) => Ok(fetched),
-        Err(Failure { error, .. }) if unreachable(&error) => match &opts.fallback_env {
+        Err(error) if unreachable(&error) => match &opts.fallback_env {
             Some(file) => {
                 let secrets = read_fallback(file)?;
                 Ok(Fetched { secrets, origin: Origin::FallbackFile(file.clone()) })
             }
-            None => Err(CliError::client("cannot read secrets", error)),
+            None => Err(failed(ctx, "cannot read secrets", error)),
         },
-        Err(Failure {
-            error: e @ (ClientError::Auth { .. } | ClientError::Credential(_)), ..
-        }) => Err(session::login_error(ctx, e)),
-        Err(Failure { error, .. }) => Err(CliError::client("cannot read secrets", error)),
+        Err(error) => Err(failed(ctx, "cannot read secrets", error)),
     }
+}
+
+/// Listings read through the cache, in the order asked, and where they came from (Infisical,
+/// or the offline snapshot: never a fallback file). No `Debug`: they hold values.
+pub struct Listings {
+    pub listings: Vec<Arc<FolderSecrets>>,
+    pub origin: Origin,
+    /// How the server orders imports (for [`FolderSecrets::merged`]).
+    pub order: ImportOrder,
+}
+
+/// [`fetch`]'s path without the fallback file, for the commands that show listings (`secrets`,
+/// `secrets get`): the offline snapshot serves them too when Infisical is unreachable. An error
+/// says `what` was being done.
+pub async fn listings(
+    ctx: &Context,
+    queries: &[FolderQuery],
+    max_stale: Duration,
+    what: &str,
+) -> Result<Listings, CliError> {
+    read(ctx, queries, max_stale).await?.map_err(|error| failed(ctx, what, error))
+}
+
+fn failed(ctx: &Context, what: &str, error: ClientError) -> CliError {
+    match error {
+        e @ (ClientError::Auth { .. } | ClientError::Credential(_)) => session::login_error(ctx, e),
+        e => CliError::client(what, e),
+    }
+}
+
+/// The outer error is one the user must fix (no credentials, a bad key file); the inner one
+/// is Infisical's answer, which a fallback may cover. A cached token the server refuses is
+/// dropped and the login done again once.
+async fn read(
+    ctx: &Context,
+    queries: &[FolderQuery],
+    max_stale: Duration,
+) -> Result<Result<Listings, ClientError>, CliError> {
+    let result = match read_listings(ctx, queries, max_stale, false).await? {
+        Err(Failure { error: ClientError::Auth { .. }, cached_token: true }) => {
+            tracing::info!("cached token refused, logging in again");
+            session::forget_token(ctx)?;
+            read_listings(ctx, queries, max_stale, true).await?
+        }
+        other => other,
+    };
+    Ok(result.map_err(|f| f.error))
 }
 
 /// A read Infisical refused or could not answer, and whether a cached token was in use.
@@ -165,15 +212,13 @@ struct Failure {
     cached_token: bool,
 }
 
-/// The outer error is one the user must fix (no credentials, a bad key file); the inner one
-/// is Infisical's answer, which a fallback may cover.
 async fn read_listings(
     ctx: &Context,
-    opts: &FetchOptions,
     queries: &[FolderQuery],
+    max_stale: Duration,
     fresh: bool,
-) -> Result<Result<Fetched, Failure>, CliError> {
-    let (cached, used_cache) = match ctx.cached_client_with(opts.max_stale, fresh).await {
+) -> Result<Result<Listings, Failure>, CliError> {
+    let (cached, used_cache) = match ctx.cached_client_with(max_stale, fresh).await {
         Ok(pair) => pair,
         Err(CliError::Client { source, .. }) => {
             return Ok(Err(Failure { error: source, cached_token: false }));
@@ -200,9 +245,8 @@ async fn read_listings(
         }
     }
     let order = cached.client().import_order();
-    let secrets = merge(listings.iter().map(|l| l.as_ref()), order);
     let origin = oldest.map_or(Origin::Infisical, Origin::Snapshot);
-    Ok(Ok(Fetched { secrets, origin }))
+    Ok(Ok(Listings { listings, origin, order }))
 }
 
 /// A `.env` file in python-dotenv's dialect; a key without `=` is an error naming it.

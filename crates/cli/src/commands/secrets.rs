@@ -1,6 +1,7 @@
 //! `ikit secrets`: list, get, set, delete, and the folders under a path.
 //!
-//! Reads list the folder once and filter here (like the official CLI). Writes go to Infisical
+//! Reads list the folder once and filter here (like the official CLI), through the cache and
+//! offline snapshot `run` uses (`fetch::listings`). Writes go to Infisical
 //! and then invalidate the folder through a [`CachedClient`](ikit_client::CachedClient), which
 //! tells every replica sharing `IKIT_REDIS_URL` to drop its copy. Values are printed only by
 //! the commands that exist to print them (`secrets`, `secrets get`); `set` shows a mask.
@@ -64,6 +65,9 @@ pub struct FolderArgs {
     pub path: Option<String>,
     #[command(flatten)]
     pub listing: ListingArgs,
+    /// How old the offline snapshot may be when Infisical is unreachable (e.g. 24h).
+    #[arg(long, default_value = crate::fetch::DEFAULT_MAX_STALE, value_parser = ikit_common::config::parse_duration)]
+    pub max_stale: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -184,18 +188,21 @@ fn query(ctx: &Context, folder: &FolderArgs) -> Result<FolderQuery, CliError> {
     Ok(folder.listing.shape(ctx.folder_query(folder.path.as_deref())?))
 }
 
-/// The folder's secrets (imports merged below its own), sorted by key.
+/// The folder's secrets (imports merged below its own), sorted by key. Read as `run` reads
+/// them: revalidating the offline snapshot's copy, and served from it (with the same warning)
+/// when Infisical is unreachable.
 async fn fetch(ctx: &Context, folder: &FolderArgs) -> Result<Vec<ikit_client::Secret>, CliError> {
     let q = query(ctx, folder)?;
-    let (client, listing) = reauth::with_client(ctx, async |client: Client| {
-        let listing = client
-            .fetch_folder(&q)
-            .await
-            .map_err(|e| CliError::client("cannot list secrets", e))?;
-        Ok((client, listing))
-    })
+    let read = crate::fetch::listings(
+        ctx,
+        std::slice::from_ref(&q),
+        folder.max_stale,
+        "cannot list secrets",
+    )
     .await?;
-    let mut secrets = listing.merged(client.import_order());
+    crate::fetch::announce(&read.origin);
+    let listing = read.listings.first().expect("one listing per query");
+    let mut secrets = listing.merged(read.order);
     secrets.sort_by(|a, b| a.key.cmp(&b.key).then(a.path.cmp(&b.path)));
     Ok(secrets)
 }

@@ -6,6 +6,7 @@ mod login;
 mod migrate;
 mod offline;
 mod ops;
+mod revalidate;
 mod round_trip;
 mod run;
 mod support;

@@ -1,5 +1,6 @@
 //! Infisical unreachable: `run` serves the encrypted offline snapshot and says so, or uses the
-//! `--fallback-env` file and says so; with neither it fails clearly.
+//! `--fallback-env` file and says so; with neither it fails clearly. `secrets` reads serve the
+//! snapshot too.
 
 use crate::support::{API_KEY, DB_URL, Harness};
 
@@ -28,6 +29,34 @@ async fn with_the_emulator_stopped_run_serves_the_snapshot_and_says_so() {
     // a snapshot older than --max-stale is not served
     let run = h.ikit(&["run", "--max-stale", "0s", "--", "true"]).await;
     assert_eq!(run.code, Some(1), "stderr: {}", run.stderr);
+}
+
+/// `secrets` and `secrets get` read through the same snapshot as `run`: offline they print the
+/// last-good values with the same warning on stderr, and refuse a copy older than --max-stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_emulator_stopped_secrets_reads_serve_the_snapshot_and_say_so() {
+    let mut h = Harness::start().await;
+    h.ikit(&["secrets", "get", "API_KEY", "--plain"]).await.ok();
+    h.stop_emulator().await;
+
+    let get = h.ikit(&["secrets", "get", "API_KEY", "--plain"]).await;
+    get.ok();
+    assert_eq!(get.stdout, format!("{API_KEY}\n"), "stdout holds only the value");
+    assert!(get.stderr.contains("offline snapshot"), "said on stderr: {}", get.stderr);
+    get.leaks_none(&[DB_URL]);
+
+    let list = h.ikit(&["secrets", "-o", "json"]).await;
+    list.ok();
+    let listed: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let keys: Vec<&str> =
+        listed.as_array().unwrap().iter().filter_map(|s| s["secretKey"].as_str()).collect();
+    assert!(keys.contains(&"API_KEY") && keys.contains(&"DB_URL"), "{keys:?}");
+    assert!(list.stderr.contains("offline snapshot"), "said on stderr: {}", list.stderr);
+
+    let stale = h.ikit(&["secrets", "get", "API_KEY", "--max-stale", "0s"]).await;
+    assert_eq!(stale.code, Some(1), "stderr: {}", stale.stderr);
+    assert!(stale.stderr.contains("cannot list secrets"), "{}", stale.stderr);
+    stale.leaks_none(&[API_KEY, DB_URL]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
