@@ -50,7 +50,7 @@ bench-webhook: ## the webhook receiver on PostgreSQL and SQLite beside a bare ax
 bench-migrate: ## 10,000 keys planned and applied against the emulator: wall time and write requests
 	$(CARGO) test -p ikit-migrate --test migrate ten_thousand -- --nocapture
 
-bench-cli: ## ikit run -- true: warm (cached token) vs true alone vs cold (login + list), medians
+bench-cli: ## ikit run -- true: warm (cached token, 304) vs true alone; cold (login + list) vs curl by hand
 	$(CARGO) test -p ikit --test cli warm_start -- --nocapture
 
 EMULATOR_ADDR ?= 127.0.0.1:8090

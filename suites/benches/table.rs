@@ -861,8 +861,8 @@ fn main() {
         table.add(
             "P6",
             "`ikit run -- true`, warm and cold",
-            "below: `make bench-cli` (the debug `ikit` binary, its own baselines)",
-            "`true` alone",
+            "below: `make bench-cli` (a fresh release `ikit` if built, else debug)",
+            "`true` alone (warm); curl login + curl list + `true` (cold)",
             None,
             "warm <= 20 ms; cold <= 1.05x",
             None,
