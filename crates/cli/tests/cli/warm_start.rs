@@ -170,7 +170,7 @@ async fn warm_start_against_true_alone_and_the_cold_path_against_login_and_list_
         let hand = median(hand);
         println!(
             "  {:<44} {:>9.2} {:>16.2} {:>7.2}x  <= 1.05x",
-            "cold (login + list) vs curl login, curl list, true",
+            "cold (login + list) vs curl, curl, true",
             ms(cold),
             ms(hand),
             ratio(cold, hand)
