@@ -148,7 +148,8 @@ async fn r4_redis_then_postgres_cut_under_the_webhook_service_and_a_reader() {
     }
     stack.update("/shared", "COMMON", "common-3").await;
     let body = modified(ts, "/shared");
-    assert_eq!(stack.post_signed(&app, ts, HOOK_SECRET, &body).await, 503);
+    let status = stack.post_signed(&app, ts, HOOK_SECRET, &body).await;
+    assert_eq!(status, 503, "what could not be queued is refused, never a 202");
     requests += 1;
     eventually("the refused delivery's audit entry in the spool", || {
         let app = &app;
@@ -179,8 +180,8 @@ async fn r4_redis_then_postgres_cut_under_the_webhook_service_and_a_reader() {
     })
     .await;
     // Every change delivered to the subscriber once, as the event stored for it (same id: a
-    // redone row publishes what it stored, it does not diff again).
-    // (Sorted: the two rows redone after Redis came back run on two workers in either order.)
+    // redone row publishes what it stored, it does not diff again). Sorted: the two rows redone
+    // after Redis came back run on two workers in either order.
     let mut stored: Vec<(String, String)> = stack
         .stored_events()
         .await
@@ -202,10 +203,14 @@ async fn r4_redis_then_postgres_cut_under_the_webhook_service_and_a_reader() {
     );
     // On the wire, nothing but those events: a repeat (a publish whose reply was lost is sent
     // again) carries the same id, never a second version of the change.
-    let wire = wire.lock().unwrap().clone();
-    for (path, id) in &stored {
-        assert!(wire.contains(id), "{path} ({id}) never published");
-    }
+    let wire = eventually("every stored event on the wire", || {
+        let (wire, stored) = (wire.clone(), &stored);
+        async move {
+            let wire = wire.lock().unwrap().clone();
+            stored.iter().all(|(_, id)| wire.contains(id)).then_some(wire)
+        }
+    })
+    .await;
     assert!(wire.iter().all(|id| stored.iter().any(|(_, s)| s == id)), "{wire:?} vs {stored:?}");
     // Every request audited exactly once: the spool flushed into the database.
     let rows = eventually("the spool flushed", || {
