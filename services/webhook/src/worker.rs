@@ -137,6 +137,7 @@ async fn process_inner(
         let events: Vec<SecretChangeEvent> = pending.into_iter().map(|l| l.event).collect();
         state.fanout.publish(&events).await?;
         state.db.mark_published(id).await?;
+        count_emitted(&events);
         return Ok(events.len());
     }
 
@@ -214,7 +215,14 @@ async fn process_inner(
     state.changed.notify_waiters();
     state.fanout.publish(&events).await?;
     state.db.mark_published(id).await?;
-    for e in &events {
+    count_emitted(&events);
+    Ok(events.len())
+}
+
+/// Counted once published, wherever that happens: events stored by an attempt whose publish
+/// failed go out (and count) when the row is redone.
+fn count_emitted(events: &[SecretChangeEvent]) {
+    for e in events {
         let kind = match e.kind {
             ChangeKind::Created => "created",
             ChangeKind::Updated => "updated",
@@ -222,7 +230,6 @@ async fn process_inner(
         };
         metrics::counter!(METRIC_EVENTS_EMITTED, "kind" => kind).increment(1);
     }
-    Ok(events.len())
 }
 
 fn change_event(

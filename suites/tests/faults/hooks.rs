@@ -163,6 +163,19 @@ impl HookStack {
             .expect("queue count")
     }
 
+    /// The queue's rows by folder: whether a worker holds it, and why it was last given back.
+    pub(crate) async fn queue_rows(&self) -> Vec<QueueRow> {
+        sqlx::query_as::<_, (String, bool, Option<String>)>(
+            "SELECT folder, lease_owner IS NOT NULL, last_error FROM webhook_queue ORDER BY folder",
+        )
+        .fetch_all(self.db.pool())
+        .await
+        .expect("queue query")
+        .into_iter()
+        .map(|(folder, leased, last_error)| QueueRow { folder, leased, last_error })
+        .collect()
+    }
+
     pub(crate) async fn audit_rows(app: &Application) -> Vec<AuditRecord> {
         app.state()
             .audit
@@ -174,6 +187,12 @@ impl HookStack {
             .await
             .expect("audit query")
     }
+}
+
+pub(crate) struct QueueRow {
+    pub(crate) folder: String,
+    pub(crate) leased: bool,
+    pub(crate) last_error: Option<String>,
 }
 
 /// Infisical's folder-level `secrets.modified` body.

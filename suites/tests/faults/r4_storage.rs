@@ -1,8 +1,9 @@
 //! R4: Redis and then PostgreSQL cut mid-load by a TCP proxy in front of each, under the webhook
-//! service and a reading replica. Reads go on from L1; a change accepted while Redis is away is
-//! published once it is back; a delivery refused while PostgreSQL is away (503, so Infisical
-//! delivers again) is processed after recovery; every request's audit entry is spooled and then
-//! flushed, the row count equal to the requests made.
+//! service and a reading replica. Reads go on from L1. Changes accepted while Redis is away are
+//! stored, their publish fails and their queue rows are given back (not finished); once Redis is
+//! back each is published as stored, once per change. A delivery refused while PostgreSQL is
+//! away (503, so Infisical delivers again) is processed after recovery; every request's audit
+//! entry is spooled and then flushed, the row count equal to the requests made.
 //! (ikit-client's `redis_going_away_degrades_to_l1_and_recovers` and ikit-common's
 //! `postgres_outage_spools_then_flushes_in_order` pin the single-crate halves of this.)
 
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ikit_client::{CacheConfig, CachedClient, Clock as _, SealKey, SecretRef, Source};
-use ikit_common::events::SecretChangeEvent;
+use ikit_common::events::{SecretChangeEvent, events_channel};
 
 use crate::hooks::{HOOK_SECRET, HookStack, modified};
 use crate::support::{PROJECT, Proxy, eventually, host_port, seed_with, via};
@@ -19,6 +20,28 @@ const READS: usize = 1_000;
 
 fn seen_keys(seen: &Arc<Mutex<Vec<SecretChangeEvent>>>) -> Vec<String> {
     seen.lock().unwrap().iter().map(|e| e.path()).collect()
+}
+
+/// The ids of the events published on the stack's events channel, collected in the background
+/// from the moment this returns.
+async fn wire_event_ids(stack: &HookStack) -> Arc<Mutex<Vec<String>>> {
+    use futures_util::StreamExt as _;
+
+    let mut pubsub = stack.redis.client().get_async_pubsub().await.expect("pubsub");
+    pubsub.subscribe(events_channel(stack.redis.prefix())).await.expect("subscribe");
+    let ids: Arc<Mutex<Vec<String>>> = Arc::default();
+    tokio::spawn({
+        let ids = ids.clone();
+        async move {
+            let mut messages = pubsub.into_on_message();
+            while let Some(msg) = messages.next().await {
+                let payload: String = msg.get_payload().expect("text payload");
+                let event: SecretChangeEvent = serde_json::from_str(&payload).expect("event");
+                ids.lock().unwrap().push(event.event_id);
+            }
+        }
+    });
+    ids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,6 +72,8 @@ async fn r4_redis_then_postgres_cut_under_the_webhook_service_and_a_reader() {
         let seen = seen.clone();
         move |e| seen.lock().unwrap().push(e.clone())
     });
+    // Every event Redis carries, as it is on the wire (the subscriber drops repeats).
+    let wire = wire_event_ids(&stack).await;
     let api_key = SecretRef::parse(PROJECT, "dev", "/app/API_KEY").expect("ref");
     assert_eq!(reader.get(&api_key).await.expect("warm").source, Source::Network);
 
@@ -63,38 +88,56 @@ async fn r4_redis_then_postgres_cut_under_the_webhook_service_and_a_reader() {
         async move { seen_keys(&seen).contains(&"/app/API_KEY".to_owned()).then_some(()) }
     })
     .await;
-    seen.lock().unwrap().clear();
 
-    // Redis cut mid-load.
+    // Redis cut mid-load: new connections are hung up on at once, so a publish fails fast.
     rd.cut();
     for _ in 0..READS {
         let served = reader.get(&api_key).await.expect("a read while redis is cut");
         assert_eq!(served.source, Source::Cache, "served from L1");
     }
+    // Two folders change. Accepted: the queue is in PostgreSQL, the replay cache falls back to
+    // memory.
     stack.update("/app", "API_KEY", "api-key-3").await;
-    ts += 1;
-    // Accepted: the queue is in PostgreSQL, the replay cache falls back to memory.
-    assert_eq!(stack.post_signed(&app, ts, HOOK_SECRET, &modified(ts, "/app")).await, 202);
-    requests += 1;
-    // Processed as far as it can be (events stored), but not publishable yet.
-    eventually("the change stored while redis is cut", || {
+    stack.update("/shared", "COMMON", "common-2").await;
+    for folder in ["/app", "/shared"] {
+        ts += 1;
+        assert_eq!(stack.post_signed(&app, ts, HOOK_SECRET, &modified(ts, folder)).await, 202);
+        requests += 1;
+    }
+    // Each is processed as far as it can be: its events stored, the publish tried and failed,
+    // the row given back (not finished) with a backoff on the service's clock, which stands
+    // still until the test moves it. Waiting for that, not only for the stored events, is what
+    // makes the publish fail before Redis is back.
+    let rows = eventually("both publishes failed and their rows given back", || {
         let stack = &stack;
-        async move { (stack.stored_events().await.len() >= 2).then_some(()) }
-    })
-    .await;
-    assert!(seen.lock().unwrap().is_empty(), "nothing can be published while redis is cut");
-    rd.restore();
-    // The row went back with a backoff on the service's clock: let it come due.
-    let published = eventually("the event published after redis is back", || {
-        let (seen, clock) = (seen.clone(), stack.clock.clone());
         async move {
-            clock.advance(1_000);
-            let keys = seen_keys(&seen);
-            keys.contains(&"/app/API_KEY".to_owned()).then_some(keys)
+            let stored = stack.stored_events().await.len();
+            let rows = stack.queue_rows().await;
+            (stored >= 3 && rows.iter().all(|r| !r.leased)).then_some(rows)
         }
     })
     .await;
-    assert_eq!(published, vec!["/app/API_KEY".to_owned()], "exactly the one change");
+    let redone: Vec<(String, Option<String>)> =
+        rows.into_iter().map(|r| (r.folder, r.last_error)).collect();
+    assert_eq!(
+        redone,
+        [
+            ("/app".to_owned(), Some("redis".to_owned())),
+            ("/shared".to_owned(), Some("redis".to_owned()))
+        ],
+        "a failed publish leaves its row queued to be redone"
+    );
+    assert_eq!(seen_keys(&seen), ["/app/API_KEY"], "nothing published while redis is cut");
+    rd.restore();
+    // Let the backoff come due: each row publishes the events it stored.
+    eventually("both changes published after redis is back", || {
+        let (stack, seen) = (&stack, seen.clone());
+        async move {
+            stack.clock.advance(1_000);
+            (seen.lock().unwrap().len() >= 3 && stack.queue_rows().await.is_empty()).then_some(())
+        }
+    })
+    .await;
     ts = stack.clock.now_ms();
 
     // PostgreSQL cut mid-load: reads still come from L1, the delivery is refused with a 503
@@ -103,9 +146,10 @@ async fn r4_redis_then_postgres_cut_under_the_webhook_service_and_a_reader() {
     for _ in 0..READS {
         reader.get(&api_key).await.expect("a read while postgres is cut");
     }
-    stack.update("/shared", "COMMON", "common-2").await;
+    stack.update("/shared", "COMMON", "common-3").await;
     let body = modified(ts, "/shared");
-    assert_eq!(stack.post_signed(&app, ts, HOOK_SECRET, &body).await, 503);
+    let status = stack.post_signed(&app, ts, HOOK_SECRET, &body).await;
+    assert_eq!(status, 503, "what could not be queued is refused, never a 202");
     requests += 1;
     eventually("the refused delivery's audit entry in the spool", || {
         let app = &app;
@@ -131,10 +175,43 @@ async fn r4_redis_then_postgres_cut_under_the_webhook_service_and_a_reader() {
         let (seen, clock) = (seen.clone(), stack.clock.clone());
         async move {
             clock.advance(1_000);
-            seen_keys(&seen).contains(&"/shared/COMMON".to_owned()).then_some(())
+            (seen.lock().unwrap().len() >= 4).then_some(())
         }
     })
     .await;
+    // Every change delivered to the subscriber once, as the event stored for it (same id: a
+    // redone row publishes what it stored, it does not diff again). Sorted: the two rows redone
+    // after Redis came back run on two workers in either order.
+    let mut stored: Vec<(String, String)> = stack
+        .stored_events()
+        .await
+        .into_iter()
+        .map(|(_, e)| {
+            let event: SecretChangeEvent = serde_json::from_value(e).expect("stored event");
+            (event.path(), event.event_id)
+        })
+        .collect();
+    stored.sort();
+    let mut delivered: Vec<(String, String)> =
+        seen.lock().unwrap().iter().map(|e| (e.path(), e.event_id.clone())).collect();
+    delivered.sort();
+    assert_eq!(delivered, stored, "each change delivered once, as stored");
+    assert_eq!(
+        stored.iter().map(|(path, _)| path.as_str()).collect::<Vec<_>>(),
+        ["/app/API_KEY", "/app/API_KEY", "/shared/COMMON", "/shared/COMMON"],
+        "one event per change"
+    );
+    // On the wire, nothing but those events: a repeat (a publish whose reply was lost is sent
+    // again) carries the same id, never a second version of the change.
+    let wire = eventually("every stored event on the wire", || {
+        let (wire, stored) = (wire.clone(), &stored);
+        async move {
+            let wire = wire.lock().unwrap().clone();
+            stored.iter().all(|(_, id)| wire.contains(id)).then_some(wire)
+        }
+    })
+    .await;
+    assert!(wire.iter().all(|id| stored.iter().any(|(_, s)| s == id)), "{wire:?} vs {stored:?}");
     // Every request audited exactly once: the spool flushed into the database.
     let rows = eventually("the spool flushed", || {
         let app = &app;

@@ -2,7 +2,8 @@
 //! webhook turned into events, a forced JWT and AES rotation through the health service's admin
 //! API) captured at TRACE; then no value, credential or key material in the logs, the errors
 //! and debug output met on the way, the metrics, or the audit rows; every file written is 0600.
-//! (`ikit run` and `ikit export` are not built on this branch; their flows join when they land.)
+//! (`ikit login`, `run` and `export` are covered by the CLI's own leak test,
+//! `leaks::no_flow_prints_an_unrequested_value_or_credential_at_trace_level`.)
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
