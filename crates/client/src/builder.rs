@@ -171,10 +171,11 @@ impl CachedClientBuilder {
     }
 
     /// Everything from settings: the client ([`ClientConfig::from_settings`]) unless one was
-    /// given, and the cache, Redis and snapshot settings (`IKIT_CACHE_TTL`,
-    /// `IKIT_CACHE_MAX_STALE`, `IKIT_REDIS_URL` with `IKIT_CACHE_KEY`, `IKIT_SNAPSHOT_DIR` with
-    /// `IKIT_SNAPSHOT_KEY`; the Redis prefix goes back to `ikit:`). Settings left unset keep
-    /// the defaults; setters called after this one override it.
+    /// given, and the cache's `ttl` (`IKIT_CACHE_TTL`), `max_stale` (`IKIT_CACHE_MAX_STALE`),
+    /// Redis (`IKIT_REDIS_URL` with `IKIT_CACHE_KEY`) and snapshot (`IKIT_SNAPSHOT_DIR` with
+    /// `IKIT_SNAPSHOT_KEY`), an unset variable meaning the default (no Redis, no snapshot). The
+    /// Redis prefix and timings, `max_entries` and `stale_while_revalidate` are not settings
+    /// and stay as set. Setters called after this one override it.
     pub fn settings(mut self, settings: &Settings) -> Result<Self, ClientError> {
         if matches!(self.client, ClientSource::Missing) {
             self.client = ClientSource::Config(Box::new(ClientConfig::from_settings(settings)?));
@@ -182,11 +183,7 @@ impl CachedClientBuilder {
         let cache = CacheConfig::from_settings(settings)?;
         self.ttl = cache.ttl;
         self.max_stale = cache.max_stale;
-        self.redis = None;
-        if let Some(redis) = cache.redis {
-            self.redis_prefix = redis.prefix;
-            self.redis = Some((redis.url, redis.seal_key));
-        }
+        self.redis = cache.redis.map(|redis| (redis.url, redis.seal_key));
         self.snapshot = cache.snapshot;
         Ok(self)
     }
@@ -398,6 +395,29 @@ mod tests {
         assert_eq!(config.max_stale, Duration::from_secs(600));
         assert_eq!(config.max_entries, 5);
         assert_eq!(config.snapshot.unwrap().0, PathBuf::from("/tmp/snaps"));
+    }
+
+    #[test]
+    fn settings_replace_the_cache_settings_but_not_the_prefix() {
+        let settings = Settings::load(None, &env(&[("INFISICAL_TOKEN", "st.a.b.c")])).unwrap();
+        let config = CachedClient::builder()
+            .redis_prefix("team-a:")
+            .redis("redis://127.0.0.1:6379", None)
+            .settings(&settings)
+            .unwrap()
+            .cache_config();
+        assert!(config.redis.is_none(), "IKIT_REDIS_URL unset: no Redis");
+        let with_redis = Settings::load(
+            None,
+            &env(&[("INFISICAL_TOKEN", "st.a.b.c"), ("IKIT_REDIS_URL", "redis://127.0.0.1:6379")]),
+        )
+        .unwrap();
+        let config = CachedClient::builder()
+            .redis_prefix("team-a:")
+            .settings(&with_redis)
+            .unwrap()
+            .cache_config();
+        assert_eq!(config.redis.unwrap().prefix, "team-a:");
     }
 
     #[test]
