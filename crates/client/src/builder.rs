@@ -83,7 +83,7 @@ enum ClientSource {
 /// | setting | default |
 /// |---|---|
 /// | [`ttl`](Self::ttl) | 5 minutes |
-/// | [`max_stale`](Self::max_stale) | 24 hours (never less than `ttl`) |
+/// | [`max_stale`](Self::max_stale) | 24 hours |
 /// | [`stale_while_revalidate`](Self::stale_while_revalidate) | `ttl` |
 /// | [`max_entries`](Self::max_entries) | 10,000 folder listings |
 /// | [`redis`](Self::redis) | none: L1 only, no fan-out |
@@ -194,8 +194,8 @@ impl CachedClientBuilder {
         self
     }
 
-    /// How old a listing may be when Infisical is unreachable or failing (default 24 hours,
-    /// never less than `ttl`).
+    /// How old a listing may be when Infisical is unreachable or failing (default 24 hours).
+    /// Taken as given: below `ttl` it also bounds how long a listing stays in memory.
     pub fn max_stale(mut self, max_stale: Duration) -> Self {
         self.max_stale = max_stale;
         self
@@ -266,6 +266,8 @@ impl CachedClientBuilder {
     /// The cache configuration these settings describe.
     pub(crate) fn cache_config(&self) -> CacheConfig {
         let mut config = CacheConfig::new(self.ttl, self.max_stale);
+        // As given, even below `ttl`: the CLI's `--max-stale 0s` means "serve no stale copy".
+        config.max_stale = self.max_stale;
         config.max_entries = self.max_entries;
         if let Some(window) = self.stale_while_revalidate {
             config.stale_while_revalidate = window;
@@ -384,7 +386,7 @@ mod tests {
     }
 
     #[test]
-    fn max_stale_is_never_below_ttl_and_snapshot_is_kept() {
+    fn max_stale_is_taken_as_given_and_snapshot_is_kept() {
         let key = SealKey::new([7; 32]);
         let config = CachedClient::builder()
             .ttl(Duration::from_secs(600))
@@ -392,7 +394,7 @@ mod tests {
             .max_entries(5)
             .snapshot("/tmp/snaps", key)
             .cache_config();
-        assert_eq!(config.max_stale, Duration::from_secs(600));
+        assert_eq!(config.max_stale, Duration::from_secs(60), "no stale copy past a minute");
         assert_eq!(config.max_entries, 5);
         assert_eq!(config.snapshot.unwrap().0, PathBuf::from("/tmp/snaps"));
     }
