@@ -15,8 +15,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use ikit_client::{
-    AuthMethod, BudgetConfig, CacheConfig, CachedClient, Client, ClientConfig, FolderQuery,
-    SealKey, SecretRef,
+    AuthMethod, BudgetConfig, CachedClient, Client, ClientConfig, FolderQuery, SealKey, SecretRef,
 };
 use ikit_common::clock::{Clock, SystemClock};
 use ikit_common::testsuite::{TestDatabase, TestRedis};
@@ -177,11 +176,12 @@ fn ms(d: Duration) -> String {
 /// Prometheus recorder installed (metric updates count), at each folder size.
 fn p1(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
     let _recorder = ikit_common::telemetry::metrics_handle();
-    let cache = CachedClient::new(
-        client(&emu.base_url()),
-        CacheConfig::new(Duration::from_secs(3600), Duration::from_secs(7200)),
-    )
-    .expect("cache");
+    let cache = CachedClient::builder()
+        .client(client(&emu.base_url()))
+        .ttl(Duration::from_secs(3600))
+        .max_stale(Duration::from_secs(7200))
+        .build()
+        .expect("cache");
     const READS: u32 = 200_000;
     for n in SIZES {
         let folder = folder_of(n);
@@ -328,11 +328,12 @@ fn p2(table: &mut Table, emu: &RunningEmulator) {
 /// P3: 100 concurrent gets of a cold key: requests the emulator saw.
 fn p3(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
     let requests = rt.block_on(async {
-        let cache = CachedClient::new(
-            client(&emu.base_url()),
-            CacheConfig::new(Duration::from_secs(3600), Duration::from_secs(7200)),
-        )
-        .expect("cache");
+        let cache = CachedClient::builder()
+            .client(client(&emu.base_url()))
+            .ttl(Duration::from_secs(3600))
+            .max_stale(Duration::from_secs(7200))
+            .build()
+            .expect("cache");
         cache.client().ensure_token().await.expect("login");
         let before = emu.request_count("GET", "/api/v4/secrets");
         let key = SecretRef::parse(PROJECT, "dev", "/cold/K").expect("ref");
@@ -523,9 +524,9 @@ fn p5(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
         let mut replicas = Vec::new();
         for r in 0..3 {
-            let config = CacheConfig::new(Duration::from_secs(3600), Duration::from_secs(7200))
-                .with_redis(redis.url(), redis.prefix(), Some(SealKey::new([5u8; 32])));
-            let cache = CachedClient::new(client(&emu.base_url()), config).expect("replica");
+            let config = CachedClient::builder().ttl(Duration::from_secs(3600)).max_stale(Duration::from_secs(7200))
+                .redis(redis.url(), Some(SealKey::new([5u8; 32]))).redis_prefix(redis.prefix());
+            let cache = config.client(client(&emu.base_url())).build().expect("replica");
             let mut listener = cache.start_listener().expect("listener");
             listener.subscribed().await;
             let tx = tx.clone();

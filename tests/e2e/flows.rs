@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ikit_client::{AuthMethod, CacheConfig, CachedClient, Client, ClientConfig, FolderQuery};
+use ikit_client::{AuthMethod, CachedClient, Client, ClientConfig, FolderQuery};
 use ikit_common::SecretRef;
 use ikit_common::events::SecretChangeEvent;
 use serde_json::{Value, json};
@@ -62,11 +62,12 @@ async fn a_webhook_to_replica_a_invalidates_a_client_attached_to_replica_b() {
     )
     .expect("client config");
     let client = Client::new(config).expect("client");
-    let cache = CachedClient::new(
-        client,
-        CacheConfig::new(Duration::from_secs(3600), Duration::from_secs(3600)),
-    )
-    .expect("cache");
+    let cache = CachedClient::builder()
+        .client(client)
+        .ttl(Duration::from_secs(3600))
+        .max_stale(Duration::from_secs(3600))
+        .build()
+        .expect("cache");
     let greeting = SecretRef::new(&stack.project, "dev", "/app", "GREETING").expect("secret ref");
     let folder = FolderQuery::new(&stack.project, "dev", "/app");
     assert_eq!(cache.get(&greeting).await.expect("first read").value.value.expose(), "hello-1");

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ikit_client::{CacheConfig, CachedClient, Client, ClientConfig, FolderQuery, RetryPolicy};
+use ikit_client::{CachedClient, Client, ClientConfig, FolderQuery, RetryPolicy};
 use ikit_common::Settings;
 use ikit_common::clock::{Clock, SystemClock};
 use ikit_common::config::AuthMethod;
@@ -365,16 +365,18 @@ impl Context {
         } else {
             crate::session::client(self).await?
         };
-        let mut config = CacheConfig::from_settings(&self.settings)
-            .map_err(|e| CliError::Usage(e.to_string()))?;
-        // One command reads each listing once: a TTL only has to cover the command.
-        config = CacheConfig { max_stale, ..config };
-        if let (None, Some(dir)) = (&config.snapshot, &self.state_dir) {
+        let mut builder = CachedClient::builder()
+            .client(client)
+            .settings(&self.settings)
+            .map_err(|e| CliError::Usage(e.to_string()))?
+            // One command reads each listing once: a TTL only has to cover the command.
+            .max_stale(max_stale);
+        // Without IKIT_SNAPSHOT_DIR (which needs its key) the state directory holds the snapshot.
+        if let (None, Some(dir)) = (&self.settings.snapshot_dir, &self.state_dir) {
             let key = crate::session::snapshot_key(dir)?;
-            config = config.with_snapshot(dir.join("snapshots"), key);
+            builder = builder.snapshot(dir.join("snapshots"), key);
         }
-        let cached =
-            CachedClient::new(client, config).map_err(|e| CliError::Usage(e.to_string()))?;
+        let cached = builder.build().map_err(|e| CliError::Usage(e.to_string()))?;
         Ok((cached, cached_token))
     }
 }

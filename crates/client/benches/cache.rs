@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ikit_client::{
-    AuthMethod, BudgetConfig, CacheConfig, CachedClient, Client, ClientConfig, SecretRef,
-    SleepFuture, Sleeper,
+    AuthMethod, BudgetConfig, CachedClient, Client, ClientConfig, SecretRef, SleepFuture, Sleeper,
 };
 use ikit_emulator::{Emulator, EmulatorClock, EmulatorConfig, RunningEmulator, Seed};
 
@@ -79,11 +78,12 @@ fn cached_get(c: &mut Criterion) {
     let _recorder = ikit_common::telemetry::metrics_handle();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let emu = rt.block_on(emulator());
-    let cache = CachedClient::new(
-        client(&emu.base_url()),
-        CacheConfig::new(Duration::from_secs(3600), Duration::from_secs(7200)),
-    )
-    .unwrap();
+    let cache = CachedClient::builder()
+        .client(client(&emu.base_url()))
+        .ttl(Duration::from_secs(3600))
+        .max_stale(Duration::from_secs(7200))
+        .build()
+        .unwrap();
     let mut rows = Vec::new();
     let mut group = c.benchmark_group("cached_get");
     // Short samples: the table below is the figure of record; the whole run stays under a minute.
@@ -197,11 +197,12 @@ fn single_flight(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("concurrent_cold_gets", n), &n, |b, &n| {
             b.iter(|| {
                 // A fresh L1 each time: every batch starts cold.
-                let cache = CachedClient::new(
-                    base.clone(),
-                    CacheConfig::new(Duration::from_secs(3600), Duration::from_secs(7200)),
-                )
-                .unwrap();
+                let cache = CachedClient::builder()
+                    .client(base.clone())
+                    .ttl(Duration::from_secs(3600))
+                    .max_stale(Duration::from_secs(7200))
+                    .build()
+                    .unwrap();
                 let before = emu.request_count("GET", "/api/v4/secrets");
                 rt.block_on(async {
                     let tasks: Vec<_> = (0..n)

@@ -9,7 +9,10 @@ use std::time::Duration;
 use ikit_common::Settings;
 use ikit_common::config::{DEFAULT_CACHE_MAX_STALE, DEFAULT_CACHE_TTL};
 
-use crate::cache::{CacheConfig, CachedClient, DEFAULT_REDIS_PREFIX};
+use crate::cache::{
+    CacheConfig, CachedClient, DEFAULT_REDIS_OP_TIMEOUT, DEFAULT_REDIS_PING_EVERY,
+    DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_RETRY_EVERY, DEFAULT_REDIS_SCAN_BUDGET,
+};
 use crate::client::Client;
 use crate::config::ClientConfig;
 use crate::error::ClientError;
@@ -54,7 +57,7 @@ pub fn from_env(env: &BTreeMap<String, String>) -> Result<Secrets, ClientError> 
 }
 
 /// A ready [`Secrets`] from loaded settings: the client from [`ClientConfig::from_settings`],
-/// the cache from [`CacheConfig::from_settings`], the default project and environment from
+/// the cache from [`CachedClientBuilder::settings`], the default project and environment from
 /// `settings.infisical`. Nothing is sent until the first read.
 pub fn from_settings(settings: &Settings) -> Result<Secrets, ClientError> {
     let project = settings.infisical.project_id.as_deref().ok_or_else(|| {
@@ -67,16 +70,32 @@ pub fn from_settings(settings: &Settings) -> Result<Secrets, ClientError> {
 }
 
 /// Where the builder gets its [`Client`].
+#[derive(Clone)]
 enum ClientSource {
     Missing,
     Config(Box<ClientConfig>),
     Ready(Client),
 }
 
-/// Assembles a [`CachedClient`]. Defaults, the same as the settings' defaults: fresh for
-/// 5 minutes (`ttl`), served during an outage up to 24 hours old (`max_stale`), revalidated in the
-/// background while at most `ttl` past fresh (`stale_while_revalidate`), 10,000 folder listings
-/// in memory, no Redis, no offline snapshot. A client (or its configuration) is required.
+/// Assembles a [`CachedClient`]: the one way to make one. Every setting has a method below;
+/// the defaults, the same as the settings' defaults:
+///
+/// | setting | default |
+/// |---|---|
+/// | [`ttl`](Self::ttl) | 5 minutes |
+/// | [`max_stale`](Self::max_stale) | 24 hours |
+/// | [`stale_while_revalidate`](Self::stale_while_revalidate) | `ttl` |
+/// | [`max_entries`](Self::max_entries) | 10,000 folder listings |
+/// | [`redis`](Self::redis) | none: L1 only, no fan-out |
+/// | [`redis_prefix`](Self::redis_prefix) | `ikit:` |
+/// | [`redis_op_timeout`](Self::redis_op_timeout) | 500 ms |
+/// | [`redis_retry_every`](Self::redis_retry_every) | 1 second |
+/// | [`redis_scan_budget`](Self::redis_scan_budget) | 5 seconds |
+/// | [`redis_ping_every`](Self::redis_ping_every) | 15 seconds |
+/// | [`snapshot`](Self::snapshot) | none |
+///
+/// A client is required: [`client`](Self::client), [`client_config`](Self::client_config) or
+/// [`settings`](Self::settings). A builder can be cloned to make several caches alike.
 ///
 /// ```no_run
 /// # fn demo(client: ikit_client::Client) -> Result<(), ikit_client::ClientError> {
@@ -91,6 +110,7 @@ enum ClientSource {
 /// # }
 /// ```
 #[must_use = "a builder does nothing until `build`"]
+#[derive(Clone)]
 pub struct CachedClientBuilder {
     client: ClientSource,
     ttl: Duration,
@@ -99,6 +119,10 @@ pub struct CachedClientBuilder {
     max_entries: u64,
     redis: Option<(String, Option<SealKey>)>,
     redis_prefix: String,
+    redis_op_timeout: Duration,
+    redis_retry_every: Duration,
+    redis_scan_budget: Duration,
+    redis_ping_every: Duration,
     snapshot: Option<(PathBuf, SealKey)>,
 }
 
@@ -124,6 +148,10 @@ impl CachedClient {
             max_entries: 10_000,
             redis: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
+            redis_op_timeout: DEFAULT_REDIS_OP_TIMEOUT,
+            redis_retry_every: DEFAULT_REDIS_RETRY_EVERY,
+            redis_scan_budget: DEFAULT_REDIS_SCAN_BUDGET,
+            redis_ping_every: DEFAULT_REDIS_PING_EVERY,
             snapshot: None,
         }
     }
@@ -143,9 +171,11 @@ impl CachedClientBuilder {
     }
 
     /// Everything from settings: the client ([`ClientConfig::from_settings`]) unless one was
-    /// given, and the cache, Redis and snapshot settings (`IKIT_CACHE_TTL`,
-    /// `IKIT_CACHE_MAX_STALE`, `IKIT_REDIS_URL` with `IKIT_CACHE_KEY`, `IKIT_SNAPSHOT_DIR` with
-    /// `IKIT_SNAPSHOT_KEY`). Setters called after this one override it.
+    /// given, and the cache's `ttl` (`IKIT_CACHE_TTL`), `max_stale` (`IKIT_CACHE_MAX_STALE`),
+    /// Redis (`IKIT_REDIS_URL` with `IKIT_CACHE_KEY`) and snapshot (`IKIT_SNAPSHOT_DIR` with
+    /// `IKIT_SNAPSHOT_KEY`), an unset variable meaning the default (no Redis, no snapshot). The
+    /// Redis prefix and timings, `max_entries` and `stale_while_revalidate` are not settings
+    /// and stay as set. Setters called after this one override it.
     pub fn settings(mut self, settings: &Settings) -> Result<Self, ClientError> {
         if matches!(self.client, ClientSource::Missing) {
             self.client = ClientSource::Config(Box::new(ClientConfig::from_settings(settings)?));
@@ -153,11 +183,7 @@ impl CachedClientBuilder {
         let cache = CacheConfig::from_settings(settings)?;
         self.ttl = cache.ttl;
         self.max_stale = cache.max_stale;
-        self.redis = None;
-        if let Some(redis) = cache.redis {
-            self.redis_prefix = redis.prefix;
-            self.redis = Some((redis.url, redis.seal_key));
-        }
+        self.redis = cache.redis.map(|redis| (redis.url, redis.seal_key));
         self.snapshot = cache.snapshot;
         Ok(self)
     }
@@ -168,8 +194,8 @@ impl CachedClientBuilder {
         self
     }
 
-    /// How old a listing may be when Infisical is unreachable or failing (default 24 hours,
-    /// never less than `ttl`).
+    /// How old a listing may be when Infisical is unreachable or failing (default 24 hours).
+    /// Taken as given: below `ttl` it also bounds how long a listing stays in memory.
     pub fn max_stale(mut self, max_stale: Duration) -> Self {
         self.max_stale = max_stale;
         self
@@ -202,6 +228,34 @@ impl CachedClientBuilder {
         self
     }
 
+    /// Bound on each Redis step, connect or command (default 500 ms): past it the step counts
+    /// as a Redis failure and the read goes on without Redis.
+    pub fn redis_op_timeout(mut self, timeout: Duration) -> Self {
+        self.redis_op_timeout = timeout;
+        self
+    }
+
+    /// After a Redis failure, how long Redis is left alone before it is tried again, on the
+    /// client's clock (default 1 second).
+    pub fn redis_retry_every(mut self, every: Duration) -> Self {
+        self.redis_retry_every = every;
+        self
+    }
+
+    /// Bound on the L2 part of an invalidation, the `SCAN` over the cache keys by name (default
+    /// 5 seconds); overrunning it is reported as `l2_cleared: false`.
+    pub fn redis_scan_budget(mut self, budget: Duration) -> Self {
+        self.redis_scan_budget = budget;
+        self
+    }
+
+    /// How often the listener pings its pub/sub connection (default 15 seconds): a connection
+    /// that does not answer is replaced.
+    pub fn redis_ping_every(mut self, every: Duration) -> Self {
+        self.redis_ping_every = every;
+        self
+    }
+
     /// An encrypted offline snapshot in `dir`, sealed with `key` (32 bytes; `openssl rand
     /// -base64 32` makes one for [`SealKey::from_base64`]): served when Infisical is unreachable.
     pub fn snapshot(mut self, dir: impl Into<PathBuf>, key: SealKey) -> Self {
@@ -210,18 +264,24 @@ impl CachedClientBuilder {
     }
 
     /// The cache configuration these settings describe.
-    pub fn cache_config(&self) -> CacheConfig {
-        let mut config =
-            CacheConfig::new(self.ttl, self.max_stale).with_max_entries(self.max_entries);
+    pub(crate) fn cache_config(&self) -> CacheConfig {
+        let mut config = CacheConfig::new(self.ttl, self.max_stale);
+        // As given, even below `ttl`: the CLI's `--max-stale 0s` means "serve no stale copy".
+        config.max_stale = self.max_stale;
+        config.max_entries = self.max_entries;
         if let Some(window) = self.stale_while_revalidate {
-            config = config.with_stale_while_revalidate(window);
+            config.stale_while_revalidate = window;
         }
         if let Some((url, seal_key)) = &self.redis {
             config = config.with_redis(url, &self.redis_prefix, seal_key.clone());
+            if let Some(redis) = config.redis.as_mut() {
+                redis.op_timeout = self.redis_op_timeout;
+                redis.retry_every = self.redis_retry_every;
+                redis.scan_budget = self.redis_scan_budget;
+                redis.ping_every = self.redis_ping_every;
+            }
         }
-        if let Some((dir, key)) = &self.snapshot {
-            config = config.with_snapshot(dir, key.clone());
-        }
+        config.snapshot = self.snapshot.clone();
         config
     }
 
@@ -289,6 +349,77 @@ mod tests {
             (redis.url.as_str(), redis.prefix.as_str()),
             ("redis://127.0.0.1:6379", "team-a:")
         );
+    }
+
+    #[test]
+    fn redis_timings_default_and_can_be_set() {
+        let url = "redis://127.0.0.1:6379";
+        let defaults = CachedClient::builder().redis(url, None).cache_config();
+        let redis = defaults.redis.unwrap();
+        assert_eq!(
+            (redis.op_timeout, redis.retry_every, redis.scan_budget, redis.ping_every),
+            (
+                Duration::from_millis(500),
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(15)
+            )
+        );
+        assert_eq!(redis.prefix, "ikit:");
+        let tuned = CachedClient::builder()
+            .redis_op_timeout(Duration::from_secs(30))
+            .redis_retry_every(Duration::from_secs(2))
+            .redis_scan_budget(Duration::ZERO)
+            .redis_ping_every(Duration::from_millis(50))
+            .redis(url, None)
+            .cache_config();
+        let redis = tuned.redis.unwrap();
+        assert_eq!(
+            (redis.op_timeout, redis.retry_every, redis.scan_budget, redis.ping_every),
+            (
+                Duration::from_secs(30),
+                Duration::from_secs(2),
+                Duration::ZERO,
+                Duration::from_millis(50)
+            )
+        );
+    }
+
+    #[test]
+    fn max_stale_is_taken_as_given_and_snapshot_is_kept() {
+        let key = SealKey::new([7; 32]);
+        let config = CachedClient::builder()
+            .ttl(Duration::from_secs(600))
+            .max_stale(Duration::from_secs(60))
+            .max_entries(5)
+            .snapshot("/tmp/snaps", key)
+            .cache_config();
+        assert_eq!(config.max_stale, Duration::from_secs(60), "no stale copy past a minute");
+        assert_eq!(config.max_entries, 5);
+        assert_eq!(config.snapshot.unwrap().0, PathBuf::from("/tmp/snaps"));
+    }
+
+    #[test]
+    fn settings_replace_the_cache_settings_but_not_the_prefix() {
+        let settings = Settings::load(None, &env(&[("INFISICAL_TOKEN", "st.a.b.c")])).unwrap();
+        let config = CachedClient::builder()
+            .redis_prefix("team-a:")
+            .redis("redis://127.0.0.1:6379", None)
+            .settings(&settings)
+            .unwrap()
+            .cache_config();
+        assert!(config.redis.is_none(), "IKIT_REDIS_URL unset: no Redis");
+        let with_redis = Settings::load(
+            None,
+            &env(&[("INFISICAL_TOKEN", "st.a.b.c"), ("IKIT_REDIS_URL", "redis://127.0.0.1:6379")]),
+        )
+        .unwrap();
+        let config = CachedClient::builder()
+            .redis_prefix("team-a:")
+            .settings(&with_redis)
+            .unwrap()
+            .cache_config();
+        assert_eq!(config.redis.unwrap().prefix, "team-a:");
     }
 
     #[test]

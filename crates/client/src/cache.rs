@@ -103,22 +103,31 @@ pub const METRIC_CACHE_STALE_AGE: &str = "infisical_cache_stale_age_seconds";
 /// 1 while the Redis L2 answers, 0 while it does not.
 pub const METRIC_CACHE_L2_UP: &str = "infisical_cache_l2_up";
 
-/// Redis for L2 and fan-out.
+/// Bound on each Redis step (connect, command).
+pub(crate) const DEFAULT_REDIS_OP_TIMEOUT: Duration = Duration::from_millis(500);
+/// After a Redis failure, Redis is left alone this long.
+pub(crate) const DEFAULT_REDIS_RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Bound on the L2 part of an invalidation.
+pub(crate) const DEFAULT_REDIS_SCAN_BUDGET: Duration = Duration::from_secs(5);
+/// How often the listener pings its pub/sub connection.
+pub(crate) const DEFAULT_REDIS_PING_EVERY: Duration = Duration::from_secs(15);
+
+/// Redis for L2 and fan-out, as [`CachedClientBuilder`](crate::CachedClientBuilder) sets it.
 #[derive(Clone)]
-pub struct RedisConfig {
-    pub url: String,
+pub(crate) struct RedisConfig {
+    pub(crate) url: String,
     /// Prefix of every key and channel, e.g. `ikit:`.
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// The L2 sealing key; without it Redis carries invalidations and events only.
-    pub seal_key: Option<SealKey>,
+    pub(crate) seal_key: Option<SealKey>,
     /// Bound on each Redis step (connect, command).
-    pub op_timeout: Duration,
+    pub(crate) op_timeout: Duration,
     /// After a failure, Redis is left alone this long (on the client clock).
-    pub retry_every: Duration,
+    pub(crate) retry_every: Duration,
     /// Bound on the L2 part of an invalidation (`SCAN` over the cache keys by name).
-    pub scan_budget: Duration,
+    pub(crate) scan_budget: Duration,
     /// How often the listener pings its pub/sub connection (a silent connection is replaced).
-    pub ping_every: Duration,
+    pub(crate) ping_every: Duration,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -131,26 +140,27 @@ impl std::fmt::Debug for RedisConfig {
     }
 }
 
-/// How reads are cached.
+/// How reads are cached, as [`CachedClientBuilder`](crate::CachedClientBuilder) sets it: the
+/// builder is the one way in, and its documentation states the defaults.
 #[derive(Clone, Debug)]
-pub struct CacheConfig {
+pub(crate) struct CacheConfig {
     /// How long a listing is fresh.
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// How long past `ttl` a listing is still served at once while it is revalidated in the
     /// background (Infisical healthy). Older listings wait for Infisical.
-    pub stale_while_revalidate: Duration,
+    pub(crate) stale_while_revalidate: Duration,
     /// How old a listing may be when served because Infisical is unreachable or failing.
-    pub max_stale: Duration,
+    pub(crate) max_stale: Duration,
     /// Bound on L1 entries (folder listings).
-    pub max_entries: u64,
-    pub redis: Option<RedisConfig>,
+    pub(crate) max_entries: u64,
+    pub(crate) redis: Option<RedisConfig>,
     /// Directory and key of the offline snapshot.
-    pub snapshot: Option<(PathBuf, SealKey)>,
+    pub(crate) snapshot: Option<(PathBuf, SealKey)>,
 }
 
 impl CacheConfig {
-    /// L1 only, 10,000 listings at most.
-    pub fn new(ttl: Duration, max_stale: Duration) -> Self {
+    /// L1 only, 10,000 listings at most; `max_stale` never below `ttl`.
+    pub(crate) fn new(ttl: Duration, max_stale: Duration) -> Self {
         Self {
             ttl,
             stale_while_revalidate: ttl,
@@ -161,19 +171,9 @@ impl CacheConfig {
         }
     }
 
-    /// Sets the stale-while-revalidate window (default: `ttl`).
-    pub fn with_stale_while_revalidate(mut self, window: Duration) -> Self {
-        self.stale_while_revalidate = window;
-        self
-    }
-
-    pub fn with_max_entries(mut self, n: u64) -> Self {
-        self.max_entries = n;
-        self
-    }
-
     /// Redis at `url` with keys and channels under `prefix`; L2 values sealed with `seal_key`.
-    pub fn with_redis(
+    /// The timings are the defaults the builder documents.
+    pub(crate) fn with_redis(
         mut self,
         url: impl Into<String>,
         prefix: impl Into<String>,
@@ -183,22 +183,17 @@ impl CacheConfig {
             url: url.into(),
             prefix: prefix.into(),
             seal_key,
-            op_timeout: Duration::from_millis(500),
-            retry_every: Duration::from_secs(1),
-            scan_budget: Duration::from_secs(5),
-            ping_every: Duration::from_secs(15),
+            op_timeout: DEFAULT_REDIS_OP_TIMEOUT,
+            retry_every: DEFAULT_REDIS_RETRY_EVERY,
+            scan_budget: DEFAULT_REDIS_SCAN_BUDGET,
+            ping_every: DEFAULT_REDIS_PING_EVERY,
         });
-        self
-    }
-
-    pub fn with_snapshot(mut self, dir: impl Into<PathBuf>, key: SealKey) -> Self {
-        self.snapshot = Some((dir.into(), key));
         self
     }
 
     /// `IKIT_CACHE_TTL`, `IKIT_CACHE_MAX_STALE`, `IKIT_REDIS_URL` with `IKIT_CACHE_KEY` (base64,
     /// 32 bytes), `IKIT_SNAPSHOT_DIR` with `IKIT_SNAPSHOT_KEY` (base64, 32 bytes).
-    pub fn from_settings(settings: &Settings) -> Result<Self, ClientError> {
+    pub(crate) fn from_settings(settings: &Settings) -> Result<Self, ClientError> {
         let key = |v: &ikit_common::SecretValue, name: &str| {
             SealKey::from_base64(v.expose())
                 .map_err(|e| ClientError::Config(format!("{name}: {e}")))
@@ -211,7 +206,7 @@ impl CacheConfig {
         }
         match (&settings.snapshot_dir, &settings.snapshot_key) {
             (Some(dir), Some(k)) => {
-                config = config.with_snapshot(dir, key(k, "IKIT_SNAPSHOT_KEY")?)
+                config.snapshot = Some((dir.clone(), key(k, "IKIT_SNAPSHOT_KEY")?));
             }
             (Some(_), None) => {
                 return Err(ClientError::Config(
@@ -528,7 +523,9 @@ impl Drop for ListenerHandle {
 }
 
 impl CachedClient {
-    pub fn new(client: Client, config: CacheConfig) -> Result<Self, ClientError> {
+    /// Not public: [`CachedClient::builder`] is the one way in (it states the defaults and
+    /// checks what is missing), and the config type behind it is free to change.
+    pub(crate) fn new(client: Client, config: CacheConfig) -> Result<Self, ClientError> {
         let redis = match &config.redis {
             Some(rc) => Some(Redis {
                 client: redis::Client::open(rc.url.as_str())
@@ -1428,7 +1425,9 @@ impl CachedClient {
     }
 
     /// Starts the background task that listens on Redis for invalidations and change events,
-    /// reconnecting with backoff; `None` without Redis.
+    /// reconnecting with backoff; `None` without Redis. Keep the handle for as long as the
+    /// listener should run: dropping it stops the listener, and `let _ = ...` drops it at once.
+    #[must_use = "dropping the handle stops the listener: keep it in a named binding"]
     pub fn start_listener(&self) -> Option<ListenerHandle> {
         let redis = self.shared.redis.as_ref()?;
         let client = redis.client.clone();

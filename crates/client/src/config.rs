@@ -205,7 +205,7 @@ impl ClientConfig {
 
     /// Builds a configuration from the shared settings: the one reading of the environment is
     /// `ikit_common::Settings::load`, so every variable means the same thing in every binary.
-    /// The cache and snapshot settings are mapped by [`crate::CacheConfig::from_settings`].
+    /// The cache and snapshot settings are mapped by [`crate::CachedClientBuilder::settings`].
     pub fn from_settings(settings: &Settings) -> Result<Self, ClientError> {
         let infisical = &settings.infisical;
         let auth = auth_from_settings(infisical)?;

@@ -80,8 +80,8 @@ pub use aws::{
 };
 pub use builder::{CachedClientBuilder, from_env, from_settings};
 pub use cache::{
-    CacheConfig, CachedClient, DEFAULT_REDIS_PREFIX, Invalidated, ListenerHandle, METRIC_CACHE_HIT,
-    METRIC_CACHE_L2_UP, METRIC_CACHE_MISS, METRIC_CACHE_STALE, METRIC_CACHE_STALE_AGE, RedisConfig,
+    CachedClient, DEFAULT_REDIS_PREFIX, Invalidated, ListenerHandle, METRIC_CACHE_HIT,
+    METRIC_CACHE_L2_UP, METRIC_CACHE_MISS, METRIC_CACHE_STALE, METRIC_CACHE_STALE_AGE,
     SecretHandle, Served, events_channel, invalidation_channel,
 };
 pub use client::{

@@ -69,7 +69,13 @@ impl TokenTimes {
 }
 
 /// An access token. Zeroized on drop, never printed, never compared with `==` (a comparison that
-/// stops at the first differing byte would time how much of a guess is right).
+/// stops at the first differing byte would time how much of a guess is right): use
+/// [`AccessToken::same_as`].
+///
+/// ```compile_fail
+/// let token = ikit_client::AccessToken::new("eyJ...");
+/// let _ = token == token.clone(); // no `==` on a credential
+/// ```
 #[derive(Clone)]
 pub struct AccessToken(Zeroizing<String>);
 

@@ -45,9 +45,9 @@ pub struct Tag {
     pub color: Option<String>,
 }
 
-/// One `secretMetadata` entry. `Debug` prints the key only: an entry may be encrypted
-/// (`isEncrypted`) and hold something sensitive.
-#[derive(Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+/// One `secretMetadata` entry. `Debug` prints the key only and `==` compares the value in
+/// constant time: an entry may be encrypted (`isEncrypted`) and hold something sensitive.
+#[derive(Clone, Default, Deserialize, serde::Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct SecretMetadata {
     #[serde(deserialize_with = "null_default")]
@@ -64,6 +64,16 @@ impl SecretMetadata {
     }
 }
 
+impl PartialEq for SecretMetadata {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let same_value: bool = self.value.as_bytes().ct_eq(other.value.as_bytes()).into();
+        same_value & (self.key == other.key) & (self.is_encrypted == other.is_encrypted)
+    }
+}
+
+impl Eq for SecretMetadata {}
+
 impl fmt::Debug for SecretMetadata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecretMetadata")
@@ -74,7 +84,14 @@ impl fmt::Debug for SecretMetadata {
 }
 
 /// One secret as the server returned it, with everything a faithful backup needs. `Debug`
-/// never prints the value.
+/// never prints the value, and there is no `==` (compare `value` with `SecretValue::verify`,
+/// which takes constant time).
+///
+/// ```compile_fail
+/// fn same(a: &ikit_client::Secret, b: &ikit_client::Secret) -> bool {
+///     a == b // no `==` on a value
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Secret {
     pub id: String,
@@ -699,6 +716,16 @@ pub(crate) fn decode_login(body: &[u8]) -> Result<LoginResponse, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_compares_every_field_and_never_prints_the_value() {
+        let owner = SecretMetadata::new("owner", "team-a");
+        assert_eq!(owner, SecretMetadata::new("owner", "team-a"));
+        assert_ne!(owner, SecretMetadata::new("owner", "team-b"));
+        assert_ne!(owner, SecretMetadata::new("team", "team-a"));
+        assert_ne!(owner, SecretMetadata { is_encrypted: true, ..owner.clone() });
+        assert!(!format!("{owner:?}").contains("team-a"));
+    }
 
     #[test]
     fn encoded_listings_decode_to_the_same_folder() {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ikit_client::{CacheConfig, CachedClient, Client, SecretRef, Source};
+use ikit_client::{CachedClient, Client, SecretRef, Source};
 use ikit_common::testsuite::TestDatabase;
 use ikit_emulator::Fault;
 use ikit_health::{Application, HealthConfig, Parts};
@@ -51,7 +51,12 @@ async fn r1_ten_minutes_without_infisical_under_1000_reads_per_second() {
     let clocks = Clocks::new(&emu);
     let sleeper = JumpSleeper::new(&clocks);
     let client = Client::new(client_config(&emu, &clocks, sleeper, universal())).expect("client");
-    let cache = CachedClient::new(client, CacheConfig::new(TTL, MAX_STALE)).expect("cache");
+    let cache = CachedClient::builder()
+        .client(client)
+        .ttl(TTL)
+        .max_stale(MAX_STALE)
+        .build()
+        .expect("cache");
 
     let db = TestDatabase::postgres().await;
     let dir = tempfile::tempdir().expect("tempdir");

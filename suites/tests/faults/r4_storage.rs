@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ikit_client::{CacheConfig, CachedClient, Clock as _, SealKey, SecretRef, Source};
+use ikit_client::{CachedClient, Clock as _, SealKey, SecretRef, Source};
 use ikit_common::events::{SecretChangeEvent, events_channel};
 
 use crate::hooks::{HOOK_SECRET, HookStack, modified};
@@ -54,17 +54,19 @@ async fn r4_redis_then_postgres_cut_under_the_webhook_service_and_a_reader() {
         .await;
 
     // A replica reading through L1 and the shared L2 behind the Redis proxy.
-    let reader_config = CacheConfig::new(Duration::from_secs(3600), Duration::from_secs(7200))
-        .with_redis(
-            via(stack.redis.url(), rd.addr()),
-            stack.redis.prefix(),
-            Some(SealKey::new([9u8; 32])),
-        );
-    let reader = CachedClient::new(stack.writer(), reader_config).expect("reader");
+    let reader_config = CachedClient::builder()
+        .ttl(Duration::from_secs(3600))
+        .max_stale(Duration::from_secs(7200))
+        .redis(via(stack.redis.url(), rd.addr()), Some(SealKey::new([9u8; 32])))
+        .redis_prefix(stack.redis.prefix());
+    let reader = reader_config.client(stack.writer()).build().expect("reader");
     // A replica whose own Redis link stays up: it sees what the service publishes.
-    let watcher_config = CacheConfig::new(Duration::from_secs(3600), Duration::from_secs(7200))
-        .with_redis(stack.redis.url(), stack.redis.prefix(), Some(SealKey::new([9u8; 32])));
-    let watcher = CachedClient::new(stack.writer(), watcher_config).expect("watcher");
+    let watcher_config = CachedClient::builder()
+        .ttl(Duration::from_secs(3600))
+        .max_stale(Duration::from_secs(7200))
+        .redis(stack.redis.url(), Some(SealKey::new([9u8; 32])))
+        .redis_prefix(stack.redis.prefix());
+    let watcher = watcher_config.client(stack.writer()).build().expect("watcher");
     let mut listener = watcher.start_listener().expect("listener");
     listener.subscribed().await;
     let seen: Arc<Mutex<Vec<SecretChangeEvent>>> = Arc::default();

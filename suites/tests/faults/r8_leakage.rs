@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::Duration;
 
-use ikit_client::{CacheConfig, CachedClient, Client, Clock as _, SealKey, SecretRef};
+use ikit_client::{CachedClient, Client, Clock as _, SealKey, SecretRef};
 use ikit_common::audit::AuditFilter;
 use ikit_common::testsuite::{LogCapture, TestDatabase};
 use ikit_migrate::dotenv::Interpolation;
@@ -46,10 +46,13 @@ async fn r8_no_value_or_credential_leaks_over_a_full_flow() {
     let mut said = Vec::new(); // every error and Debug met on the way
 
     // Login and cached reads: L2 in Redis, sealed; the offline snapshot on disk.
-    let config = CacheConfig::new(Duration::from_secs(60), Duration::from_secs(3600))
-        .with_redis(stack.redis.url(), stack.redis.prefix(), Some(SealKey::new([3u8; 32])))
-        .with_snapshot(dir.path().join("snapshots"), SealKey::new([4u8; 32]));
-    let cache = CachedClient::new(stack.writer(), config).expect("cache");
+    let config = CachedClient::builder()
+        .ttl(Duration::from_secs(60))
+        .max_stale(Duration::from_secs(3600))
+        .redis(stack.redis.url(), Some(SealKey::new([3u8; 32])))
+        .redis_prefix(stack.redis.prefix())
+        .snapshot(dir.path().join("snapshots"), SealKey::new([4u8; 32]));
+    let cache = config.client(stack.writer()).build().expect("cache");
     let db_url = SecretRef::parse(PROJECT, "dev", "/app/DATABASE_URL").expect("ref");
     let served = cache.get(&db_url).await.expect("read");
     assert_eq!(served.value.value.expose(), CANARY);

@@ -115,9 +115,10 @@ async fn direct(ctx: &Context, args: &RotateArgs) -> Result<Value, CliError> {
     // with Redis, the replicas (health services) reload their ring after each step
     let publisher: Option<Arc<dyn ikit_keys::KeyChangePublisher>> = match &ctx.settings.redis_url {
         Some(_) => {
-            let config = ikit_client::CacheConfig::from_settings(&ctx.settings)
-                .map_err(|e| CliError::Usage(e.to_string()))?;
-            let cache = ikit_client::CachedClient::new(client.clone(), config)
+            let cache = ikit_client::CachedClient::builder()
+                .client(client.clone())
+                .settings(&ctx.settings)
+                .and_then(|builder| builder.build())
                 .map_err(|e| CliError::Usage(e.to_string()))?;
             Some(Arc::new(cache))
         }

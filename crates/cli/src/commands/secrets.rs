@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use ikit_client::{
-    CacheConfig, CachedClient, Client, FolderQuery, InvalidationScope, NewSecret, Scope,
-    SecretType, SecretUpdate,
+    CachedClient, Client, FolderQuery, InvalidationScope, NewSecret, Scope, SecretType,
+    SecretUpdate,
 };
 use ikit_common::SecretValue;
 
@@ -272,9 +272,11 @@ async fn get(ctx: &Context, args: GetArgs) -> Result<ExitCode, CliError> {
 
 /// The cache the writes invalidate through (a no-op beyond this process without Redis).
 fn cache(ctx: &Context, client: &Client) -> Result<CachedClient, CliError> {
-    let config =
-        CacheConfig::from_settings(&ctx.settings).map_err(|e| CliError::Usage(e.to_string()))?;
-    CachedClient::new(client.clone(), config).map_err(|e| CliError::Usage(e.to_string()))
+    CachedClient::builder()
+        .client(client.clone())
+        .settings(&ctx.settings)
+        .and_then(|builder| builder.build())
+        .map_err(|e| CliError::Usage(e.to_string()))
 }
 
 async fn invalidate(ctx: &Context, cache: &CachedClient, scope: &Scope) {

@@ -277,11 +277,12 @@ async fn an_empty_listing_of_an_unknown_environment_says_it_may_not_exist() {
     );
     // The cache fills whole listings and says the same.
     let minute = std::time::Duration::from_secs(60);
-    let cached = ikit_client::CachedClient::new(
-        h.client(ua()),
-        ikit_client::CacheConfig::new(minute, minute),
-    )
-    .unwrap();
+    let cached = ikit_client::CachedClient::builder()
+        .client(h.client(ua()))
+        .ttl(minute)
+        .max_stale(minute)
+        .build()
+        .unwrap();
     let err =
         cached.get(&SecretRef::parse(PROJECT, "staging", "/DB_URL").unwrap()).await.unwrap_err();
     assert!(

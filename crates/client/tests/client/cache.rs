@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ikit_client::{
-    CacheConfig, CachedClient, ClientError, FolderQuery, Invalidated, Invalidator, SealKey,
+    CachedClient, CachedClientBuilder, ClientError, FolderQuery, Invalidated, Invalidator, SealKey,
     SecretRef, Source, events_channel,
 };
 use ikit_common::events::{ChangeKind, SecretChangeEvent};
@@ -34,12 +34,16 @@ fn app() -> FolderQuery {
     FolderQuery::new(PROJECT, "dev", "/app")
 }
 
-fn cached(h: &Harness, config: CacheConfig) -> CachedClient {
-    CachedClient::new(h.client(ua()), config).unwrap()
+fn cached(h: &Harness, config: CachedClientBuilder) -> CachedClient {
+    config.client(h.client(ua())).build().unwrap()
 }
 
-fn with_redis(redis: &TestRedis, url: &str) -> CacheConfig {
-    CacheConfig::new(TTL, MAX_STALE).with_redis(url, redis.prefix(), Some(key()))
+fn with_redis(redis: &TestRedis, url: &str) -> CachedClientBuilder {
+    CachedClient::builder()
+        .ttl(TTL)
+        .max_stale(MAX_STALE)
+        .redis(url, Some(key()))
+        .redis_prefix(redis.prefix())
 }
 
 fn snapshot_files(dir: &Path) -> Vec<PathBuf> {
@@ -83,7 +87,7 @@ async fn a_hundred_concurrent_cold_gets_make_one_request() {
 #[tokio::test]
 async fn cached_gets_share_one_indexed_secret_and_keep_listings_of_other_flags_apart() {
     let h = Harness::start(ApiVersion::V2026).await;
-    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    let cache = cached(&h, CachedClient::builder().ttl(TTL).max_stale(MAX_STALE));
     let first = cache.get(&db_url()).await.unwrap();
     let second = cache.get(&db_url()).await.unwrap();
     assert_eq!((first.source, second.source), (Source::Network, Source::Cache));
@@ -104,7 +108,7 @@ async fn cached_gets_share_one_indexed_secret_and_keep_listings_of_other_flags_a
 #[tokio::test]
 async fn a_live_handle_follows_change_events_and_the_fetcher() {
     let h = Harness::start(ApiVersion::V2026).await;
-    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    let cache = cached(&h, CachedClient::builder().ttl(TTL).max_stale(MAX_STALE));
     let handle = cache.handle(&db_url()).await.unwrap();
     let first = handle.fresh().expect("resolved at once");
     assert_eq!(first.value.value.expose(), DB_VALUE);
@@ -157,7 +161,7 @@ async fn a_live_handle_follows_change_events_and_the_fetcher() {
 #[tokio::test]
 async fn stale_listings_are_revalidated_with_the_etag() {
     let h = Harness::start(ApiVersion::V2026).await;
-    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    let cache = cached(&h, CachedClient::builder().ttl(TTL).max_stale(MAX_STALE));
     let first = cache.folder(&app()).await.unwrap();
     h.advance(TTL * 2);
     // Past the TTL but within max_stale: served at once, refreshed in the background.
@@ -188,7 +192,7 @@ async fn an_outage_is_served_from_cache_then_snapshot_until_max_stale() {
     let h = Harness::start(ApiVersion::V2026).await;
     let dir = tempfile::tempdir().unwrap();
     let snaps = dir.path().join("snapshots");
-    let config = CacheConfig::new(TTL, MAX_STALE).with_snapshot(&snaps, key());
+    let config = CachedClient::builder().ttl(TTL).max_stale(MAX_STALE).snapshot(&snaps, key());
     let first = cached(&h, config.clone());
     let fresh = first.get(&db_url()).await.unwrap();
     assert_eq!(fresh.source, Source::Network);
@@ -259,7 +263,7 @@ async fn an_outage_is_served_from_cache_then_snapshot_until_max_stale() {
 async fn an_open_circuit_is_answered_from_cache_and_snapshot_without_a_request() {
     let h = Harness::start(ApiVersion::V2026).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = CacheConfig::new(TTL, MAX_STALE).with_snapshot(dir.path(), key());
+    let config = CachedClient::builder().ttl(TTL).max_stale(MAX_STALE).snapshot(dir.path(), key());
     let client = ikit_client::Client::new(
         h.config(ua())
             .with_breaker(ikit_client::BreakerConfig {
@@ -274,7 +278,7 @@ async fn an_open_circuit_is_answered_from_cache_and_snapshot_without_a_request()
             }),
     )
     .unwrap();
-    let cache = CachedClient::new(client.clone(), config.clone()).unwrap();
+    let cache = config.clone().client(client.clone()).build().unwrap();
     cache.get(&db_url()).await.unwrap();
     h.emulator.faults().add(Fault::status("/api/v4/secrets", 503));
     for _ in 0..2 {
@@ -286,7 +290,7 @@ async fn an_open_circuit_is_answered_from_cache_and_snapshot_without_a_request()
     h.advance(TTL * 2);
     let stale = cache.get(&db_url()).await.unwrap();
     assert_eq!((stale.source, stale.age), (Source::Cache, TTL * 2));
-    let offline = CachedClient::new(client, config).unwrap();
+    let offline = config.client(client).build().unwrap();
     let snap = offline.get(&db_url()).await.unwrap();
     assert_eq!((snap.source, snap.age), (Source::Snapshot, TTL * 2));
     assert_eq!(snap.value.value.expose(), DB_VALUE);
@@ -297,7 +301,7 @@ async fn an_open_circuit_is_answered_from_cache_and_snapshot_without_a_request()
 async fn an_error_status_is_not_answered_from_the_snapshot() {
     let h = Harness::start(ApiVersion::V2026).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = CacheConfig::new(TTL, MAX_STALE).with_snapshot(dir.path(), key());
+    let config = CachedClient::builder().ttl(TTL).max_stale(MAX_STALE).snapshot(dir.path(), key());
     cached(&h, config.clone()).get(&db_url()).await.unwrap();
     h.emulator.faults().add(Fault::status("/api/v4/secrets", 503));
     let err = cached(&h, config).get(&db_url()).await.unwrap_err();
@@ -587,7 +591,7 @@ async fn redis_going_away_degrades_to_l1_and_recovers() {
 #[tokio::test]
 async fn a_waiter_finishes_when_the_fetching_caller_is_cancelled() {
     let h = Harness::start(ApiVersion::V2026).await;
-    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    let cache = cached(&h, CachedClient::builder().ttl(TTL).max_stale(MAX_STALE));
     h.emulator.faults().add(Fault::latency("/api/v4/secrets", Duration::from_secs(30)).times(1));
     let leader = tokio::spawn({
         let cache = cache.clone();
@@ -611,7 +615,7 @@ async fn a_waiter_finishes_when_the_fetching_caller_is_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_queued_on_a_failing_fetch_get_its_error_without_asking_again() {
     let h = Harness::start(ApiVersion::V2026).await;
-    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    let cache = cached(&h, CachedClient::builder().ttl(TTL).max_stale(MAX_STALE));
     // The leader's first attempt is held, so all 100 callers are queued behind its flight rather
     // than arriving after it ended (late callers rightly start a flight of their own). Faults are
     // evaluated in order and a status ends the evaluation, so the latency goes first.
@@ -647,7 +651,7 @@ async fn an_invalidation_during_a_fetch_keeps_its_answer_out_of_the_cache() {
     let h = Harness::start(ApiVersion::V2026).await;
     let redis = TestRedis::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = with_redis(&redis, redis.url()).with_snapshot(dir.path(), key());
+    let config = with_redis(&redis, redis.url()).snapshot(dir.path(), key());
     let cache = cached(&h, config);
     h.emulator.faults().add(Fault::latency("/api/v4/secrets", Duration::from_millis(300)).times(1));
     let reading = tokio::spawn({
@@ -690,7 +694,7 @@ async fn a_read_right_after_the_local_drop_does_not_refill_from_the_old_l2_copy(
 #[tokio::test]
 async fn past_the_revalidate_window_a_healthy_infisical_is_waited_for() {
     let h = Harness::start(ApiVersion::V2026).await;
-    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    let cache = cached(&h, CachedClient::builder().ttl(TTL).max_stale(MAX_STALE));
     cache.folder(&app()).await.unwrap();
     // ttl + stale_while_revalidate (default ttl) has passed, max_stale has not.
     h.advance(TTL * 2 + Duration::from_secs(1));
@@ -779,7 +783,7 @@ async fn a_panicking_subscriber_does_not_stop_the_listener() {
 #[tokio::test]
 async fn repeated_events_still_drop_the_cache_and_kinds_are_told_apart() {
     let h = Harness::start(ApiVersion::V2026).await;
-    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    let cache = cached(&h, CachedClient::builder().ttl(TTL).max_stale(MAX_STALE));
     let mut events = cache.subscribe_stream("/app", 16);
     let event = |kind: ChangeKind, version: Option<u64>, id: &str| SecretChangeEvent {
         project: PROJECT.into(),
@@ -813,8 +817,7 @@ async fn repeated_events_still_drop_the_cache_and_kinds_are_told_apart() {
 async fn an_l2_step_over_budget_still_publishes_and_leaves_l2_up() {
     let h = Harness::start(ApiVersion::V2026).await;
     let redis = TestRedis::new().await;
-    let mut slow = with_redis(&redis, redis.url());
-    slow.redis.as_mut().unwrap().scan_budget = Duration::ZERO;
+    let slow = with_redis(&redis, redis.url()).redis_scan_budget(Duration::ZERO);
     let a = cached(&h, slow);
     let b = cached(&h, with_redis(&redis, redis.url()));
     let mut listener = b.start_listener().expect("redis configured");
@@ -895,7 +898,7 @@ async fn concurrent_reads_against_a_blackholing_redis_try_to_connect_once() {
 async fn stale_serves_are_logged_at_debug_only() {
     let (logs, _guard) = LogCapture::start("ikit_client=info");
     let h = Harness::start(ApiVersion::V2026).await;
-    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    let cache = cached(&h, CachedClient::builder().ttl(TTL).max_stale(MAX_STALE));
     cache.folder(&app()).await.unwrap();
     h.advance(TTL + Duration::from_secs(1));
     assert_eq!(cache.folder(&app()).await.unwrap().source, Source::Cache);
@@ -909,8 +912,7 @@ async fn a_silent_pubsub_connection_is_found_by_ping_and_replaced() {
     let h = Harness::start(ApiVersion::V2026).await;
     let redis = TestRedis::new().await;
     let proxy = Proxy::start(host_port(redis.url())).await;
-    let mut config = with_redis(&redis, &proxy.url());
-    config.redis.as_mut().unwrap().ping_every = Duration::from_millis(50);
+    let config = with_redis(&redis, &proxy.url()).redis_ping_every(Duration::from_millis(50));
     let cache = cached(&h, config);
     let mut listener = cache.start_listener().expect("redis configured");
     tokio::time::timeout(WAIT, listener.subscribed()).await.expect("listener subscribed");
@@ -943,7 +945,7 @@ fn reads_and_logins(h: &Harness) -> u64 {
 async fn a_304_leaves_the_snapshot_alone_and_an_outage_decodes_it_once() {
     let h = Harness::start(ApiVersion::V2026).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = CacheConfig::new(TTL, MAX_STALE).with_snapshot(dir.path(), key());
+    let config = CachedClient::builder().ttl(TTL).max_stale(MAX_STALE).snapshot(dir.path(), key());
     let client = ikit_client::Client::new(
         h.config(ua())
             .with_breaker(ikit_client::BreakerConfig {
@@ -958,7 +960,7 @@ async fn a_304_leaves_the_snapshot_alone_and_an_outage_decodes_it_once() {
             }),
     )
     .unwrap();
-    let cache = CachedClient::new(client.clone(), config.clone()).unwrap();
+    let cache = config.clone().client(client.clone()).build().unwrap();
     cache.get(&db_url()).await.unwrap();
     let files = snapshot_files(dir.path());
     assert_eq!(files.len(), 1);
@@ -984,7 +986,7 @@ async fn a_304_leaves_the_snapshot_alone_and_an_outage_decodes_it_once() {
         client.fetch_folder(&app()).await.unwrap_err();
     }
     assert!(client.circuit_open());
-    let offline = CachedClient::new(client, config).unwrap();
+    let offline = config.client(client).build().unwrap();
     for n in 0..50u64 {
         let served = offline.get(&db_url()).await.unwrap();
         assert_eq!(served.source, Source::Snapshot);
@@ -1058,7 +1060,7 @@ async fn a_new_process_revalidates_its_snapshot_instead_of_downloading_the_listi
 async fn the_api_generation_is_remembered_beside_the_snapshot() {
     let h = Harness::start(ApiVersion::V2024).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = CacheConfig::new(TTL, MAX_STALE).with_snapshot(dir.path(), key());
+    let config = CachedClient::builder().ttl(TTL).max_stale(MAX_STALE).snapshot(dir.path(), key());
     let cold = cached(&h, config.clone());
     assert_eq!(cold.get(&db_url()).await.unwrap().value.value.expose(), DB_VALUE);
     assert_eq!(reads_and_logins(&h), 3, "login, the v4 probe, the v3 listing");
@@ -1075,7 +1077,7 @@ async fn the_api_generation_is_remembered_beside_the_snapshot() {
 #[tokio::test]
 async fn a_write_through_the_cache_is_seen_by_the_next_read() {
     let h = Harness::start(ApiVersion::V2026).await;
-    let cache = cached(&h, CacheConfig::new(TTL, MAX_STALE));
+    let cache = cached(&h, CachedClient::builder().ttl(TTL).max_stale(MAX_STALE));
     let handle = cache.handle(&db_url()).await.unwrap();
     assert_eq!(cache.get(&db_url()).await.unwrap().source, Source::Cache);
     let scope = ikit_client::Scope::new(PROJECT, "dev", "/app");

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ikit_client::{
-    AuthMethod, CacheConfig, CachedClient, ClientError, FolderQuery, InvalidationScope,
+    AuthMethod, CachedClient, CachedClientBuilder, ClientError, FolderQuery, InvalidationScope,
     Invalidator, Scope, SealKey, SecretRef, SecretUpdate, Source, events_channel,
     invalidation_channel,
 };
@@ -38,8 +38,12 @@ fn folder(env: &str, path: &str) -> FolderQuery {
     FolderQuery::new(PROJECT, env, path)
 }
 
-fn with_redis(redis: &TestRedis, url: &str) -> CacheConfig {
-    CacheConfig::new(TTL, MAX_STALE).with_redis(url, redis.prefix(), Some(key()))
+fn with_redis(redis: &TestRedis, url: &str) -> CachedClientBuilder {
+    CachedClient::builder()
+        .ttl(TTL)
+        .max_stale(MAX_STALE)
+        .redis(url, Some(key()))
+        .redis_prefix(redis.prefix())
 }
 
 fn l2_key(redis: &TestRedis, env: &str, folder: &str) -> String {
@@ -155,13 +159,9 @@ async fn a_fetch_landing_inside_an_invalidation_cannot_put_the_old_listing_back(
         HoldProxy::start(host_port(redis.url())).await,
     );
     // Long Redis timeouts: the held steps must wait for the test, not give up.
-    let config = |url: String| {
-        let mut c = with_redis(&redis, &url);
-        c.redis.as_mut().unwrap().op_timeout = Duration::from_secs(30);
-        c
-    };
-    let a = CachedClient::new(h.client(ua()), config(proxy_a.url())).unwrap();
-    let b = CachedClient::new(h.client(ua()), config(proxy_b.url())).unwrap();
+    let config = |url: String| with_redis(&redis, &url).redis_op_timeout(Duration::from_secs(30));
+    let a = config(proxy_a.url()).client(h.client(ua())).build().unwrap();
+    let b = config(proxy_b.url()).client(h.client(ua())).build().unwrap();
     let mut listener = b.start_listener().expect("redis configured");
     tokio::time::timeout(WAIT, listener.subscribed()).await.expect("listener subscribed");
     // b's data connection is made (and the write script loaded) before anything is held.
@@ -201,7 +201,7 @@ async fn a_fetch_landing_inside_an_invalidation_cannot_put_the_old_listing_back(
     assert!(!exists(&redis, &l2_key(&redis, "dev", "/app")).await, "old listing back in L2");
     let again = b.get(&db_url()).await.unwrap();
     assert_eq!((again.source, again.value.value.expose()), (Source::Network, "v2"));
-    let c = CachedClient::new(h.client(ua()), with_redis(&redis, redis.url())).unwrap();
+    let c = with_redis(&redis, redis.url()).client(h.client(ua())).build().unwrap();
     assert_eq!(c.get(&db_url()).await.unwrap().value.value.expose(), "v2");
     listener.shutdown().await;
 }
@@ -243,12 +243,12 @@ fn change(env: &str, folder: &str, key: &str, id: &str) -> SecretChangeEvent {
 async fn the_publisher_clears_l2_once_by_name_and_coalesces_events_per_folder() {
     let h = Harness::start(ApiVersion::V2026).await;
     let redis = TestRedis::new().await;
-    let a = CachedClient::new(h.client(ua()), with_redis(&redis, redis.url())).unwrap();
+    let a = with_redis(&redis, redis.url()).client(h.client(ua())).build().unwrap();
     // /app imports /shared and /shared2.
     for path in ["/app", "/shared", "/shared2"] {
         a.folder(&folder("dev", path)).await.unwrap();
     }
-    let b = CachedClient::new(h.client(ua()), with_redis(&redis, redis.url())).unwrap();
+    let b = with_redis(&redis, redis.url()).client(h.client(ua())).build().unwrap();
     let mut listener = b.start_listener().expect("redis configured");
     tokio::time::timeout(WAIT, listener.subscribed()).await.expect("listener subscribed");
     for path in ["/app", "/shared"] {
@@ -290,7 +290,7 @@ async fn the_publisher_clears_l2_once_by_name_and_coalesces_events_per_folder() 
     assert!(!exists(&redis, &l2_key(&redis, "dev", "/app")).await, "the importer is dropped");
     assert!(exists(&redis, &l2_key(&redis, "dev", "/shared2")).await, "the rest is kept");
     // And from every replica's L1 (the one invalidation, then the events, are applied in order).
-    let c = CachedClient::new(h.client(ua()), with_redis(&redis, redis.url())).unwrap();
+    let c = with_redis(&redis, redis.url()).client(h.client(ua())).build().unwrap();
     let requests = h.count("GET", "/api/v4/secrets");
     tokio::time::timeout(WAIT, async {
         while b.is_cached(&folder("dev", "/shared")).await {
@@ -309,7 +309,7 @@ async fn the_publisher_clears_l2_once_by_name_and_coalesces_events_per_folder() 
 async fn scopes_keep_projects_and_environments_apart() {
     let h = Harness::start(ApiVersion::V2026).await;
     let redis = TestRedis::new().await;
-    let b = CachedClient::new(h.client(ua()), with_redis(&redis, redis.url())).unwrap();
+    let b = with_redis(&redis, redis.url()).client(h.client(ua())).build().unwrap();
     let mut listener = b.start_listener().expect("redis configured");
     tokio::time::timeout(WAIT, listener.subscribed()).await.expect("listener subscribed");
     let prod = InvalidationScope::of(PROJECT, "prod");
@@ -361,11 +361,11 @@ async fn scopes_keep_projects_and_environments_apart() {
 async fn a_refused_login_of_our_own_serves_stale_and_keeps_the_shared_copy() {
     let h = Harness::start(ApiVersion::V2026).await;
     let redis = TestRedis::new().await;
-    let healthy = CachedClient::new(h.client(ua()), with_redis(&redis, redis.url())).unwrap();
+    let healthy = with_redis(&redis, redis.url()).client(h.client(ua())).build().unwrap();
     healthy.get(&db_url()).await.unwrap();
     // Another pod whose client secret was rotated under it.
     let wrong = AuthMethod::universal("ua-client-id", "rotated-away");
-    let locked_out = CachedClient::new(h.client(wrong), with_redis(&redis, redis.url())).unwrap();
+    let locked_out = with_redis(&redis, redis.url()).client(h.client(wrong)).build().unwrap();
     h.advance(TTL + Duration::from_secs(1));
     let served = locked_out.get(&db_url()).await.unwrap();
     assert_eq!((served.source, served.value.value.expose()), (Source::Cache, DB_VALUE));
@@ -401,7 +401,7 @@ async fn absurd_stored_timestamps_are_never_served_as_fresh() {
     );
     let mut conn = redis.connection().await.unwrap();
     redis::cmd("SET").arg(&redis_key).arg(sealed).query_async::<()>(&mut conn).await.unwrap();
-    let cache = CachedClient::new(h.client(ua()), with_redis(&redis, redis.url())).unwrap();
+    let cache = with_redis(&redis, redis.url()).client(h.client(ua())).build().unwrap();
     let served = cache.get(&db_url()).await.unwrap();
     assert_eq!((served.source, served.value.value.expose()), (Source::Network, DB_VALUE));
 
@@ -423,8 +423,9 @@ async fn absurd_stored_timestamps_are_never_served_as_fresh() {
             ikit_client::internals::seal(&key(), aad.as_bytes(), &plain, &mut rng),
         )
         .unwrap();
-        let config = CacheConfig::new(TTL, MAX_STALE).with_snapshot(dir.path(), key());
-        let offline = CachedClient::new(client.clone(), config).unwrap();
+        let config =
+            CachedClient::builder().ttl(TTL).max_stale(MAX_STALE).snapshot(dir.path(), key());
+        let offline = config.client(client.clone()).build().unwrap();
         match offline.get(&db_url()).await {
             Err(ClientError::TooStale { max_stale, .. }) => assert_eq!(max_stale, MAX_STALE),
             other => {

@@ -56,12 +56,15 @@ async fn a_full_flow_logs_no_secret_value_or_token() {
     // from the snapshot.
     let redis = ikit_common::testsuite::TestRedis::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = ikit_client::CacheConfig::new(Duration::from_secs(60), Duration::from_secs(3600))
-        .with_redis(redis.url(), redis.prefix(), Some(ikit_client::SealKey::new([1; 32])))
-        .with_snapshot(dir.path(), ikit_client::SealKey::new([2; 32]));
+    let config = ikit_client::CachedClient::builder()
+        .ttl(Duration::from_secs(60))
+        .max_stale(Duration::from_secs(3600))
+        .redis(redis.url(), Some(ikit_client::SealKey::new([1; 32])))
+        .redis_prefix(redis.prefix())
+        .snapshot(dir.path(), ikit_client::SealKey::new([2; 32]));
     let db_url = SecretRef::parse(PROJECT, "dev", "/app/DB_URL").unwrap();
-    let cached = ikit_client::CachedClient::new(h.client(ua()), config.clone()).unwrap();
-    let later = ikit_client::CachedClient::new(h.client(ua()), config).unwrap();
+    let cached = config.clone().client(h.client(ua())).build().unwrap();
+    let later = config.client(h.client(ua())).build().unwrap();
     assert_eq!(cached.get(&db_url).await.unwrap().value.value.expose(), DB_VALUE);
     cached.invalidate("/app/*").await;
     cached.get(&db_url).await.unwrap();

@@ -147,7 +147,7 @@ async fn budget_waits_are_recorded_in_fractional_seconds() {
 async fn cache_metrics_count_hits_misses_and_stale_serves_by_folder() {
     use std::time::Duration;
 
-    use ikit_client::{CacheConfig, CachedClient, SealKey, Source};
+    use ikit_client::{CachedClient, SealKey, Source};
 
     let capture = Capture::default();
     let series = capture.series.clone();
@@ -156,12 +156,14 @@ async fn cache_metrics_count_hits_misses_and_stale_serves_by_folder() {
     let redis = ikit_common::testsuite::TestRedis::new().await;
     let dir = tempfile::tempdir().unwrap();
     let ttl = Duration::from_secs(60);
-    let config = CacheConfig::new(ttl, Duration::from_secs(3600))
-        .with_snapshot(dir.path(), SealKey::new([3; 32]));
+    let config = CachedClient::builder()
+        .ttl(ttl)
+        .max_stale(Duration::from_secs(3600))
+        .snapshot(dir.path(), SealKey::new([3; 32]));
     let with_l2 =
-        config.clone().with_redis(redis.url(), redis.prefix(), Some(SealKey::new([4; 32])));
-    let cached = CachedClient::new(h.client(ua()), with_l2).unwrap();
-    let offline = CachedClient::new(h.client(ua()), config).unwrap();
+        config.clone().redis(redis.url(), Some(SealKey::new([4; 32]))).redis_prefix(redis.prefix());
+    let cached = with_l2.client(h.client(ua())).build().unwrap();
+    let offline = config.client(h.client(ua())).build().unwrap();
     let db_url = SecretRef::parse(PROJECT, "dev", "/app/DB_URL").unwrap();
     let app = FolderQuery::new(PROJECT, "dev", "/app");
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ikit_client::{AuthMethod, CacheConfig, CachedClient, Client, ClientConfig};
+use ikit_client::{AuthMethod, CachedClient, CachedClientBuilder, Client, ClientConfig};
 use ikit_common::events::{ChangeKind, SecretChangeEvent};
 use ikit_common::testsuite::TestRedis;
 use ikit_keys::cipher::AesKeyRing;
@@ -104,12 +104,12 @@ async fn the_scheduler_reloads_what_another_replica_committed() {
     task.await.unwrap();
 }
 
-fn cached_client(config: CacheConfig) -> CachedClient {
+fn cached_client(config: CachedClientBuilder) -> CachedClient {
     // never contacted: the cache is used for its subscriptions and pub/sub only
     let client = ClientConfig::new("http://127.0.0.1:1", AuthMethod::universal("id", "secret"))
         .and_then(Client::new)
         .unwrap();
-    CachedClient::new(client, config).unwrap()
+    config.client(client).build().unwrap()
 }
 
 fn change(folder: &str, key: &str, id: &str) -> SecretChangeEvent {
@@ -131,7 +131,9 @@ async fn a_change_event_under_the_key_folders_reloads_an_attached_manager() {
     let b = Arc::new(env.manager(9));
     a.load().await.unwrap();
     b.load().await.unwrap();
-    let cache = cached_client(CacheConfig::new(Duration::from_secs(60), Duration::from_secs(60)));
+    let cache = cached_client(
+        CachedClient::builder().ttl(Duration::from_secs(60)).max_stale(Duration::from_secs(60)),
+    );
     let watch = b.attach(&cache);
     let mut updates = b.ring_updates();
     updates.borrow_and_update();
@@ -155,11 +157,11 @@ async fn a_change_event_under_the_key_folders_reloads_an_attached_manager() {
 async fn committed_steps_publish_an_invalidation_that_reloads_other_replicas() {
     let redis = TestRedis::new().await;
     let config = || {
-        CacheConfig::new(Duration::from_secs(60), Duration::from_secs(60)).with_redis(
-            redis.url(),
-            redis.prefix(),
-            None,
-        )
+        CachedClient::builder()
+            .ttl(Duration::from_secs(60))
+            .max_stale(Duration::from_secs(60))
+            .redis(redis.url(), None)
+            .redis_prefix(redis.prefix())
     };
     let (cache_a, cache_b) = (cached_client(config()), cached_client(config()));
     let mut listener = cache_b.start_listener().expect("redis configured");

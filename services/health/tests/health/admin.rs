@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ikit_client::{CacheConfig, CachedClient, Client, ClientConfig};
+use ikit_client::{CachedClient, Client, ClientConfig};
 use ikit_common::audit::Outcome;
 use ikit_common::testsuite::TestRedis;
 use ikit_keys::jwt::{JwkSet, VerifyOptions};
@@ -177,9 +177,12 @@ async fn invalidation_goes_through_the_fan_out_and_says_what_it_did() {
             ClientConfig::from_settings(&config.settings).unwrap().with_clock(clock.clone()),
         )
         .unwrap();
-        let cache = CacheConfig::new(Duration::from_secs(300), Duration::from_secs(3600))
-            .with_redis(url, prefix, None);
-        Some(CachedClient::new(client, cache).unwrap())
+        let cache = CachedClient::builder()
+            .ttl(Duration::from_secs(300))
+            .max_stale(Duration::from_secs(3600))
+            .redis(url, None)
+            .redis_prefix(prefix);
+        Some(cache.client(client).build().unwrap())
     })
     .await;
     let query = ikit_client::FolderQuery::new(crate::support::PROJECT, "dev", "/app");

@@ -305,13 +305,13 @@ impl SseClient {
 pub(crate) async fn cached_reader(
     stack: &Stack,
 ) -> (ikit_client::CachedClient, ikit_client::ListenerHandle) {
-    use ikit_client::{CacheConfig, CachedClient, SealKey};
-    let config = CacheConfig::new(Duration::from_secs(3600), Duration::from_secs(7200)).with_redis(
-        stack.redis.url(),
-        stack.redis.prefix(),
-        Some(SealKey::new([7u8; 32])),
-    );
-    let cache = CachedClient::new(stack.writer(), config).expect("cached client");
+    use ikit_client::{CachedClient, SealKey};
+    let config = CachedClient::builder()
+        .ttl(Duration::from_secs(3600))
+        .max_stale(Duration::from_secs(7200))
+        .redis(stack.redis.url(), Some(SealKey::new([7u8; 32])))
+        .redis_prefix(stack.redis.prefix());
+    let cache = config.client(stack.writer()).build().expect("cached client");
     let mut listener = cache.start_listener().expect("listener");
     listener.subscribed().await;
     (cache, listener)
