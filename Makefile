@@ -11,8 +11,11 @@ help: ## list the targets with their one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-24s %s\n", $$1, $$2}'
 
 dev: ## the whole stack in one process (emulator, webhook, health, SQLite audit); prints URLs and the admin token
-	$(CARGO) run -q -p ikit -- dev $(DEV_ARGS)
+	$(CARGO) run -q -p ikit --features dev -- dev $(DEV_ARGS)
 
+# The CLI's, ikit-migrate's and ikit-keys' tests turn on their sqlx features (`dev`, `audit`,
+# `postgres`) through a dev-dependency on their own crate, so `cargo test` covers the featured
+# code; `lint` also checks the default (lean) build of those crates.
 test: ## run every test of the workspace against real PostgreSQL and Redis
 	@if scripts/services-check; then \
 	  $(CARGO) test --workspace --locked; \
@@ -27,8 +30,9 @@ fmt: ## format the whole workspace
 fmt-check: ## fail when anything is not formatted
 	$(CARGO) fmt --all -- --check
 
-lint: ## clippy over every target with warnings as errors
+lint: ## clippy over every target with warnings as errors, then the CLI's lean default build
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy --locked -p ikit -p ikit-migrate -p ikit-keys --lib --bins -- -D warnings
 
 bench: ## issue 17's table (P1-P8): each figure beside its same-run baseline, ratio, goal, met?
 	$(CARGO) bench --locked -p ikit-suites --bench table $(BENCH_ROWS)
@@ -93,8 +97,8 @@ IKIT = IKIT_DEV_STATE="$${IKIT_DEV_STATE-$$(test -f '$(DEV_STATE)' && echo '$(DE
 # SECRET_VALUE reaches ikit on stdin from the shell's own variable: never in an argv or make's echo
 export SECRET_VALUE
 
-ikit-bin: ## build the ikit binary the infisical-* targets call (skipped when IKIT_BIN is set)
-	@$(if $(filter target/debug/ikit,$(IKIT_BIN)),$(CARGO) build -q -p ikit,true)
+ikit-bin: ## build the ikit binary the infisical-* targets call, with `ikit dev` (skipped when IKIT_BIN is set)
+	@$(if $(filter target/debug/ikit,$(IKIT_BIN)),$(CARGO) build -q -p ikit --features dev,true)
 
 infisical-dev-setup: ikit-bin ## start `ikit dev` in the background and wait for $(DEV_STATE); log in $(DEV_LOG)
 	@mkdir -p "$$(dirname '$(DEV_STATE)')" "$$(dirname '$(DEV_LOG)')"; rm -f '$(DEV_STATE)'

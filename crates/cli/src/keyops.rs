@@ -8,7 +8,9 @@ use std::sync::Arc;
 use ikit_common::SecretValue;
 use ikit_keys::KeyManager;
 use ikit_keys::jwt::PublicJwk;
-use ikit_keys::lock::{LocalLock, PgAdvisoryLock, RedisLock, RotationLock};
+#[cfg(feature = "postgres")]
+use ikit_keys::lock::PgAdvisoryLock;
+use ikit_keys::lock::{LocalLock, RedisLock, RotationLock};
 use ikit_keys::rotation::{Check, JwtFolder, jwt_names, verify_aes_folder, verify_jwt_folder};
 use serde_json::Value;
 
@@ -146,6 +148,14 @@ pub fn report_lines(checks: &[Check]) -> String {
     crate::render::table(&["RESULT", "CHECK", "DETAIL"], &rows)
 }
 
+/// Why a build without the `postgres` feature refuses a direct rotation with a PostgreSQL
+/// `IKIT_DATABASE_URL`.
+#[cfg(not(feature = "postgres"))]
+const NO_POSTGRES_LOCK: &str = "IKIT_DATABASE_URL is PostgreSQL, so the health service takes its \
+    rotation lock there, and this ikit is built without PostgreSQL (cargo feature `postgres`): \
+    rotate through the health service (set IKIT_HEALTH_URL and IKIT_ADMIN_TOKEN) or build ikit \
+    with --features postgres";
+
 /// The rotation lock the health service of the same project and environment takes: PostgreSQL
 /// advisory with a PostgreSQL `IKIT_DATABASE_URL`, else Redis with `IKIT_REDIS_URL`, else an
 /// in-process lock (`shared` false: nothing stops a concurrent rotator elsewhere).
@@ -159,8 +169,17 @@ pub fn rotation_lock(
     if let Some(url) =
         database_url.filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
     {
-        let lock = PgAdvisoryLock::from_url(url, &name).map_err(|e| e.to_string())?;
-        return Ok((Arc::new(lock), true));
+        #[cfg(feature = "postgres")]
+        {
+            let lock = PgAdvisoryLock::from_url(url, &name).map_err(|e| e.to_string())?;
+            return Ok((Arc::new(lock), true));
+        }
+        // any other lock would not exclude a health service holding the PostgreSQL one
+        #[cfg(not(feature = "postgres"))]
+        {
+            let _ = url;
+            return Err(NO_POSTGRES_LOCK.to_owned());
+        }
     }
     if let Some(url) = redis_url {
         let client = redis::Client::open(url)

@@ -68,6 +68,7 @@ impl AuditSink for MemoryAudit {
     }
 }
 
+#[cfg(feature = "audit")]
 /// Entries go to the hash-chained audit log as `key.<kind>.<step>` events: the actor is
 /// `ikit-keys/<trigger>`, the target the key ids, the details the reason and the outcome.
 impl AuditSink for ikit_common::audit::AuditLog {
@@ -109,12 +110,14 @@ impl AuditSink for ikit_common::audit::AuditLog {
     }
 }
 
+#[cfg(feature = "audit")]
 /// Refusals that pass: a full or unwritable spool. An invalid event stays invalid.
 fn is_retryable(error: &ikit_common::audit::AuditError) -> bool {
     use ikit_common::audit::AuditError;
     !matches!(error, AuditError::InvalidEvent(_) | AuditError::Encode(_))
 }
 
+#[cfg(feature = "audit")]
 async fn record_when_possible(
     log: ikit_common::audit::AuditLog,
     event: ikit_common::audit::AuditEvent,
@@ -137,7 +140,7 @@ async fn record_when_possible(
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "audit", feature = "postgres"))]
 mod tests {
     use std::sync::Arc;
     use std::time::Duration;

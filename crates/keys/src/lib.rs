@@ -4,8 +4,9 @@
 //! Code map: [`jwt`], [`cipher`], [`policy`] and [`rotation`] are pure (bytes, `now` and an RNG
 //! in, values out). [`store`] is the storage trait the keys live behind, with a file store for
 //! local use; `infisical` (feature `infisical`) implements it over ikit-client. [`lock`] holds the
-//! one-leader locks (PostgreSQL advisory, Redis with a fencing token, in-process), [`audit`] the
-//! audit sink (ikit-common's audit log implements it), and [`manager`] the stateful
+//! one-leader locks (PostgreSQL advisory with feature `postgres`, Redis with a fencing token,
+//! in-process), [`audit`] the audit sink (ikit-common's audit log implements it with feature
+//! `audit`; both features pull sqlx, so the CLI's default build has neither), and [`manager`] the stateful
 //! [`KeyManager`] that ties them together and serves readers from a ring swapped atomically.
 //!
 //! Invariants:

@@ -41,7 +41,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+#[cfg(feature = "postgres")]
 use sqlx::Connection;
+#[cfg(feature = "postgres")]
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 use crate::error::{Error, Result};
@@ -147,6 +149,7 @@ impl LockGuard for LocalGuard {
     }
 }
 
+#[cfg(feature = "postgres")]
 /// A PostgreSQL session advisory lock held on a dedicated connection: if the process dies the
 /// connection closes and the server frees the lock. The fencing token is a fresh transaction id
 /// (`txid_current()`), which only grows.
@@ -157,6 +160,7 @@ pub struct PgAdvisoryLock {
     op_timeout: Duration,
 }
 
+#[cfg(feature = "postgres")]
 impl PgAdvisoryLock {
     pub fn new(options: PgConnectOptions, name: &str) -> Self {
         Self { options, id: lock_id(name), op_timeout: DEFAULT_LOCK_TIMEOUT }
@@ -175,6 +179,7 @@ impl PgAdvisoryLock {
     }
 }
 
+#[cfg(feature = "postgres")]
 struct PgGuard {
     conn: PgConnection,
     id: i64,
@@ -182,10 +187,12 @@ struct PgGuard {
     op_timeout: Duration,
 }
 
+#[cfg(feature = "postgres")]
 fn pg_err(e: sqlx::Error) -> Error {
     Error::Lock(format!("postgres: {e}"))
 }
 
+#[cfg(feature = "postgres")]
 /// Whether the session of `conn` holds the advisory lock `id` taken in its single-bigint form
 /// (`objsubid = 1`; the two-integer form, `objsubid = 2`, with the same halves does not count).
 async fn holds_advisory_lock(conn: &mut PgConnection, id: i64) -> sqlx::Result<bool> {
@@ -199,6 +206,7 @@ async fn holds_advisory_lock(conn: &mut PgConnection, id: i64) -> sqlx::Result<b
     .await
 }
 
+#[cfg(feature = "postgres")]
 impl RotationLock for PgAdvisoryLock {
     fn try_acquire(&self) -> BoxFuture<'_, Result<Option<Box<dyn LockGuard>>>> {
         Box::pin(bounded(self.op_timeout, "postgres lock acquisition", async move {
@@ -230,6 +238,7 @@ impl RotationLock for PgAdvisoryLock {
     }
 }
 
+#[cfg(feature = "postgres")]
 impl LockGuard for PgGuard {
     fn fence(&self) -> Option<Fence> {
         Some(Fence { scope: format!("postgres:{}", self.id), token: self.token })
@@ -394,6 +403,7 @@ impl LockGuard for RedisGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "postgres")]
     use ikit_common::testsuite::TestDatabase;
 
     #[test]
@@ -407,6 +417,7 @@ mod tests {
         assert!(ours.admits(Some(&fence("postgres:1", 900))), "another lock's tokens");
     }
 
+    #[cfg(feature = "postgres")]
     #[tokio::test]
     async fn only_the_single_bigint_advisory_lock_counts_as_held() {
         let db = TestDatabase::postgres().await;

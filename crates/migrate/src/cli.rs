@@ -12,7 +12,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ikit_client::{BatchProgress, Client};
-use ikit_common::audit::{AuditLog, AuditOptions};
+#[cfg(feature = "audit")]
+use ikit_common::audit::AuditOptions;
 use ikit_common::clock::Clock;
 use zeroize::Zeroizing;
 
@@ -21,11 +22,15 @@ use crate::backup::{self, Backup, Protection, Unlock};
 use crate::dotenv::Interpolation;
 use crate::mapping::{Mapped, Mapping};
 use crate::plan::{plan, target_folders};
-use crate::run::{self, RunSettings};
+use crate::run::{self, AuditLog, RunSettings};
 use crate::{prereq, rollback, source};
 
 /// The environment variable holding a backup passphrase (when no recipient or identity is given).
 pub const PASSPHRASE_VAR: &str = "IKIT_BACKUP_PASSPHRASE";
+
+/// Where apply and rollback record their runs when the audit log is compiled in.
+#[cfg(feature = "audit")]
+pub const DEFAULT_AUDIT_DB: &str = "sqlite://.ikit/audit.db";
 
 #[derive(Debug, clap::Args)]
 pub struct MigrateArgs {
@@ -107,9 +112,10 @@ pub struct ApplyArgs {
     /// Where the backup taken first goes (default: <state-dir>/<run>.backup.age)
     #[arg(long, value_name = "FILE")]
     pub backup_out: Option<PathBuf>,
-    /// The audit log database (postgres:// or sqlite:)
-    #[arg(long, value_name = "URL", default_value = "sqlite://.ikit/audit.db")]
-    pub audit_db: String,
+    /// The audit log database (postgres:// or sqlite:); refused by a build without the audit log
+    #[cfg_attr(feature = "audit", arg(long, value_name = "URL", default_value = DEFAULT_AUDIT_DB))]
+    #[cfg_attr(not(feature = "audit"), arg(long, value_name = "URL"))]
+    pub audit_db: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,8 +159,10 @@ pub struct RollbackArgs {
     pub identity: Option<PathBuf>,
     #[arg(long, value_name = "DIR", default_value = run::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
-    #[arg(long, value_name = "URL", default_value = "sqlite://.ikit/audit.db")]
-    pub audit_db: String,
+    /// The audit log database (postgres:// or sqlite:); refused by a build without the audit log
+    #[cfg_attr(feature = "audit", arg(long, value_name = "URL", default_value = DEFAULT_AUDIT_DB))]
+    #[cfg_attr(not(feature = "audit"), arg(long, value_name = "URL"))]
+    pub audit_db: Option<String>,
 }
 
 /// What the runner needs from the binary.
@@ -346,7 +354,13 @@ fn protection(args: &ProtectArgs, inv: &Invocation<'_>) -> Result<Protection, Mi
     }
 }
 
-fn audit_log(url: &str, state_dir: &Path, inv: &Invocation<'_>) -> Result<AuditLog, MigrateError> {
+#[cfg(feature = "audit")]
+fn audit_log(
+    url: Option<&str>,
+    state_dir: &Path,
+    inv: &mut Invocation<'_>,
+) -> Result<Option<AuditLog>, MigrateError> {
+    let Some(url) = url else { return Ok(None) };
     // a relative SQLite path is relative to the working directory given, not the process's
     let url = match url.strip_prefix("sqlite://") {
         Some(file) if !file.starts_with('/') => {
@@ -354,7 +368,39 @@ fn audit_log(url: &str, state_dir: &Path, inv: &Invocation<'_>) -> Result<AuditL
         }
         _ => url.to_owned(),
     };
-    Ok(AuditLog::connect(&url, AuditOptions::new(state_dir.join("audit-spool")))?)
+    Ok(Some(AuditLog::connect(&url, AuditOptions::new(state_dir.join("audit-spool")))?))
+}
+
+#[cfg(not(feature = "audit"))]
+fn audit_log(
+    url: Option<&str>,
+    state_dir: &Path,
+    inv: &mut Invocation<'_>,
+) -> Result<Option<AuditLog>, MigrateError> {
+    no_audit_log(url, state_dir, inv.stderr)?;
+    Ok(None)
+}
+
+/// A build without the audit log (feature `audit`) refuses an audit database asked for, before
+/// anything is written, rather than dropping the record; without one it says on stderr that the
+/// run file is the run's only record. Compiled in every build so the tests cover it.
+#[cfg_attr(feature = "audit", allow(dead_code))]
+fn no_audit_log(
+    url: Option<&str>,
+    state_dir: &Path,
+    stderr: &mut (dyn Write + Send),
+) -> Result<(), MigrateError> {
+    if let Some(url) = url {
+        return Err(MigrateError::AuditNotBuilt { url: ikit_common::config::redact_url(url) });
+    }
+    out(
+        stderr,
+        &format!(
+            "warning: no audit log in this build (cargo feature `audit`): the run file under {} \
+             is the only record of this run\n",
+            state_dir.display()
+        ),
+    )
 }
 
 /// Progress after every chunk: a bar per folder on a terminal, a plain line otherwise.
@@ -393,14 +439,15 @@ impl Progress {
 async fn run_apply(args: &ApplyArgs, inv: &mut Invocation<'_>) -> Result<u8, MigrateError> {
     let mapped = read_sources(&args.source, inv)?;
     let state_dir = inv.path(&args.source.state_dir);
+    // first: a refused audit database must stop the run before any file is written
+    let audit = audit_log(args.audit_db.as_deref(), &state_dir, inv)?;
     let key = plan_key(&state_dir)?;
     let protection = protection(&args.protect, inv)?;
-    let audit = audit_log(&args.audit_db, &state_dir, inv)?;
     let settings = RunSettings {
         state_dir: state_dir.clone(),
         backup_out: args.backup_out.as_ref().map(|path| inv.path(path)),
         protection: Some(&protection),
-        audit: Some(&audit),
+        audit: audit.as_ref(),
         actor: inv.actor.clone(),
         clock: inv.clock,
     };
@@ -537,12 +584,12 @@ async fn run_rollback(args: &RollbackArgs, inv: &mut Invocation<'_>) -> Result<u
         return Ok(2);
     }
     let state_dir = inv.path(&args.state_dir);
-    let audit = audit_log(&args.audit_db, &state_dir, inv)?;
+    let audit = audit_log(args.audit_db.as_deref(), &state_dir, inv)?;
     let settings = RunSettings {
         state_dir,
         backup_out: None,
         protection: None,
-        audit: Some(&audit),
+        audit: audit.as_ref(),
         actor: inv.actor.clone(),
         clock: inv.clock,
     };
@@ -560,5 +607,35 @@ async fn run_rollback(args: &RollbackArgs, inv: &mut Invocation<'_>) -> Result<u
         out(inv.stdout, "verification failed: these still differ from the backup\n")?;
         out(inv.stdout, &report.differences.render())?;
         Ok(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_the_audit_log_a_given_database_is_refused_and_never_echoes_its_password() {
+        let mut stderr = Vec::new();
+        let refused = no_audit_log(
+            Some("postgres://audit:hunter2@db/ikit"),
+            Path::new(".ikit/migrations"),
+            &mut stderr,
+        )
+        .expect_err("an audit database asked of a build without the audit log");
+        let message = refused.to_string();
+        assert!(matches!(refused, MigrateError::AuditNotBuilt { .. }), "{message}");
+        assert!(message.contains("--features audit") && message.contains("db/ikit"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(stderr.is_empty(), "a refusal is the error, not a warning");
+    }
+
+    #[test]
+    fn without_the_audit_log_a_run_says_its_run_file_is_the_only_record() {
+        let mut stderr = Vec::new();
+        no_audit_log(None, Path::new("/work/.ikit/migrations"), &mut stderr).expect("no database");
+        let warning = String::from_utf8(stderr).expect("utf-8");
+        assert!(warning.starts_with("warning: no audit log in this build"), "{warning}");
+        assert!(warning.contains("/work/.ikit/migrations is the only record"), "{warning}");
     }
 }

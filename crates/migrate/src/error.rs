@@ -69,6 +69,15 @@ pub enum MigrateError {
     #[error("deleting {keys:?} from {folder} failed: {source}")]
     Delete { folder: String, keys: Vec<String>, source: Box<ikit_client::ClientError> },
     /// The audit log refused the run's record.
+    #[cfg(feature = "audit")]
     #[error("cannot record the run in the audit log: {0}")]
     Audit(#[from] ikit_common::audit::AuditError),
+    /// An audit log database was given to a build without the audit log (feature `audit`):
+    /// refused before anything is written rather than running without the record asked for.
+    #[error(
+        "--audit-db {url}: this ikit is built without the audit log (cargo feature `audit`); \
+         drop --audit-db (the run file under the state directory stays the record) or build \
+         with --features audit"
+    )]
+    AuditNotBuilt { url: String },
 }

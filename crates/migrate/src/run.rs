@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ikit_client::{BatchProgress, Client};
-use ikit_common::audit::{AuditEvent, AuditLog, Outcome};
+#[cfg(feature = "audit")]
+pub use ikit_common::audit::AuditLog;
+#[cfg(feature = "audit")]
+use ikit_common::audit::{AuditEvent, Outcome};
 use ikit_common::clock::Clock;
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +26,19 @@ use crate::plan::{Action, Plan, target_folders};
 use crate::rollback::{self, RollbackReport};
 
 pub const JOURNAL_FILE: &str = "journal.json";
+
+/// Built without the `audit` feature there is no audit log to record to: this type has no
+/// values, so [`RunSettings::audit`] is always `None` and the run file is the run's only record.
+#[cfg(not(feature = "audit"))]
+pub enum AuditLog {}
+
+/// How a run ended, as the audit log would record it.
+#[cfg(not(feature = "audit"))]
+#[derive(Clone, Copy)]
+enum Outcome {
+    Success,
+    Failure,
+}
 
 /// Where runs are recorded, relative to the working directory.
 pub const DEFAULT_STATE_DIR: &str = ".ikit/migrations";
@@ -309,27 +325,49 @@ async fn finish(
 ) -> Result<(), MigrateError> {
     write_json(&settings.state_dir.join(format!("{}.json", record.run_id)), record)?;
     if let Some(audit) = settings.audit {
-        let count = |result: &str| record.items.iter().filter(|item| item.result == result).count();
-        let event = AuditEvent::new(
-            record.finished_ms,
-            settings.actor.clone(),
-            format!("migrate.{}", record.command),
-            format!("{}:{}", record.project_id, record.run_id),
-            outcome,
-        )
-        .with_details(serde_json::json!({
-            "run": record.run_id,
-            "outcome": record.outcome,
-            "backup": record.backup.display().to_string(),
-            "resumes": record.resumes,
-            "written": count("written"),
-            "pendingApproval": count("pending_approval"),
-            "conflicts": count("conflict"),
-            "foldersCreated": record.folders_created.len(),
-            "error": record.error,
-        }));
-        audit.record(event).await?;
+        record_audit(audit, settings, record, outcome).await?;
     }
+    Ok(())
+}
+
+#[cfg(not(feature = "audit"))]
+async fn record_audit(
+    audit: &AuditLog,
+    _: &RunSettings<'_>,
+    _: &RunRecord,
+    _: Outcome,
+) -> Result<(), MigrateError> {
+    match *audit {}
+}
+
+/// The audit record of a finished run (its run file is already written).
+#[cfg(feature = "audit")]
+async fn record_audit(
+    audit: &AuditLog,
+    settings: &RunSettings<'_>,
+    record: &RunRecord,
+    outcome: Outcome,
+) -> Result<(), MigrateError> {
+    let count = |result: &str| record.items.iter().filter(|item| item.result == result).count();
+    let event = AuditEvent::new(
+        record.finished_ms,
+        settings.actor.clone(),
+        format!("migrate.{}", record.command),
+        format!("{}:{}", record.project_id, record.run_id),
+        outcome,
+    )
+    .with_details(serde_json::json!({
+        "run": record.run_id,
+        "outcome": record.outcome,
+        "backup": record.backup.display().to_string(),
+        "resumes": record.resumes,
+        "written": count("written"),
+        "pendingApproval": count("pending_approval"),
+        "conflicts": count("conflict"),
+        "foldersCreated": record.folders_created.len(),
+        "error": record.error,
+    }));
+    audit.record(event).await?;
     Ok(())
 }
 
