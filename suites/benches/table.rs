@@ -173,7 +173,10 @@ fn ms(d: Duration) -> String {
 }
 
 /// P1: cached `get` hit and a live handle read against a bare `HashMap` lookup, with the
-/// Prometheus recorder installed (metric updates count), at each folder size.
+/// Prometheus recorder installed (metric updates count), at each folder size. A handle is read
+/// both ways it offers: borrowed (`with_fresh`, the hot-path read) and owned (`fresh`, which
+/// adds an `Arc` clone and its drop). Each figure is the best of many short rounds, the
+/// baseline's too: on a shared machine a round is slowed by whatever else ran, never sped up.
 fn p1(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
     let _recorder = ikit_common::telemetry::metrics_handle();
     let cache = CachedClient::builder()
@@ -182,7 +185,12 @@ fn p1(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
         .max_stale(Duration::from_secs(7200))
         .build()
         .expect("cache");
-    const READS: u32 = 200_000;
+    // Short rounds, many of them: on a shared machine most rounds of a millisecond or so run
+    // without being preempted, and the fastest one is the figure.
+    const READS: u32 = 20_000;
+    fn best(mut round: impl FnMut() -> f64) -> f64 {
+        (0..25).map(|_| round()).fold(f64::INFINITY, f64::min)
+    }
     for n in SIZES {
         let folder = folder_of(n);
         let probe = format!("{folder}/KEY_{}", n / 2);
@@ -192,24 +200,40 @@ fn p1(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
         let map: HashMap<String, String> = (0..n)
             .map(|i| (format!("{folder}/KEY_{i}"), format!("value-{i}-0123456789abcdef")))
             .collect();
-        let floor = per_call(READS, || {
-            black_box(map.get(black_box(probe.as_str())).map(String::len));
+        let floor = best(|| {
+            per_call(READS, || {
+                black_box(map.get(black_box(probe.as_str())).map(String::len));
+            })
         });
-        let handle_ns = per_call(READS, || {
-            black_box(black_box(&handle).fresh().expect("fresh").value.value.expose().len());
+        let borrowed_ns = best(|| {
+            per_call(READS, || {
+                let len = black_box(&handle).with_fresh(|s| s.value.expose().len());
+                black_box(len.expect("fresh"));
+            })
         });
-        let get_ns = rt.block_on(async {
-            for _ in 0..READS / 10 {
-                black_box(cache.get(black_box(&key)).await.expect("hit"));
-            }
-            let started = Instant::now();
-            for _ in 0..READS {
-                let served = cache.get(black_box(&key)).await.expect("hit");
-                black_box(served.value.value.expose().len());
-            }
-            started.elapsed().as_nanos() as f64 / f64::from(READS)
+        let owned_ns = best(|| {
+            per_call(READS, || {
+                black_box(black_box(&handle).fresh().expect("fresh").value.value.expose().len());
+            })
         });
-        for (what, ns) in [("cached get hit", get_ns), ("live handle read", handle_ns)] {
+        let get_ns = best(|| {
+            rt.block_on(async {
+                for _ in 0..READS / 10 {
+                    black_box(cache.get(black_box(&key)).await.expect("hit"));
+                }
+                let started = Instant::now();
+                for _ in 0..READS {
+                    let served = cache.get(black_box(&key)).await.expect("hit");
+                    black_box(served.value.value.expose().len());
+                }
+                started.elapsed().as_nanos() as f64 / f64::from(READS)
+            })
+        });
+        for (what, ns, goal, most) in [
+            ("cached get hit", get_ns, "<= 3x, <= 1 us", 3.0),
+            ("live handle read (with_fresh)", borrowed_ns, "<= 2x, <= 1 us", 2.0),
+            ("live handle read, owned Arc (fresh)", owned_ns, "<= 2x, <= 1 us", 2.0),
+        ] {
             let ratio = ns / floor;
             table.add(
                 "P1",
@@ -217,8 +241,8 @@ fn p1(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
                 format!("{ns:.0} ns"),
                 format!("HashMap {floor:.0} ns"),
                 Some(ratio),
-                "<= 3x, <= 1 us",
-                Some(ratio <= 3.0 && ns <= 1_000.0),
+                goal,
+                Some(ratio <= most && ns <= 1_000.0),
             );
         }
     }

@@ -29,6 +29,7 @@ use crate::api::{ApiVersion, FolderQuery, NewSecret, Scope, SecretUpdate};
 use crate::client::{Client, FolderFetch, METRIC_FETCH_TOTAL, Source};
 use crate::clock::ReadClock;
 use crate::error::ClientError;
+use crate::hits::Hits;
 use crate::l1::{Aged, FastMap, L1};
 use crate::l2::{self, Cleared, Generation};
 use crate::pattern::{Dedup, folder_affected, path_matches};
@@ -77,14 +78,39 @@ impl SecretHandle {
 
     /// The secret if the slot holds a fresh one, without waiting for anything.
     pub fn fresh(&self) -> Option<Served<Arc<Secret>>> {
+        self.read_fresh(|resolved, age| Served {
+            value: resolved.secret.clone(),
+            source: Source::Cache,
+            age,
+        })
+    }
+
+    /// Runs `read` on the secret if the slot holds a fresh one, and returns what it returns:
+    /// the cheapest read there is (no reference count is touched). `read` runs while the slot
+    /// is pinned, so it should be short: copy out what is needed.
+    ///
+    /// ```no_run
+    /// # fn demo(handle: &ikit_client::SecretHandle) {
+    /// let url_len = handle.with_fresh(|secret| secret.value.expose().len());
+    /// # let _ = url_len;
+    /// # }
+    /// ```
+    #[inline]
+    pub fn with_fresh<R>(&self, read: impl FnOnce(&Secret) -> R) -> Option<R> {
+        self.read_fresh(|resolved, _| read(&resolved.secret))
+    }
+
+    /// The fresh slot, counted as a hit.
+    #[inline]
+    fn read_fresh<R>(&self, read: impl FnOnce(&Resolved, Duration) -> R) -> Option<R> {
         let current = self.state.current.load();
-        let resolved = current.as_ref()?;
+        let resolved = current.as_deref()?;
         let age = resolved.entry.age(self.cache.now_ms());
         if age >= self.cache.shared.config.ttl {
             return None;
         }
-        CachedClient::count_hit(&resolved.entry);
-        Some(Served { value: resolved.secret.clone(), source: Source::Cache, age })
+        resolved.entry.hits.count();
+        Some(read(resolved, age))
     }
 
     pub fn secret_ref(&self) -> &SecretRef {
@@ -287,8 +313,8 @@ struct Entry {
     snapshot_written_ms: Option<i64>,
     /// Every key the listing resolves to, own secrets first, then imports in `ImportOrder`.
     index: FastMap<Box<str>, Arc<Secret>>,
-    /// `infisical_cache_hit_total` and `infisical_fetch_total{source=cache}` for this folder.
-    hits: [metrics::Counter; 2],
+    /// Fresh reads of this listing (`get` hits, handle reads, `folder` hits).
+    hits: Arc<Hits>,
 }
 
 impl Entry {
@@ -309,10 +335,10 @@ impl Entry {
             index.entry(secret.key.as_str().into()).or_insert_with(|| Arc::new(secret.clone()));
         }
         let path = path_label(&query.path);
-        let hits = [
+        let hits = Hits::register([
             metrics::counter!(METRIC_CACHE_HIT, "path" => path.clone()),
             metrics::counter!(METRIC_FETCH_TOTAL, "source" => Source::Cache.as_str(), "path" => path),
-        ];
+        ]);
         Self {
             default_flags: is_default(query),
             query: query.clone(),
@@ -580,30 +606,55 @@ impl CachedClient {
 
     /// Reads one secret through its folder's cached listing. A fresh L1 hit is a hash of the
     /// reference's parts, one lookup, a comparison and a lookup in the listing's key index: no
-    /// formatting, no label resolution, no copy of the secret.
+    /// formatting, no label resolution, no copy of the secret, nothing awaited.
     pub async fn get(&self, secret: &SecretRef) -> Result<Served<Arc<Secret>>, ClientError> {
+        if let Some(hit) = self.fresh_hit(secret) {
+            return hit;
+        }
+        // Boxed: the miss path's state (L2, the fetch, the fallbacks) would otherwise make
+        // every `get` future, hits included, as large as itself.
+        Box::pin(self.get_through(secret)).await
+    }
+
+    /// The fresh L1 answer for `secret`, if there is one: the secret, or a definite error
+    /// (the fresh listing lacks the key or hides its value).
+    #[inline]
+    fn fresh_hit(&self, secret: &SecretRef) -> Option<Result<Served<Arc<Secret>>, ClientError>> {
         let (project, env, folder) = (secret.project(), secret.environment(), secret.folder());
         let slot = self.default_slot(project, env, folder);
-        let hit = self.shared.l1.peek(slot, |e| {
-            if !e.is_default_of(project, env, folder) {
-                return None;
-            }
-            let age = e.age(self.now_ms());
-            if age >= self.shared.config.ttl {
-                return None;
-            }
-            Some(e.pick(secret).map(|found| {
-                Self::count_hit(e);
-                Served { value: found, source: Source::Cache, age }
-            }))
-        });
-        if let Some(Some(served)) = hit {
-            return served;
-        }
-        let query = FolderQuery::new(project, env, folder);
+        self.shared
+            .l1
+            .peek(slot, |e| {
+                // Another listing in the slot (other flags, or a hash collision) is not this one.
+                if !e.is_default_of(project, env, folder) {
+                    return None;
+                }
+                let age = e.age(self.now_ms());
+                if age >= self.shared.config.ttl {
+                    return None;
+                }
+                Some(e.pick(secret).map(|found| {
+                    e.hits.count();
+                    Served { value: found, source: Source::Cache, age }
+                }))
+            })
+            .flatten()
+    }
+
+    /// [`Self::get`] past L1: the listing through [`Self::entry`].
+    async fn get_through(&self, secret: &SecretRef) -> Result<Served<Arc<Secret>>, ClientError> {
+        let query = FolderQuery::new(secret.project(), secret.environment(), secret.folder());
         let served = self.entry(&query).await?;
         let found = served.value.pick(secret)?;
         Ok(Served { value: found, source: served.source, age: served.age })
+    }
+
+    /// Moves every cache hit counted so far in this process into `infisical_cache_hit_total`
+    /// and `infisical_fetch_total{source=cache}`. Hits are counted per listing and reach the
+    /// counters within a second anyway (and when the listing is dropped); call this before a
+    /// scrape or a test that needs them exact at once.
+    pub fn flush_metrics(&self) {
+        crate::hits::flush_all();
     }
 
     /// A folder listing: fresh from L1 or L2, else from Infisical (one request however many
@@ -733,14 +784,8 @@ impl CachedClient {
         result
     }
 
-    fn count_hit(e: &Entry) {
-        for counter in &e.hits {
-            counter.increment(1);
-        }
-    }
-
     fn hit(&self, e: &Arc<Entry>, age: Duration) -> Served<Arc<Entry>> {
-        Self::count_hit(e);
+        e.hits.count();
         Served { value: e.clone(), source: Source::Cache, age }
     }
 

@@ -8,13 +8,38 @@
 //! swept by writes.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-/// A map keyed by L1 slots (already hashes): foldhash keeps the lookup a few nanoseconds.
+/// A map with a fast hash (foldhash): keeps a lookup by string a few nanoseconds.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A map keyed by L1 slots, which are already seeded hashes: hashed again by nothing.
+type SlotMap<V> = HashMap<u64, V, BuildHasherDefault<SlotHasher>>;
+
+/// Passes a slot through as its own hash.
+#[derive(Default)]
+struct SlotHasher(u64);
+
+impl Hasher for SlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` slots are hashed here; anything else is folded in rather than lost.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, slot: u64) {
+        self.0 = slot;
+    }
+}
 
 /// Shards: enough that a write copies a small map, few enough to scan when evicting.
 const SHARDS: usize = 16;
@@ -33,7 +58,7 @@ pub(crate) struct L1<E> {
 }
 
 struct Shard<E> {
-    map: ArcSwap<FastMap<u64, Arc<E>>>,
+    map: ArcSwap<SlotMap<Arc<E>>>,
     /// Serialises this shard's writers (readers never take it).
     write: Mutex<()>,
 }
@@ -42,7 +67,7 @@ impl<E: Aged> L1<E> {
     pub(crate) fn new(max_entries: u64, max_age: std::time::Duration) -> Self {
         let shards = (0..SHARDS)
             .map(|_| Shard {
-                map: ArcSwap::from_pointee(FastMap::default()),
+                map: ArcSwap::from_pointee(SlotMap::default()),
                 write: Mutex::new(()),
             })
             .collect();
@@ -55,8 +80,9 @@ impl<E: Aged> L1<E> {
     }
 
     fn shard(&self, slot: u64) -> &Shard<E> {
-        // The slot is a hash: its low bits are as good as any.
-        &self.shards[(slot as usize) % SHARDS]
+        // The slot is a hash, used as is by the shard's map: its low bits pick the bucket and
+        // its top seven the tag, so the shard is picked by bits neither uses.
+        &self.shards[((slot >> 32) as usize) % SHARDS]
     }
 
     /// Runs `read` on the listing in `slot`, without cloning it.
@@ -113,7 +139,7 @@ impl<E: Aged> L1<E> {
                 continue;
             }
             let _writer = shard.write.lock().unwrap_or_else(|e| e.into_inner());
-            let mut map = FastMap::clone(&shard.map.load());
+            let mut map = SlotMap::clone(&shard.map.load());
             let before = map.len();
             map.retain(|_, e| !doomed(e));
             let gone = before - map.len();
@@ -126,10 +152,10 @@ impl<E: Aged> L1<E> {
 
     /// Copies `slot`'s shard, lets `change` edit it (returning the change in length) and swaps
     /// the copy in.
-    fn edit(&self, slot: u64, change: impl FnOnce(&mut FastMap<u64, Arc<E>>) -> isize) {
+    fn edit(&self, slot: u64, change: impl FnOnce(&mut SlotMap<Arc<E>>) -> isize) {
         let shard = self.shard(slot);
         let _writer = shard.write.lock().unwrap_or_else(|e| e.into_inner());
-        let mut map = FastMap::clone(&shard.map.load());
+        let mut map = SlotMap::clone(&shard.map.load());
         let delta = change(&mut map);
         shard.map.store(Arc::new(map));
         if delta >= 0 {
@@ -198,7 +224,7 @@ mod tests {
     #[test]
     fn writes_sweep_listings_past_max_age_and_removals_are_exact() {
         let l1 = L1::new(100, Duration::from_millis(1_000));
-        // Slots 0 and 16 share a shard.
+        // Slots 0 and 16 share a shard (as do all slots below 2^32).
         l1.insert(0, Arc::new(At(0)), 0);
         l1.insert(16, Arc::new(At(2_000)), 2_000);
         assert!(l1.get(0).is_none(), "older than max_age at the write");

@@ -52,6 +52,7 @@ mod client;
 mod clock;
 mod config;
 mod error;
+mod hits;
 mod invalidator;
 mod l1;
 mod l2;

@@ -181,6 +181,8 @@ async fn cache_metrics_count_hits_misses_and_stale_serves_by_folder() {
     h.emulator.shutdown().await;
     assert_eq!(offline.get(&db_url).await.unwrap().source, Source::Snapshot);
 
+    // Hits are counted per listing and batched into the counters; this makes them exact now.
+    cached.flush_metrics();
     let got = series.lock().unwrap().clone();
     let want = [
         ("infisical_cache_miss_total{path=/app}", 2.0),
@@ -200,4 +202,47 @@ async fn cache_metrics_count_hits_misses_and_stale_serves_by_folder() {
     }
     let all = format!("{got:?}");
     assert!(!all.contains("DB_URL") && !all.contains(DB_VALUE), "{all}");
+}
+
+#[tokio::test]
+async fn every_cache_hit_is_counted_once_whichever_way_it_reads() {
+    use std::time::Duration;
+
+    use ikit_client::{CacheConfig, CachedClient, Source};
+
+    let capture = Capture::default();
+    let series = capture.series.clone();
+    let _guard = metrics::set_default_local_recorder(&capture);
+    let h = Harness::start(ApiVersion::V2026).await;
+    let cached = CachedClient::new(
+        h.client(ua()),
+        CacheConfig::new(Duration::from_secs(60), Duration::from_secs(3600)),
+    )
+    .unwrap();
+    let db_url = SecretRef::parse(PROJECT, "dev", "/app/DB_URL").unwrap();
+    let app = FolderQuery::new(PROJECT, "dev", "/app");
+    assert_eq!(cached.get(&db_url).await.unwrap().source, Source::Network);
+    let handle = cached.handle(&db_url).await.unwrap();
+    // The handle's resolution read the fresh listing: one hit.
+    let mut hits = 1;
+    for _ in 0..500 {
+        assert_eq!(cached.get(&db_url).await.unwrap().source, Source::Cache);
+        assert_eq!(handle.fresh().unwrap().value.value.expose(), DB_VALUE);
+        assert_eq!(handle.with_fresh(|s| s.value.expose().len()), Some(DB_VALUE.len()));
+        assert_eq!(cached.folder(&app).await.unwrap().source, Source::Cache);
+        hits += 4;
+    }
+    cached.flush_metrics();
+    let got = series.lock().unwrap().clone();
+    assert_eq!(got.get("infisical_cache_hit_total{path=/app}"), Some(&f64::from(hits)), "{got:#?}");
+    assert_eq!(got.get("infisical_fetch_total{path=/app,source=cache}"), Some(&f64::from(hits)));
+
+    // A listing dropped by an invalidation takes its last hits to the counters with it (the
+    // flush cannot reach a dropped listing: the count can only come from the drop).
+    handle.with_fresh(|_| ()).unwrap();
+    drop(handle);
+    cached.invalidate("/app").await;
+    cached.flush_metrics();
+    let got = series.lock().unwrap().clone();
+    assert_eq!(got.get("infisical_cache_hit_total{path=/app}"), Some(&f64::from(hits + 1)));
 }
