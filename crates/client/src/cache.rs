@@ -1040,7 +1040,7 @@ impl CachedClient {
     }
 
     /// Saves the client's API generation beside the snapshot when it differs from the saved one,
-    /// for the next process ([`CachedClient::new`] reads it).
+    /// for the next process (the next cache built reads it).
     async fn save_generation(&self) {
         if self.shared.snapshot.is_none() {
             return;
