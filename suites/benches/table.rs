@@ -349,6 +349,222 @@ fn p2(table: &mut Table, emu: &RunningEmulator) {
     }
 }
 
+/// Emulated waits for U: a rate-limit wait moves the client's and the emulator's clocks
+/// together instead of sleeping, so a used-up window resets at once and the rows measure the
+/// client, not the limiter's minute. Concurrent waiters for one reset share its deadline (the
+/// clocks move to the latest deadline, not by the sum of the waits).
+struct EmulatedSleeper {
+    client: Arc<ikit_client::ManualClock>,
+    emulator: ikit_emulator::EmulatorClock,
+    moves: std::sync::Mutex<()>,
+}
+
+impl ikit_client::Sleeper for EmulatedSleeper {
+    fn sleep(&self, duration: Duration) -> ikit_client::SleepFuture {
+        let _one_at_a_time = self.moves.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = self.client.now_ms() + i64::try_from(duration.as_millis()).unwrap_or(0);
+        let behind = deadline - self.emulator.now_ms();
+        if behind > 0 {
+            let by = Duration::from_millis(behind.unsigned_abs());
+            self.client.advance_by(by);
+            self.emulator.advance(by);
+        }
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// The folder U reads from: 1,000 distinct keys.
+const U_FOLDER: &str = "/s1000";
+const U_KEYS: usize = 1_000;
+const U_SEQUENTIAL: usize = 200;
+const U_BURST: usize = 100;
+const U_ROUNDS: usize = 7;
+
+/// The floor for U: a raw reqwest keep-alive client sending the very request the client sends
+/// (same route and query) and reading the value out of the JSON, as any caller must.
+struct RawGets {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl RawGets {
+    async fn login(base: &str) -> Self {
+        let http = reqwest::Client::new();
+        let login: serde_json::Value = http
+            .post(format!("{base}/api/v1/auth/universal-auth/login"))
+            .json(&json!({"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET}))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("login json");
+        let token = login["accessToken"].as_str().expect("token").to_owned();
+        Self { http, base: base.to_owned(), token }
+    }
+
+    async fn get(&self, key: &str) -> usize {
+        let response = self
+            .http
+            .get(format!("{}/api/v4/secrets/{key}", self.base))
+            .query(&[
+                ("projectId", PROJECT),
+                ("environment", "dev"),
+                ("secretPath", U_FOLDER),
+                ("type", "shared"),
+                ("viewSecretValue", "true"),
+                ("expandSecretReferences", "true"),
+                ("include_imports", "false"),
+                ("includeImports", "false"),
+            ])
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("get");
+        assert!(response.status().is_success(), "{}", response.status());
+        let body = response.bytes().await.expect("body");
+        let parsed: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        parsed["secret"]["secretValue"].as_str().map_or(0, str::len)
+    }
+}
+
+/// Microseconds per get, `U_SEQUENTIAL` distinct keys one after the other from `first`.
+async fn u_sequential<F: std::future::Future<Output = usize>>(
+    first: usize,
+    get: impl Fn(usize) -> F,
+) -> f64 {
+    let started = Instant::now();
+    for i in 0..U_SEQUENTIAL {
+        black_box(get((first + i) % U_KEYS).await);
+    }
+    started.elapsed().as_secs_f64() * 1e6 / U_SEQUENTIAL as f64
+}
+
+/// Milliseconds for `U_BURST` concurrent gets of distinct keys from `first`.
+async fn u_burst<F>(first: usize, get: impl Fn(usize) -> F) -> f64
+where
+    F: std::future::Future<Output = usize> + Send + 'static,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..U_BURST).map(|i| tokio::spawn(get((first + i) % U_KEYS))).collect();
+    for task in tasks {
+        black_box(task.await.expect("task"));
+    }
+    started.elapsed().as_secs_f64() * 1e3
+}
+
+/// An emulator whose clock moves only when a wait is emulated, the limiter on or off.
+async fn u_emulator(start_ms: i64, limiter: bool) -> RunningEmulator {
+    let config = EmulatorConfig::new(seed())
+        .clock(ikit_emulator::EmulatorClock::fixed(start_ms))
+        .rate_limit_mode(limiter);
+    Emulator::start(config).await.expect("emulator")
+}
+
+/// A client at default settings (no client-side budget: pacing comes from the server's
+/// headers) whose waits are emulated.
+fn u_client(emu: &RunningEmulator, start_ms: i64) -> Client {
+    let clock = Arc::new(ikit_client::ManualClock::new(start_ms));
+    let sleeper = Arc::new(EmulatedSleeper {
+        client: clock.clone(),
+        emulator: emu.clock().clone(),
+        moves: std::sync::Mutex::new(()),
+    });
+    let config =
+        ClientConfig::new(&emu.base_url(), AuthMethod::universal(CLIENT_ID, CLIENT_SECRET))
+            .expect("config")
+            .with_clock(clock)
+            .with_sleeper(sleeper);
+    Client::new(config).expect("client")
+}
+
+/// By-name requests the emulator received for the keys of [`U_FOLDER`].
+fn u_requests(emu: &RunningEmulator) -> u64 {
+    (0..U_KEYS).map(|i| emu.request_count("GET", &format!("/api/v4/secrets/KEY_{i}"))).sum()
+}
+
+/// U: uncached `Client::get` of distinct keys, sequential and as a 100-way burst, at default
+/// settings, beside a raw keep-alive HTTP client sending the same requests to a server without
+/// a limiter; the client against the emulator with its production-like limiter off and on (60
+/// secrets requests a minute; the waits are emulated). Rounds are interleaved (raw, client with
+/// the limiter off, client with it on) and the best of each kept, so a busy machine slows all
+/// alike; with the limiter on, every by-name request beyond one per get was a 429 sent again.
+fn uncached(table: &mut Table, rt: &tokio::runtime::Runtime) {
+    let start_ms = SystemClock.now_ms();
+    let (open, limited) = rt
+        .block_on(async { (u_emulator(start_ms, false).await, u_emulator(start_ms, true).await) });
+    let raw = Arc::new(rt.block_on(RawGets::login(&open.base_url())));
+    let clients = [u_client(&open, start_ms), u_client(&limited, start_ms)];
+    let get_with = |client: &Client| {
+        let client = client.clone();
+        move |i: usize| {
+            let client = client.clone();
+            async move {
+                let key =
+                    SecretRef::parse(PROJECT, "dev", &format!("{U_FOLDER}/KEY_{i}")).expect("ref");
+                let (secret, _) = client.get(&key).await.expect("uncached get");
+                secret.value.expose().len()
+            }
+        }
+    };
+    let raw_get = |i: usize| {
+        let raw = raw.clone();
+        async move { raw.get(&format!("KEY_{i}")).await }
+    };
+    rt.block_on(async {
+        for client in &clients {
+            client.ensure_token().await.expect("login");
+        }
+        raw_get(0).await;
+    });
+    let limited_before = u_requests(&limited);
+    let mut gets_on_limited = 0u64;
+    let (mut raw_seq, mut raw_burst) = (f64::MAX, f64::MAX);
+    let mut seq = [f64::MAX; 2];
+    let mut burst = [f64::MAX; 2];
+    for round in 0..U_ROUNDS {
+        let first = round * U_SEQUENTIAL;
+        raw_seq = raw_seq.min(rt.block_on(u_sequential(first, raw_get)));
+        raw_burst = raw_burst.min(rt.block_on(u_burst(first, raw_get)));
+        for (n, client) in clients.iter().enumerate() {
+            seq[n] = seq[n].min(rt.block_on(u_sequential(first, get_with(client))));
+            burst[n] = burst[n].min(rt.block_on(u_burst(first, get_with(client))));
+        }
+        gets_on_limited += (U_SEQUENTIAL + U_BURST) as u64;
+    }
+    let refused = (u_requests(&limited) - limited_before).saturating_sub(gets_on_limited);
+    for (n, mode) in ["limiter off", "limiter on"].into_iter().enumerate() {
+        let refusals = if n == 1 { format!(", {refused} 429s") } else { String::new() };
+        let ok = |ratio: f64| ratio <= 1.1 && (n == 0 || refused == 0);
+        let goal = if n == 1 { "<= 1.1x, 0 429s" } else { "<= 1.1x" };
+        let ratio = seq[n] / raw_seq;
+        table.add(
+            "U",
+            format!("uncached get x{U_SEQUENTIAL} sequential, {mode}{refusals}"),
+            format!("{:.0} us/get", seq[n]),
+            format!("raw reqwest {raw_seq:.0} us/get"),
+            Some(ratio),
+            goal,
+            Some(ok(ratio)),
+        );
+        let ratio = burst[n] / raw_burst;
+        table.add(
+            "U",
+            format!("uncached burst of {U_BURST} distinct keys, {mode}{refusals}"),
+            format!("{:.1} ms", burst[n]),
+            format!("raw reqwest {raw_burst:.1} ms"),
+            Some(ratio),
+            goal,
+            Some(ok(ratio)),
+        );
+    }
+    rt.block_on(async {
+        open.shutdown().await;
+        limited.shutdown().await;
+    });
+}
+
 /// P3: 100 concurrent gets of a cold key: requests the emulator saw.
 fn p3(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
     let requests = rt.block_on(async {
@@ -875,6 +1091,9 @@ fn main() {
     }
     if wanted("P3") {
         p3(&mut table, &rt, &emu);
+    }
+    if wanted("U") {
+        uncached(&mut table, &rt);
     }
     if wanted("P4") {
         p4(&mut table);

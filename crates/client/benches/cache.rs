@@ -1,20 +1,18 @@
 //! The hot path: a bare `HashMap` lookup (the floor), a live `SecretHandle` read and a cached
 //! `get` hit at 10, 1,000 and 10,000 secrets per folder, with a Prometheus recorder installed,
 //! then one table of the three with their ratios and goals; single-flight: N concurrent misses
-//! of one cold folder, answered by one request to the emulator; and the uncached path:
-//! sequential gets and a 100-way burst of distinct keys beside a raw keep-alive HTTP client,
-//! with the emulator's production-like limiter off and on (its waits are emulated, not slept).
+//! of one cold folder, answered by one request to the emulator. (The uncached path is measured
+//! by the U rows of `make bench`.)
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ikit_client::{
-    AuthMethod, BudgetConfig, CachedClient, Client, ClientConfig, SecretRef, SleepFuture, Sleeper,
+    AuthMethod, BudgetConfig, CachedClient, Client, ClientConfig, SecretRef,
 };
-use ikit_emulator::{Emulator, EmulatorClock, EmulatorConfig, RunningEmulator, Seed};
+use ikit_emulator::{Emulator, EmulatorConfig, RunningEmulator, Seed};
 
 const PROJECT: &str = "9b6f8a70-0000-4000-8000-000000000001";
 const BATCH: usize = 1_000;
@@ -224,186 +222,5 @@ fn single_flight(c: &mut Criterion) {
     rt.block_on(emu.shutdown());
 }
 
-/// Emulated waits: a rate-limit wait moves the client's and the emulator's clocks together
-/// instead of sleeping, so a used-up window resets at once and the run measures the client, not
-/// the limiter's minute.
-struct EmulatedSleeper {
-    client: Arc<ikit_client::ManualClock>,
-    emulator: EmulatorClock,
-    /// Emulated time skipped in all (concurrent waiters each add theirs).
-    waited: std::sync::Mutex<Duration>,
-}
-
-impl Sleeper for EmulatedSleeper {
-    fn sleep(&self, duration: Duration) -> SleepFuture {
-        *self.waited.lock().unwrap() += duration;
-        self.client.advance_by(duration);
-        self.emulator.advance(duration);
-        Box::pin(std::future::ready(()))
-    }
-}
-
-const SEQUENTIAL: usize = 200;
-const BURST: usize = 100;
-const BURSTS: usize = 5;
-const BY_NAME: &str = "/api/v4/secrets";
-
-/// The floor: a raw reqwest keep-alive client sending the by-name request with a token.
-struct Raw {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Raw {
-    async fn login(base: &str) -> Self {
-        let http = reqwest::Client::new();
-        let login: serde_json::Value = http
-            .post(format!("{base}/api/v1/auth/universal-auth/login"))
-            .json(&serde_json::json!({"clientId": "bench-id", "clientSecret": "bench-secret"}))
-            .send()
-            .await
-            .expect("login")
-            .json()
-            .await
-            .expect("login body");
-        let token = login["accessToken"].as_str().expect("token").to_owned();
-        Self { http, base: base.to_owned(), token }
-    }
-
-    async fn get(&self, key: &str) -> usize {
-        let response = self
-            .http
-            .get(format!("{}{BY_NAME}/{key}", self.base))
-            .query(&[("projectId", PROJECT), ("environment", "dev"), ("secretPath", "/s1000")])
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("get");
-        assert!(response.status().is_success(), "{}", response.status());
-        response.bytes().await.expect("body").len()
-    }
-}
-
-fn key_ref(i: usize) -> SecretRef {
-    SecretRef::parse(PROJECT, "dev", &format!("/s1000/KEY_{i}")).unwrap()
-}
-
-/// Microseconds per get over [`SEQUENTIAL`] distinct keys, one after the other.
-async fn sequential<F: std::future::Future>(get: impl Fn(usize) -> F) -> f64 {
-    let started = Instant::now();
-    for i in 0..SEQUENTIAL {
-        black_box(get(i).await);
-    }
-    started.elapsed().as_secs_f64() * 1e6 / SEQUENTIAL as f64
-}
-
-/// Milliseconds for [`BURST`] concurrent gets of distinct keys (the best of [`BURSTS`]).
-async fn burst<F>(get: impl Fn(usize) -> F) -> f64
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send,
-{
-    let mut best = f64::MAX;
-    for round in 0..BURSTS {
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..BURST).map(|i| tokio::spawn(get(round * BURST + i))).collect();
-        for task in tasks {
-            black_box(task.await.expect("task"));
-        }
-        best = best.min(started.elapsed().as_secs_f64() * 1e3);
-    }
-    best
-}
-
-/// The uncached path at default settings against the raw floor, limiter off and on.
-fn uncached(_c: &mut Criterion) {
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    println!("\nuncached by-name gets of distinct keys (client at default settings):");
-    println!(
-        "{:<34} {:>12} {:>12} {:>7} {:>6} {:>10}",
-        "case", "client", "raw floor", "ratio", "429s", "emul. wait"
-    );
-    let mut floor = None;
-    for limiter in [false, true] {
-        let start_ms = ikit_client::Clock::now_ms(&ikit_client::SystemClock);
-        let emu = rt.block_on(emulator_with(|config| {
-            config.clock(EmulatorClock::fixed(start_ms)).rate_limit_mode(limiter)
-        }));
-        let base = emu.base_url();
-        let client_clock = Arc::new(ikit_client::ManualClock::new(start_ms));
-        let sleeper = Arc::new(EmulatedSleeper {
-            client: client_clock.clone(),
-            emulator: emu.clock().clone(),
-            waited: std::sync::Mutex::new(Duration::ZERO),
-        });
-        let config = ClientConfig::new(&base, AuthMethod::universal("bench-id", "bench-secret"))
-            .expect("config")
-            .with_clock(client_clock)
-            .with_sleeper(sleeper.clone());
-        let client = Client::new(config).expect("client");
-        rt.block_on(client.ensure_token()).expect("login");
-        if floor.is_none() {
-            // The floor, measured once on the unlimited server (a raw client has no pacing).
-            let raw = Arc::new(rt.block_on(Raw::login(&base)));
-            rt.block_on(raw.get("KEY_0"));
-            let seq = rt.block_on(sequential(|i| {
-                let raw = raw.clone();
-                async move { raw.get(&format!("KEY_{i}")).await }
-            }));
-            let burst_ms = rt.block_on(burst(|i| {
-                let raw = raw.clone();
-                async move { raw.get(&format!("KEY_{i}")).await }
-            }));
-            floor = Some((seq, burst_ms));
-        }
-        let (seq_floor, burst_floor) = floor.expect("measured");
-        let sent = || -> u64 {
-            (0..BURST * BURSTS)
-                .map(|i| emu.request_count("GET", &format!("{BY_NAME}/KEY_{i}")))
-                .sum()
-        };
-        let sent_before = sent();
-        let seq = rt.block_on(sequential(|i| {
-            let client = client.clone();
-            async move { client.get(&key_ref(i)).await.map(|(s, _)| s.key.len()) }
-        }));
-        let burst_ms = rt.block_on(burst(|i| {
-            let client = client.clone();
-            async move {
-                let got = client.get(&key_ref(i)).await;
-                if let Err(e) = &got {
-                    eprintln!("uncached get failed: {e}");
-                }
-                got.map(|(s, _)| s.key.len())
-            }
-        }));
-        // Every by-name request the emulator saw beyond one per get was a refusal sent again.
-        let refused = (sent() - sent_before).saturating_sub((SEQUENTIAL + BURST * BURSTS) as u64);
-        let waited = *sleeper.waited.lock().unwrap();
-        let mode = if limiter { "limiter on" } else { "limiter off" };
-        println!(
-            "{:<34} {:>9.0} us {:>9.0} us {:>6.2}x {:>6} {:>9.0}s",
-            format!("sequential x{SEQUENTIAL}, {mode}"),
-            seq,
-            seq_floor,
-            seq / seq_floor,
-            refused,
-            waited.as_secs_f64()
-        );
-        println!(
-            "{:<34} {:>9.1} ms {:>9.1} ms {:>6.2}x {:>6} {:>10}",
-            format!("burst of {BURST} (best of {BURSTS}), {mode}"),
-            burst_ms,
-            burst_floor,
-            burst_ms / burst_floor,
-            "",
-            ""
-        );
-        rt.block_on(emu.shutdown());
-    }
-}
-
-criterion_group!(benches, cached_get, single_flight, uncached);
+criterion_group!(benches, cached_get, single_flight);
 criterion_main!(benches);

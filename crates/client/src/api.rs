@@ -368,10 +368,13 @@ pub struct BatchLimits {
 }
 
 impl Default for BatchLimits {
-    /// 100 items and 768 KiB, a quarter under the 1 MiB body limit for the envelope and
-    /// escaping differences.
+    /// 250 items and 768 KiB, a quarter under the 1 MiB body limit for the envelope and
+    /// escaping differences. The byte budget bounds big values; the item count bounds the
+    /// transaction of one request (250 typical items are some 50 KB), and keeps a 10,000-key
+    /// migration at 40 writes, within the 60 secrets requests a minute a production server
+    /// allows one address.
     fn default() -> Self {
-        Self { max_items: 100, max_body_bytes: 768 * 1024 }
+        Self { max_items: 250, max_body_bytes: 768 * 1024 }
     }
 }
 

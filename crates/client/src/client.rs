@@ -532,10 +532,15 @@ impl Client {
         let scope = Scope::new(secret.project(), secret.environment(), secret.folder());
         let own = GetOptions { include_imports: false, ..GetOptions::default() };
         match self.get_secret(&scope, secret.key(), &own).await {
-            Ok(found) => {
-                let folder = FolderSecrets { secrets: vec![found], imports: Vec::new() };
-                pick(&folder, secret, self.inner.import_order).map(|s| (s, Source::Network))
+            // The answer is the secret itself: returned as decoded, not wrapped in a listing
+            // and cloned out of it.
+            Ok(found) if found.key == secret.key() => {
+                if found.value_hidden {
+                    return Err(hidden_value(secret));
+                }
+                Ok((found, Source::Network))
             }
+            Ok(_) => Err(missing_secret(secret, false)),
             Err(ClientError::NotFound { .. }) => {
                 let query =
                     FolderQuery::new(secret.project(), secret.environment(), secret.folder());

@@ -26,6 +26,10 @@ use crate::wire::ErrorBody;
 /// or the client budget; its sum is the total time spent waiting.
 pub const METRIC_RATE_LIMIT_WAIT: &str = "infisical_rate_limit_wait_seconds";
 
+/// The server's rate-limit headers (`@fastify/rate-limit`).
+const RATELIMIT_REMAINING: &str = "x-ratelimit-remaining";
+const RATELIMIT_RESET: &str = "x-ratelimit-reset";
+
 /// A request, described independently of the wire. No `Debug`: the body may hold a secret.
 pub(crate) struct Call {
     pub(crate) method: Method,
@@ -105,16 +109,27 @@ impl RateWindow {
 
     /// A newer answer: a later reset means a new window; within the same window the lower
     /// count wins, since answers to concurrent requests arrive out of order. An answer about a
-    /// window already over changes nothing.
-    pub(crate) fn update(&mut self, announced: RateWindow, now: SystemTime) {
+    /// window already over changes nothing. `unanswered` is how many other requests are still
+    /// out: see [`RateWindow::learned`].
+    pub(crate) fn update(&mut self, announced: RateWindow, unanswered: u64, now: SystemTime) {
         if announced.is_over(now) {
             return;
         }
         if announced.reset_at > self.reset_at + Duration::from_secs(1) {
-            *self = announced;
+            *self = announced.learned(unanswered);
         } else {
             self.remaining = self.remaining.min(announced.remaining);
         }
+    }
+
+    /// A window first learned while `unanswered` other requests are still out. They were sent
+    /// under the window before, but the server counts each where it arrives, so any of them may
+    /// yet land in this one: they are taken from it, or the window runs out early and 429s
+    /// follow. (One that landed before the answer is counted twice: a request lost, never a
+    /// refusal.)
+    pub(crate) fn learned(mut self, unanswered: u64) -> Self {
+        self.remaining = self.remaining.saturating_sub(unanswered);
+        self
     }
 }
 
@@ -129,25 +144,41 @@ enum Pace {
     Window(RateWindow),
 }
 
-/// Ends a probe however its request ends (answered, failed or cancelled): the family is no
-/// longer `Probing` unless an answer made it a window, and the waiters are woken.
-struct ProbeGuard<'a> {
-    transport: &'a Transport,
-    family: String,
-    notify: Arc<tokio::sync::Notify>,
+/// A route family's pace and its requests out (admitted and not yet answered).
+struct Family {
+    pace: Pace,
+    in_flight: u64,
 }
 
-impl Drop for ProbeGuard<'_> {
+/// One admitted request of a family, until it ends however it ends (answered, failed or
+/// cancelled): no longer counted in flight; and if it was the probe, the family is no longer
+/// `Probing` unless an answer made it a window, and the waiters are woken.
+struct Departure<'a> {
+    transport: &'a Transport,
+    family: &'a str,
+    probe: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl Drop for Departure<'_> {
     fn drop(&mut self) {
         let mut windows = lock(&self.transport.windows);
-        if let Some(Pace::Probing(n)) = windows.get(&self.family)
-            && Arc::ptr_eq(n, &self.notify)
-        {
-            windows.insert(self.family.clone(), Pace::Unlimited);
+        if let Some(family) = windows.get_mut(self.family) {
+            family.in_flight = family.in_flight.saturating_sub(1);
+            if let (Pace::Probing(n), Some(probe)) = (&family.pace, &self.probe)
+                && Arc::ptr_eq(n, probe)
+            {
+                family.pace = Pace::Unlimited;
+            }
         }
         drop(windows);
-        self.notify.notify_waiters();
+        if let Some(probe) = &self.probe {
+            probe.notify_waiters();
+        }
     }
+}
+
+fn probe_start() -> Arc<tokio::sync::Notify> {
+    Arc::new(tokio::sync::Notify::new())
 }
 
 /// How an exchange failed, as far as the layer above needs to know.
@@ -166,7 +197,7 @@ pub(crate) struct Transport {
     retry: RetryPolicy,
     bucket: Option<Mutex<TokenBucket>>,
     /// What the server's rate-limit headers said, per route family.
-    windows: Mutex<HashMap<String, Pace>>,
+    windows: Mutex<HashMap<String, Family>>,
     breaker: Mutex<CircuitBreaker>,
     rng: Mutex<StdRng>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -346,17 +377,17 @@ impl Transport {
     /// Refuses at once while the circuit is open, then waits for the budget. The breaker is asked
     /// once per attempt: a second `allow` after a budget wait would refuse the very trial the
     /// first one admitted.
-    async fn admit(&self, family: &str) -> Result<Option<ProbeGuard<'_>>, ClientError> {
+    async fn admit<'a>(&'a self, family: &'a str) -> Result<Departure<'a>, ClientError> {
         if let Err(retry_in) = lock(&self.breaker).allow(self.clock.now()) {
             return Err(ClientError::CircuitOpen { retry_in });
         }
         // The server's own budget first: when the window it announced is used up, wait for
         // its reset instead of collecting a 429.
-        let probe = self.pace(family).await?;
-        let Some(bucket) = &self.bucket else { return Ok(probe) };
+        let departure = self.pace(family).await?;
+        let Some(bucket) = &self.bucket else { return Ok(departure) };
         loop {
             let wait = match lock(bucket).try_take(self.clock.now()) {
-                Ok(()) => return Ok(probe),
+                Ok(()) => return Ok(departure),
                 Err(wait) => wait,
             };
             if wait > self.retry.max_retry_after {
@@ -369,45 +400,44 @@ impl Transport {
     }
 
     /// Waits until the server's window for `family` admits one more request; the first
-    /// request of a family goes at once as its probe (returned), while others wait for it.
-    async fn pace(&self, family: &str) -> Result<Option<ProbeGuard<'_>>, ClientError> {
+    /// request of a family (or after a window reset) goes at once as its probe, while others
+    /// wait for its answer.
+    async fn pace<'a>(&'a self, family: &'a str) -> Result<Departure<'a>, ClientError> {
         enum Next {
-            Go,
-            Probe(Arc<tokio::sync::Notify>),
+            Go(Option<Arc<tokio::sync::Notify>>),
             AwaitProbe(Arc<tokio::sync::Notify>),
             Wait(Duration),
         }
         loop {
             let next = {
                 let mut windows = lock(&self.windows);
-                match windows.get_mut(family) {
-                    None => {
-                        let notify = Arc::new(tokio::sync::Notify::new());
-                        windows.insert(family.to_owned(), Pace::Probing(notify.clone()));
-                        Next::Probe(notify)
+                if !windows.contains_key(family) {
+                    let pace = Pace::Probing(probe_start());
+                    windows.insert(family.to_owned(), Family { pace, in_flight: 0 });
+                }
+                let Some(state) = windows.get_mut(family) else { continue };
+                let next = match &mut state.pace {
+                    // A new family: the first request is its probe.
+                    Pace::Probing(notify) if state.in_flight == 0 => Next::Go(Some(notify.clone())),
+                    Pace::Probing(notify) => Next::AwaitProbe(notify.clone()),
+                    Pace::Unlimited => Next::Go(None),
+                    Pace::Window(window) if window.is_over(self.clock.now()) => {
+                        let notify = probe_start();
+                        state.pace = Pace::Probing(notify.clone());
+                        Next::Go(Some(notify))
                     }
-                    Some(Pace::Unlimited) => Next::Go,
-                    Some(Pace::Probing(notify)) => Next::AwaitProbe(notify.clone()),
-                    Some(Pace::Window(window)) if window.is_over(self.clock.now()) => {
-                        let notify = Arc::new(tokio::sync::Notify::new());
-                        windows.insert(family.to_owned(), Pace::Probing(notify.clone()));
-                        Next::Probe(notify)
-                    }
-                    Some(Pace::Window(window)) => match window.take(self.clock.now()) {
-                        None => Next::Go,
+                    Pace::Window(window) => match window.take(self.clock.now()) {
+                        None => Next::Go(None),
                         Some(wait) => Next::Wait(wait),
                     },
+                };
+                if matches!(next, Next::Go(_)) {
+                    state.in_flight += 1;
                 }
+                next
             };
             match next {
-                Next::Go => return Ok(None),
-                Next::Probe(notify) => {
-                    return Ok(Some(ProbeGuard {
-                        transport: self,
-                        family: family.to_owned(),
-                        notify,
-                    }));
-                }
+                Next::Go(probe) => return Ok(Departure { transport: self, family, probe }),
                 Next::Wait(wait) => self.wait_for_window(family, wait).await?,
                 Next::AwaitProbe(notify) => {
                     let answered = notify.notified();
@@ -416,7 +446,7 @@ impl Transport {
                     // The probe may have ended between the unlock and `enable`.
                     let probing = matches!(
                         lock(&self.windows).get(family),
-                        Some(Pace::Probing(n)) if Arc::ptr_eq(n, &notify)
+                        Some(Family { pace: Pace::Probing(n), .. }) if Arc::ptr_eq(n, &notify)
                     );
                     if probing {
                         answered.await;
@@ -446,12 +476,13 @@ impl Transport {
         call: &Call,
         bearer: Option<&AccessToken>,
     ) -> Result<Reply, Failure> {
-        let route = call.route();
+        // Computed once per call, not per attempt and lookup: it keys the server's windows.
+        let family = call.family();
         let mut attempt: u32 = 0;
         loop {
-            let probe = self.admit(&call.family()).await.map_err(Failure::Error)?;
-            let outcome = self.attempt(call, bearer).await;
-            drop(probe);
+            let departure = self.admit(&family).await.map_err(Failure::Error)?;
+            let outcome = self.attempt(call, bearer, &family).await;
+            drop(departure);
             let (failure, retry) = match outcome {
                 Attempt::Done(reply) => {
                     lock(&self.breaker).on_success();
@@ -469,7 +500,7 @@ impl Transport {
             attempt += 1;
             let Some(retry_after) = retry else { return Err(failure) };
             if attempt >= self.retry.max_attempts {
-                tracing::warn!(method = %call.method, route, attempts = attempt, "giving up after retries");
+                tracing::warn!(method = %call.method, route = call.route(), attempts = attempt, "giving up after retries");
                 return Err(failure);
             }
             let delay = match retry_after {
@@ -483,15 +514,16 @@ impl Transport {
                 None => self.retry.backoff(attempt - 1, &mut *lock(&self.rng)),
             };
             tracing::debug!(
-                method = %call.method, route, attempt, delay_ms = delay.as_millis() as u64,
-                "retrying infisical request"
+                method = %call.method, route = call.route(), attempt,
+                delay_ms = delay.as_millis() as u64, "retrying infisical request"
             );
             self.sleeper.sleep(delay).await;
         }
     }
 
-    async fn attempt(&self, call: &Call, bearer: Option<&AccessToken>) -> Attempt {
-        let mut request = self.http.request(call.method.clone(), self.url(call));
+    async fn attempt(&self, call: &Call, bearer: Option<&AccessToken>, family: &str) -> Attempt {
+        let url = self.url(call);
+        let mut request = self.http.request(call.method.clone(), url.clone());
         for (name, value) in &self.custom_headers {
             request = request.header(name, value);
         }
@@ -520,9 +552,7 @@ impl Transport {
             request =
                 request.header(CONTENT_TYPE, "application/json").body(Vec::from(body.as_bytes()));
         }
-        let route = call.route();
-        tracing::trace!(method = %call.method, route, "sending infisical request");
-        let url = self.url(call);
+        tracing::trace!(method = %call.method, route = call.route(), "sending infisical request");
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) => return self.network_failure(call, &url, &e, true),
@@ -536,11 +566,11 @@ impl Transport {
                 .map(str::to_owned)
         };
         let retry_after_header = header(RETRY_AFTER);
-        let number = |name: &str| {
-            header(HeaderName::from_bytes(name.as_bytes()).ok()?)?.trim().parse::<u64>().ok()
+        let number = |name: &'static str| {
+            response.headers().get(name)?.to_str().ok()?.trim().parse::<u64>().ok()
         };
         let now = self.clock.now();
-        let announced = match (number("x-ratelimit-remaining"), number("x-ratelimit-reset")) {
+        let announced = match (number(RATELIMIT_REMAINING), number(RATELIMIT_RESET)) {
             (Some(remaining), Some(reset)) => {
                 Some(RateWindow::announced(remaining, Duration::from_secs(reset), now))
             }
@@ -548,14 +578,15 @@ impl Transport {
         };
         {
             let mut windows = lock(&self.windows);
-            match (windows.get_mut(&call.family()), announced) {
-                (Some(Pace::Window(w)), Some(announced)) => w.update(announced, now),
-                (_, Some(announced)) => {
-                    windows.insert(call.family(), Pace::Window(announced));
-                }
-                // An answer without the headers: no server limit to pace by.
-                (_, None) => {
-                    windows.insert(call.family(), Pace::Unlimited);
+            // Admitted, so the family is known; this request is still counted in flight.
+            if let Some(state) = windows.get_mut(family) {
+                let unanswered = state.in_flight.saturating_sub(1);
+                match (&mut state.pace, announced) {
+                    (Pace::Window(w), Some(announced)) => w.update(announced, unanswered, now),
+                    (Pace::Unlimited, None) => {}
+                    (pace, Some(announced)) => *pace = Pace::Window(announced.learned(unanswered)),
+                    // An answer without the headers: no server limit to pace by.
+                    (pace, None) => *pace = Pace::Unlimited,
                 }
             }
         }
@@ -564,7 +595,7 @@ impl Transport {
             Ok(b) => Zeroizing::new(Vec::from(b)),
             Err(e) => return self.network_failure(call, &url, &e, false),
         };
-        tracing::debug!(method = %call.method, route, status, "infisical response");
+        tracing::debug!(method = %call.method, route = call.route(), status, "infisical response");
         if (200..300).contains(&status) || (status == 304 && call.if_none_match.is_some()) {
             return Attempt::Done(Reply { body, etag, not_modified: status == 304 });
         }
@@ -580,7 +611,7 @@ impl Transport {
                     self.clock.now(),
                 );
                 tracing::info!(
-                    route,
+                    route = call.route(),
                     retry_after_ms = wait.map(|w| w.as_millis() as u64),
                     "rate limited by infisical"
                 );
@@ -687,16 +718,30 @@ mod tests {
         assert_eq!(w.take(t(10)), Some(Duration::from_secs(20)));
         // Past the reset the window is over (the transport then sends one probe).
         assert!(!w.is_over(t(29)) && w.is_over(t(30)));
-        w.update(RateWindow::announced(59, Duration::from_secs(30), t(31)), t(31));
+        w.update(RateWindow::announced(59, Duration::from_secs(30), t(31)), 0, t(31));
         assert_eq!((w.remaining, w.reset_at), (59, t(61)));
         // Out-of-order answers within one window: the lower count wins.
-        w.update(RateWindow::announced(40, Duration::from_secs(29), t(32)), t(32));
-        w.update(RateWindow::announced(45, Duration::from_secs(29), t(32)), t(32));
+        w.update(RateWindow::announced(40, Duration::from_secs(29), t(32)), 3, t(32));
+        w.update(RateWindow::announced(45, Duration::from_secs(29), t(32)), 0, t(32));
         assert_eq!(w.remaining, 40);
         // A late answer about a window already over changes nothing.
         let before = w;
-        w.update(RateWindow::announced(0, Duration::ZERO, t(33)), t(33));
+        w.update(RateWindow::announced(0, Duration::ZERO, t(33)), 0, t(33));
         assert_eq!(w, before);
+    }
+
+    #[test]
+    fn requests_still_out_when_a_window_is_learned_are_taken_from_it() {
+        // Five requests sent under the old window are unanswered when the new one is announced
+        // with 59 left: they may land in it, so only 54 more go before its reset.
+        let mut w = RateWindow::announced(0, Duration::from_secs(5), t(0));
+        w.update(RateWindow::announced(59, Duration::from_secs(60), t(6)), 5, t(6));
+        assert_eq!((w.remaining, w.reset_at), (54, t(66)));
+        let fresh = RateWindow::announced(3, Duration::from_secs(60), t(0)).learned(10);
+        assert_eq!(fresh.remaining, 0, "never below zero");
+        // Within a window, answers only ever lower the count: nothing subtracted twice.
+        w.update(RateWindow::announced(50, Duration::from_secs(59), t(7)), 5, t(7));
+        assert_eq!(w.remaining, 50);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Secrets, folders and projects operations; v3 fallback; approvals; import merge order.
 
 use ikit_client::{
-    ApiVersion as ClientApi, ClientError, FolderQuery, GetOptions, ImportOrder, NewSecret, Scope,
-    SecretRef, SecretType, SecretUpdate,
+    ApiVersion as ClientApi, BatchLimits, ClientError, FolderQuery, GetOptions, ImportOrder,
+    NewSecret, Scope, SecretRef, SecretType, SecretUpdate,
 };
 use ikit_emulator::ApiVersion;
 
@@ -424,10 +424,18 @@ async fn a_10000_secret_batch_is_written_in_chunks_within_the_limits_with_progre
     let mut seen = Vec::new();
     let written = client.batch_create_with(&scope, &items, &mut |p| seen.push(p)).await.unwrap();
     assert_eq!(written.len(), 10_000);
-    assert_eq!(h.count("POST", "/api/v4/secrets/batch"), 100, "100 items a chunk");
-    assert_eq!(seen.len(), 100);
-    assert_eq!((seen[0].done, seen[0].chunk, seen[0].chunks, seen[0].total), (100, 1, 100, 10_000));
-    assert_eq!(seen[99].done, 10_000);
+    // Small items: split by count, every chunk full but the last.
+    let per_chunk = BatchLimits::default().max_items;
+    let chunks = 10_000usize.div_ceil(per_chunk);
+    assert!(chunks > 1 && chunks <= 50, "a 10,000-key migration fits 60 requests a minute");
+    assert_eq!(h.count("POST", "/api/v4/secrets/batch"), chunks as u64, "{per_chunk} a chunk");
+    assert_eq!(seen.len(), chunks);
+    assert_eq!(
+        (seen[0].done, seen[0].chunk, seen[0].chunks, seen[0].total),
+        (per_chunk, 1, chunks, 10_000)
+    );
+    assert!(seen.windows(2).all(|w| w[1].done - w[0].done <= per_chunk), "within the item limit");
+    assert_eq!(seen[chunks - 1].done, 10_000);
     let listed = client.fetch_folder(&FolderQuery::new(PROJECT, "dev", "/shared")).await.unwrap();
     assert_eq!(listed.secrets.iter().filter(|s| s.key.starts_with("BULK_")).count(), 10_000);
 

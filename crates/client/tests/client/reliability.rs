@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use ikit_client::{BreakerConfig, Client, ClientError, FolderQuery, NewSecret, RetryPolicy, Scope};
+use ikit_client::{
+    BreakerConfig, Client, ClientError, FolderQuery, NewSecret, RetryPolicy, Scope, SecretRef,
+};
 use ikit_emulator::{ApiVersion, Fault};
 
 use crate::support::{Harness, PROJECT, ua};
@@ -45,6 +47,42 @@ async fn the_production_rate_limiter_is_obeyed() {
     let waits: Vec<Duration> = h.sleeper.recorded();
     assert_eq!(waits.len(), 2, "one wait per used-up window: {waits:?}");
     assert!(waits.iter().all(|w| *w >= Duration::from_secs(1)), "{waits:?}");
+}
+
+#[tokio::test]
+async fn a_burst_of_uncached_gets_is_paced_by_the_production_limiter_without_a_429() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    // The production-like limiter from the start: 60 secrets requests a minute per address.
+    h.emulator.set_rate_limit_mode(true);
+    let client = h.client(ua());
+    let scope = Scope::new(PROJECT, "dev", "/app");
+    let keys: Vec<String> = (0..100).map(|n| format!("BURST_{n:03}")).collect();
+    let items: Vec<NewSecret> =
+        keys.iter().map(|k| NewSecret::new(k.clone(), format!("v-{k}"))).collect();
+    client.batch_create(&scope, &items).await.unwrap();
+    // 100 concurrent by-name gets of distinct keys: more than the window has left.
+    let tasks: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            let client = client.clone();
+            let secret = SecretRef::new(PROJECT, "dev", "/app", key).unwrap();
+            tokio::spawn(async move { client.get(&secret).await.map(|(s, _)| s) })
+        })
+        .collect();
+    for (task, key) in tasks.into_iter().zip(&keys) {
+        let secret = task.await.unwrap().unwrap();
+        assert_eq!(
+            (secret.key.as_str(), secret.value.expose()),
+            (key.as_str(), &*format!("v-{key}"))
+        );
+    }
+    // One request per get: the window the headers announced was spent, then the rest waited
+    // for its reset instead of collecting 429s and sending again.
+    let sent: u64 = keys.iter().map(|k| h.count("GET", &format!("{LIST}/{k}"))).sum();
+    assert_eq!(sent, 100, "no request was refused and sent again");
+    let waits = h.sleeper.recorded();
+    assert!(!waits.is_empty(), "100 requests do not fit one window of 60");
+    assert!(waits.iter().all(|w| *w <= Duration::from_secs(60)), "{waits:?}");
 }
 
 #[tokio::test]

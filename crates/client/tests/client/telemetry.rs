@@ -208,17 +208,18 @@ async fn cache_metrics_count_hits_misses_and_stale_serves_by_folder() {
 async fn every_cache_hit_is_counted_once_whichever_way_it_reads() {
     use std::time::Duration;
 
-    use ikit_client::{CacheConfig, CachedClient, Source};
+    use ikit_client::{CachedClient, Source};
 
     let capture = Capture::default();
     let series = capture.series.clone();
     let _guard = metrics::set_default_local_recorder(&capture);
     let h = Harness::start(ApiVersion::V2026).await;
-    let cached = CachedClient::new(
-        h.client(ua()),
-        CacheConfig::new(Duration::from_secs(60), Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let cached = CachedClient::builder()
+        .client(h.client(ua()))
+        .ttl(Duration::from_secs(60))
+        .max_stale(Duration::from_secs(3600))
+        .build()
+        .unwrap();
     let db_url = SecretRef::parse(PROJECT, "dev", "/app/DB_URL").unwrap();
     let app = FolderQuery::new(PROJECT, "dev", "/app");
     assert_eq!(cached.get(&db_url).await.unwrap().source, Source::Network);

@@ -48,6 +48,12 @@ fn writes(emulator: &RunningEmulator) -> u64 {
         .sum()
 }
 
+/// Every request a migration sends: its writes and its reads of folders and listings.
+fn all_requests(emulator: &RunningEmulator) -> u64 {
+    let reads = ["/api/v1/folders", "/api/v2/folders", "/api/v4/secrets", "/api/v3/secrets/raw"];
+    writes(emulator) + reads.iter().map(|route| emulator.request_count("GET", route)).sum::<u64>()
+}
+
 async fn corners_migrate_exactly(version: ApiVersion) {
     let emulator = support::emulator(version).await;
     let client = support::client(&emulator);
@@ -57,8 +63,10 @@ async fn corners_migrate_exactly(version: ApiVersion) {
     )
     .expect("mapping parses");
     let mut text = DOTENV.to_owned();
-    // enough keys for several chunks of the client's default 100
-    for n in 0..250 {
+    // enough keys for three chunks of the client's default
+    let per_chunk = ikit_client::BatchLimits::default().max_items;
+    let bulk = 2 * per_chunk + 50;
+    for n in 0..bulk {
         text.push_str(&format!("BULK_{n:03}=\"value {n}\"\n"));
     }
     text.push_str("WIDE=\n");
@@ -73,13 +81,15 @@ async fn corners_migrate_exactly(version: ApiVersion) {
     let (_, report) =
         apply(&client, PROJECT, &mapped, false, b"k", &mut progress).await.expect("applies");
     // PADDED would lose its spaces on the server: a conflict, not written
-    assert_eq!(report.written.len(), 259, "{version:?}");
+    let written = bulk + 9;
+    assert_eq!(report.written.len(), written, "{version:?}");
     assert!(!report.written.iter().any(|target| target.ends_with("/PADDED")));
     assert_eq!(report.folders_created, ["dev:/app", "dev:/app/config"]);
     assert!(report.pending_approval.is_empty());
     let steps = steps.lock().unwrap().clone();
-    assert_eq!(steps.len(), 3, "{version:?}: three chunks of at most 100");
-    assert_eq!(steps[2].1.done, 259);
+    assert_eq!(steps.len(), 3, "{version:?}: three chunks of at most {per_chunk}");
+    assert_eq!((steps[0].1.done, steps[1].1.done), (per_chunk, 2 * per_chunk));
+    assert_eq!(steps[2].1.done, written);
     assert_eq!(steps[0].0, "dev:/app/config");
     let batch_writes = writes(&emulator) - 2; // two folder creations
     assert_eq!(batch_writes, 3, "{version:?}");
@@ -100,7 +110,7 @@ async fn corners_migrate_exactly(version: ApiVersion) {
             .unwrap_or_else(|| panic!("{version:?}: {key} missing"));
         assert_eq!(secret.value.expose().as_bytes(), expected.as_bytes(), "{version:?}: {key}");
     }
-    assert_eq!(listing.secrets.len(), 259);
+    assert_eq!(listing.secrets.len(), written);
 
     // A second apply finds everything unchanged and writes nothing.
     let before = writes(&emulator);
@@ -150,7 +160,7 @@ async fn a_folder_behind_approval_is_reported_pending() {
 }
 
 #[tokio::test]
-async fn ten_thousand_keys_take_at_most_a_hundred_writes() {
+async fn ten_thousand_keys_take_at_most_a_hundred_requests_in_chunks_within_the_limits() {
     let emulator = support::emulator(ApiVersion::V2026).await;
     let client = support::client(&emulator);
     let mapping = Mapping::from_toml("m", "[defaults]\nenvironment = \"prod\"\n").expect("parses");
@@ -183,9 +193,14 @@ async fn ten_thousand_keys_take_at_most_a_hundred_writes() {
     .await
     .expect("applies");
     // measured, not asserted: printed for `make bench-migrate` and the closing note
-    println!("10000 keys: {:?}, {} write requests", started.elapsed(), writes(&emulator));
+    let (writes, all) = (writes(&emulator), all_requests(&emulator));
+    println!("10000 keys: {:?}, {all} requests, {writes} writes", started.elapsed());
     assert_eq!(run.report.written.len(), 10_000);
-    assert!(writes(&emulator) <= 100, "{} write requests", writes(&emulator));
+    // Chunked by item count (small values), every chunk within the client's limit.
+    let per_chunk = ikit_client::BatchLimits::default().max_items;
+    assert_eq!(writes, 10_000u64.div_ceil(per_chunk as u64), "{per_chunk} keys a write");
+    // Everything the run sent: the backup's reads, the plan's listing, the writes.
+    assert!(all <= 100, "{all} requests");
 }
 
 #[tokio::test]
@@ -195,7 +210,10 @@ async fn an_apply_cancelled_after_one_chunk_is_finished_by_the_next() {
     let mapping =
         Mapping::from_toml("m", "[defaults]\nenvironment = \"dev\"\nfolder = \"/bulk\"\n")
             .expect("parses");
-    let text: String = (0..300).map(|n| format!("KEY_{n:03}=\"value-{n}\"\n")).collect();
+    // three chunks of the client's default
+    let per_chunk = ikit_client::BatchLimits::default().max_items;
+    let keys = 3 * per_chunk;
+    let text: String = (0..keys).map(|n| format!("KEY_{n:03}=\"value-{n}\"\n")).collect();
     let mapped = || {
         let sources = source::from_dotenv(".env", &text, Interpolation::Off).expect("parses");
         mapping.apply(sources).expect("maps")
@@ -213,16 +231,16 @@ async fn an_apply_cancelled_after_one_chunk_is_finished_by_the_next() {
     }
     let query = FolderQuery::new(PROJECT, "dev", "/bulk").include_imports(false);
     let partial = client.list_secrets(&query).await.expect("lists").secrets.len();
-    assert!((100..300).contains(&partial), "{partial} keys after the cancel");
+    assert!((per_chunk..keys).contains(&partial), "{partial} keys after the cancel");
 
     let (_, report) =
         apply(&client, PROJECT, &mapped(), false, b"k", &mut |_, _| {}).await.expect("applies");
     // the first chunk is never written again (a request in flight at the cancel may still land,
     // so the exact remainder is not fixed)
-    assert!(report.written.len() <= 200, "{} rewritten", report.written.len());
+    assert!(report.written.len() <= keys - per_chunk, "{} rewritten", report.written.len());
     assert!(!report.written.iter().any(|target| target.ends_with("/KEY_000")));
     let listing = client.list_secrets(&query).await.expect("lists");
-    assert_eq!(listing.secrets.len(), 300);
+    assert_eq!(listing.secrets.len(), keys);
     for secret in &listing.secrets {
         let n = secret.key.trim_start_matches("KEY_").parse::<u32>().expect("numbered");
         assert_eq!(secret.value.expose(), format!("value-{n}"));
