@@ -411,22 +411,18 @@ async fn hook_service(emu: &RunningEmulator, redis: Option<&TestRedis>) -> HookS
 /// `make bench-webhook`, the servers on a runtime of 1, 2 and 4 worker threads, the load
 /// generator on its own. Every answer of the receiver waits for a durable commit, so with `c`
 /// requests in flight it cannot pass `c / commit time` req/s (Little's law) while the bare
-/// handler is bound by CPU alone: the headline is taken at 512 in flight, where both are bound
-/// by the machine; 32 and 128 are printed beside it (2 threads) to show the shape. The p99 at
-/// half load is printed beside the database's durable-commit floor measured in the same run.
+/// handler is bound by CPU alone and saturates at the lowest concurrency (and loses ground at
+/// 512 connections). Comparing at one concurrency favours one or the other, so the headline
+/// compares capacities: each server's best over 32, 128 and 512 in flight (every level is
+/// printed at 2 threads). The p99 at half the service's capacity is printed beside the
+/// database's durable-commit floor measured in the same run.
 fn p4(table: &mut Table) {
-    const HEADLINE: usize = 512;
+    const IN_FLIGHT: [usize; 3] = [32, 128, 512];
     let run = Duration::from_secs(2);
-    let driver = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let support = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let driver =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let support =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let emu = support.block_on(emulator());
     fn target(url: &str) -> Target<'_> {
         Target { url, secret: HOOK_SECRET, project: PROJECT, folders: 50 }
@@ -441,40 +437,50 @@ fn p4(table: &mut Table) {
         let hook = server.block_on(hook_service(&emu, None));
         driver.block_on(drive(&target(&bare_url), 32, Some(200.0), Duration::from_millis(500)));
         driver.block_on(drive(&target(&hook.url), 32, Some(200.0), Duration::from_millis(500)));
-        let sweep: &[usize] = if threads == 2 { &[32, 128, HEADLINE] } else { &[HEADLINE] };
-        let mut service = None;
-        for &in_flight in sweep {
+        // (req/s, in flight) of each server's best level.
+        let (mut bare_best, mut hook_best) = ((0.0, 0), (0.0, 0));
+        let mut failed = 0;
+        for in_flight in IN_FLIGHT {
             let bare = driver.block_on(drive(&target(&bare_url), in_flight, None, run));
             let hooked = driver.block_on(drive(&target(&hook.url), in_flight, None, run));
-            let ratio = hooked.rps / bare.rps;
-            let headline = in_flight == HEADLINE;
-            table.add(
-                "P4",
-                format!("webhook signed req/s, {threads} thread(s), {in_flight} in flight"),
-                format!("{:.0} req/s{}", hooked.rps, failures(hooked.failed)),
-                format!("bare axum {:.0} req/s", bare.rps),
-                Some(ratio),
-                if headline { ">= 0.5x" } else { "(shape; headline at 512)" },
-                headline.then_some(ratio >= 0.5 && hooked.failed == 0),
-            );
-            if headline {
-                service = Some(hooked);
+            failed += hooked.failed;
+            if bare.rps > bare_best.0 {
+                bare_best = (bare.rps, in_flight);
+            }
+            if hooked.rps > hook_best.0 {
+                hook_best = (hooked.rps, in_flight);
+            }
+            if threads == 2 {
+                table.add(
+                    "P4",
+                    format!("webhook signed req/s, {threads} threads, {in_flight} in flight"),
+                    format!("{:.0} req/s{}", hooked.rps, failures(hooked.failed)),
+                    format!("bare axum {:.0} req/s", bare.rps),
+                    Some(hooked.rps / bare.rps),
+                    "(one level; headline below)",
+                    None,
+                );
             }
         }
+        let ratio = hook_best.0 / bare_best.0;
+        table.add(
+            "P4",
+            format!("webhook signed req/s, {threads} thread(s), capacity (best of 32/128/512)"),
+            format!("{:.0} req/s at {}{}", hook_best.0, hook_best.1, failures(failed)),
+            format!("bare axum {:.0} req/s at {}", bare_best.0, bare_best.1),
+            Some(ratio),
+            ">= 0.5x",
+            Some(ratio >= 0.5 && failed == 0),
+        );
         if threads == 2 {
-            let service = service.expect("headline measured");
-            let half = (service.rps / 2.0).max(1.0);
-            let at_half = driver.block_on(drive(&target(&hook.url), HEADLINE, Some(half), run));
+            let half = (hook_best.0 / 2.0).max(1.0);
+            let at_half = driver.block_on(drive(&target(&hook.url), hook_best.1, Some(half), run));
             let (floor_p50, floor_p99) = support.block_on(commit_floor(hook.db.url(), 300));
             table.add(
                 "P4",
                 format!("webhook p99 at half load ({half:.0} req/s), {threads} threads"),
                 format!("{}{}", ms(at_half.p99), failures(at_half.failed)),
-                format!(
-                    "durable commit floor p99 {} (p50 {})",
-                    ms(floor_p99),
-                    ms(floor_p50)
-                ),
+                format!("durable commit floor p99 {} (p50 {})", ms(floor_p99), ms(floor_p50)),
                 Some(at_half.p99.as_secs_f64() / floor_p99.as_secs_f64()),
                 "p99 <= 5 ms",
                 Some(at_half.p99 <= Duration::from_millis(5) && at_half.failed == 0),
@@ -716,6 +722,9 @@ fn p8(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
                     ("IKIT_WEBHOOK_COALESCE", "0s".to_owned()),
                     ("IKIT_AUDIT_SPOOL_DIR", dir.path().join(format!("w{port}")).display().to_string()),
                 ])
+                // glibc's malloc tunables pass through, to tell the allocator's retention from
+                // live memory (`MALLOC_ARENA_MAX=1 make bench BENCH_ROWS=P8`).
+                .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

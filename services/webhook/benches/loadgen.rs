@@ -44,7 +44,12 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
 
 /// Closed loop with `in_flight` requests outstanding (`pace` None), or `pace` requests/s in
 /// total spread over `in_flight` senders, for `run`.
-pub async fn drive(target: &Target<'_>, in_flight: usize, pace: Option<f64>, run: Duration) -> Load {
+pub async fn drive(
+    target: &Target<'_>,
+    in_flight: usize,
+    pace: Option<f64>,
+    run: Duration,
+) -> Load {
     let http = reqwest::Client::builder().pool_max_idle_per_host(in_flight).build().unwrap();
     let started = Instant::now();
     let tasks: Vec<_> = (0..in_flight)
@@ -130,7 +135,10 @@ pub async fn start_bare() -> String {
 /// that waits for a durable commit can be faster than this on the same disk.
 pub async fn commit_floor(url: &str, n: usize) -> (Duration, Duration) {
     use sqlx::Executor as _;
-    async fn time<F: Future<Output = ()>>(n: usize, mut one: impl FnMut(i64) -> F) -> Vec<Duration> {
+    async fn time<F: Future<Output = ()>>(
+        n: usize,
+        mut one: impl FnMut(i64) -> F,
+    ) -> Vec<Duration> {
         let mut samples = Vec::with_capacity(n);
         for i in 0..n {
             let t = Instant::now();
