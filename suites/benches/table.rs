@@ -7,8 +7,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt as _, Empty};
@@ -23,6 +21,12 @@ use ikit_common::webhook_signature::sign;
 use ikit_emulator::{Emulator, EmulatorConfig, RunningEmulator, Seed};
 use ikit_webhook::{Application, Options, WebhookSettings};
 use serde_json::json;
+
+/// The webhook benches' load generator, shared with `make bench-webhook`.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../services/webhook/benches/loadgen.rs"]
+mod loadgen;
+use loadgen::{Target, commit_floor, drive};
 
 const PROJECT: &str = "be7c4000-0000-4000-8000-000000000017";
 const CLIENT_ID: &str = "bench-id";
@@ -602,7 +606,7 @@ fn p3(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
 /// The webhook service on the emulator, with a fresh database and Redis prefix.
 struct HookService {
     app: Application,
-    _db: TestDatabase,
+    db: TestDatabase,
     _redis: TestRedis,
     _spool: tempfile::TempDir,
     url: String,
@@ -641,117 +645,95 @@ async fn hook_service(emu: &RunningEmulator, redis: Option<&TestRedis>) -> HookS
     };
     let app = Application::build_with(settings, options).await.expect("service starts");
     let url = format!("http://127.0.0.1:{}/api/v1/infisical/webhook", app.port());
-    HookService { app, _db: db, _redis: own_redis, _spool: spool, url }
+    HookService { app, db, _redis: own_redis, _spool: spool, url }
 }
 
-struct Load {
-    rps: f64,
-    p99: Duration,
-}
-
-/// Signed, unique `secrets.modified` deliveries over 50 folders (queued, so the workers'
-/// refetches share the machine as they would in production), closed loop with 32 in flight or paced at `pace` req/s.
-async fn drive(url: &str, pace: Option<f64>, run: Duration) -> Load {
-    const IN_FLIGHT: usize = 32;
-    let http = reqwest::Client::builder().pool_max_idle_per_host(IN_FLIGHT).build().unwrap();
-    let counter = Arc::new(AtomicI64::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..IN_FLIGHT)
-        .map(|worker| {
-            let (http, url, counter) = (http.clone(), url.to_owned(), counter.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let interval = pace.map(|p| Duration::from_secs_f64(IN_FLIGHT as f64 / p));
-                let mut next = Instant::now()
-                    + interval.unwrap_or_default() * worker as u32 / IN_FLIGHT as u32;
-                while started.elapsed() < run {
-                    if let Some(i) = interval {
-                        tokio::time::sleep_until(next.into()).await;
-                        next += i;
-                    }
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
-                    let ts = SystemClock.now_ms() + n % 1000;
-                    let body = format!(
-                        r#"{{"event":"secrets.modified","project":{{"workspaceId":"{PROJECT}","environment":"dev","secretPath":"/f{}"}},"timestamp":{ts}}}"#,
-                        n % 50
-                    );
-                    let sig = sign(ts, HOOK_SECRET.as_bytes(), body.as_bytes());
-                    let t = Instant::now();
-                    let r = http
-                        .post(&url)
-                        .header("x-infisical-signature", sig)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await;
-                    if matches!(&r, Ok(r) if r.status().is_success()) {
-                        latencies.push(t.elapsed());
-                    }
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("driver"));
-    }
-    Load { rps: all.len() as f64 / started.elapsed().as_secs_f64(), p99: p99(all) }
-}
-
-/// P4: the webhook receiver against a bare axum handler, at 1, 2 and 4 worker threads.
+/// P4: the webhook receiver against a bare axum handler, both driven by the load generator of
+/// `make bench-webhook`, the servers on a runtime of 1, 2 and 4 worker threads, the load
+/// generator on its own. Every answer of the receiver waits for a durable commit, so with `c`
+/// requests in flight it cannot pass `c / commit time` req/s (Little's law) while the bare
+/// handler is bound by CPU alone and saturates at the lowest concurrency (and loses ground at
+/// 512 connections). Comparing at one concurrency favours one or the other, so the headline
+/// compares capacities: each server's best over 32, 128 and 512 in flight (every level is
+/// printed at 2 threads). The p99 at half the service's capacity is printed beside the
+/// database's durable-commit floor measured in the same run.
 fn p4(table: &mut Table) {
+    const IN_FLIGHT: [usize; 3] = [32, 128, 512];
     let run = Duration::from_secs(2);
+    let driver =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let support =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let emu = support.block_on(emulator());
+    fn target(url: &str) -> Target<'_> {
+        Target { url, secret: HOOK_SECRET, project: PROJECT, folders: 50 }
+    }
     for threads in [1, 2, 4] {
-        let rt = tokio::runtime::Builder::new_multi_thread()
+        let server = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .enable_all()
             .build()
             .unwrap();
-        let (service, bare, half, service_half) = rt.block_on(async {
-            let emu = emulator().await;
-            let bare_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let bare_url = format!("http://{}/hook", bare_listener.local_addr().unwrap());
-            tokio::spawn(async move {
-                let app = axum::Router::new().route(
-                    "/hook",
-                    axum::routing::post(|body: axum::body::Bytes| async move {
-                        (axum::http::StatusCode::ACCEPTED, body.len().to_string())
-                    }),
+        let bare_url = server.block_on(loadgen::start_bare());
+        let hook = server.block_on(hook_service(&emu, None));
+        driver.block_on(drive(&target(&bare_url), 32, Some(200.0), Duration::from_millis(500)));
+        driver.block_on(drive(&target(&hook.url), 32, Some(200.0), Duration::from_millis(500)));
+        // (req/s, in flight) of each server's best level.
+        let (mut bare_best, mut hook_best) = ((0.0, 0), (0.0, 0));
+        let mut failed = 0;
+        for in_flight in IN_FLIGHT {
+            let bare = driver.block_on(drive(&target(&bare_url), in_flight, None, run));
+            let hooked = driver.block_on(drive(&target(&hook.url), in_flight, None, run));
+            failed += hooked.failed;
+            if bare.rps > bare_best.0 {
+                bare_best = (bare.rps, in_flight);
+            }
+            if hooked.rps > hook_best.0 {
+                hook_best = (hooked.rps, in_flight);
+            }
+            if threads == 2 {
+                table.add(
+                    "P4",
+                    format!("webhook signed req/s, {threads} threads, {in_flight} in flight"),
+                    format!("{:.0} req/s{}", hooked.rps, failures(hooked.failed)),
+                    format!("bare axum {:.0} req/s", bare.rps),
+                    Some(hooked.rps / bare.rps),
+                    "(one level; headline below)",
+                    None,
                 );
-                axum::serve(bare_listener, app).await.unwrap();
-            });
-            let hook = hook_service(&emu, None).await;
-            drive(&bare_url, Some(200.0), Duration::from_millis(500)).await;
-            drive(&hook.url, Some(200.0), Duration::from_millis(500)).await;
-            let bare = drive(&bare_url, None, run).await;
-            let service = drive(&hook.url, None, run).await;
-            let half = (service.rps / 2.0).max(1.0);
-            let service_half = drive(&hook.url, Some(half), run).await;
-            hook.app.shutdown().await;
-            emu.shutdown().await;
-            (service, bare, half, service_half)
-        });
-        let ratio = service.rps / bare.rps;
+            }
+        }
+        let ratio = hook_best.0 / bare_best.0;
         table.add(
             "P4",
-            format!("webhook signed req/s, {threads} worker thread(s)"),
-            format!("{:.0} req/s", service.rps),
-            format!("bare axum {:.0} req/s", bare.rps),
+            format!("webhook signed req/s, {threads} thread(s), capacity (best of 32/128/512)"),
+            format!("{:.0} req/s at {}{}", hook_best.0, hook_best.1, failures(failed)),
+            format!("bare axum {:.0} req/s at {}", bare_best.0, bare_best.1),
             Some(ratio),
             ">= 0.5x",
-            Some(ratio >= 0.5),
+            Some(ratio >= 0.5 && failed == 0),
         );
-        table.add(
-            "P4",
-            format!("webhook p99 at half load ({half:.0} req/s), {threads} thread(s)"),
-            ms(service_half.p99),
-            format!("saturated p99 {}", ms(service.p99)),
-            None,
-            "p99 <= 5 ms",
-            Some(service_half.p99 <= Duration::from_millis(5)),
-        );
+        if threads == 2 {
+            let half = (hook_best.0 / 2.0).max(1.0);
+            let at_half = driver.block_on(drive(&target(&hook.url), hook_best.1, Some(half), run));
+            let (floor_p50, floor_p99) = support.block_on(commit_floor(hook.db.url(), 300));
+            table.add(
+                "P4",
+                format!("webhook p99 at half load ({half:.0} req/s), {threads} threads"),
+                format!("{}{}", ms(at_half.p99), failures(at_half.failed)),
+                format!("durable commit floor p99 {} (p50 {})", ms(floor_p99), ms(floor_p50)),
+                Some(at_half.p99.as_secs_f64() / floor_p99.as_secs_f64()),
+                "p99 <= 5 ms",
+                Some(at_half.p99 <= Duration::from_millis(5) && at_half.failed == 0),
+            );
+        }
+        server.block_on(hook.app.shutdown());
     }
+    support.block_on(emu.shutdown());
+}
+
+fn failures(n: usize) -> String {
+    if n == 0 { String::new() } else { format!(" ({n} failed)") }
 }
 
 /// P5: a change, its webhook, and three replicas' caches invalidated and subscribers called:
@@ -981,6 +963,9 @@ fn p8(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
                     ("IKIT_WEBHOOK_COALESCE", "0s".to_owned()),
                     ("IKIT_AUDIT_SPOOL_DIR", dir.path().join(format!("w{port}")).display().to_string()),
                 ])
+                // glibc's malloc tunables pass through, to tell the allocator's retention from
+                // live memory (`MALLOC_ARENA_MAX=1 make bench BENCH_ROWS=P8`).
+                .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -1049,14 +1034,34 @@ fn p8(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
             "<= 20 MiB",
             idle.map(|k| mib(k) <= 20.0),
         );
+        // Health caches nothing but its key ring (a folder of a few keys): it holds no
+        // secrets to be loaded with. Its "loaded" is its working set after serving: 1,000
+        // rounds of every read route (status page, probes, health report, JWKS, metrics).
+        let http = reqwest::Client::new();
+        let routes = ["/", "/healthz", "/readyz", "/api/v1/infisical/health", "/.well-known/jwks.json", "/metrics"];
+        let mut answered = 0;
+        for _ in 0..1_000 {
+            for route in routes {
+                let r = http.get(format!("http://127.0.0.1:{port}{route}")).send().await;
+                if let Ok(r) = r
+                    && r.bytes().await.is_ok()
+                {
+                    answered += 1;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let loaded = rss_kib(child.0.id()).filter(|_| ready);
         table.add(
             "P8",
-            format!("{name} RSS with 10,000 cached secrets"),
-            "not measurable: it caches only its key folders",
+            format!(
+                "{name} RSS loaded: {answered} requests over its read routes (it caches only its key ring)"
+            ),
+            loaded.map_or("n/a".into(), |k| format!("{:.1} MiB", mib(k))),
             "-",
             None,
             "<= 50 MiB",
-            None,
+            loaded.map(|k| mib(k) <= 50.0),
         );
         drop(child);
     });

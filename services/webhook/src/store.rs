@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use ikit_common::audit::{SqlArg, Statement};
 use ikit_common::events::SecretChangeEvent;
 use ikit_common::folder_diff::FolderState;
-use sqlx::{Executor, PgPool, Row, SqlitePool};
+use sqlx::{Connection, Executor, PgPool, Row, SqlitePool};
 
 use crate::error::WebhookError;
 
@@ -50,6 +50,11 @@ fn schema(seq: &str) -> String {
 /// `seq > last` then never skips a row that commits late).
 const EVENTS_LOCK: i64 = 0x696b_6974_7768_6576;
 const SCHEMA_LOCK: i64 = 0x696b_6974_7768_7363;
+/// A folder state's text above this size has the connection that carried it give back the
+/// buffer it grew for it: sqlx keeps a connection's buffers at their largest (by design), so
+/// every pooled connection that ever read or wrote a 10,000-key state (about 1 MiB of text)
+/// would hold that much for good.
+const LARGE_STATE: usize = 64 * 1024;
 /// Folders per queue `INSERT` (7 parameters each, well under both databases' limits).
 const ENQUEUE_CHUNK: usize = 1_000;
 
@@ -347,12 +352,17 @@ impl Db {
 
     pub async fn load_state(&self, id: &FolderId) -> Result<Option<FolderState>, WebhookError> {
         let text: Option<String> = dispatch!(self, pool => {
-            sqlx::query("SELECT state FROM webhook_folder_state WHERE folder_key = $1")
+            let mut conn = pool.acquire().await?;
+            let text = sqlx::query("SELECT state FROM webhook_folder_state WHERE folder_key = $1")
                 .bind(id.key())
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await?
                 .map(|r| r.try_get::<String, _>(0))
-                .transpose()?
+                .transpose()?;
+            if text.as_ref().is_some_and(|t| t.len() > LARGE_STATE) {
+                conn.shrink_buffers();
+            }
+            text
         });
         text.map(|t| serde_json::from_str(&t).map_err(|e| WebhookError::State(e.to_string())))
             .transpose()
@@ -364,13 +374,18 @@ impl Db {
         project: &str,
     ) -> Result<Vec<(FolderId, FolderState)>, WebhookError> {
         let rows: Vec<(String, String, String)> = dispatch!(self, pool => {
-            sqlx::query("SELECT environment, folder, state FROM webhook_folder_state WHERE project = $1")
+            let mut conn = pool.acquire().await?;
+            let rows = sqlx::query("SELECT environment, folder, state FROM webhook_folder_state WHERE project = $1")
                 .bind(project)
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?
                 .into_iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-                .collect::<Result<_, sqlx::Error>>()?
+                .collect::<Result<Vec<(String, String, String)>, sqlx::Error>>()?;
+            if rows.iter().map(|r| r.2.len()).sum::<usize>() > LARGE_STATE {
+                conn.shrink_buffers();
+            }
+            rows
         });
         rows.into_iter()
             .map(|(env, folder, state)| {
@@ -389,8 +404,10 @@ impl Db {
         now_ms: i64,
     ) -> Result<bool, WebhookError> {
         let text = serde_json::to_string(state).map_err(|e| WebhookError::State(e.to_string()))?;
+        let large = text.len() > LARGE_STATE;
         let n = dispatch!(self, pool => {
-            sqlx::query(
+            let mut conn = pool.acquire().await?;
+            let n = sqlx::query(
                 "INSERT INTO webhook_folder_state (folder_key, project, environment, folder, state, updated_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (folder_key) DO NOTHING",
             )
@@ -400,9 +417,13 @@ impl Db {
             .bind(&id.folder)
             .bind(text)
             .bind(now_ms)
-            .execute(pool)
+            .execute(&mut *conn)
             .await?
-            .rows_affected()
+            .rows_affected();
+            if large {
+                conn.shrink_buffers();
+            }
+            n
         });
         Ok(n == 1)
     }
@@ -421,8 +442,10 @@ impl Db {
         let id = &claimed.id;
         let text = serde_json::to_string(state).map_err(|e| WebhookError::State(e.to_string()))?;
         let postgres = self.is_postgres();
+        let large = text.len() > LARGE_STATE;
         let logged = dispatch!(self, pool => {
-            let mut tx = pool.begin_with(self.begin_sql()).await?;
+            let mut conn = pool.acquire().await?;
+            let mut tx = conn.begin_with(self.begin_sql()).await?;
             let held = sqlx::query(
                 "UPDATE webhook_queue SET last_error = NULL WHERE folder_key = $1 AND lease_owner = $2",
             )
@@ -468,6 +491,9 @@ impl Db {
                 logged.push(LoggedEvent { seq, event: event.clone() });
             }
             tx.commit().await?;
+            if large {
+                conn.shrink_buffers();
+            }
             logged
         });
         Ok(logged)
