@@ -33,7 +33,7 @@ use crate::l1::{Aged, FastMap, L1};
 use crate::l2::{self, Cleared, Generation};
 use crate::pattern::{Dedup, folder_affected, path_matches};
 use crate::seal::{self, SealKey};
-use crate::snapshot::{SnapshotStore, decode_entry, encode_entry, stored_age};
+use crate::snapshot::{DeferredWrites, SnapshotStore, decode_entry, encode_entry, stored_age};
 use crate::wire::{FolderSecrets, ImportOrder, Secret, SecretType};
 
 /// A live view of one secret ([`CachedClient::handle`]): resolved once, then kept current by
@@ -146,6 +146,9 @@ pub struct CacheConfig {
     pub redis: Option<RedisConfig>,
     /// Directory and key of the offline snapshot.
     pub snapshot: Option<(PathBuf, SealKey)>,
+    /// Snapshot writes queued here instead of made before a read returns (a short-lived
+    /// process that joins them before it exits); `None`: written in line.
+    pub deferred_writes: Option<DeferredWrites>,
 }
 
 impl CacheConfig {
@@ -158,6 +161,7 @@ impl CacheConfig {
             max_entries: 10_000,
             redis: None,
             snapshot: None,
+            deferred_writes: None,
         }
     }
 
@@ -193,6 +197,12 @@ impl CacheConfig {
 
     pub fn with_snapshot(mut self, dir: impl Into<PathBuf>, key: SealKey) -> Self {
         self.snapshot = Some((dir.into(), key));
+        self
+    }
+
+    /// Queues the snapshot writes on `writes` (see [`DeferredWrites`]).
+    pub fn with_deferred_writes(mut self, writes: DeferredWrites) -> Self {
+        self.deferred_writes = Some(writes);
         self
     }
 
@@ -540,7 +550,10 @@ impl CachedClient {
             }),
             None => None,
         };
-        let snapshot = config.snapshot.clone().map(|(dir, key)| SnapshotStore::new(dir, key));
+        let snapshot = config
+            .snapshot
+            .clone()
+            .map(|(dir, key)| SnapshotStore::new(dir, key, config.deferred_writes.clone()));
         // A generation found by an earlier process spares this one the v4 probe.
         let saved = snapshot.as_ref().and_then(SnapshotStore::read_generation);
         if saved == Some(ApiVersion::V3) {
