@@ -572,7 +572,9 @@ impl CachedClient {
                 redis,
                 snapshot,
                 offline: Mutex::new(HashMap::new()),
-                saved_generation: AtomicU8::new(saved.map_or(0, generation_code)),
+                // No file reads as v4, what an unconfigured client assumes: only a server
+                // without v4 needs one written.
+                saved_generation: AtomicU8::new(generation_code(saved.unwrap_or(ApiVersion::V4))),
                 rng: Mutex::new(StdRng::from_entropy()),
                 subscriptions: Mutex::new(Vec::new()),
                 next_subscription: AtomicU64::new(1),
