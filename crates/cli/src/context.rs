@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ikit_client::{CachedClient, Client, ClientConfig, FolderQuery, RetryPolicy};
@@ -20,6 +20,7 @@ use ikit_common::config::AuthMethod;
 
 use crate::CliError;
 use crate::cli::GlobalArgs;
+use zeroize::Zeroizing;
 
 /// The project configuration file of the official CLI.
 pub const PROJECT_FILE: &str = ".infisical.json";
@@ -160,6 +161,12 @@ pub struct Context {
     pub notices: Vec<String>,
     /// The time source for token expiry and snapshot ages (tests swap it).
     pub clock: Arc<dyn Clock>,
+    /// The token, key and snapshot files, written while the command goes on (an `ikit run`
+    /// child starts without waiting for fsyncs); [`Context::finish_writes`] joins them.
+    pub writes: DeferredWrites,
+    /// `~/.ikit/key` once read or made: a new key is still being written, so it is never read
+    /// back from disk in the same process.
+    pub(crate) master_key: Arc<OnceLock<Zeroizing<Vec<u8>>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -256,6 +263,8 @@ impl Context {
             color: !env.contains_key("NO_COLOR"),
             notices,
             clock: Arc::new(SystemClock),
+            writes: DeferredWrites::new(),
+            master_key: Arc::default(),
         })
     }
 
@@ -340,6 +349,22 @@ impl Context {
         config.with_retry(RetryPolicy { max_attempts: 2, ..RetryPolicy::default() })
     }
 
+    /// Where the offline snapshots are kept: `IKIT_SNAPSHOT_DIR`, else `~/.ikit/snapshots`.
+    pub fn snapshot_dir(&self) -> Option<PathBuf> {
+        self.settings
+            .snapshot_dir
+            .clone()
+            .or_else(|| Some(self.state_dir.as_ref()?.join("snapshots")))
+    }
+
+    /// Waits for the files queued on [`Context::writes`]; one that could not be written is a
+    /// warning (the next run logs in or lists again), not a failure of the command.
+    pub fn finish_writes(&self) {
+        for (path, e) in self.writes.finish() {
+            self.warn(&format!("cannot save {}: {e}", path.display()));
+        }
+    }
+
     /// A client for the resolved server and credentials. A machine-identity login reuses the
     /// token `ikit login` or an earlier run cached under `~/.ikit/` while it is still valid.
     pub async fn client(&self) -> Result<Client, CliError> {
@@ -373,10 +398,12 @@ impl Context {
             .max_stale(max_stale);
         // Without IKIT_SNAPSHOT_DIR (which needs its key) the state directory holds the snapshot.
         if let (None, Some(dir)) = (&self.settings.snapshot_dir, &self.state_dir) {
-            let key = crate::session::snapshot_key(dir)?;
+            let key = crate::session::snapshot_key(self, dir)?;
             builder = builder.snapshot(dir.join("snapshots"), key);
         }
-        let cached = builder.build().map_err(|e| CliError::Usage(e.to_string()))?;
+        let cached = builder
+            .deferred_writes(self.writes.clone())
+            .build().map_err(|e| CliError::Usage(e.to_string()))?;
         Ok((cached, cached_token))
     }
 }

@@ -237,13 +237,6 @@ async fn read_listings(
         }
         listings.push(served.value);
     }
-    if oldest.is_none() {
-        // Only a server that answered tells which generation it speaks; failing to note it
-        // costs the next run one probe, so it does not fail this one.
-        if let Err(e) = session::remember_api_version(ctx, cached.client()) {
-            tracing::debug!(error = %e, "cannot remember the api version");
-        }
-    }
     let order = cached.client().import_order();
     let origin = oldest.map_or(Origin::Infisical, Origin::Snapshot);
     Ok(Ok(Listings { listings, origin, order }))

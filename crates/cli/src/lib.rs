@@ -65,5 +65,9 @@ pub async fn run(
         ctx.env = process_env.clone();
     }
     ctx.print_notices();
-    commands::dispatch(&ctx, command).await
+    let outcome = commands::dispatch(&ctx, command).await;
+    // The token, key and snapshot files were written while the command ran; none is left
+    // half-done when ikit exits.
+    ctx.finish_writes();
+    outcome
 }

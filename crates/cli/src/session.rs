@@ -16,7 +16,6 @@ use hmac::{Hmac, Mac};
 use ikit_client::{ApiVersion, Client, LoginToken, SealKey};
 use ikit_common::SecretValue;
 use ikit_common::config::AuthMethod;
-use ikit_common::files::{ensure_private_dir, write_private};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -26,36 +25,36 @@ use crate::context::Context;
 /// A cached token is used only while it has at least this long left.
 pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 const KEY_FILE: &str = "key";
-const STATE_FILE: &str = "state.json";
 
-/// Reads `~/.ikit/key`, creating it (0600, in a 0700 directory) on first use.
-fn master_key(dir: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
+/// Reads `~/.ikit/key`, creating it (0600, in a 0700 directory) on first use; read once per
+/// process (a new key is queued on [`Context::writes`], before any file it seals).
+fn master_key(ctx: &Context, dir: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    if let Some(key) = ctx.master_key.get() {
+        return Ok(key.clone());
+    }
     let path = dir.join(KEY_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(text.trim())
-                .ok()
-                .filter(|b| b.len() == 32)
-                .ok_or_else(|| {
-                    CliError::Failed(format!(
-                        "{}: not a key written by ikit (delete it to start over)",
-                        path.display()
-                    ))
-                })?;
-            Ok(Zeroizing::new(bytes))
-        }
+    let key = match std::fs::read_to_string(&path) {
+        Ok(text) => base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .ok()
+            .filter(|b| b.len() == 32)
+            .map(Zeroizing::new)
+            .ok_or_else(|| {
+                CliError::Failed(format!(
+                    "{}: not a key written by ikit (delete it to start over)",
+                    path.display()
+                ))
+            })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            ensure_private_dir(dir).map_err(|e| CliError::io(dir, e))?;
             let mut bytes = Zeroizing::new(vec![0u8; 32]);
             rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
-            let text =
-                Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_slice()));
-            write_private(&path, text.as_bytes()).map_err(|e| CliError::io(&path, e))?;
-            Ok(bytes)
+            let text = base64::engine::general_purpose::STANDARD.encode(bytes.as_slice());
+            ctx.writes.write_private(path, Zeroizing::new(text.into_bytes()));
+            bytes
         }
-        Err(e) => Err(CliError::io(&path, e)),
-    }
+        Err(e) => return Err(CliError::io(&path, e)),
+    };
+    Ok(ctx.master_key.get_or_init(|| key).clone())
 }
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
@@ -68,8 +67,8 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 }
 
 /// The key sealing offline snapshots under `dir`.
-pub fn snapshot_key(dir: &Path) -> Result<SealKey, CliError> {
-    let master = master_key(dir)?;
+pub fn snapshot_key(ctx: &Context, dir: &Path) -> Result<SealKey, CliError> {
+    let master = master_key(ctx, dir)?;
     Ok(SealKey::new(hmac(&master, &[b"ikit snapshot key"])))
 }
 
@@ -108,7 +107,7 @@ fn token_slot(ctx: &Context) -> Result<Option<(PathBuf, SealKey, String)>, CliEr
     let (Some(dir), Some(identity)) = (&ctx.state_dir, login_identity(ctx)) else {
         return Ok(None);
     };
-    let master = master_key(dir)?;
+    let master = master_key(ctx, dir)?;
     let parts: Vec<&[u8]> = identity.iter().map(Vec::as_slice).collect();
     let name = hex::encode(&hmac(&master, &parts)[..16]);
     let key = SealKey::new(hmac(&master, &[b"ikit token key"]));
@@ -150,64 +149,28 @@ pub fn store_token(ctx: &Context, token: &LoginToken) -> Result<(), CliError> {
         plain.as_bytes(),
         &mut rand::thread_rng(),
     );
-    let dir = path.parent().unwrap_or(Path::new("."));
-    ensure_private_dir(dir).map_err(|e| CliError::io(dir, e))?;
-    write_private(&path, &sealed).map_err(|e| CliError::io(&path, e))
+    ctx.writes.write_private(path, Zeroizing::new(sealed));
+    Ok(())
 }
 
 /// Drops the cached token for this login (after the server refused it).
 pub fn forget_token(ctx: &Context) -> Result<(), CliError> {
     if let Some((path, _, _)) = token_slot(ctx)? {
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(CliError::io(&path, e)),
-        }
+        // Queued behind any write of the same file, so a token stored earlier in this process
+        // cannot come back after it.
+        let target = path.clone();
+        ctx.writes.push(path, move || match std::fs::remove_file(&target) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        });
     }
     Ok(())
 }
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct State {
-    /// API URL -> `v3` / `v4`.
-    #[serde(default)]
-    api_versions: std::collections::BTreeMap<String, String>,
-}
-
-fn read_state(dir: &Path) -> State {
-    std::fs::read_to_string(dir.join(STATE_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
-}
-
-/// The secrets API generation an earlier run found this server to speak.
+/// The secrets API generation an earlier run found this server to speak: the one the cached
+/// client saves beside its snapshots (remembered in one place only).
 pub fn remembered_api_version(ctx: &Context) -> Option<ApiVersion> {
-    let dir = ctx.state_dir.as_ref()?;
-    match read_state(dir).api_versions.get(&ctx.settings.infisical.api_url)?.as_str() {
-        "v3" => Some(ApiVersion::V3),
-        "v4" => Some(ApiVersion::V4),
-        _ => None,
-    }
-}
-
-/// Remembers the generation `client` settled on, when it differs from what is stored.
-pub fn remember_api_version(ctx: &Context, client: &Client) -> Result<(), CliError> {
-    let Some(dir) = &ctx.state_dir else { return Ok(()) };
-    let name = match client.api_version() {
-        ApiVersion::V3 => "v3",
-        ApiVersion::V4 => "v4",
-    };
-    let mut state = read_state(dir);
-    let url = ctx.settings.infisical.api_url.clone();
-    if state.api_versions.get(&url).map(String::as_str) == Some(name) {
-        return Ok(());
-    }
-    state.api_versions.insert(url, name.to_owned());
-    ensure_private_dir(dir).map_err(|e| CliError::io(dir, e))?;
-    let path = dir.join(STATE_FILE);
-    let text = serde_json::to_vec_pretty(&state).expect("a map of strings serializes");
-    write_private(&path, &text).map_err(|e| CliError::io(&path, e))
+    ikit_client::internals::saved_api_version(&ctx.snapshot_dir()?)
 }
 
 /// A client for the context: a fixed token as is; a machine-identity login through its cached
@@ -296,6 +259,7 @@ mod tests {
         let c = ctx(home.path(), "s1");
         assert!(cached_token(&c).unwrap().is_none());
         store_token(&c, &token("tok-1", Duration::from_secs(600))).unwrap();
+        assert!(c.writes.finish().is_empty(), "stored by the time the writes are joined");
         assert_eq!(cached_token(&c).unwrap().unwrap().expose(), "tok-1");
 
         let mut late = c.clone();
@@ -310,6 +274,7 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let c = ctx(home.path(), "s1");
         store_token(&c, &token("tok-1", Duration::from_secs(600))).unwrap();
+        assert!(c.writes.finish().is_empty());
         assert!(
             cached_token(&ctx(home.path(), "s2")).unwrap().is_none(),
             "other secret, other slot"
@@ -332,6 +297,7 @@ mod tests {
         let mut c = ctx(home.path(), "s1");
         c.settings.infisical.auth = AuthMethod::Token(SecretValue::new("st.a.b"));
         store_token(&c, &token("tok", Duration::from_secs(600))).unwrap();
+        assert!(c.writes.finish().is_empty());
         assert!(token_slot(&c).unwrap().is_none());
         assert!(!home.path().join(".ikit/tokens").exists());
     }
@@ -342,7 +308,7 @@ mod tests {
         let dir = home.path().join(crate::context::STATE_DIR);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(KEY_FILE), "not base64!").unwrap();
-        let err = snapshot_key(&dir).err().unwrap();
+        let err = snapshot_key(&ctx(home.path(), "s1"), &dir).err().unwrap();
         assert!(err.to_string().contains("not a key written by ikit"), "{err}");
         assert_eq!(std::fs::read_to_string(dir.join(KEY_FILE)).unwrap(), "not base64!");
     }

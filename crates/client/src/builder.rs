@@ -17,6 +17,7 @@ use crate::client::Client;
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::seal::SealKey;
+use crate::snapshot::DeferredWrites;
 use crate::secrets::Secrets;
 
 /// A ready [`Secrets`] from an environment map (the Infisical CLI's variable names, read by
@@ -93,6 +94,7 @@ enum ClientSource {
 /// | [`redis_scan_budget`](Self::redis_scan_budget) | 5 seconds |
 /// | [`redis_ping_every`](Self::redis_ping_every) | 15 seconds |
 /// | [`snapshot`](Self::snapshot) | none |
+/// | [`deferred_writes`](Self::deferred_writes) | none: snapshot files are written before a read returns |
 ///
 /// A client is required: [`client`](Self::client), [`client_config`](Self::client_config) or
 /// [`settings`](Self::settings). A builder can be cloned to make several caches alike.
@@ -124,6 +126,7 @@ pub struct CachedClientBuilder {
     redis_scan_budget: Duration,
     redis_ping_every: Duration,
     snapshot: Option<(PathBuf, SealKey)>,
+    deferred_writes: Option<DeferredWrites>,
 }
 
 impl std::fmt::Debug for CachedClientBuilder {
@@ -153,6 +156,7 @@ impl CachedClient {
             redis_scan_budget: DEFAULT_REDIS_SCAN_BUDGET,
             redis_ping_every: DEFAULT_REDIS_PING_EVERY,
             snapshot: None,
+            deferred_writes: None,
         }
     }
 }
@@ -263,6 +267,14 @@ impl CachedClientBuilder {
         self
     }
 
+    /// Queues the snapshot's file writes on `writes` instead of making them before a read
+    /// returns: for a short-lived process (the CLI) that joins them before it exits, so a run
+    /// need not wait for the fsyncs. Default: written in line.
+    pub fn deferred_writes(mut self, writes: DeferredWrites) -> Self {
+        self.deferred_writes = Some(writes);
+        self
+    }
+
     /// The cache configuration these settings describe.
     pub(crate) fn cache_config(&self) -> CacheConfig {
         let mut config = CacheConfig::new(self.ttl, self.max_stale);
@@ -282,6 +294,9 @@ impl CachedClientBuilder {
             }
         }
         config.snapshot = self.snapshot.clone();
+        if let Some(writes) = &self.deferred_writes {
+            config = config.with_deferred_writes(writes.clone());
+        }
         config
     }
 

@@ -34,7 +34,7 @@ use crate::l1::{Aged, FastMap, L1};
 use crate::l2::{self, Cleared, Generation};
 use crate::pattern::{Dedup, folder_affected, path_matches};
 use crate::seal::{self, SealKey};
-use crate::snapshot::{SnapshotStore, decode_entry, encode_entry, stored_age};
+use crate::snapshot::{DeferredWrites, SnapshotStore, decode_entry, encode_entry, stored_age};
 use crate::wire::{FolderSecrets, ImportOrder, Secret, SecretType};
 
 /// A live view of one secret ([`CachedClient::handle`]): resolved once, then kept current by
@@ -182,6 +182,9 @@ pub(crate) struct CacheConfig {
     pub(crate) redis: Option<RedisConfig>,
     /// Directory and key of the offline snapshot.
     pub(crate) snapshot: Option<(PathBuf, SealKey)>,
+    /// Snapshot writes queued here instead of made before a read returns (a short-lived
+    /// process that joins them before it exits); `None`: written in line.
+    pub(crate) deferred_writes: Option<DeferredWrites>,
 }
 
 impl CacheConfig {
@@ -194,6 +197,7 @@ impl CacheConfig {
             max_entries: 10_000,
             redis: None,
             snapshot: None,
+            deferred_writes: None,
         }
     }
 
@@ -214,6 +218,12 @@ impl CacheConfig {
             scan_budget: DEFAULT_REDIS_SCAN_BUDGET,
             ping_every: DEFAULT_REDIS_PING_EVERY,
         });
+        self
+    }
+
+    /// Queues the snapshot writes on `writes` (see [`DeferredWrites`]).
+    pub(crate) fn with_deferred_writes(mut self, writes: DeferredWrites) -> Self {
+        self.deferred_writes = Some(writes);
         self
     }
 
@@ -563,7 +573,10 @@ impl CachedClient {
             }),
             None => None,
         };
-        let snapshot = config.snapshot.clone().map(|(dir, key)| SnapshotStore::new(dir, key));
+        let snapshot = config
+            .snapshot
+            .clone()
+            .map(|(dir, key)| SnapshotStore::new(dir, key, config.deferred_writes.clone()));
         // A generation found by an earlier process spares this one the v4 probe.
         let saved = snapshot.as_ref().and_then(SnapshotStore::read_generation);
         if saved == Some(ApiVersion::V3) {
@@ -582,7 +595,9 @@ impl CachedClient {
                 redis,
                 snapshot,
                 offline: Mutex::new(HashMap::new()),
-                saved_generation: AtomicU8::new(saved.map_or(0, generation_code)),
+                // No file reads as v4, what an unconfigured client assumes: only a server
+                // without v4 needs one written.
+                saved_generation: AtomicU8::new(generation_code(saved.unwrap_or(ApiVersion::V4))),
                 rng: Mutex::new(StdRng::from_entropy()),
                 subscriptions: Mutex::new(Vec::new()),
                 next_subscription: AtomicU64::new(1),

@@ -102,6 +102,7 @@ pub use retry::{BreakerConfig, BudgetConfig, RetryPolicy};
 pub use seal::{SealError, SealKey};
 pub use secrets::Secrets;
 pub use sigv4::AwsCredentials;
+pub use snapshot::DeferredWrites;
 pub use token::AccessToken;
 pub use transport::METRIC_RATE_LIMIT_WAIT;
 pub use wire::{
@@ -119,6 +120,11 @@ pub mod internals {
     pub use crate::sigv4::{STS_BODY, aws_login_body, sign_get_caller_identity};
     pub use crate::token::{RENEW_AT, TokenAction, TokenTimes};
     pub use crate::wire::{decode_list, decode_many, decode_one};
+
+    /// The API generation a cached client saved beside its snapshots in `dir`.
+    pub fn saved_api_version(dir: &std::path::Path) -> Option<crate::ApiVersion> {
+        crate::snapshot::saved_generation(dir)
+    }
 
     /// The offline snapshot's entry codec (the plaintext inside the seal), for the fuzz suite.
     pub fn encode_snapshot_entry(

@@ -7,8 +7,9 @@
 //! [`decode_entry`], shared with the Redis L2 copy; sealing binds it to its project, environment,
 //! folder and query flags, so a snapshot copied to another name is rejected.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use ikit_common::files::{ensure_private_dir, write_private};
@@ -85,10 +86,109 @@ pub(crate) fn stored_age(now_ms: i64, saved_at_ms: i64) -> Duration {
     }
 }
 
+/// One job of [`DeferredWrites`]: the file it makes (for the report) and the work.
+struct Job {
+    path: PathBuf,
+    work: Box<dyn FnOnce() -> std::io::Result<()> + Send>,
+}
+
+/// Private-file writes taken off a short-lived process's critical path: each job runs on one
+/// background thread, in the order queued (so a file never lands before one it depends on,
+/// such as the key that seals it), while the process goes on; [`DeferredWrites::finish`] waits
+/// for them all. Every job still writes atomically with mode 0600, so a process killed midway
+/// leaves the old file or the new one, never a torn or readable one. Cheap to clone: clones
+/// share the queue.
+#[derive(Clone, Default)]
+pub struct DeferredWrites {
+    inner: Arc<Mutex<Writer>>,
+}
+
+#[derive(Default)]
+struct Writer {
+    queue: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<Vec<(PathBuf, std::io::Error)>>>,
+    /// [`DeferredWrites::finish`] ran: later jobs run in line.
+    finished: bool,
+}
+
+impl std::fmt::Debug for DeferredWrites {
+    // The queued jobs hold file contents: never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeferredWrites").finish_non_exhaustive()
+    }
+}
+
+impl DeferredWrites {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues `work`, which makes `path`; the thread starts with the first job. After
+    /// [`DeferredWrites::finish`] a job runs at once on the caller's thread.
+    pub fn push(
+        &self,
+        path: impl Into<PathBuf>,
+        work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+    ) {
+        let job = Job { path: path.into(), work: Box::new(work) };
+        let mut writer = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if writer.queue.is_none() && !writer.finished {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let spawned = std::thread::Builder::new().name("ikit-writes".into()).spawn(move || {
+                rx.into_iter().filter_map(|job| (job.work)().err().map(|e| (job.path, e))).collect()
+            });
+            if let Ok(thread) = spawned {
+                writer.queue = Some(tx);
+                writer.thread = Some(thread);
+            }
+        }
+        let job = match &writer.queue {
+            Some(queue) => match queue.send(job) {
+                Ok(()) => return,
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        drop(writer);
+        if let Err(e) = (job.work)() {
+            tracing::warn!(path = %job.path.display(), error = %e, "cannot write");
+        }
+    }
+
+    /// Queues an atomic 0600 write of `contents` to `path`, its directory made private first.
+    pub fn write_private(&self, path: PathBuf, contents: Zeroizing<Vec<u8>>) {
+        let target = path.clone();
+        self.push(path, move || {
+            let dir =
+                target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            ensure_private_dir(dir)?;
+            write_private(&target, &contents)
+        });
+    }
+
+    /// Runs every queued job to its end and returns the ones that failed, with the file each
+    /// was making. Jobs queued later run at once.
+    pub fn finish(&self) -> Vec<(PathBuf, std::io::Error)> {
+        let thread = {
+            let mut writer = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            writer.queue = None;
+            writer.finished = true;
+            writer.thread.take()
+        };
+        match thread.map(std::thread::JoinHandle::join) {
+            Some(Ok(failed)) => failed,
+            Some(Err(_)) => vec![(PathBuf::new(), std::io::Error::other("the writer panicked"))],
+            None => Vec::new(),
+        }
+    }
+}
+
 /// Snapshots of every folder a client reads, one file each, in one directory.
 pub(crate) struct SnapshotStore {
     dir: PathBuf,
     key: SealKey,
+    /// When set, writes are queued there instead of made before the read returns.
+    deferred: Option<DeferredWrites>,
     /// The directory was made (or found) and tightened; not checked again until a write finds
     /// it gone.
     dir_ready: AtomicBool,
@@ -100,13 +200,23 @@ pub(crate) struct SnapshotStore {
 /// `.snap` name, so never taken for a listing).
 const GENERATION_FILE: &str = "api-generation";
 
+/// The API generation saved beside the snapshots in `dir`; `None` when there is none or it is
+/// unreadable (the client then probes, as on a first start).
+pub(crate) fn saved_generation(dir: &Path) -> Option<ApiVersion> {
+    match std::fs::read_to_string(dir.join(GENERATION_FILE)).ok()?.trim() {
+        "v3" => Some(ApiVersion::V3),
+        "v4" => Some(ApiVersion::V4),
+        _ => None,
+    }
+}
+
 fn aad(cache_key: &str) -> Vec<u8> {
     format!("ikit-snapshot:{cache_key}").into_bytes()
 }
 
 impl SnapshotStore {
-    pub(crate) fn new(dir: PathBuf, key: SealKey) -> Self {
-        Self { dir, key, dir_ready: AtomicBool::new(false), reads: AtomicU64::new(0) }
+    pub(crate) fn new(dir: PathBuf, key: SealKey, deferred: Option<DeferredWrites>) -> Self {
+        Self { dir, key, deferred, dir_ready: AtomicBool::new(false), reads: AtomicU64::new(0) }
     }
 
     pub(crate) fn reads(&self) -> u64 {
@@ -116,20 +226,21 @@ impl SnapshotStore {
     /// The API generation an earlier process saved; `None` when there is none or it is
     /// unreadable (the client then probes, as on a first start).
     pub(crate) fn read_generation(&self) -> Option<ApiVersion> {
-        match std::fs::read_to_string(self.dir.join(GENERATION_FILE)).ok()?.trim() {
-            "v3" => Some(ApiVersion::V3),
-            "v4" => Some(ApiVersion::V4),
-            _ => None,
-        }
+        saved_generation(&self.dir)
     }
 
     pub(crate) fn write_generation(&self, version: ApiVersion) -> std::io::Result<()> {
-        self.ensure_dir()?;
         let name = match version {
             ApiVersion::V3 => "v3",
             ApiVersion::V4 => "v4",
         };
-        write_private(&self.dir.join(GENERATION_FILE), name.as_bytes())
+        let path = self.dir.join(GENERATION_FILE);
+        if let Some(deferred) = &self.deferred {
+            deferred.write_private(path, Zeroizing::new(name.as_bytes().to_vec()));
+            return Ok(());
+        }
+        self.ensure_dir()?;
+        write_private(&path, name.as_bytes())
     }
 
     /// The file for a cache key: a hash, so names reveal nothing about folders.
@@ -148,6 +259,10 @@ impl SnapshotStore {
     ) -> std::io::Result<()> {
         let sealed = seal::seal(&self.key, &aad(cache_key), entry, rng);
         let target = self.path(cache_key);
+        if let Some(deferred) = &self.deferred {
+            deferred.write_private(target, Zeroizing::new(sealed));
+            return Ok(());
+        }
         self.ensure_dir()?;
         match write_private(&target, &sealed) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -233,7 +348,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("snaps");
-        let store = SnapshotStore::new(dir.clone(), SealKey::new([9; 32]));
+        let store = SnapshotStore::new(dir.clone(), SealKey::new([9; 32]), None);
         let mut rng = StdRng::seed_from_u64(3);
         store.write("p:dev:f:/a", &encode_entry(7, None, &folder()), &mut rng).unwrap();
         let path = store.path("p:dev:f:/a");
@@ -250,7 +365,7 @@ mod tests {
         let foreign = store.read("p:prod:f:/a").unwrap_err();
         assert!(matches!(&foreign, ClientError::Snapshot(m) if m.contains("foreign")), "{foreign}");
         // Another key.
-        let other = SnapshotStore::new(dir.clone(), SealKey::new([8; 32]));
+        let other = SnapshotStore::new(dir.clone(), SealKey::new([8; 32]), None);
         assert!(other.read("p:dev:f:/a").is_err());
         // Truncated.
         std::fs::write(&path, &raw[..raw.len() / 2]).unwrap();
@@ -260,7 +375,7 @@ mod tests {
         let existing = tmp.path().join("existing");
         std::fs::create_dir(&existing).unwrap();
         std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let store = SnapshotStore::new(existing.clone(), SealKey::new([9; 32]));
+        let store = SnapshotStore::new(existing.clone(), SealKey::new([9; 32]), None);
         store.write("p:dev:f:/a", &encode_entry(7, None, &folder()), &mut rng).unwrap();
         assert_eq!(mode(&existing), 0o700);
 
@@ -269,5 +384,38 @@ mod tests {
         store.write("p:dev:f:/b", &encode_entry(8, None, &folder()), &mut rng).unwrap();
         assert_eq!(mode(&existing), 0o700);
         assert_eq!(store.read("p:dev:f:/b").unwrap().unwrap().saved_at_ms, 8);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn deferred_writes_land_in_order_private_and_are_all_done_by_finish() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("deep/snaps");
+        let writes = DeferredWrites::new();
+        let store = SnapshotStore::new(dir.clone(), SealKey::new([9; 32]), Some(writes.clone()));
+        let mut rng = StdRng::seed_from_u64(3);
+        store.write("p:dev:f:/a", &encode_entry(7, None, &folder()), &mut rng).unwrap();
+        store.write("p:dev:f:/a", &encode_entry(9, None, &folder()), &mut rng).unwrap();
+        store.write_generation(ApiVersion::V3).unwrap();
+        // A job that cannot succeed is reported by the file it was making; the others still run.
+        let blocked = tmp.path().join("file");
+        std::fs::write(&blocked, b"x").unwrap();
+        writes.write_private(blocked.join("below"), Zeroizing::new(b"y".to_vec()));
+        let failed = writes.finish();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].0, blocked.join("below"));
+
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let path = store.path("p:dev:f:/a");
+        assert_eq!((mode(&path), mode(&dir)), (0o600, 0o700));
+        assert_eq!(store.read("p:dev:f:/a").unwrap().unwrap().saved_at_ms, 9, "later write wins");
+        assert_eq!(saved_generation(&dir), Some(ApiVersion::V3));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "no temp file left behind");
+
+        // After finish a write is made before it returns.
+        writes.write_private(dir.join("late"), Zeroizing::new(b"z".to_vec()));
+        assert_eq!(std::fs::read(dir.join("late")).unwrap(), b"z");
+        assert!(writes.finish().is_empty());
     }
 }

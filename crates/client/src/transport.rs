@@ -15,6 +15,7 @@ use reqwest::header::{
 use url::Url;
 use zeroize::Zeroizing;
 
+use crate::auth::AuthMethod;
 use crate::clock::{Clock, Sleeper};
 use crate::config::ClientConfig;
 use crate::error::{ClientError, ErrorClass, classify, proves_not_processed};
@@ -204,6 +205,21 @@ pub(crate) struct Transport {
     sleeper: Arc<dyn Sleeper>,
 }
 
+/// Whether the client may open a TLS connection: to an `https` Infisical, or to a cloud
+/// endpoint a login reaches through the same client (AWS STS, a configured metadata URL).
+fn may_use_tls(config: &ClientConfig) -> bool {
+    config.api_url.scheme() != "http"
+        || !matches!(
+            config.auth,
+            AuthMethod::AccessToken(_)
+                | AuthMethod::ServiceToken(_)
+                | AuthMethod::UniversalAuth { .. }
+                | AuthMethod::Kubernetes { .. }
+                | AuthMethod::Oidc { .. }
+                | AuthMethod::Jwt { .. }
+        )
+}
+
 /// The extra trusted roots of the configuration: the PEM bundle at `ca_file` (read once, here)
 /// and any PEM given directly. A file that cannot be read or holds no certificate is an error,
 /// never silently ignored: the connection would then fail later with a vaguer message.
@@ -331,6 +347,11 @@ impl Transport {
             .redirect(same_origin_redirects());
         for certificate in extra_roots(config)? {
             builder = builder.add_root_certificate(certificate);
+        }
+        if !may_use_tls(config) {
+            // Loading the system's roots reads a hundred-odd files at every start; a client that
+            // only ever speaks plain http has no use for them.
+            builder = builder.tls_built_in_native_certs(false);
         }
         let http = builder
             .build()
