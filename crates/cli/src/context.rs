@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ikit_client::{CachedClient, Client, ClientConfig, FolderQuery, RetryPolicy};
+use ikit_client::{CachedClient, Client, ClientConfig, DeferredWrites, FolderQuery, RetryPolicy};
 use ikit_common::Settings;
 use ikit_common::clock::{Clock, SystemClock};
 use ikit_common::config::AuthMethod;
@@ -403,7 +403,8 @@ impl Context {
         }
         let cached = builder
             .deferred_writes(self.writes.clone())
-            .build().map_err(|e| CliError::Usage(e.to_string()))?;
+            .build()
+            .map_err(|e| CliError::Usage(e.to_string()))?;
         Ok((cached, cached_token))
     }
 }

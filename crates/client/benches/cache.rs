@@ -9,9 +9,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ikit_client::{
-    AuthMethod, BudgetConfig, CachedClient, Client, ClientConfig, SecretRef,
-};
+use ikit_client::{AuthMethod, BudgetConfig, CachedClient, Client, ClientConfig, SecretRef};
 use ikit_emulator::{Emulator, EmulatorConfig, RunningEmulator, Seed};
 
 const PROJECT: &str = "9b6f8a70-0000-4000-8000-000000000001";

@@ -17,8 +17,8 @@ use crate::client::Client;
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::seal::SealKey;
-use crate::snapshot::DeferredWrites;
 use crate::secrets::Secrets;
+use crate::snapshot::DeferredWrites;
 
 /// A ready [`Secrets`] from an environment map (the Infisical CLI's variable names, read by
 /// `ikit_common::Settings::load`; see [`ClientConfig::from_env`]), never the process environment:

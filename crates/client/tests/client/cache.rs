@@ -1013,7 +1013,8 @@ async fn a_new_process_revalidates_its_snapshot_instead_of_downloading_the_listi
     {
         let h = Harness::start(version).await;
         let dir = tempfile::tempdir().unwrap();
-        let config = CachedClient::builder().ttl(TTL).max_stale(MAX_STALE).snapshot(dir.path(), key());
+        let config =
+            CachedClient::builder().ttl(TTL).max_stale(MAX_STALE).snapshot(dir.path(), key());
         let listings = || h.count("GET", route);
         let not_modified = || h.emulator.not_modified_count("GET", route);
 
