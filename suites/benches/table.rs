@@ -313,16 +313,7 @@ fn p2(table: &mut Table, emu: &RunningEmulator) {
                 }
                 let client_wall = started.elapsed();
                 let cpu = cpu_before.zip(thread_cpu()).map(|(a, b)| b.saturating_sub(a));
-                let token: serde_json::Value = reqwest::Client::new()
-                    .post(format!("{base}/api/v1/auth/universal-auth/login"))
-                    .json(&json!({"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET}))
-                    .send()
-                    .await
-                    .expect("login")
-                    .json()
-                    .await
-                    .expect("login json");
-                let token = token["accessToken"].as_str().expect("token").to_owned();
+                let token = RawGets::login(&base).await.token;
                 let path = format!(
                     "/api/v4/secrets?projectId={PROJECT}&environment=dev&secretPath={folder}\
                      &viewSecretValue=true&expandSecretReferences=true&recursive=false\
