@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt as _, Empty};
