@@ -46,6 +46,21 @@ fn with_redis(redis: &TestRedis, url: &str) -> CachedClientBuilder {
         .redis_prefix(redis.prefix())
 }
 
+/// A client that tries once and opens its circuit after two failures, for `open_for`.
+fn quick_to_open(h: &Harness, open_for: Duration) -> ikit_client::Client {
+    ikit_client::Client::new(
+        h.config(ua())
+            .with_breaker(ikit_client::BreakerConfig { failure_threshold: 2, open_for })
+            .with_retry(ikit_client::RetryPolicy {
+                max_attempts: 1,
+                base_delay: Duration::from_millis(100),
+                max_delay: Duration::from_secs(1),
+                max_retry_after: Duration::from_secs(1),
+            }),
+    )
+    .unwrap()
+}
+
 fn snapshot_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -264,20 +279,7 @@ async fn an_open_circuit_is_answered_from_cache_and_snapshot_without_a_request()
     let h = Harness::start(ApiVersion::V2026).await;
     let dir = tempfile::tempdir().unwrap();
     let config = CachedClient::builder().ttl(TTL).max_stale(MAX_STALE).snapshot(dir.path(), key());
-    let client = ikit_client::Client::new(
-        h.config(ua())
-            .with_breaker(ikit_client::BreakerConfig {
-                failure_threshold: 2,
-                open_for: Duration::from_secs(600),
-            })
-            .with_retry(ikit_client::RetryPolicy {
-                max_attempts: 1,
-                base_delay: Duration::from_millis(100),
-                max_delay: Duration::from_secs(1),
-                max_retry_after: Duration::from_secs(1),
-            }),
-    )
-    .unwrap();
+    let client = quick_to_open(&h, Duration::from_secs(600));
     let cache = config.clone().client(client.clone()).build().unwrap();
     cache.get(&db_url()).await.unwrap();
     h.emulator.faults().add(Fault::status("/api/v4/secrets", 503));
@@ -946,20 +948,7 @@ async fn a_304_leaves_the_snapshot_alone_and_an_outage_decodes_it_once() {
     let h = Harness::start(ApiVersion::V2026).await;
     let dir = tempfile::tempdir().unwrap();
     let config = CachedClient::builder().ttl(TTL).max_stale(MAX_STALE).snapshot(dir.path(), key());
-    let client = ikit_client::Client::new(
-        h.config(ua())
-            .with_breaker(ikit_client::BreakerConfig {
-                failure_threshold: 2,
-                open_for: Duration::from_secs(6 * 3600),
-            })
-            .with_retry(ikit_client::RetryPolicy {
-                max_attempts: 1,
-                base_delay: Duration::from_millis(100),
-                max_delay: Duration::from_secs(1),
-                max_retry_after: Duration::from_secs(1),
-            }),
-    )
-    .unwrap();
+    let client = quick_to_open(&h, Duration::from_secs(6 * 3600));
     let cache = config.clone().client(client.clone()).build().unwrap();
     cache.get(&db_url()).await.unwrap();
     let files = snapshot_files(dir.path());
