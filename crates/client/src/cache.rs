@@ -10,7 +10,6 @@
 //! a reconnect is tried again after `retry_every` on the injected clock.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,7 +29,7 @@ use crate::client::{Client, FolderFetch, METRIC_FETCH_TOTAL, Source};
 use crate::clock::ReadClock;
 use crate::error::ClientError;
 use crate::hits::Hits;
-use crate::l1::{Aged, FastMap, L1};
+use crate::l1::{Aged, L1, ShardMap, SlotMap};
 use crate::l2::{self, Cleared, Generation};
 use crate::pattern::{Dedup, folder_affected, path_matches};
 use crate::seal::{self, SealKey};
@@ -41,6 +40,11 @@ use crate::wire::{FolderSecrets, ImportOrder, Secret, SecretType};
 /// the cache, which swaps in the secret each time its folder's listing is stored and clears it
 /// when an invalidation or change event drops the listing. A fresh read is an atomic load and
 /// an age check: no allocation, no lookup, no await. Cheap to clone.
+///
+/// A thread that reads a handle keeps a copy of its slot, checked against the slot on every
+/// read (so it never serves a replaced or cleared secret): the copy keeps the listing it came
+/// from in memory until the thread reads the handle again, reads enough other handles, or
+/// exits, even when the handle was dropped meanwhile.
 #[derive(Clone)]
 pub struct SecretHandle {
     cache: CachedClient,
@@ -66,6 +70,91 @@ struct Resolved {
     entry: Arc<Entry>,
 }
 
+/// A handle's slot as `arc_swap::Cache` reads it (holding the handle's state).
+struct SlotOf(Arc<HandleState>);
+
+impl std::ops::Deref for SlotOf {
+    type Target = arc_swap::ArcSwapOption<Resolved>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0.current
+    }
+}
+
+/// Handles a thread keeps a copy of: a few, direct-mapped by the handle's address.
+const HANDLE_SLOTS: usize = 8;
+
+/// A thread's copies of the slots of the handles it read last. Pinning a slot (`ArcSwap::load`)
+/// costs two full-fence atomics, most of a handle read; a copy is checked against the slot with
+/// one plain atomic load (`arc_swap::Cache`), and is only ever used while it is the slot's
+/// current value, so a copy serves exactly what the slot would (an invalidated or replaced
+/// listing is never served from it). The price is retention: a copy keeps its listing (and the
+/// secret values in it) alive until this thread reads that handle again, reuses the copy's place
+/// for another handle, or exits: at most [`HANDLE_SLOTS`] listings per thread, and a dropped
+/// handle or client is let go the same way.
+struct HandleCopies([Option<arc_swap::Cache<SlotOf, Option<Arc<Resolved>>>>; HANDLE_SLOTS]);
+
+impl HandleCopies {
+    /// This thread's copy of `state`'s slot, made (in place of another handle's) if needed.
+    #[inline]
+    fn copy_of(
+        &mut self,
+        state: &Arc<HandleState>,
+    ) -> &mut arc_swap::Cache<SlotOf, Option<Arc<Resolved>>> {
+        let at = address_slot(Arc::as_ptr(state).cast(), HANDLE_SLOTS);
+        let place = &mut self.0[at];
+        // The copy holds its state: while it lives, no other state can have its address.
+        let mine = place.as_ref().is_some_and(|c| std::ptr::eq(c.arc_swap(), &state.current));
+        if !mine {
+            *place = Some(arc_swap::Cache::new(SlotOf(state.clone())));
+        }
+        place.as_mut().expect("filled above")
+    }
+}
+
+/// L1 shards a thread keeps a copy of: two clients' worth, direct-mapped by the shard's address.
+const SHARD_SLOTS: usize = 32;
+
+type ShardCopy = arc_swap::Cache<ShardMap<Entry>, Arc<SlotMap<Arc<Entry>>>>;
+
+/// A thread's copies of the L1 shards it read last, for `get` hits: like [`HandleCopies`], a
+/// copy is checked against its shard with one plain atomic load instead of a pin, and used only
+/// while it is the shard's current map (a listing invalidated, replaced or evicted since is
+/// never served from it). Retention: a copy keeps the shard's listings as of its last read alive
+/// until this thread reads the shard again, reuses the place, or exits: at most [`SHARD_SLOTS`]
+/// shard maps per thread, beyond L1's own bound, and a dropped client's shards are let go the
+/// same way.
+struct ShardCopies([Option<ShardCopy>; SHARD_SLOTS]);
+
+impl ShardCopies {
+    /// This thread's copy of `shard`, made (in place of another shard's) if needed.
+    #[inline]
+    fn copy_of(&mut self, shard: &ShardMap<Entry>) -> &mut ShardCopy {
+        let at = address_slot(Arc::as_ptr(shard).cast(), SHARD_SLOTS);
+        let place = &mut self.0[at];
+        // The copy holds its shard: while it lives, no other shard can have its address.
+        let mine = place.as_ref().is_some_and(|c| std::ptr::eq(c.arc_swap(), &**shard));
+        if !mine {
+            *place = Some(arc_swap::Cache::new(shard.clone()));
+        }
+        place.as_mut().expect("filled above")
+    }
+}
+
+thread_local! {
+    static SHARD_COPIES: std::cell::RefCell<ShardCopies> =
+        const { std::cell::RefCell::new(ShardCopies([const { None }; SHARD_SLOTS])) };
+    static HANDLE_COPIES: std::cell::RefCell<HandleCopies> =
+        const { std::cell::RefCell::new(HandleCopies([const { None }; HANDLE_SLOTS])) };
+}
+
+/// A place among `places` (a power of two) for an address: its bits mixed, the top ones kept.
+#[inline]
+fn address_slot(address: *const u8, places: usize) -> usize {
+    let mixed = (address as usize as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> (64 - places.trailing_zeros())) as usize
+}
+
 impl SecretHandle {
     /// The secret: from the slot while fresh, else through [`CachedClient::get`] (which also
     /// refills the slot).
@@ -86,8 +175,8 @@ impl SecretHandle {
     }
 
     /// Runs `read` on the secret if the slot holds a fresh one, and returns what it returns:
-    /// the cheapest read there is (no reference count is touched). `read` runs while the slot
-    /// is pinned, so it should be short: copy out what is needed.
+    /// the cheapest read there is (no reference count is touched, no atomic read-modify-write).
+    /// `read` runs while the slot is held, so it should be short: copy out what is needed.
     ///
     /// ```no_run
     /// # fn demo(handle: &ikit_client::SecretHandle) {
@@ -100,11 +189,35 @@ impl SecretHandle {
         self.read_fresh(|resolved, _| read(&resolved.secret))
     }
 
-    /// The fresh slot, counted as a hit.
+    /// The fresh slot, counted as a hit. Read through this thread's copy of the slot when it
+    /// has one (see [`HandleCopies`]), else by pinning the slot.
     #[inline]
     fn read_fresh<R>(&self, read: impl FnOnce(&Resolved, Duration) -> R) -> Option<R> {
-        let current = self.state.current.load();
-        let resolved = current.as_deref()?;
+        let mut read = Some(read);
+        let copied = HANDLE_COPIES
+            .try_with(|copies| {
+                // Taken already: `read` is reading another handle on this thread.
+                let mut copies = copies.try_borrow_mut().ok()?;
+                let copy = copies.copy_of(&self.state);
+                let read = read.take()?;
+                Some(copy.load().as_deref().and_then(|resolved| self.serve(resolved, read)))
+            })
+            .ok()
+            .flatten();
+        match (copied, read) {
+            (Some(served), _) => served,
+            (None, Some(read)) => self.serve(self.state.current.load().as_deref()?, read),
+            (None, None) => None,
+        }
+    }
+
+    /// `read` on a resolved slot if it is fresh, counted as a hit.
+    #[inline]
+    fn serve<R>(
+        &self,
+        resolved: &Resolved,
+        read: impl FnOnce(&Resolved, Duration) -> R,
+    ) -> Option<R> {
         let age = resolved.entry.age(self.cache.now_ms());
         if age >= self.cache.shared.config.ttl {
             return None;
@@ -322,7 +435,7 @@ struct Entry {
     /// alone.
     snapshot_written_ms: Option<i64>,
     /// Every key the listing resolves to, own secrets first, then imports in `ImportOrder`.
-    index: FastMap<Box<str>, Arc<Secret>>,
+    index: KeyIndex,
     /// Fresh reads of this listing (`get` hits, handle reads, `folder` hits).
     hits: Arc<Hits>,
 }
@@ -336,14 +449,12 @@ impl Entry {
         fetched_at_ms: i64,
         order: ImportOrder,
     ) -> Self {
-        let mut index: FastMap<Box<str>, Arc<Secret>> = FastMap::default();
         let imports: Box<dyn Iterator<Item = &crate::wire::Import>> = match order {
             ImportOrder::LaterWins => Box::new(folder.imports.iter().rev()),
             ImportOrder::EarlierWins => Box::new(folder.imports.iter()),
         };
-        for secret in folder.secrets.iter().chain(imports.flat_map(|i| i.secrets.iter())) {
-            index.entry(secret.key.as_str().into()).or_insert_with(|| Arc::new(secret.clone()));
-        }
+        let index =
+            KeyIndex::new(folder.secrets.iter().chain(imports.flat_map(|i| i.secrets.iter())));
         let path = path_label(&query.path);
         let hits = Hits::register([
             metrics::counter!(METRIC_CACHE_HIT, "path" => path.clone()),
@@ -376,14 +487,57 @@ impl Entry {
 
     /// The secret a reference resolves to, as `Client::get` would pick it from the listing.
     fn pick(&self, secret: &SecretRef) -> Result<Arc<Secret>, ClientError> {
-        let found = self
-            .index
-            .get(secret.key())
-            .ok_or_else(|| crate::client::missing_secret(secret, self.index.is_empty()))?;
+        self.pick_ref(secret).cloned()
+    }
+
+    /// [`Self::pick`], borrowed.
+    #[inline]
+    fn pick_ref(&self, secret: &SecretRef) -> Result<&Arc<Secret>, ClientError> {
+        let Some(found) = self.index.get(secret) else {
+            return Err(crate::client::missing_secret(secret, self.index.is_empty()));
+        };
         if found.value_hidden {
             return Err(crate::client::hidden_value(secret));
         }
-        Ok(found.clone())
+        Ok(found)
+    }
+}
+
+/// A listing's secrets by key, found by the key hash a [`SecretRef`] carries (the key is
+/// compared, never hashed, on a read).
+struct KeyIndex(hashbrown::HashTable<(u64, Arc<Secret>)>);
+
+impl KeyIndex {
+    /// The first secret of each key, in the order given.
+    fn new<'a>(secrets: impl Iterator<Item = &'a Secret>) -> Self {
+        let mut table = hashbrown::HashTable::new();
+        for secret in secrets {
+            let hash = ikit_common::secret::address_hash(secret.key.as_str());
+            if table.find(hash, |(_, s): &(u64, Arc<Secret>)| s.key == secret.key).is_none() {
+                table.insert_unique(hash, (hash, Arc::new(secret.clone())), |(h, _)| *h);
+            }
+        }
+        Self(table)
+    }
+
+    #[inline]
+    fn get(&self, secret: &SecretRef) -> Option<&Arc<Secret>> {
+        let key = secret.key();
+        self.0.find(secret.key_hash(), |(_, s)| s.key == key).map(|(_, s)| s)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    #[cfg(test)]
+    fn by_key(&self, key: &str) -> Option<&Arc<Secret>> {
+        self.get(&SecretRef::new("p", "dev", "/", key).unwrap())
     }
 }
 
@@ -467,10 +621,9 @@ struct Subscription {
 struct Shared {
     client: Client,
     config: CacheConfig,
-    /// Keyed by [`CachedClient::slot`]: a hash of the query, computed on a hit without
-    /// formatting anything; the entry's query is compared on every read.
+    /// Keyed by [`CachedClient::slot`]: a hash of the query, carried by a [`SecretRef`] for the
+    /// default flags; the entry's query is compared on every read.
     l1: L1<Entry>,
-    slots: foldhash::fast::RandomState,
     /// The client's clock as the hot path reads it (coarse when it is the system clock).
     clock: ReadClock,
     flights: Mutex<HashMap<String, Arc<Flight>>>,
@@ -589,7 +742,6 @@ impl CachedClient {
                 client,
                 config,
                 l1,
-                slots: foldhash::fast::RandomState::default(),
                 clock,
                 flights: Mutex::new(HashMap::new()),
                 redis,
@@ -635,25 +787,37 @@ impl CachedClient {
     /// (the fresh listing lacks the key or hides its value).
     #[inline]
     fn fresh_hit(&self, secret: &SecretRef) -> Option<Result<Served<Arc<Secret>>, ClientError>> {
-        let (project, env, folder) = (secret.project(), secret.environment(), secret.folder());
-        let slot = self.default_slot(project, env, folder);
-        self.shared
-            .l1
-            .peek(slot, |e| {
-                // Another listing in the slot (other flags, or a hash collision) is not this one.
-                if !e.is_default_of(project, env, folder) {
-                    return None;
-                }
-                let age = e.age(self.now_ms());
-                if age >= self.shared.config.ttl {
-                    return None;
-                }
-                Some(e.pick(secret).map(|found| {
-                    e.hits.count();
-                    Served { value: found, source: Source::Cache, age }
-                }))
-            })
+        // The slot is the hash the reference carries: nothing is hashed here.
+        let slot = secret.folder_hash();
+        let shard = self.shared.l1.shard_map(slot);
+        let read = |map: &SlotMap<Arc<Entry>>| map.get(&slot).and_then(|e| self.hit_in(e, secret));
+        SHARD_COPIES
+            .try_with(|copies| Some(read(copies.try_borrow_mut().ok()?.copy_of(shard).load())))
+            .ok()
             .flatten()
+            // No copy to read (the thread is exiting): the shard itself, pinned.
+            .unwrap_or_else(|| read(&shard.load()))
+    }
+
+    /// The fresh answer for `secret` from `e`, the listing in its slot, counted as a hit.
+    #[inline]
+    fn hit_in(
+        &self,
+        e: &Arc<Entry>,
+        secret: &SecretRef,
+    ) -> Option<Result<Served<Arc<Secret>>, ClientError>> {
+        // Another listing in the slot (other flags, or a hash collision) is not this one.
+        if !e.is_default_of(secret.project(), secret.environment(), secret.folder()) {
+            return None;
+        }
+        let age = e.age(self.now_ms());
+        if age >= self.shared.config.ttl {
+            return None;
+        }
+        Some(e.pick_ref(secret).map(|found| {
+            e.hits.count();
+            Served { value: found.clone(), source: Source::Cache, age }
+        }))
     }
 
     /// [`Self::get`] past L1: the listing through [`Self::entry`].
@@ -685,7 +849,7 @@ impl CachedClient {
             secret: secret.clone(),
             current: arc_swap::ArcSwapOption::empty(),
         });
-        let slot = self.default_slot(secret.project(), secret.environment(), secret.folder());
+        let slot = secret.folder_hash();
         {
             let mut handles = lock(&self.shared.handles);
             let live = handles.entry(slot).or_default();
@@ -707,7 +871,7 @@ impl CachedClient {
     fn resolve(state: &HandleState, entry: &Arc<Entry>) {
         let resolved = entry
             .index
-            .get(state.secret.key())
+            .get(&state.secret)
             .map(|secret| Arc::new(Resolved { secret: secret.clone(), entry: entry.clone() }));
         state.current.store(resolved);
     }
@@ -733,26 +897,19 @@ impl CachedClient {
         }
     }
 
-    /// The L1 slot of a listing with the default flags.
+    /// The L1 slot of a listing with the default flags: what [`SecretRef::folder_hash`] carries.
     fn default_slot(&self, project: &str, environment: &str, folder: &str) -> u64 {
-        let mut h = self.shared.slots.build_hasher();
-        0u8.hash(&mut h);
-        project.hash(&mut h);
-        environment.hash(&mut h);
-        folder.hash(&mut h);
-        h.finish()
+        ikit_common::secret::folder_hash(project, environment, folder)
     }
 
     /// The L1 slot of a query: [`Self::default_slot`] for the default flags, else a hash of the
-    /// whole query.
+    /// whole query (a collision with another listing only shares the slot: the query is
+    /// compared on every read).
     fn slot(&self, q: &FolderQuery) -> u64 {
         if is_default(q) {
             return self.default_slot(&q.project_id, &q.environment, &q.path);
         }
-        let mut h = self.shared.slots.build_hasher();
-        1u8.hash(&mut h);
-        q.hash(&mut h);
-        h.finish()
+        ikit_common::secret::address_hash(q)
     }
 
     /// This query's L1 entry (another query's entry in the same slot is not it).
@@ -1869,15 +2026,16 @@ mod tests {
             let entry = Entry::new(&q, &cache_key(&q), folder.clone(), None, 0, order);
             assert_eq!(entry.index.len(), 4);
             for key in ["OWN", "COMMON", "A", "BOTH"] {
-                let indexed = entry.index.get(key).unwrap().value.expose();
+                let indexed = entry.index.by_key(key).unwrap().value.expose();
                 assert_eq!(indexed, folder.find(key, order).unwrap().value.expose(), "{key}");
             }
             let secret = SecretRef::parse("p", "dev", "/app/MISSING").unwrap();
             assert!(matches!(entry.pick(&secret), Err(ClientError::NotFound { .. })));
         }
         let later = Entry::new(&q, "k", folder.clone(), None, 0, ImportOrder::LaterWins);
-        assert_eq!(later.index["BOTH"].value.expose(), "from-b");
-        assert_eq!(later.index["COMMON"].value.expose(), "own-common", "own secrets win");
+        assert_eq!(later.index.by_key("BOTH").unwrap().value.expose(), "from-b");
+        let common = later.index.by_key("COMMON").unwrap();
+        assert_eq!(common.value.expose(), "own-common", "own secrets win");
         assert!(later.default_flags && later.is_default_of("p", "dev", "/app"));
         assert!(!later.is_default_of("p", "prod", "/app"));
         let recursive =

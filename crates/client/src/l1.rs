@@ -14,15 +14,12 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-/// A map with a fast hash (foldhash): keeps a lookup by string a few nanoseconds.
-pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
 /// A map keyed by L1 slots, which are already seeded hashes: hashed again by nothing.
-type SlotMap<V> = HashMap<u64, V, BuildHasherDefault<SlotHasher>>;
+pub(crate) type SlotMap<V> = HashMap<u64, V, BuildHasherDefault<SlotHasher>>;
 
 /// Passes a slot through as its own hash.
 #[derive(Default)]
-struct SlotHasher(u64);
+pub(crate) struct SlotHasher(u64);
 
 impl Hasher for SlotHasher {
     fn finish(&self) -> u64 {
@@ -57,8 +54,12 @@ pub(crate) struct L1<E> {
     max_age_ms: i64,
 }
 
+/// What a shard's readers load: shared (`Arc`) so that a reader may keep a per-thread copy of
+/// the shard checked against it (`arc_swap::Cache`, see `CachedClient::get`).
+pub(crate) type ShardMap<E> = Arc<ArcSwap<SlotMap<Arc<E>>>>;
+
 struct Shard<E> {
-    map: ArcSwap<SlotMap<Arc<E>>>,
+    map: ShardMap<E>,
     /// Serialises this shard's writers (readers never take it).
     write: Mutex<()>,
 }
@@ -67,7 +68,7 @@ impl<E: Aged> L1<E> {
     pub(crate) fn new(max_entries: u64, max_age: std::time::Duration) -> Self {
         let shards = (0..SHARDS)
             .map(|_| Shard {
-                map: ArcSwap::from_pointee(SlotMap::default()),
+                map: Arc::new(ArcSwap::from_pointee(SlotMap::default())),
                 write: Mutex::new(()),
             })
             .collect();
@@ -83,6 +84,12 @@ impl<E: Aged> L1<E> {
         // The slot is a hash, used as is by the shard's map: its low bits pick the bucket and
         // its top seven the tag, so the shard is picked by bits neither uses.
         &self.shards[((slot >> 32) as usize) % SHARDS]
+    }
+
+    /// The shard holding `slot`, for a reader that keeps its own copy of it.
+    #[inline]
+    pub(crate) fn shard_map(&self, slot: u64) -> &ShardMap<E> {
+        &self.shard(slot).map
     }
 
     /// Runs `read` on the listing in `slot`, without cloning it.

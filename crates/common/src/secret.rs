@@ -5,13 +5,21 @@
 //! plain text of a secret: it is zeroized on drop and never printed.
 
 use std::fmt;
+use std::hash::{BuildHasher as _, Hash};
+use std::sync::OnceLock;
 
 use subtle::{Choice, ConstantTimeEq};
 use zeroize::Zeroizing;
 
 /// The address of one secret in Infisical.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+///
+/// It also carries, computed once at construction (it is immutable), what a cache looks it up
+/// by: [`SecretRef::folder_hash`] and [`SecretRef::key_hash`], so a cached read hashes nothing.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SecretRef {
+    // First: `==` compares them before any string.
+    folder_hash: u64,
+    key_hash: u64,
     project: String,
     environment: String,
     folder: String,
@@ -56,7 +64,14 @@ impl SecretRef {
         validate_environment(&environment)?;
         let folder = normalize_folder(folder)?;
         let key = validate_key(key)?;
-        Ok(Self { project, environment, folder, key })
+        Ok(Self {
+            folder_hash: folder_hash(&project, &environment, &folder),
+            key_hash: address_hash(key.as_str()),
+            project,
+            environment,
+            folder,
+            key,
+        })
     }
 
     /// Parses a `/auth/jwt/current_private_key` style path: the last segment is the key, the rest
@@ -100,6 +115,18 @@ impl SecretRef {
         &self.key
     }
 
+    /// [`folder_hash`] of the project, environment and folder, computed at construction.
+    #[inline]
+    pub fn folder_hash(&self) -> u64 {
+        self.folder_hash
+    }
+
+    /// [`address_hash`] of the key, computed at construction.
+    #[inline]
+    pub fn key_hash(&self) -> u64 {
+        self.key_hash
+    }
+
     /// The folder and key as one path, e.g. `/auth/jwt/current_private_key`.
     pub fn path(&self) -> String {
         if self.folder == "/" {
@@ -108,6 +135,32 @@ impl SecretRef {
             format!("{}/{}", self.folder, self.key)
         }
     }
+}
+
+impl fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The address only: the hashes are derived from it.
+        f.debug_struct("SecretRef")
+            .field("project", &self.project)
+            .field("environment", &self.environment)
+            .field("folder", &self.folder)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// A hash of `value` (foldhash, seeded at random once per process), the same everywhere in the
+/// process: what caches key secret addresses by, so that a [`SecretRef`] can carry its hashes.
+/// Not stable across processes; never store or send it.
+pub fn address_hash<T: Hash + ?Sized>(value: &T) -> u64 {
+    static SEED: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+    SEED.get_or_init(foldhash::fast::RandomState::default).hash_one(value)
+}
+
+/// The [`address_hash`] of a folder of one project and environment, as
+/// [`SecretRef::folder_hash`] carries it.
+pub fn folder_hash(project: &str, environment: &str, folder: &str) -> u64 {
+    address_hash(&(project, environment, folder))
 }
 
 impl fmt::Display for SecretRef {
@@ -281,6 +334,25 @@ mod tests {
         assert_eq!(
             SecretRef::new("p", "prod-eu", "/api", "K").unwrap().to_string(),
             "prod-eu:p/api/K"
+        );
+    }
+
+    #[test]
+    fn a_reference_carries_the_hashes_of_its_normalised_address() {
+        let a = SecretRef::new("p", "dev", "/app/", " KEY ").unwrap();
+        let b = SecretRef::parse("p", "dev", "/app/KEY").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.folder_hash(), folder_hash("p", "dev", "/app"));
+        assert_eq!(a.key_hash(), address_hash("KEY"));
+        assert_eq!((a.folder_hash(), a.key_hash()), (b.folder_hash(), b.key_hash()));
+        let other = SecretRef::parse("p", "prod", "/app/KEY").unwrap();
+        assert_ne!(a.folder_hash(), other.folder_hash(), "the environment is part of it");
+        assert_eq!(a.key_hash(), other.key_hash());
+        // The parts are hashed apart: moving a character from one to the next changes the hash.
+        assert_ne!(folder_hash("p", "ab", "/c"), folder_hash("pa", "b", "/c"));
+        assert_eq!(
+            format!("{a:?}"),
+            r#"SecretRef { project: "p", environment: "dev", folder: "/app", key: "KEY" }"#
         );
     }
 

@@ -173,6 +173,70 @@ async fn a_live_handle_follows_change_events_and_the_fetcher() {
     assert!(matches!(cache.handle(&missing).await, Err(ClientError::NotFound { .. })));
 }
 
+/// A hit reads a per-thread copy of its L1 shard and of its handle's slot (checked against the
+/// original with one atomic load instead of pinning it): a thread that read a listing before
+/// it was invalidated elsewhere never gets it from its copies again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_copy_never_serves_an_invalidated_listing() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let cache = cached(&h, CachedClient::builder().ttl(TTL).max_stale(MAX_STALE));
+    let handle = cache.handle(&db_url()).await.unwrap();
+    // Each round, the reader reads through the handle, and through `get` when asked to.
+    let (go, rounds) = std::sync::mpsc::channel::<bool>();
+    let (reads, results) = std::sync::mpsc::channel();
+    let runtime = tokio::runtime::Handle::current();
+    let reader = {
+        let (cache, handle) = (cache.clone(), handle.clone());
+        // Its own thread, so its copies are its own; misses run on the test's runtime.
+        std::thread::spawn(move || {
+            for with_get in rounds {
+                let got = with_get.then(|| {
+                    let got = runtime.block_on(cache.get(&db_url())).unwrap();
+                    (got.source, got.value.value.expose().to_owned())
+                });
+                let by_handle = handle.with_fresh(|s| s.value.expose().to_owned());
+                reads.send((got, by_handle)).unwrap();
+            }
+        })
+    };
+    let read = |with_get: bool| {
+        go.send(with_get).unwrap();
+        results.recv_timeout(WAIT).unwrap()
+    };
+    let (v1, v2) = (DB_VALUE.to_owned(), "v2".to_owned());
+    let hit = |v: &str| (Some((Source::Cache, v.to_owned())), Some(v.to_owned()));
+    assert_eq!(read(true), hit(&v1), "copies made");
+    assert_eq!(read(true), hit(&v1), "and read");
+
+    // Changed behind the cache, then invalidated here: the reader's copies are outdated.
+    let scope = ikit_client::Scope::new(PROJECT, "dev", "/app");
+    let update = ikit_client::SecretUpdate::value("DB_URL", "v2");
+    h.client(ua()).update_secret(&scope, &update).await.unwrap();
+    assert_eq!(cache.invalidate("/app").await.local, 1);
+    assert_eq!(read(false), (None, None), "the handle's slot was cleared");
+    // The get misses (its shard copy is not used) and refills the slot for the handle.
+    assert_eq!(read(true), (Some((Source::Network, v2.clone())), Some(v2.clone())));
+    assert_eq!(read(true), hit(&v2));
+    // Dropped by a change event, not refilled: neither copy serves the listing.
+    cache
+        .deliver(&SecretChangeEvent {
+            project: PROJECT.into(),
+            environment: "dev".into(),
+            folder: "/app".into(),
+            key: "DB_URL".into(),
+            kind: ChangeKind::Updated,
+            version: Some(3),
+            event_id: "copies".into(),
+        })
+        .await;
+    assert!(!cache.is_cached(&app()).await);
+    assert_eq!(read(false), (None, None));
+    assert_eq!(read(true), (Some((Source::Network, v2.clone())), Some(v2)));
+    drop(go);
+    reader.join().unwrap();
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 3, "one listing, then one per drop");
+}
+
 #[tokio::test]
 async fn stale_listings_are_revalidated_with_the_etag() {
     let h = Harness::start(ApiVersion::V2026).await;
