@@ -8,15 +8,32 @@
 //! audited as refused and no audit row is lost. A request never waits for a timer: the
 //! batch is whatever arrived while the previous one was being written, so under light load a
 //! batch is one request and under heavy load the commits are shared.
+//!
+//! The replay check is batched the same way: before writing, the writer asks the replay cache
+//! about every delivery of the batch in one pipelined Redis round trip (`SET NX` each), so a
+//! request pays no Redis round trip of its own. A replay (of an earlier batch, or of a delivery
+//! earlier in the same batch) queues nothing and is audited as refused; a delivery whose queue
+//! write fails is forgotten again, so its redelivery is taken.
+//!
+//! The writer runs on a thread of its own (a one-thread Tokio runtime), with its own
+//! PostgreSQL connections and the replay cache's Redis connection driven there. On the
+//! service's runtime it was one task among hundreds of request tasks: each of its round trips
+//! (Redis, `BEGIN`, the statements, `COMMIT`) waited behind every ready task for its turn, so a
+//! batch took many times its database time, and every request waited for two of them. Here
+//! its turn comes as soon as the database answers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ikit_common::audit::{AuditError, AuditEvent, AuditLog, Recorded};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use ikit_common::audit::{AuditError, AuditEvent, AuditLog, AuditOptions, Recorded};
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::WebhookError;
+
+use crate::replay::{Digest32, ReplayCache};
 use crate::store::{Db, Delivery, enqueue_statements};
 
 /// Requests per group commit.
@@ -27,27 +44,44 @@ const MAX_BATCH: usize = 512;
 /// Requests waiting for the writer before new ones wait for room (back-pressure, not loss).
 const CHANNEL: usize = 4_096;
 
-/// Builds a request's audit entry once its delivery's fate is known (`true`: queued or
-/// nothing to queue; `false`: the queue refused it).
-pub type AuditFor = Box<dyn Fn(bool) -> AuditEvent + Send>;
+/// Builds a request's audit entry once its fate is known.
+pub type AuditFor = Box<dyn Fn(Fate) -> AuditEvent + Send>;
+
+/// One request for the writer: what to check, write and audit.
+pub struct Submission {
+    /// The delivery to queue, if any (a verified change in the watched scope).
+    pub delivery: Option<Delivery>,
+    /// The replay check of a verified delivery: its [`crate::replay::digest`] and receipt time.
+    pub replay: Option<(Digest32, i64)>,
+    pub audit: AuditFor,
+}
 
 struct Pending {
-    delivery: Option<Delivery>,
-    audit: AuditFor,
+    submission: Submission,
     done: oneshot::Sender<Committed>,
+}
+
+/// What became of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Not a replay, and its delivery (if any) is in the queue.
+    Accepted,
+    /// The replay cache had it already: nothing queued.
+    Replayed,
+    /// The queue refused its delivery (it is forgotten by the replay cache again).
+    QueueRefused,
 }
 
 /// What became of one request's writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
-    /// The delivery is in the queue (`true` when there was none to queue).
-    pub queued: bool,
+    pub fate: Fate,
     /// The audit entry is in the database or the audit spool.
     pub audited: bool,
 }
 
 impl Committed {
-    const LOST: Self = Self { queued: false, audited: false };
+    const LOST: Self = Self { fate: Fate::QueueRefused, audited: false };
 }
 
 /// The handle the receiver writes through.
@@ -56,14 +90,102 @@ pub struct Intake {
     batches: Arc<AtomicU64>,
 }
 
+/// The writer's thread, to stop or abort.
+pub struct IntakeTask {
+    abort: AbortHandle,
+    ended: oneshot::Receiver<()>,
+}
+
+impl IntakeTask {
+    /// Waits until the writer has ended (after its `stop` was cancelled, or an abort).
+    pub async fn ended(self) {
+        let _ = self.ended.await;
+    }
+
+    /// Ends the writer where it is (a crash, in tests): a batch in hand is not answered.
+    pub fn abort(&self) {
+        self.abort.abort();
+    }
+}
+
 impl Intake {
-    /// Starts the writer. It runs until `stop` is cancelled, then writes what was already
-    /// submitted and ends; later submissions are refused.
-    pub fn start(db: Db, audit: AuditLog, stop: CancellationToken) -> (Self, JoinHandle<()>) {
+    /// Starts the writer on its own thread and returns with the audit log it writes (the
+    /// service's audit log). On PostgreSQL (`postgres_url`) the log and the writer's queue
+    /// statements use a small pool of their own, made on that thread; on SQLite they share
+    /// `db`'s one connection. The writer runs until `stop` is cancelled, then writes what was
+    /// already submitted and ends; later submissions are refused.
+    pub async fn start(
+        db: Db,
+        postgres_url: Option<String>,
+        audit_options: AuditOptions,
+        replay: Arc<ReplayCache>,
+        wake: Arc<Notify>,
+        stop: CancellationToken,
+    ) -> Result<(Self, AuditLog, IntakeTask), WebhookError> {
         let (sender, receiver) = mpsc::channel(CHANNEL);
         let batches = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(run(db, audit, receiver, stop, batches.clone()));
-        (Self { sender, batches }, task)
+        let (started, up) = oneshot::channel::<Result<(AuditLog, AbortHandle), WebhookError>>();
+        let (ended_tx, ended) = oneshot::channel();
+        let counter = batches.clone();
+        std::thread::Builder::new()
+            .name("ikit-intake".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = started.send(Err(WebhookError::Config(format!(
+                            "cannot start the intake runtime: {e}"
+                        ))));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let opened = async {
+                        let (db, audit) = match (&db, postgres_url) {
+                            (Db::Postgres(_), Some(url)) => {
+                                let pool = PgPoolOptions::new()
+                                    .max_connections(2)
+                                    .acquire_timeout(std::time::Duration::from_secs(5))
+                                    .connect_lazy(&url)?;
+                                (
+                                    Db::Postgres(pool.clone()),
+                                    AuditLog::postgres(pool, audit_options)?,
+                                )
+                            }
+                            (Db::Postgres(pool), None) => {
+                                (db.clone(), AuditLog::postgres(pool.clone(), audit_options)?)
+                            }
+                            (Db::Sqlite(pool), _) => {
+                                (db.clone(), AuditLog::sqlite(pool.clone(), audit_options)?)
+                            }
+                        };
+                        audit.migrate().await?;
+                        Ok::<_, WebhookError>((db, audit))
+                    };
+                    match opened.await {
+                        Ok((db, audit)) => {
+                            let writer = Writer { db, audit: audit.clone(), replay, wake };
+                            let task = tokio::spawn(run(writer, receiver, stop, counter));
+                            if started.send(Ok((audit, task.abort_handle()))).is_ok() {
+                                let _ = task.await;
+                            } else {
+                                task.abort();
+                            }
+                        }
+                        Err(e) => {
+                            let _ = started.send(Err(e));
+                        }
+                    }
+                });
+                // The runtime (its pool tasks, the Redis connection's driver) goes first.
+                drop(rt);
+                let _ = ended_tx.send(());
+            })
+            .map_err(|e| WebhookError::Config(format!("cannot start the intake thread: {e}")))?;
+        let (audit, abort) = up.await.map_err(|_| {
+            WebhookError::Config("the intake thread ended before it started".into())
+        })??;
+        Ok((Self { sender, batches }, audit, IntakeTask { abort, ended }))
     }
 
     /// Batches written so far (each one queue statement and one audit transaction).
@@ -71,20 +193,28 @@ impl Intake {
         self.batches.load(Ordering::Relaxed)
     }
 
-    /// Queues `delivery` (if any) and records the audit entry, in the next group commit;
-    /// returns once both are durable (or refused).
-    pub async fn commit(&self, delivery: Option<Delivery>, audit: AuditFor) -> Committed {
+    /// Checks the replay (if asked), queues the delivery (if any and not a replay) and records
+    /// the audit entry, in the next group commit; returns once both are durable (or refused).
+    pub async fn commit(&self, submission: Submission) -> Committed {
         let (done, answer) = oneshot::channel();
-        if self.sender.send(Pending { delivery, audit, done }).await.is_err() {
+        if self.sender.send(Pending { submission, done }).await.is_err() {
             return Committed::LOST;
         }
         answer.await.unwrap_or(Committed::LOST)
     }
 }
 
-async fn run(
+struct Writer {
     db: Db,
     audit: AuditLog,
+    replay: Arc<ReplayCache>,
+    /// The workers' bell: rung once per batch that queued something, not once per request
+    /// (each ring sends every idle worker to the queue).
+    wake: Arc<Notify>,
+}
+
+async fn run(
+    writer: Writer,
     mut receiver: mpsc::Receiver<Pending>,
     stop: CancellationToken,
     batches: Arc<AtomicU64>,
@@ -109,54 +239,89 @@ async fn run(
             }
         }
         metrics::histogram!(METRIC_BATCH_SIZE).record(batch.len() as f64);
-        write(&db, &audit, &mut batch).await;
+        writer.write(&mut batch).await;
         batches.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// Writes one batch: the queue first (the audit entry says whether it took the delivery),
-/// then the audit rows, then the answers.
-async fn write(db: &Db, audit: &AuditLog, batch: &mut Vec<Pending>) {
-    let deliveries: Vec<Delivery> = batch.iter().filter_map(|p| p.delivery.clone()).collect();
-    // Usually one transaction for both: one flush to disk per batch.
-    if !deliveries.is_empty() {
-        let events: Vec<AuditEvent> = batch.iter().map(|p| (p.audit)(true)).collect();
-        match audit.record_many_with(&events, &enqueue_statements(&deliveries)).await {
-            Ok(_) => {
-                for p in batch.drain(..) {
-                    let _ = p.done.send(Committed { queued: true, audited: true });
+impl Writer {
+    /// Writes one batch: the replay check, the queue (the audit entry says whether it took the
+    /// delivery), the audit rows, then the answers.
+    async fn write(&self, batch: &mut Vec<Pending>) {
+        let checks: Vec<(Digest32, i64)> =
+            batch.iter().filter_map(|p| p.submission.replay).collect();
+        let mut first_time = self.replay.first_time_many(&checks).await.into_iter();
+        let mut items: Vec<(Pending, Fate)> = Vec::with_capacity(batch.len());
+        for mut p in batch.drain(..) {
+            let new = p.submission.replay.is_none() || first_time.next().unwrap_or(false);
+            if !new {
+                p.submission.delivery = None;
+            }
+            items.push((p, if new { Fate::Accepted } else { Fate::Replayed }));
+        }
+        let deliveries: Vec<Delivery> =
+            items.iter().filter_map(|(p, _)| p.submission.delivery.clone()).collect();
+        // Usually one transaction for both: one flush to disk per batch.
+        if !deliveries.is_empty() {
+            let events: Vec<AuditEvent> =
+                items.iter().map(|(p, fate)| (p.submission.audit)(*fate)).collect();
+            match self
+                .audit
+                .record_many_with(&events, &enqueue_statements(&deliveries, self.db.is_postgres()))
+                .await
+            {
+                Ok(_) => {
+                    self.wake.notify_waiters();
+                    for (p, fate) in items {
+                        let _ = p.done.send(Committed { fate, audited: true });
+                    }
+                    return;
                 }
-                return;
-            }
-            // Then apart, so a queue failure is audited as such and the audit rows are kept
-            // (spooled if need be) whatever the queue does.
-            Err(e) => tracing::warn!(error = %e, "group commit in one transaction refused"),
-        }
-    }
-    let queued = if deliveries.is_empty() {
-        true
-    } else {
-        match db.enqueue_many(&deliveries).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, deliveries = deliveries.len(), "cannot queue deliveries");
-                false
+                // Then apart, so a queue failure is audited as such and the audit rows are kept
+                // (spooled if need be) whatever the queue does. The entries are built again:
+                // a refused delivery's entry says so.
+                Err(e) => tracing::warn!(error = %e, "group commit in one transaction refused"),
             }
         }
-    };
-    let mut answers = Vec::with_capacity(batch.len());
-    let mut events = Vec::with_capacity(batch.len());
-    for p in batch.drain(..) {
-        let fate = p.delivery.is_none() || queued;
-        events.push((p.audit)(fate));
-        answers.push((p.done, fate));
-    }
-    let recorded: Vec<Result<Recorded, AuditError>> = audit.record_many(events).await;
-    for ((done, queued), recorded) in answers.into_iter().zip(recorded) {
-        if let Err(e) = &recorded {
-            tracing::error!(error = %e, "cannot audit a webhook request");
+        let queued = if deliveries.is_empty() {
+            true
+        } else {
+            match self.db.enqueue_many(&deliveries).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, deliveries = deliveries.len(), "cannot queue deliveries");
+                    false
+                }
+            }
+        };
+        if queued && !deliveries.is_empty() {
+            self.wake.notify_waiters();
         }
-        // The requester may have gone (client disconnect); its writes stand all the same.
-        let _ = done.send(Committed { queued, audited: recorded.is_ok() });
+        if !queued {
+            // Not kept: a redelivery must be taken, not refused as a replay.
+            let refused: Vec<Digest32> = items
+                .iter_mut()
+                .filter(|(p, _)| p.submission.delivery.is_some())
+                .filter_map(|(p, fate)| {
+                    *fate = Fate::QueueRefused;
+                    p.submission.replay.map(|(digest, _)| digest)
+                })
+                .collect();
+            self.replay.forget_many(&refused).await;
+        }
+        let mut answers = Vec::with_capacity(items.len());
+        let mut events = Vec::with_capacity(items.len());
+        for (p, fate) in items {
+            events.push((p.submission.audit)(fate));
+            answers.push((p.done, fate));
+        }
+        let recorded: Vec<Result<Recorded, AuditError>> = self.audit.record_many(events).await;
+        for ((done, fate), recorded) in answers.into_iter().zip(recorded) {
+            if let Err(e) = &recorded {
+                tracing::error!(error = %e, "cannot audit a webhook request");
+            }
+            // The requester may have gone (client disconnect); its writes stand all the same.
+            let _ = done.send(Committed { fate, audited: recorded.is_ok() });
+        }
     }
 }

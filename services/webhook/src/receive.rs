@@ -15,8 +15,10 @@ use ikit_common::webhook_signature::{self, SIGNATURE_HEADER, SignatureError};
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::intake::{AuditFor, Fate, Submission};
 use crate::openapi::ErrorBody;
 use crate::payload::{self, Action};
+use crate::replay::{self, Digest32};
 use crate::state::AppState;
 use crate::store::{Delivery, FolderId};
 
@@ -55,45 +57,41 @@ pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Re
     let source = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
     let mut record = Record { event: "unknown".into(), target: "-".into(), details: json!({}) };
     let result = handle(&state, source, request, &mut record).await;
-    let (status, code, response, delivery) = match result {
-        Ok(Answer { status, body, delivery }) => {
-            (status, None, (status, axum::Json(body)).into_response(), delivery)
+    let (status, code, answer, delivery, replay) = match result {
+        Ok(Answer { status, body, delivery, replay }) => {
+            (status, None, Ok(body), delivery, Some(replay))
         }
-        Err(e) => (e.status, Some(e.code), e.into_response(), None),
-    };
-    let (delivery, replay_id) = match delivery {
-        Some((d, id)) => (Some(d), Some(id)),
-        None => (None, None),
+        Err(e) => (e.status, Some(e.code), Err(e), None, None),
     };
     let now = state.clock.now_ms();
     let actor =
         format!("webhook:{}", source.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()));
     let event = record.event.clone();
-    let audit = Box::new(move |queued: bool| {
-        let (status, code) = if queued {
-            (status, code)
-        } else {
-            (StatusCode::SERVICE_UNAVAILABLE, Some(QUEUE_UNAVAILABLE))
+    let audit: AuditFor = Box::new(move |fate| {
+        let (status, code) = match fate {
+            Fate::Accepted => (status, code),
+            Fate::Replayed => (StatusCode::CONFLICT, Some(REPLAYED)),
+            Fate::QueueRefused => (StatusCode::SERVICE_UNAVAILABLE, Some(QUEUE_UNAVAILABLE)),
         };
         audit_entry(now, actor.clone(), record.clone(), status, code)
     });
-    let queuing = delivery.is_some();
-    // Durable (queue row and audit row, in the next group commit) before the answer.
-    let committed = state.intake.commit(delivery, audit).await;
-    let (status, response) = if committed.queued {
-        if queuing {
-            state.wake.notify_waiters();
+    // The replay check, then the queue row and the audit row, in the next group commit: all
+    // durable before the answer.
+    let committed = state.intake.commit(Submission { delivery, replay, audit }).await;
+    let response = match (committed.fate, answer) {
+        (Fate::Accepted, Ok(body)) => (status, axum::Json(body)).into_response(),
+        (Fate::Accepted, Err(e)) => e.into_response(),
+        (Fate::Replayed, _) => {
+            ApiError::new(StatusCode::CONFLICT, REPLAYED, "this delivery was already accepted")
+                .into_response()
         }
-        (status, response)
-    } else {
-        if let Some(id) = replay_id {
-            state.replay.forget(&id).await;
+        (Fate::QueueRefused, _) => {
+            ApiError::internal(QUEUE_UNAVAILABLE, "the delivery could not be queued")
+                .into_response()
         }
-        let e = ApiError::internal(QUEUE_UNAVAILABLE, "the delivery could not be queued");
-        (e.status, e.into_response())
     };
     metrics::counter!(METRIC_WEBHOOK_EVENTS,
-        "event" => payload::event_label(&event), "status" => status.as_u16().to_string())
+        "event" => payload::event_label(&event), "status" => response.status().as_u16().to_string())
     .increment(1);
     response
 }
@@ -115,6 +113,7 @@ pub async fn receive_alias(state: State<Arc<AppState>>, request: Request) -> Res
 }
 
 const QUEUE_UNAVAILABLE: &str = "queue_unavailable";
+const REPLAYED: &str = "replayed";
 
 /// A request's audit entry: never the signature, never a value.
 fn audit_entry(
@@ -140,17 +139,19 @@ fn audit_entry(
     AuditEvent::new(now, actor, "webhook.receive", record.target, outcome).with_details(details)
 }
 
-/// An accepted request's answer, and the delivery to queue before it is sent (with its replay
-/// cache id, forgotten when the queue refuses it).
+/// A verified request's answer, unless the replay check refuses it; and the delivery to queue
+/// before it is sent.
 struct Answer {
     status: StatusCode,
     body: serde_json::Value,
-    delivery: Option<(Delivery, String)>,
+    delivery: Option<Delivery>,
+    /// The delivery's replay identity and receipt time, checked by the group commit.
+    replay: (Digest32, i64),
 }
 
 impl Answer {
-    fn new(status: StatusCode, body: serde_json::Value) -> Self {
-        Self { status, body, delivery: None }
+    fn new(status: StatusCode, body: serde_json::Value, replay: (Digest32, i64)) -> Self {
+        Self { status, body, delivery: None, replay }
     }
 }
 
@@ -230,18 +231,14 @@ async fn handle(
     verified
         .check_body_timestamp(delivery.timestamp_ms, now, window)
         .map_err(|e| ApiError::unauthorized(&e))?;
-    if !state.replay.first_time(&signature, now).await {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "replayed",
-            "this delivery was already accepted",
-        ));
-    }
+    // Checked for a replay (and refused 409) by the group commit, with the rest of its batch.
+    let replay = (replay::digest(&signature), now);
     match delivery.action {
-        Action::Test => Ok(Answer::new(StatusCode::OK, json!({"status": "ok"}))),
+        Action::Test => Ok(Answer::new(StatusCode::OK, json!({"status": "ok"}), replay)),
         Action::Ignored => Ok(Answer::new(
             StatusCode::ACCEPTED,
             json!({"status": "ignored", "event": delivery.event}),
+            replay,
         )),
         Action::Refetch { project, environment, path, key } => {
             let project = project.unwrap_or_else(|| state.settings.project_id().to_owned());
@@ -253,20 +250,19 @@ async fn handle(
                 return Ok(Answer::new(
                     StatusCode::ACCEPTED,
                     json!({"status": "ignored", "reason": "not watched"}),
+                    replay,
                 ));
             }
             let coalesce = i64::try_from(state.settings.coalesce.as_millis()).unwrap_or(0);
             Ok(Answer {
                 status: StatusCode::ACCEPTED,
                 body: json!({"status": "queued", "environment": environment, "secretPath": path}),
-                delivery: Some((
-                    Delivery {
-                        id: FolderId::new(&project, &environment, &path),
-                        received_ms: now,
-                        available_ms: now.saturating_add(coalesce),
-                    },
-                    signature,
-                )),
+                delivery: Some(Delivery {
+                    id: FolderId::new(&project, &environment, &path),
+                    received_ms: now,
+                    available_ms: now.saturating_add(coalesce),
+                }),
+                replay,
             })
         }
     }

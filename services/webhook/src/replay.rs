@@ -36,7 +36,7 @@ struct Local {
     by_expiry: VecDeque<(i64, Digest32)>,
 }
 
-type Digest32 = [u8; 32];
+pub type Digest32 = [u8; 32];
 
 impl Local {
     /// Drops what expired by `now_ms`. An entry taken again after it expired sits in the
@@ -84,46 +84,57 @@ impl ReplayCache {
         *self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a delivery; `true` when it is new, `false` when it was seen within the TTL.
-    /// `id` is the delivery's signature header (hashed: the key never holds the signature).
-    pub async fn first_time(&self, id: &str, now_ms: i64) -> bool {
-        let digest = digest(id);
+    /// Records a batch of deliveries at once, in order; for each, `true` when it is new and
+    /// `false` when it was seen within the TTL (also earlier in the same batch). One pipelined
+    /// round trip to Redis for the lot (`SET NX PX` per delivery): the receiver's group-commit
+    /// writer checks a whole batch this way instead of one round trip per request. Each entry
+    /// is a delivery's [`digest`] and the time it was received.
+    pub async fn first_time_many(&self, checks: &[(Digest32, i64)]) -> Vec<bool> {
+        if checks.is_empty() {
+            return Vec::new();
+        }
         if let Some(redis) = &self.redis {
             let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-            let k = self.key(&digest);
-            let set: Option<Option<String>> = redis
-                .run(|mut c| async move {
-                    redis::cmd("SET")
-                        .arg(k)
-                        .arg(1)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(ttl_ms)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await;
-            if let Some(reply) = set {
+            let mut pipe = redis::pipe();
+            for (digest, _) in checks {
+                pipe.cmd("SET").arg(self.key(digest)).arg(1).arg("NX").arg("PX").arg(ttl_ms);
+            }
+            let replies: Option<Vec<Option<String>>> =
+                redis.run(|mut c| async move { pipe.query_async(&mut c).await }).await;
+            if let Some(replies) = replies.filter(|r| r.len() == checks.len()) {
                 *self.last.lock().unwrap_or_else(|p| p.into_inner()) = ReplayBackend::Redis;
-                // Keep the local map too, so a Redis outage right after does not forget it.
-                self.remember_local(digest, now_ms);
-                return reply.is_some();
+                // Keep the local map too, so a Redis outage right after does not forget them.
+                let ttl = self.ttl_ms();
+                let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+                for (digest, now_ms) in checks {
+                    local.first_time(*digest, *now_ms, ttl);
+                }
+                return replies.into_iter().map(|r| r.is_some()).collect();
             }
             *self.last.lock().unwrap_or_else(|p| p.into_inner()) = ReplayBackend::Memory;
         }
-        self.remember_local(digest, now_ms)
+        let ttl = self.ttl_ms();
+        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        checks.iter().map(|(digest, now_ms)| local.first_time(*digest, *now_ms, ttl)).collect()
     }
 
-    /// Forgets a delivery that was accepted but could not be kept (the queue refused it), so
-    /// its redelivery is taken instead of refused as a replay.
-    pub async fn forget(&self, id: &str) {
-        let digest = digest(id);
-        // Its queue entry stays behind and is dropped when it expires.
-        self.local.lock().unwrap_or_else(|p| p.into_inner()).seen.remove(&digest);
+    /// Forgets deliveries that were accepted but could not be kept (the queue refused them),
+    /// so their redelivery is taken instead of refused as a replay.
+    pub async fn forget_many(&self, digests: &[Digest32]) {
+        if digests.is_empty() {
+            return;
+        }
+        {
+            // Their expiry entries stay behind and are dropped when they expire.
+            let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+            for digest in digests {
+                local.seen.remove(digest);
+            }
+        }
         if let Some(redis) = &self.redis {
-            let key = self.key(&digest);
+            let keys: Vec<String> = digests.iter().map(|d| self.key(d)).collect();
             let _: Option<i64> = redis
-                .run(|mut c| async move { redis::cmd("DEL").arg(key).query_async(&mut c).await })
+                .run(|mut c| async move { redis::cmd("DEL").arg(keys).query_async(&mut c).await })
                 .await;
         }
     }
@@ -132,13 +143,14 @@ impl ReplayCache {
         format!("{}webhook:replay:{}", self.prefix, hex::encode(digest))
     }
 
-    fn remember_local(&self, digest: Digest32, now_ms: i64) -> bool {
-        let ttl = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
-        self.local.lock().unwrap_or_else(|p| p.into_inner()).first_time(digest, now_ms, ttl)
+    fn ttl_ms(&self) -> i64 {
+        i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX)
     }
 }
 
-fn digest(id: &str) -> Digest32 {
+/// A delivery's replay identity: the SHA-256 of its signature header (the cache never holds
+/// the signature itself). Computed by the request's own task, not the shared writer.
+pub fn digest(id: &str) -> Digest32 {
     Sha256::digest(id.as_bytes()).into()
 }
 
@@ -157,6 +169,24 @@ mod tests {
         assert!(local.first_time(a, 1_100, 100));
         assert!(!local.first_time(b, 1_100, 100));
         assert_eq!(local.seen.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_batch_refuses_a_replay_within_it_and_across_batches_in_process() {
+        let cache = ReplayCache::new(None, "t:", Duration::from_millis(100));
+        let (a, b) = (digest("a"), digest("b"));
+        // `a` twice in one batch: the second is the replay.
+        assert_eq!(
+            cache.first_time_many(&[(a, 1_000), (b, 1_000), (a, 1_000)]).await,
+            [true, true, false]
+        );
+        // A later batch: both replays within the TTL, `a` new again after it.
+        assert_eq!(cache.first_time_many(&[(b, 1_050), (a, 1_099)]).await, [false, false]);
+        assert_eq!(cache.first_time_many(&[(a, 1_100)]).await, [true]);
+        // Forgotten (the queue refused it): taken again at once.
+        cache.forget_many(&[a]).await;
+        assert_eq!(cache.first_time_many(&[(a, 1_101), (a, 1_101)]).await, [true, false]);
+        assert_eq!(cache.backend(), ReplayBackend::Memory);
     }
 
     #[test]

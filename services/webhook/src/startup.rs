@@ -14,7 +14,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, get, post};
 use ikit_client::{Client, ClientConfig, RetryPolicy};
-use ikit_common::audit::{AuditLog, AuditOptions};
+use ikit_common::audit::AuditOptions;
 use ikit_common::clock::{Clock, SystemClock};
 use ikit_common::events::DEFAULT_REDIS_PREFIX;
 use serde_json::json;
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::WebhookSettings;
 use crate::error::WebhookError;
 use crate::fanout::Fanout;
-use crate::intake::Intake;
+use crate::intake::{Intake, IntakeTask};
 use crate::redis_link::RedisLink;
 use crate::replay::{ReplayBackend, ReplayCache};
 use crate::state::AppState;
@@ -99,7 +99,7 @@ pub struct Service {
     tasks: Vec<JoinHandle<()>>,
     /// Ends the receiver's writer, after the server stopped taking requests.
     intake_stop: CancellationToken,
-    intake_task: Option<JoinHandle<()>>,
+    intake_task: Option<IntakeTask>,
 }
 
 impl Service {
@@ -110,17 +110,6 @@ impl Service {
         let _ = ikit_common::telemetry::metrics_handle();
         let db = open_db(&settings.base.database_url).await?;
         db.migrate().await?;
-        let audit = match &db {
-            Db::Postgres(pool) => AuditLog::postgres(
-                pool.clone(),
-                AuditOptions::new(&options.audit_spool_dir).clock(options.clock.clone()),
-            )?,
-            Db::Sqlite(pool) => AuditLog::sqlite(
-                pool.clone(),
-                AuditOptions::new(&options.audit_spool_dir).clock(options.clock.clone()),
-            )?,
-        };
-        audit.migrate().await?;
         let redis = match &settings.base.redis_url {
             Some(url) => Some(Arc::new(
                 RedisLink::new(url, REDIS_TIMEOUT)
@@ -140,17 +129,29 @@ impl Service {
         let client = Client::new(client_config)?;
         let replay_ttl = settings.window.saturating_mul(2);
         let intake_stop = CancellationToken::new();
-        let (intake, intake_task) = Intake::start(db.clone(), audit.clone(), intake_stop.clone());
+        let replay = Arc::new(ReplayCache::new(redis.clone(), &options.redis_prefix, replay_ttl));
+        // The receiver's writer, on its own thread, brings the audit log (see `intake`).
+        let postgres_url = db.is_postgres().then(|| settings.base.database_url.clone());
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (intake, audit, intake_task) = Intake::start(
+            db.clone(),
+            postgres_url,
+            AuditOptions::new(&options.audit_spool_dir).clock(options.clock.clone()),
+            replay.clone(),
+            wake.clone(),
+            intake_stop.clone(),
+        )
+        .await?;
         let state = Arc::new(AppState {
             limiter: AppState::limiter(&settings),
             fanout: Fanout::new(settings.base.redis_url.clone(), &options.redis_prefix),
-            replay: ReplayCache::new(redis.clone(), &options.redis_prefix, replay_ttl),
+            replay,
             redis,
             clock: options.clock,
             db,
             audit,
             client,
-            wake: tokio::sync::Notify::new(),
+            wake: wake.clone(),
             changed: tokio::sync::Notify::new(),
             instance_id: options
                 .instance_id
@@ -201,7 +202,7 @@ impl Service {
         }
         self.intake_stop.cancel();
         if let Some(t) = self.intake_task.take() {
-            let _ = t.await;
+            t.ended().await;
         }
     }
 }
@@ -211,7 +212,10 @@ impl Drop for Service {
     /// their leases run out.
     fn drop(&mut self) {
         self.cancel.cancel();
-        for t in self.tasks.iter().chain(&self.intake_task) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(t) = &self.intake_task {
             t.abort();
         }
     }

@@ -27,11 +27,12 @@ pub struct AppState {
     pub audit: AuditLog,
     pub client: Client,
     pub fanout: Fanout,
-    pub replay: ReplayCache,
+    /// Shared with the receiver's group-commit writer, which checks each batch.
+    pub replay: Arc<ReplayCache>,
     pub redis: Option<Arc<RedisLink>>,
     pub limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    /// Something was queued.
-    pub wake: Notify,
+    /// Something was queued (notified by the receiver's writer once per batch).
+    pub wake: Arc<Notify>,
     /// Events were stored (the SSE streams look).
     pub changed: Notify,
     /// Names this process's leases.

@@ -78,14 +78,42 @@ impl FolderId {
 }
 
 /// The statements queuing `deliveries` (see [`Db::enqueue_many`]); also run inside the audit
-/// log's transaction by the receiver's group commit.
-pub fn enqueue_statements(deliveries: &[Delivery]) -> Vec<Statement> {
+/// log's transaction by the receiver's group commit. On PostgreSQL one statement of array
+/// parameters whatever the number of folders (prepared once per connection and kept); on
+/// SQLite a `VALUES` list per chunk.
+pub fn enqueue_statements(deliveries: &[Delivery], postgres: bool) -> Vec<Statement> {
     let mut folders: BTreeMap<String, (&Delivery, i64)> = BTreeMap::new();
     for d in deliveries {
         folders.entry(d.id.key()).or_insert((d, 0)).1 += 1;
     }
     let rows: Vec<(String, &Delivery, i64)> =
         folders.into_iter().map(|(key, (d, n))| (key, d, n)).collect();
+    const UPSERT: &str = " ON CONFLICT (folder_key) DO UPDATE \
+                          SET generation = webhook_queue.generation + excluded.generation";
+    if postgres {
+        let text = |f: fn(&(String, &Delivery, i64)) -> String| {
+            SqlArg::TextArray(rows.iter().map(f).collect())
+        };
+        let int = |f: fn(&(String, &Delivery, i64)) -> i64| {
+            SqlArg::IntArray(rows.iter().map(f).collect())
+        };
+        return vec![Statement {
+            sql: format!(
+                "INSERT INTO webhook_queue (folder_key, project, environment, folder, generation, \
+                 received_ms, available_ms) SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], \
+                 $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[]){UPSERT}"
+            ),
+            args: vec![
+                text(|r| r.0.clone()),
+                text(|r| r.1.id.project.clone()),
+                text(|r| r.1.id.environment.clone()),
+                text(|r| r.1.id.folder.clone()),
+                int(|r| r.2),
+                int(|r| r.1.received_ms),
+                int(|r| r.1.available_ms),
+            ],
+        }];
+    }
     rows.chunks(ENQUEUE_CHUNK)
         .map(|chunk| {
             let mut sql = String::from(
@@ -112,10 +140,7 @@ pub fn enqueue_statements(deliveries: &[Delivery]) -> Vec<Statement> {
                     SqlArg::Int(d.available_ms),
                 ]);
             }
-            sql.push_str(
-                " ON CONFLICT (folder_key) DO UPDATE \
-                 SET generation = webhook_queue.generation + excluded.generation",
-            );
+            sql.push_str(UPSERT);
             Statement { sql, args }
         })
         .collect()
@@ -166,7 +191,7 @@ fn decode_event(body: &str) -> Result<SecretChangeEvent, WebhookError> {
 }
 
 impl Db {
-    fn is_postgres(&self) -> bool {
+    pub fn is_postgres(&self) -> bool {
         matches!(self, Self::Postgres(_))
     }
 
@@ -227,17 +252,35 @@ impl Db {
     /// Deliveries of one folder in the batch count once each towards its generation; keys go in
     /// sorted order so two replicas' batches never wait on each other's rows in a cycle.
     pub async fn enqueue_many(&self, deliveries: &[Delivery]) -> Result<(), WebhookError> {
-        for statement in enqueue_statements(deliveries) {
-            dispatch!(self, pool => {
-                let mut q = sqlx::query(&statement.sql);
-                for arg in &statement.args {
-                    q = match arg {
-                        SqlArg::Text(t) => q.bind(t.as_str()),
-                        SqlArg::Int(i) => q.bind(*i),
-                    };
+        for statement in enqueue_statements(deliveries, self.is_postgres()) {
+            match self {
+                Db::Postgres(pool) => {
+                    let mut q = sqlx::query(&statement.sql);
+                    for arg in &statement.args {
+                        q = match arg {
+                            SqlArg::Text(t) => q.bind(t.as_str()),
+                            SqlArg::Int(i) => q.bind(*i),
+                            SqlArg::TextArray(t) => q.bind(t.as_slice()),
+                            SqlArg::IntArray(i) => q.bind(i.as_slice()),
+                        };
+                    }
+                    q.execute(pool).await?;
                 }
-                q.execute(pool).await?;
-            });
+                Db::Sqlite(pool) => {
+                    let mut q = sqlx::query(&statement.sql);
+                    for arg in &statement.args {
+                        q = match arg {
+                            SqlArg::Text(t) => q.bind(t.as_str()),
+                            SqlArg::Int(i) => q.bind(*i),
+                            // enqueue_statements gives SQLite none.
+                            SqlArg::TextArray(_) | SqlArg::IntArray(_) => {
+                                return Err(WebhookError::State("array argument on SQLite".into()));
+                            }
+                        };
+                    }
+                    q.execute(pool).await?;
+                }
+            }
         }
         Ok(())
     }

@@ -267,7 +267,9 @@ pub enum AuditError {
 }
 
 /// A statement a caller runs in the audit log's transaction ([`AuditLog::record_many_with`]):
-/// SQL with numbered placeholders (`$1`, valid on both databases) and its arguments.
+/// SQL with numbered placeholders (`$1`, valid on both databases) and its arguments. Array
+/// arguments (for `UNNEST`: one prepared statement whatever the row count) are PostgreSQL's
+/// only; SQLite refuses them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
     pub sql: String,
@@ -278,6 +280,8 @@ pub struct Statement {
 pub enum SqlArg {
     Text(String),
     Int(i64),
+    TextArray(Vec<String>),
+    IntArray(Vec<i64>),
 }
 
 /// How an [`AuditLog`] spools and retries.

@@ -121,56 +121,91 @@ impl Store {
         events: &[AuditEvent],
         also: &[Statement],
     ) -> Result<Vec<i64>, AuditError> {
-        dispatch!(self, pool => {
-            let mut tx = pool.begin_with(self.begin_sql()).await?;
-            for statement in also {
-                let mut q = sqlx::query(&statement.sql);
-                for arg in &statement.args {
-                    q = match arg {
-                        SqlArg::Text(t) => q.bind(t.as_str()),
-                        SqlArg::Int(i) => q.bind(*i),
-                    };
+        match self {
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin_with(self.begin_sql()).await?;
+                for statement in also {
+                    let mut q = sqlx::query(&statement.sql);
+                    for arg in &statement.args {
+                        q = match arg {
+                            SqlArg::Text(t) => q.bind(t.as_str()),
+                            SqlArg::Int(i) => q.bind(*i),
+                            SqlArg::TextArray(t) => q.bind(t.as_slice()),
+                            SqlArg::IntArray(i) => q.bind(i.as_slice()),
+                        };
+                    }
+                    q.execute(&mut *tx).await?;
                 }
-                q.execute(&mut *tx).await?;
-            }
-            let head = sqlx::query(self.head_sql()).fetch_one(&mut *tx).await?;
-            let (mut seq, mut prev): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
-            let mut seqs = Vec::with_capacity(events.len());
-            for chunk in events.chunks(APPEND_CHUNK) {
-                let mut rows = Vec::with_capacity(chunk.len());
-                for event in chunk {
-                    seq += 1;
-                    let mut row = event.to_row(seq, std::mem::take(&mut prev));
-                    row.hash = row.expected_hash();
-                    prev.clone_from(&row.hash);
-                    seqs.push(seq);
-                    rows.push(row);
-                }
-                let sql = insert_sql(rows.len());
-                let mut q = sqlx::query(&sql);
+                let head = sqlx::query(self.head_sql()).fetch_one(&mut *tx).await?;
+                let (seq, prev): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
+                let (rows, seq, prev) = chain_rows(events, seq, prev);
+                let seqs = rows.iter().map(|r| r.seq).collect();
+                // One statement of ten arrays whatever the batch size: prepared once per
+                // connection and kept, where a `VALUES` list per size is a new statement to
+                // parse and plan for every size (and evicts the others from the cache).
+                let mut columns = PgColumns::with_capacity(rows.len());
                 for row in rows {
-                    q = q
-                        .bind(row.seq)
-                        .bind(row.time_ms)
-                        .bind(row.actor)
-                        .bind(row.action)
-                        .bind(row.target)
-                        .bind(row.outcome)
-                        .bind(row.request_id)
-                        .bind(row.details)
-                        .bind(row.prev_hash)
-                        .bind(row.hash);
+                    columns.push(row);
                 }
-                q.execute(&mut *tx).await?;
+                columns.bind(sqlx::query(PG_APPEND)).execute(&mut *tx).await?;
+                sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                    .bind(seq)
+                    .bind(prev)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(seqs)
             }
-            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-                .bind(seq)
-                .bind(prev)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(seqs)
-        })
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin_with(self.begin_sql()).await?;
+                for statement in also {
+                    let mut q = sqlx::query(&statement.sql);
+                    for arg in &statement.args {
+                        q = match arg {
+                            SqlArg::Text(t) => q.bind(t.as_str()),
+                            SqlArg::Int(i) => q.bind(*i),
+                            SqlArg::TextArray(_) | SqlArg::IntArray(_) => {
+                                return Err(AuditError::InvalidEvent(
+                                    "array arguments are for PostgreSQL only".into(),
+                                ));
+                            }
+                        };
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                let head = sqlx::query(self.head_sql()).fetch_one(&mut *tx).await?;
+                let (seq, prev): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
+                let (rows, seq, prev) = chain_rows(events, seq, prev);
+                let seqs = rows.iter().map(|r| r.seq).collect();
+                let mut rows = rows.into_iter().peekable();
+                while rows.peek().is_some() {
+                    let chunk: Vec<ChainRow> = rows.by_ref().take(APPEND_CHUNK).collect();
+                    let sql = insert_sql(chunk.len());
+                    let mut q = sqlx::query(&sql);
+                    for row in chunk {
+                        q = q
+                            .bind(row.seq)
+                            .bind(row.time_ms)
+                            .bind(row.actor)
+                            .bind(row.action)
+                            .bind(row.target)
+                            .bind(row.outcome)
+                            .bind(row.request_id)
+                            .bind(row.details)
+                            .bind(row.prev_hash)
+                            .bind(row.hash);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                    .bind(seq)
+                    .bind(prev)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(seqs)
+            }
+        }
     }
 
     pub(crate) async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, AuditError> {
@@ -228,6 +263,89 @@ impl Store {
             tx.rollback().await?;
             Ok(verifier.finish(head_seq, &head_hash))
         })
+    }
+}
+
+/// The rows of `events` chained after the head (`seq`, `prev`), and the new head.
+fn chain_rows(
+    events: &[AuditEvent],
+    mut seq: i64,
+    mut prev: String,
+) -> (Vec<ChainRow>, i64, String) {
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        seq += 1;
+        let mut row = event.to_row(seq, std::mem::take(&mut prev));
+        row.hash = row.expected_hash();
+        prev.clone_from(&row.hash);
+        rows.push(row);
+    }
+    (rows, seq, prev)
+}
+
+/// A batch append on PostgreSQL: every column as one array parameter.
+const PG_APPEND: &str = "INSERT INTO audit_log (seq, time_ms, actor, action, target, outcome, \
+     request_id, details, prev_hash, hash) SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], \
+     $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[])";
+
+/// Rows turned into columns for [`PG_APPEND`].
+#[derive(Default)]
+struct PgColumns {
+    seq: Vec<i64>,
+    time_ms: Vec<i64>,
+    actor: Vec<String>,
+    action: Vec<String>,
+    target: Vec<String>,
+    outcome: Vec<String>,
+    request_id: Vec<Option<String>>,
+    details: Vec<String>,
+    prev_hash: Vec<String>,
+    hash: Vec<String>,
+}
+
+impl PgColumns {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            seq: Vec::with_capacity(n),
+            time_ms: Vec::with_capacity(n),
+            actor: Vec::with_capacity(n),
+            action: Vec::with_capacity(n),
+            target: Vec::with_capacity(n),
+            outcome: Vec::with_capacity(n),
+            request_id: Vec::with_capacity(n),
+            details: Vec::with_capacity(n),
+            prev_hash: Vec::with_capacity(n),
+            hash: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, row: ChainRow) {
+        self.seq.push(row.seq);
+        self.time_ms.push(row.time_ms);
+        self.actor.push(row.actor);
+        self.action.push(row.action);
+        self.target.push(row.target);
+        self.outcome.push(row.outcome);
+        self.request_id.push(row.request_id);
+        self.details.push(row.details);
+        self.prev_hash.push(row.prev_hash);
+        self.hash.push(row.hash);
+    }
+
+    fn bind(
+        self,
+        q: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(self.seq)
+            .bind(self.time_ms)
+            .bind(self.actor)
+            .bind(self.action)
+            .bind(self.target)
+            .bind(self.outcome)
+            .bind(self.request_id)
+            .bind(self.details)
+            .bind(self.prev_hash)
+            .bind(self.hash)
     }
 }
 

@@ -2,14 +2,18 @@
 //! stream's heartbeat, the replay cache without Redis, and the OpenAPI document.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ikit_common::audit::ChainStatus;
 use ikit_common::clock::Clock;
 use ikit_common::events::{ChangeKind, SecretChangeEvent};
+use ikit_common::testsuite::TestRedis;
 use ikit_common::webhook_signature::sign;
 use ikit_emulator::Fault;
+use ikit_webhook::redis_link::RedisLink;
+use ikit_webhook::replay::{ReplayBackend, ReplayCache, digest};
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -79,6 +83,125 @@ async fn concurrent_deliveries_share_commits_and_each_is_queued_and_audited_in_o
     // Commits were shared: fewer batches than requests.
     let batches = app.state().intake.batches();
     assert!(batches < 200, "{batches} batches for 200 requests");
+    app.shutdown().await;
+}
+
+/// The group commit checks replays for a whole batch (one pipelined `SET NX` per batch): a
+/// delivery sent many times at once is taken once, whichever batch each copy lands in, and
+/// every copy is audited.
+#[tokio::test]
+async fn copies_of_a_delivery_sent_at_once_are_taken_once_and_each_audited() {
+    let stack = Stack::start().await;
+    let app = stack
+        .app(&[
+            ("IKIT_WEBHOOK_BASELINE", "false"),
+            ("IKIT_WEBHOOK_COALESCE", "1h"),
+            ("IKIT_WEBHOOK_RATE_LIMIT", "0"),
+        ])
+        .await;
+    // 20 deliveries, each sent 5 times, all 100 requests in flight together.
+    let mut requests = Vec::new();
+    for n in 0..20i64 {
+        let ts = START_MS - n;
+        let body = modified(ts, &format!("/r{n}"));
+        let sig = sign(ts, SECRET.as_bytes(), body.as_bytes());
+        for _ in 0..5 {
+            let (app, body, sig) = (&app, body.clone(), sig.clone());
+            requests.push(async move {
+                let status = post(app, HOOK, &[("x-infisical-signature", sig.as_str())], body)
+                    .await
+                    .status()
+                    .as_u16();
+                (n, status)
+            });
+        }
+    }
+    let answers = futures_util::future::join_all(requests).await;
+    for n in 0..20 {
+        let mut statuses: Vec<u16> =
+            answers.iter().filter(|(m, _)| *m == n).map(|(_, s)| *s).collect();
+        statuses.sort_unstable();
+        assert_eq!(statuses, [202, 409, 409, 409, 409], "delivery {n}");
+    }
+    // One generation per folder: the copies queued nothing.
+    let generations: i64 = sqlx::query_scalar("SELECT SUM(generation)::BIGINT FROM webhook_queue")
+        .fetch_one(stack.db.pool())
+        .await
+        .unwrap();
+    assert_eq!((Stack::queued(&app).await, generations), (20, 20));
+    let rows = Stack::audit_rows(&app).await;
+    assert_eq!(rows.len(), 100);
+    let replays = rows.iter().filter(|r| r.event.details["code"] == json!("replayed")).count();
+    assert_eq!(replays, 80);
+    // And a copy sent after all that is still a replay (an earlier batch had it).
+    let body = modified(START_MS, "/r0");
+    let sig = sign(START_MS, SECRET.as_bytes(), body.as_bytes());
+    assert_eq!(post(&app, HOOK, &[("x-infisical-signature", &sig)], body).await.status(), 409);
+    app.shutdown().await;
+}
+
+/// The batched replay check on Redis: one pipelined round trip refuses a copy within the
+/// batch, and a later batch on another replica (its own in-process map empty) refuses what
+/// the first took; a forgotten delivery is taken again.
+#[tokio::test]
+async fn the_batched_replay_check_on_redis_refuses_within_a_batch_and_across_replicas() {
+    let redis = TestRedis::new().await;
+    let replica = || {
+        let link = RedisLink::new(redis.url(), Duration::from_secs(2)).expect("redis link");
+        ReplayCache::new(Some(Arc::new(link)), redis.prefix(), Duration::from_secs(60))
+    };
+    let (one, two) = (replica(), replica());
+    let (a, b) = (digest("t=1;aa"), digest("t=1;bb"));
+    assert_eq!(
+        one.first_time_many(&[(a, START_MS), (b, START_MS), (a, START_MS)]).await,
+        [true, true, false]
+    );
+    assert_eq!(one.backend(), ReplayBackend::Redis);
+    assert_eq!(two.first_time_many(&[(b, START_MS), (a, START_MS)]).await, [false, false]);
+    one.forget_many(&[a]).await;
+    assert_eq!(two.first_time_many(&[(a, START_MS), (a, START_MS)]).await, [true, false]);
+}
+
+/// A 202 is sent only once its queue row and audit row are committed: each answer, as it
+/// arrives, finds both in the database (read on a connection of its own).
+#[tokio::test]
+async fn every_202_finds_its_queue_row_and_audit_row_already_committed() {
+    let stack = Stack::start().await;
+    let app = stack
+        .app(&[
+            ("IKIT_WEBHOOK_BASELINE", "false"),
+            ("IKIT_WEBHOOK_COALESCE", "1h"),
+            ("IKIT_WEBHOOK_RATE_LIMIT", "0"),
+        ])
+        .await;
+    let requests = (0..100i64).map(|n| {
+        let (app, pool) = (&app, stack.db.pool());
+        async move {
+            let ts = START_MS - n;
+            let folder = format!("/c{n}");
+            let body = modified(ts, &folder);
+            let sig = sign(ts, SECRET.as_bytes(), body.as_bytes());
+            let status = post(app, HOOK, &[("x-infisical-signature", sig.as_str())], body)
+                .await
+                .status()
+                .as_u16();
+            let queued: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM webhook_queue WHERE folder = $1")
+                    .bind(&folder)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+            let audited: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE target = $1")
+                    .bind(format!("{PROJECT}:dev:{folder}"))
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+            (status, queued, audited)
+        }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    assert!(answers.iter().all(|a| *a == (202, 1, 1)), "{answers:?}");
     app.shutdown().await;
 }
 
