@@ -19,7 +19,8 @@ use crate::error::ClientError;
 use crate::token::{AccessToken, TokenAction, TokenState, TokenTimes};
 use crate::transport::{Call, Failure, Reply, Transport};
 use crate::wire::{
-    self, Folder, FolderSecrets, ImportOrder, Project, Secret, SecretType, ServiceTokenInfo,
+    self, Folder, FolderDigest, FolderSecrets, ImportOrder, Project, Secret, SecretType,
+    ServiceTokenInfo,
 };
 
 /// Successful folder fetches, by source (`network`, `cache`, `snapshot`) and folder path.
@@ -488,6 +489,40 @@ impl Client {
         query: &FolderQuery,
         etag: Option<&str>,
     ) -> Result<FolderFetch, ClientError> {
+        self.fetch_listing(query, etag, |reply| {
+            if reply.not_modified {
+                return Ok(FolderFetch::NotModified);
+            }
+            let folder = wire::decode_list(&reply.body)?;
+            Ok(FolderFetch::Modified { folder, etag: reply.etag })
+        })
+        .await
+    }
+
+    /// Fetches one folder listing as a [`FolderDigest`]: each own secret's key, type, version
+    /// and value, and the folders it imports; nothing else is decoded. For change detection
+    /// (the webhook service refetches whole folders on every change): a 10,000-secret folder
+    /// then costs two strings per secret instead of a full [`Secret`] each.
+    pub async fn fetch_folder_digest(
+        &self,
+        query: &FolderQuery,
+    ) -> Result<FolderDigest, ClientError> {
+        self.fetch_listing(query, None, |reply| {
+            if reply.not_modified {
+                return Err(ClientError::Decode("unexpected 304".into()));
+            }
+            wire::decode_digest(&reply.body)
+        })
+        .await
+    }
+
+    /// One folder listing request and its metrics; `decode` turns the answer into `T`.
+    async fn fetch_listing<T>(
+        &self,
+        query: &FolderQuery,
+        etag: Option<&str>,
+        decode: impl FnOnce(Reply) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
         let started = Instant::now();
         let result = self
             .execute(true, |v| {
@@ -496,13 +531,7 @@ impl Client {
                 call
             })
             .await
-            .and_then(|reply| {
-                if reply.not_modified {
-                    return Ok(FolderFetch::NotModified);
-                }
-                let folder = wire::decode_list(&reply.body)?;
-                Ok(FolderFetch::Modified { folder, etag: reply.etag })
-            });
+            .and_then(decode);
         let path = query.path.clone();
         metrics::histogram!(METRIC_FETCH_DURATION, "path" => path.clone())
             .record(started.elapsed().as_secs_f64());

@@ -106,8 +106,9 @@ pub use snapshot::DeferredWrites;
 pub use token::AccessToken;
 pub use transport::METRIC_RATE_LIMIT_WAIT;
 pub use wire::{
-    Environment, Folder, FolderSecrets, HIDDEN_VALUE, Import, ImportOrder, Project, Secret,
-    SecretMetadata, SecretType, ServiceTokenInfo, Tag, TokenScope,
+    DigestEntry, DigestImport, Environment, Folder, FolderDigest, FolderSecrets, HIDDEN_VALUE,
+    Import, ImportOrder, Project, Secret, SecretMetadata, SecretType, ServiceTokenInfo, Tag,
+    TokenScope,
 };
 
 /// The building blocks behind the API, for this workspace's tests, benches and emulator
@@ -119,7 +120,7 @@ pub mod internals {
     pub use crate::seal::{SEAL_VERSION, open, seal};
     pub use crate::sigv4::{STS_BODY, aws_login_body, sign_get_caller_identity};
     pub use crate::token::{RENEW_AT, TokenAction, TokenTimes};
-    pub use crate::wire::{decode_list, decode_many, decode_one};
+    pub use crate::wire::{decode_digest, decode_list, decode_many, decode_one};
 
     /// The API generation a cached client saved beside its snapshots in `dir`.
     pub fn saved_api_version(dir: &std::path::Path) -> Option<crate::ApiVersion> {

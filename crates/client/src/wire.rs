@@ -512,6 +512,101 @@ pub fn decode_list(body: &[u8]) -> Result<FolderSecrets, ClientError> {
     })
 }
 
+/// A folder listing reduced to what change detection needs ([`crate::Client::fetch_folder_digest`]):
+/// the folder's own secrets (key, type, version, value) and the folders it imports, in the
+/// server's order. Every other field, and the imported secrets themselves, are skipped while
+/// decoding, without being allocated.
+pub struct FolderDigest {
+    pub secrets: Vec<DigestEntry>,
+    pub imports: Vec<DigestImport>,
+}
+
+/// One secret of a [`FolderDigest`]. No `Debug` or `==`: holds a value.
+pub struct DigestEntry {
+    pub key: String,
+    pub secret_type: SecretType,
+    pub version: u64,
+    pub value: SecretValue,
+}
+
+/// A folder a [`FolderDigest`]'s folder imports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestImport {
+    pub environment: String,
+    pub path: String,
+}
+
+// No Debug: holds a secret value.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDigestSecret {
+    #[serde(default, deserialize_with = "lenient_u64")]
+    version: u64,
+    #[serde(default, rename = "type", deserialize_with = "secret_type_in_place")]
+    kind: SecretType,
+    secret_key: String,
+    #[serde(default, deserialize_with = "null_default")]
+    secret_value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDigestImport {
+    #[serde(default, deserialize_with = "null_default")]
+    secret_path: String,
+    #[serde(default, deserialize_with = "null_default")]
+    environment: String,
+}
+
+#[derive(Deserialize)]
+struct RawDigestList {
+    #[serde(default, deserialize_with = "null_default")]
+    secrets: Vec<RawDigestSecret>,
+    #[serde(default, deserialize_with = "null_default")]
+    imports: Vec<RawDigestImport>,
+}
+
+/// `type` read from the text in the body, not through a `String` (`personal`, else shared).
+fn secret_type_in_place<'de, D: Deserializer<'de>>(d: D) -> Result<SecretType, D::Error> {
+    struct Kind;
+    impl de::Visitor<'_> for Kind {
+        type Value = SecretType;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a secret type or null")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretType, E> {
+            Ok(if v == "personal" { SecretType::Personal } else { SecretType::Shared })
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<SecretType, E> {
+            Ok(SecretType::Shared)
+        }
+    }
+    d.deserialize_any(Kind)
+}
+
+/// Decodes a `GET /secrets` body into a [`FolderDigest`]. It agrees with [`decode_list`] on
+/// every field it keeps.
+pub fn decode_digest(body: &[u8]) -> Result<FolderDigest, ClientError> {
+    let raw: RawDigestList = serde_json::from_slice(body).map_err(|e| decode_error(&e))?;
+    Ok(FolderDigest {
+        secrets: raw
+            .secrets
+            .into_iter()
+            .map(|s| DigestEntry {
+                key: s.secret_key,
+                secret_type: s.kind,
+                version: s.version,
+                value: SecretValue::new(s.secret_value),
+            })
+            .collect(),
+        imports: raw
+            .imports
+            .into_iter()
+            .map(|i| DigestImport { environment: i.environment, path: i.secret_path })
+            .collect(),
+    })
+}
+
 // No Debug: borrows a secret value.
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -784,6 +879,46 @@ mod tests {
             decode_list(br#"{"secrets":[],"imports":[]}"#).unwrap(),
             FolderSecrets::default()
         );
+    }
+
+    #[test]
+    fn a_digest_keeps_what_the_full_decode_reads_for_each_kept_field() {
+        let bodies = [
+            format!(
+                r#"{{"secrets":[{},{}],"imports":[{{"secretPath":"/shared","environment":"prod","secrets":[{}]}}],"new":1}}"#,
+                secret_json("A", "1"),
+                secret_json("B", r#"two \" \\ \u00e9"#),
+                secret_json("C", "3")
+            ),
+            r#"{"secrets":[{"secretKey":"K","secretValue":null,"type":"personal","version":"7","tags":null},
+                           {"secretKey":"L","type":null,"version":null}],"imports":null}"#
+                .to_owned(),
+            r#"{"secrets":[],"imports":[]}"#.to_owned(),
+        ];
+        for body in bodies {
+            let full = decode_list(body.as_bytes()).unwrap();
+            let digest = decode_digest(body.as_bytes()).unwrap();
+            assert_eq!(digest.secrets.len(), full.secrets.len(), "{body}");
+            for (d, f) in digest.secrets.iter().zip(&full.secrets) {
+                assert_eq!((&d.key, d.secret_type, d.version), (&f.key, f.secret_type, f.version));
+                assert!(d.value.verify(f.value.expose()), "value of {}", d.key);
+            }
+            let imports: Vec<(&str, &str)> =
+                full.imports.iter().map(|i| (i.environment.as_str(), i.path.as_str())).collect();
+            let digest_imports: Vec<(&str, &str)> =
+                digest.imports.iter().map(|i| (i.environment.as_str(), i.path.as_str())).collect();
+            assert_eq!(digest_imports, imports);
+        }
+        let digest = decode_digest(
+            br#"{"secrets":[{"secretKey":"K","type":"personal"},{"secretKey":"S"}]}"#,
+        )
+        .unwrap();
+        let types: Vec<SecretType> = digest.secrets.iter().map(|s| s.secret_type).collect();
+        assert_eq!(types, [SecretType::Personal, SecretType::Shared]);
+        let err = decode_digest(br#"{"secrets":[{"secretKey":"K","secretValue":"hunter2""#)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Decode(_)) && !err.to_string().contains("hunter2"));
     }
 
     #[test]

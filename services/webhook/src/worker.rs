@@ -145,7 +145,9 @@ async fn process_inner(
         .include_imports(true)
         .expand_references(false);
     metrics::counter!(METRIC_REFETCH).increment(1);
-    let listing = match state.client.fetch_folder(&query).await {
+    // Only keys, versions, values and imports are compared: the digest decodes nothing else,
+    // which keeps a large folder's refetch from churning the allocator (the service's RSS).
+    let listing = match state.client.fetch_folder_digest(&query).await {
         Ok(l) => Some(l),
         // The folder is gone: every key it had is deleted.
         Err(ClientError::NotFound { .. }) => None,
