@@ -951,6 +951,9 @@ fn p8(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
                     ("IKIT_HEALTH_ADDR", "127.0.0.1:1".to_owned()),
                     ("IKIT_WEBHOOK_PATH", scope.to_owned()),
                     ("IKIT_WEBHOOK_COALESCE", "0s".to_owned()),
+                    // 200 deliveries from one address in about a second: past the default
+                    // per-source limit (50/s, burst 100), which would answer some of them 429.
+                    ("IKIT_WEBHOOK_RATE_LIMIT", "0".to_owned()),
                     ("IKIT_AUDIT_SPOOL_DIR", dir.path().join(format!("w{port}")).display().to_string()),
                 ])
                 // glibc's malloc tunables pass through, to tell the allocator's retention from
