@@ -255,29 +255,13 @@ impl Db {
         for statement in enqueue_statements(deliveries, self.is_postgres()) {
             match self {
                 Db::Postgres(pool) => {
-                    let mut q = sqlx::query(&statement.sql);
-                    for arg in &statement.args {
-                        q = match arg {
-                            SqlArg::Text(t) => q.bind(t.as_str()),
-                            SqlArg::Int(i) => q.bind(*i),
-                            SqlArg::TextArray(t) => q.bind(t.as_slice()),
-                            SqlArg::IntArray(i) => q.bind(i.as_slice()),
-                        };
-                    }
-                    q.execute(pool).await?;
+                    statement.postgres_query().execute(pool).await?;
                 }
                 Db::Sqlite(pool) => {
-                    let mut q = sqlx::query(&statement.sql);
-                    for arg in &statement.args {
-                        q = match arg {
-                            SqlArg::Text(t) => q.bind(t.as_str()),
-                            SqlArg::Int(i) => q.bind(*i),
-                            // enqueue_statements gives SQLite none.
-                            SqlArg::TextArray(_) | SqlArg::IntArray(_) => {
-                                return Err(WebhookError::State("array argument on SQLite".into()));
-                            }
-                        };
-                    }
+                    // enqueue_statements gives SQLite no array argument.
+                    let q = statement
+                        .sqlite_query()
+                        .ok_or_else(|| WebhookError::State("array argument on SQLite".into()))?;
                     q.execute(pool).await?;
                 }
             }

@@ -284,6 +284,32 @@ pub enum SqlArg {
     IntArray(Vec<i64>),
 }
 
+impl Statement {
+    /// The statement as a PostgreSQL query, its arguments bound in order.
+    pub fn postgres_query(
+        &self,
+    ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        self.args.iter().fold(sqlx::query(&self.sql), |q, arg| match arg {
+            SqlArg::Text(t) => q.bind(t.as_str()),
+            SqlArg::Int(i) => q.bind(*i),
+            SqlArg::TextArray(t) => q.bind(t.as_slice()),
+            SqlArg::IntArray(i) => q.bind(i.as_slice()),
+        })
+    }
+
+    /// The statement as a SQLite query, its arguments bound in order; `None` when it holds an
+    /// array argument, which SQLite cannot take.
+    pub fn sqlite_query(
+        &self,
+    ) -> Option<sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>>> {
+        self.args.iter().try_fold(sqlx::query(&self.sql), |q, arg| match arg {
+            SqlArg::Text(t) => Some(q.bind(t.as_str())),
+            SqlArg::Int(i) => Some(q.bind(*i)),
+            SqlArg::TextArray(_) | SqlArg::IntArray(_) => None,
+        })
+    }
+}
+
 /// How an [`AuditLog`] spools and retries.
 #[derive(Clone)]
 pub struct AuditOptions {

@@ -5,7 +5,7 @@
 use sqlx::{Executor, PgPool, Row, SqlitePool};
 
 use super::chain::{ChainRow, ChainStatus, Verifier};
-use super::{AuditError, AuditEvent, AuditFilter, AuditRecord, Outcome, SqlArg, Statement};
+use super::{AuditError, AuditEvent, AuditFilter, AuditRecord, Outcome, Statement};
 
 /// Migrations, in order: (version, description, PostgreSQL text, SQLite text).
 const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
@@ -125,16 +125,7 @@ impl Store {
             Store::Postgres(pool) => {
                 let mut tx = pool.begin_with(self.begin_sql()).await?;
                 for statement in also {
-                    let mut q = sqlx::query(&statement.sql);
-                    for arg in &statement.args {
-                        q = match arg {
-                            SqlArg::Text(t) => q.bind(t.as_str()),
-                            SqlArg::Int(i) => q.bind(*i),
-                            SqlArg::TextArray(t) => q.bind(t.as_slice()),
-                            SqlArg::IntArray(i) => q.bind(i.as_slice()),
-                        };
-                    }
-                    q.execute(&mut *tx).await?;
+                    statement.postgres_query().execute(&mut *tx).await?;
                 }
                 let head = sqlx::query(self.head_sql()).fetch_one(&mut *tx).await?;
                 let (seq, prev): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
@@ -159,18 +150,9 @@ impl Store {
             Store::Sqlite(pool) => {
                 let mut tx = pool.begin_with(self.begin_sql()).await?;
                 for statement in also {
-                    let mut q = sqlx::query(&statement.sql);
-                    for arg in &statement.args {
-                        q = match arg {
-                            SqlArg::Text(t) => q.bind(t.as_str()),
-                            SqlArg::Int(i) => q.bind(*i),
-                            SqlArg::TextArray(_) | SqlArg::IntArray(_) => {
-                                return Err(AuditError::InvalidEvent(
-                                    "array arguments are for PostgreSQL only".into(),
-                                ));
-                            }
-                        };
-                    }
+                    let q = statement.sqlite_query().ok_or_else(|| {
+                        AuditError::InvalidEvent("array arguments are for PostgreSQL only".into())
+                    })?;
                     q.execute(&mut *tx).await?;
                 }
                 let head = sqlx::query(self.head_sql()).fetch_one(&mut *tx).await?;
