@@ -863,6 +863,8 @@ fn p7(table: &mut Table, rt: &tokio::runtime::Runtime, emu: &RunningEmulator) {
 /// serve until killed): P8 spawns this very binary with `--serve <name>` so the service's RSS is
 /// measured in a process of its own, without a second release build of its binary.
 fn serve(name: &str) {
+    // As the services' own `main` does.
+    ikit_allocator::bound_retention();
     let env = ikit_common::env_map_from_process();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {

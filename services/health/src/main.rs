@@ -8,8 +8,14 @@ use anyhow::Context as _;
 use ikit_common::telemetry::{self, TelemetryConfig};
 use ikit_health::{Application, HealthConfig};
 
+fn main() -> ExitCode {
+    // Before the runtime starts its threads: they allocate from the arenas this bounds.
+    ikit_allocator::bound_retention();
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn serve() -> ExitCode {
     let env = ikit_common::env_map_from_process();
     if std::env::args().nth(1).as_deref() == Some("--healthcheck") {
         return healthcheck(&env);

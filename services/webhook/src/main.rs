@@ -5,8 +5,14 @@
 use ikit_common::telemetry::{self, TelemetryConfig};
 use ikit_webhook::{Application, WebhookSettings};
 
+fn main() {
+    // Before the runtime starts its threads: they allocate from the arenas this bounds.
+    ikit_allocator::bound_retention();
+    serve();
+}
+
 #[tokio::main]
-async fn main() {
+async fn serve() {
     let env = ikit_common::env_map_from_process();
     if std::env::args().nth(1).as_deref() == Some("--healthcheck") {
         std::process::exit(healthcheck(&env));
