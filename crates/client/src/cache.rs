@@ -155,6 +155,48 @@ fn address_slot(address: *const u8, places: usize) -> usize {
     (mixed >> (64 - places.trailing_zeros())) as usize
 }
 
+/// What the miss path of [`CachedClient::get`] resolves to.
+type GetOutput = Result<Served<Arc<Secret>>, ClientError>;
+
+/// The future of [`CachedClient::get`]. Written out rather than an `async fn` so that its
+/// `poll` can be inlined into the caller's: a fresh hit is then answered in place, where an
+/// `async fn`'s state machine is a call and a few copies of a `Result` as large as
+/// [`ClientError`]. Past L1 it continues on the boxed miss path (L2, the fetch, the fallbacks),
+/// which keeps this future two references and a pointer whatever the miss path holds.
+#[must_use = "futures do nothing unless polled"]
+pub struct Get<'a> {
+    cache: &'a CachedClient,
+    secret: &'a SecretRef,
+    miss: Option<std::pin::Pin<Box<dyn std::future::Future<Output = GetOutput> + Send + 'a>>>,
+}
+
+impl std::future::Future for Get<'_> {
+    type Output = GetOutput;
+
+    #[inline]
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<GetOutput> {
+        let this = &mut *self;
+        let miss = match &mut this.miss {
+            Some(miss) => miss,
+            None => {
+                if let Some((value, age_ms)) = this.cache.fresh_hit(this.secret) {
+                    let age = Duration::from_millis(age_ms);
+                    return std::task::Poll::Ready(Ok(Served {
+                        value,
+                        source: Source::Cache,
+                        age,
+                    }));
+                }
+                this.miss.insert(Box::pin(this.cache.get_through(this.secret)))
+            }
+        };
+        miss.as_mut().poll(cx)
+    }
+}
+
 impl SecretHandle {
     /// The secret: from the slot while fresh, else through [`CachedClient::get`] (which also
     /// refills the slot).
@@ -473,6 +515,7 @@ impl Entry {
         }
     }
 
+    #[inline]
     fn age(&self, now_ms: i64) -> Duration {
         stored_age(now_ms, self.fetched_at_ms)
     }
@@ -487,19 +530,13 @@ impl Entry {
 
     /// The secret a reference resolves to, as `Client::get` would pick it from the listing.
     fn pick(&self, secret: &SecretRef) -> Result<Arc<Secret>, ClientError> {
-        self.pick_ref(secret).cloned()
-    }
-
-    /// [`Self::pick`], borrowed.
-    #[inline]
-    fn pick_ref(&self, secret: &SecretRef) -> Result<&Arc<Secret>, ClientError> {
         let Some(found) = self.index.get(secret) else {
             return Err(crate::client::missing_secret(secret, self.index.is_empty()));
         };
         if found.value_hidden {
             return Err(crate::client::hidden_value(secret));
         }
-        Ok(found)
+        Ok(found.clone())
     }
 }
 
@@ -773,20 +810,19 @@ impl CachedClient {
 
     /// Reads one secret through its folder's cached listing. A fresh L1 hit is a hash of the
     /// reference's parts, one lookup, a comparison and a lookup in the listing's key index: no
-    /// formatting, no label resolution, no copy of the secret, nothing awaited.
-    pub async fn get(&self, secret: &SecretRef) -> Result<Served<Arc<Secret>>, ClientError> {
-        if let Some(hit) = self.fresh_hit(secret) {
-            return hit;
-        }
-        // Boxed: the miss path's state (L2, the fetch, the fallbacks) would otherwise make
-        // every `get` future, hits included, as large as itself.
-        Box::pin(self.get_through(secret)).await
+    /// formatting, no label resolution, no copy of the secret, nothing awaited. The hit is
+    /// answered by the first poll of [`Get`], which inlines into the caller.
+    pub fn get<'a>(&'a self, secret: &'a SecretRef) -> Get<'a> {
+        Get { cache: self, secret, miss: None }
     }
 
-    /// The fresh L1 answer for `secret`, if there is one: the secret, or a definite error
-    /// (the fresh listing lacks the key or hides its value).
+    /// The secret from a fresh L1 listing that holds it with its value, and the listing's age
+    /// in milliseconds. Only the found case is answered here, as two words (returned in
+    /// registers, where a `Served` or a `Result` as large as `ClientError` would be copied
+    /// through the stack). A fresh listing without the key, or hiding its value, is answered by
+    /// [`Self::get_through`], which finds the same listing in L1 and names the error.
     #[inline]
-    fn fresh_hit(&self, secret: &SecretRef) -> Option<Result<Served<Arc<Secret>>, ClientError>> {
+    fn fresh_hit(&self, secret: &SecretRef) -> Option<(Arc<Secret>, u64)> {
         // The slot is the hash the reference carries: nothing is hashed here.
         let slot = secret.folder_hash();
         let shard = self.shared.l1.shard_map(slot);
@@ -799,13 +835,9 @@ impl CachedClient {
             .unwrap_or_else(|| read(&shard.load()))
     }
 
-    /// The fresh answer for `secret` from `e`, the listing in its slot, counted as a hit.
-    #[inline]
-    fn hit_in(
-        &self,
-        e: &Arc<Entry>,
-        secret: &SecretRef,
-    ) -> Option<Result<Served<Arc<Secret>>, ClientError>> {
+    /// [`Self::fresh_hit`] in `e`, the listing in the reference's slot, counted as a hit.
+    #[inline(always)]
+    fn hit_in(&self, e: &Arc<Entry>, secret: &SecretRef) -> Option<(Arc<Secret>, u64)> {
         // Another listing in the slot (other flags, or a hash collision) is not this one.
         if !e.is_default_of(secret.project(), secret.environment(), secret.folder()) {
             return None;
@@ -814,10 +846,10 @@ impl CachedClient {
         if age >= self.shared.config.ttl {
             return None;
         }
-        Some(e.pick_ref(secret).map(|found| {
-            e.hits.count();
-            Served { value: found.clone(), source: Source::Cache, age }
-        }))
+        let found = e.index.get(secret).filter(|found| !found.value_hidden)?;
+        e.hits.count();
+        // Whole milliseconds below the TTL: `stored_age` made it from them.
+        Some((found.clone(), u64::try_from(age.as_millis()).unwrap_or(u64::MAX)))
     }
 
     /// [`Self::get`] past L1: the listing through [`Self::entry`].

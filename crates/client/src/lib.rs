@@ -81,7 +81,7 @@ pub use aws::{
 };
 pub use builder::{CachedClientBuilder, from_env, from_settings};
 pub use cache::{
-    CachedClient, DEFAULT_REDIS_PREFIX, Invalidated, ListenerHandle, METRIC_CACHE_HIT,
+    CachedClient, DEFAULT_REDIS_PREFIX, Get, Invalidated, ListenerHandle, METRIC_CACHE_HIT,
     METRIC_CACHE_L2_UP, METRIC_CACHE_MISS, METRIC_CACHE_STALE, METRIC_CACHE_STALE_AGE,
     SecretHandle, Served, events_channel, invalidation_channel,
 };

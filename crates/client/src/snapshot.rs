@@ -77,6 +77,7 @@ pub(crate) const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
 /// How old an entry saved at `saved_at_ms` is at `now_ms`, without overflow. A timestamp up to
 /// [`MAX_CLOCK_SKEW`] ahead is "now"; one further ahead, or too far back to subtract, cannot be
 /// trusted and reads as `Duration::MAX`: never fresh, never within `max_stale`.
+#[inline]
 pub(crate) fn stored_age(now_ms: i64, saved_at_ms: i64) -> Duration {
     let skew_ms = i64::try_from(MAX_CLOCK_SKEW.as_millis()).unwrap_or(i64::MAX);
     match now_ms.checked_sub(saved_at_ms) {

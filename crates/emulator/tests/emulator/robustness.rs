@@ -81,3 +81,26 @@ async fn reference_fan_out_is_bounded() {
     assert!(value.contains("${F"), "the budget left references as text");
     assert!(value.len() <= (1 << 20) + 64);
 }
+
+#[tokio::test]
+async fn a_seed_naming_one_secret_twice_is_refused_and_the_same_key_elsewhere_is_not() {
+    let mut s = seed();
+    let secrets = s["secrets"].as_array_mut().unwrap();
+    for (environment, path) in [("staging", "/dup"), ("prod", "/dup"), ("staging", "/dup/x")] {
+        secrets.push(json!({"projectId": PROJECT, "environment": environment, "path": path,
+                            "key": "TWICE", "value": "v"}));
+    }
+    let h = start_with(config(&s)).await;
+    let token = h.token().await;
+    for (environment, path) in [("staging", "/dup"), ("prod", "/dup"), ("staging", "/dup/x")] {
+        let url = format!(
+            "/api/v4/secrets/TWICE?projectId={PROJECT}&environment={environment}&secretPath={path}"
+        );
+        assert_eq!(h.get(&url, &token).await.status, 200, "{environment}:{path}");
+    }
+    s["secrets"].as_array_mut().unwrap().push(
+        json!({"projectId": PROJECT, "environment": "staging", "path": "/dup/", "key": "TWICE", "value": "w"}),
+    );
+    let refused = ikit_emulator::Emulator::start(config(&s)).await.err().expect("refused");
+    assert!(refused.to_string().contains("duplicate secret staging:/dup/TWICE"), "{refused}");
+}
