@@ -271,7 +271,7 @@ impl Writer {
                 .await
             {
                 Ok(_) => {
-                    self.wake.notify_waiters();
+                    wake_for(&self.wake, &deliveries);
                     for (p, fate) in items {
                         let _ = p.done.send(Committed { fate, audited: true });
                     }
@@ -294,8 +294,8 @@ impl Writer {
                 }
             }
         };
-        if queued && !deliveries.is_empty() {
-            self.wake.notify_waiters();
+        if queued {
+            wake_for(&self.wake, &deliveries);
         }
         if !queued {
             // Not kept: a redelivery must be taken, not refused as a replay.
@@ -323,5 +323,14 @@ impl Writer {
             // The requester may have gone (client disconnect); its writes stand all the same.
             let _ = done.send(Committed { fate, audited: recorded.is_ok() });
         }
+    }
+}
+
+/// Wakes the idle workers when a queued folder is ready now (no coalescing window). Rows that
+/// wait out a window are found by the workers' idle poll once it ends: a wake before that
+/// would only make every idle worker run a claim that finds nothing, once per batch.
+fn wake_for(wake: &Notify, deliveries: &[Delivery]) {
+    if deliveries.iter().any(|d| d.available_ms <= d.received_ms) {
+        wake.notify_waiters();
     }
 }

@@ -331,13 +331,15 @@ impl Db {
         Ok(())
     }
 
-    /// Done with a row: deleted when no delivery came in meanwhile, else given back at once so
-    /// the newer change is refetched.
+    /// Done with a row: deleted when no delivery came in meanwhile, else given back, claimable
+    /// at `again_at_ms`, so the newer change is refetched (the worker passes the end of a
+    /// coalescing window: changes that keep coming while a folder is refetched are taken
+    /// together, one refetch per window, instead of one refetch after another).
     pub async fn finish(
         &self,
         claimed: &Claimed,
         owner: &str,
-        now_ms: i64,
+        again_at_ms: i64,
     ) -> Result<(), WebhookError> {
         let key = claimed.id.key();
         dispatch!(self, pool => {
@@ -356,7 +358,7 @@ impl Db {
                      available_ms = $1, attempts = 0, last_error = NULL \
                      WHERE folder_key = $2 AND lease_owner = $3",
                 )
-                .bind(now_ms)
+                .bind(again_at_ms)
                 .bind(&key)
                 .bind(owner)
                 .execute(pool)

@@ -104,6 +104,64 @@ async fn a_change_in_an_imported_folder_is_announced_for_the_importer() {
     app.shutdown().await;
 }
 
+/// Deliveries the emulator has made, once there are `n` and each was answered 202.
+async fn answered(stack: &Stack, n: usize) {
+    eventually(&format!("{n} deliveries answered"), || {
+        let d = stack.emulator.webhook_deliveries();
+        async move { (d.len() >= n && d.iter().all(|d| d.http_status == Some(202))).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_folder_changed_during_its_refetch_is_refetched_again_only_after_the_window() {
+    let stack = Stack::start().await;
+    let app = stack.app(&[("IKIT_WEBHOOK_COALESCE", "100ms")]).await;
+    stack.register_hook(&app, "dev").await;
+    let (reader, _l) = cached_reader(&stack).await;
+    let seen = collect(&reader, "/burst");
+    let refetches = || stack.emulator.request_count("GET", "/api/v4/secrets");
+    stack.update("/burst", "B0", "2").await;
+    answered(&stack, 1).await;
+    // The refetch at the window's end takes 500 ms, and B1 changes meanwhile.
+    stack
+        .emulator
+        .faults()
+        .add(Fault::latency("/api/v4/secrets", Duration::from_millis(500)).method("GET").times(1));
+    let before = refetches();
+    stack.advance(Duration::from_millis(100));
+    eventually("the refetch", || {
+        let started = refetches() > before;
+        async move { started.then_some(()) }
+    })
+    .await;
+    stack.update("/burst", "B1", "2").await;
+    answered(&stack, 2).await;
+    // The slow refetch read B1 too (its answer was made after the change).
+    let got = wait_for(&seen, 2).await;
+    assert_eq!(
+        kinds(&got),
+        [
+            ("/burst".into(), "B0".into(), ChangeKind::Updated),
+            ("/burst".into(), "B1".into(), ChangeKind::Updated),
+        ]
+    );
+    // B1's delivery came in during that refetch, so the folder is queued again, for the end of
+    // a window from the refetch's end on the service's clock, which does not move by itself.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(refetches() - before, 1, "not refetched back to back");
+    stack.advance(Duration::from_millis(100));
+    eventually("the refetch after the window", || {
+        let n = refetches() - before;
+        async move { (n == 2).then_some(()) }
+    })
+    .await;
+    // It found nothing new: the same change never yields a second event.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn five_changes_in_one_folder_make_one_refetch_and_five_exact_events() {
     let stack = Stack::start().await;

@@ -3,6 +3,7 @@
 mod config;
 mod flow;
 mod keys;
+mod queue;
 mod receive;
 mod service;
 mod support;
