@@ -664,20 +664,23 @@ async fn hook_service(
 fn p4(table: &mut Table) {
     const IN_FLIGHT: [usize; 3] = [32, 128, 512];
     let run = Duration::from_secs(2);
-    let driver =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let support =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    // Named, so a profile tells the load generator, the servers and the emulator apart.
+    let runtime = |threads: usize, name: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let driver = runtime(2, "p4-loadgen");
+    let support = runtime(1, "p4-emulator");
     let emu = support.block_on(emulator());
     fn target(url: &str) -> Target<'_> {
         Target { url, secret: HOOK_SECRET, project: PROJECT, folders: 50 }
     }
     for threads in [1, 2, 4] {
-        let server = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-            .unwrap();
+        let server = runtime(threads, "p4-server");
         let bare_url = server.block_on(loadgen::start_bare());
         let hook = server.block_on(hook_service(&emu, None, None));
         driver.block_on(drive(&target(&bare_url), 32, Some(200.0), Duration::from_millis(500)));
