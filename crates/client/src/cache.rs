@@ -808,10 +808,10 @@ impl CachedClient {
         self.shared.clock.now_ms()
     }
 
-    /// Reads one secret through its folder's cached listing. A fresh L1 hit is a hash of the
-    /// reference's parts, one lookup, a comparison and a lookup in the listing's key index: no
-    /// formatting, no label resolution, no copy of the secret, nothing awaited. The hit is
-    /// answered by the first poll of [`Get`], which inlines into the caller.
+    /// Reads one secret through its folder's cached listing. A fresh L1 hit is one lookup by
+    /// the folder hash the reference carries, a comparison and a lookup in the listing's key
+    /// index: nothing hashed or formatted, no label resolution, no copy of the secret, nothing
+    /// awaited. The hit is answered by the first poll of [`Get`], which inlines into the caller.
     pub fn get<'a>(&'a self, secret: &'a SecretRef) -> Get<'a> {
         Get { cache: self, secret, miss: None }
     }

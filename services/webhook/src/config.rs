@@ -354,6 +354,11 @@ impl WebhookSettings {
         }
     }
 
+    /// The coalescing window in milliseconds, for the queue's `available_ms` arithmetic.
+    pub fn coalesce_ms(&self) -> i64 {
+        i64::try_from(self.coalesce.as_millis()).unwrap_or(i64::MAX)
+    }
+
     /// The project whose webhooks are received (checked present by [`Self::load`]).
     pub fn project_id(&self) -> &str {
         self.base.infisical.project_id.as_deref().unwrap_or_default()

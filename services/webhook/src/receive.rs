@@ -253,14 +253,13 @@ async fn handle(
                     replay,
                 ));
             }
-            let coalesce = i64::try_from(state.settings.coalesce.as_millis()).unwrap_or(0);
             Ok(Answer {
                 status: StatusCode::ACCEPTED,
                 body: json!({"status": "queued", "environment": environment, "secretPath": path}),
                 delivery: Some(Delivery {
                     id: FolderId::new(&project, &environment, &path),
                     received_ms: now,
-                    available_ms: now.saturating_add(coalesce),
+                    available_ms: now.saturating_add(state.settings.coalesce_ms()),
                 }),
                 replay,
             })

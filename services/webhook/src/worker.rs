@@ -94,8 +94,8 @@ async fn process(state: &AppState, owner: &str, claimed: Claimed, cancel: &Cance
     match outcome {
         Ok(emitted) => {
             let now = state.clock.now_ms();
-            let coalesce = i64::try_from(state.settings.coalesce.as_millis()).unwrap_or(i64::MAX);
-            match state.db.finish(&claimed, owner, now.saturating_add(coalesce)).await {
+            let again_at = now.saturating_add(state.settings.coalesce_ms());
+            match state.db.finish(&claimed, owner, again_at).await {
                 Ok(()) => {
                     state.rows_finished.fetch_add(1, Ordering::Relaxed);
                 }
