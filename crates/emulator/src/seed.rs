@@ -70,6 +70,11 @@ pub struct SeedIdentity {
     pub access_token_period: u64,
     #[serde(default)]
     pub projects: Vec<String>,
+    /// May list and describe secrets but not read their values (Infisical's `DescribeSecret`
+    /// without `ReadValue`): every value comes back as `<hidden-by-infisical>` with
+    /// `secretValueHidden: true`, whatever `viewSecretValue` asks.
+    #[serde(default)]
+    pub describe_only: bool,
     /// Login methods besides the ones implied by `clientId` (universal-auth) and `jwtAuth`
     /// (kubernetes-auth, oidc-auth, jwt-auth): `aws-auth`, `azure-auth`, `gcp-auth`, `token-auth`.
     #[serde(default)]

@@ -186,6 +186,9 @@ pub(crate) struct Identity {
     pub(crate) num_uses_limit: u64,
     pub(crate) period: u64,
     pub(crate) projects: Vec<String>,
+    /// Values hidden from this identity (see `SeedIdentity::describe_only`).
+    #[serde(default)]
+    pub(crate) describe_only: bool,
     pub(crate) auth_methods: Vec<String>,
     pub(crate) jwt_auth: Option<SeedJwtAuth>,
     pub(crate) lockout: SeedLockout,
@@ -396,6 +399,7 @@ impl Store {
                 num_uses_limit: i.access_token_num_uses_limit,
                 period: i.access_token_period,
                 projects: i.projects.clone(),
+                describe_only: i.describe_only,
                 auth_methods: methods,
                 jwt_auth: i.jwt_auth.clone(),
                 lockout: i.lockout.clone().unwrap_or_default(),

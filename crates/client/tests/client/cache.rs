@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ikit_client::{
-    CachedClient, CachedClientBuilder, ClientError, FolderQuery, Invalidated, Invalidator, SealKey,
-    SecretRef, Source, events_channel,
+    AuthMethod, CachedClient, CachedClientBuilder, ClientError, FolderQuery, Invalidated,
+    Invalidator, SealKey, SecretRef, Source, events_channel,
 };
 use ikit_common::events::{ChangeKind, SecretChangeEvent};
 use ikit_common::testsuite::{LogCapture, TestRedis};
@@ -118,6 +118,38 @@ async fn cached_gets_share_one_indexed_secret_and_keep_listings_of_other_flags_a
     assert_eq!(cache.folder(&recursive).await.unwrap().source, Source::Network);
     assert_eq!(cache.get(&db_url()).await.unwrap().source, Source::Cache);
     assert_eq!(h.count("GET", "/api/v4/secrets"), 2);
+}
+
+#[tokio::test]
+async fn a_value_hidden_from_the_identity_is_refused_from_a_fresh_listing_never_shown() {
+    let h = Harness::start(ApiVersion::V2026).await;
+    let describer = AuthMethod::universal("ua-describe-id", "ua-describe-secret");
+    let cache = CachedClient::builder()
+        .ttl(TTL)
+        .max_stale(MAX_STALE)
+        .client(h.client(describer))
+        .build()
+        .unwrap();
+    // The listing itself is readable: keys and versions, every value masked.
+    let listing = cache.folder(&app()).await.unwrap();
+    assert!(!listing.value.secrets.is_empty());
+    assert!(listing.value.secrets.iter().all(|s| s.value_hidden));
+    // A get from that fresh listing (twice: the second finds it in L1): a permission error
+    // naming the secret, never the mask as a value, and no request beyond the listing.
+    for _ in 0..2 {
+        let refused = cache.get(&db_url()).await.err().expect("a hidden value is refused");
+        assert!(
+            matches!(&refused, ClientError::PermissionDenied { secret: Some(k), .. } if k == "DB_URL"),
+            "{refused}"
+        );
+        assert!(!refused.to_string().contains("hidden-by-infisical"), "{refused}");
+    }
+    assert!(cache.handle(&db_url()).await.is_err(), "no live handle on a hidden value");
+    assert_eq!(h.count("GET", "/api/v4/secrets"), 1);
+    // The uncached read by name is masked and refused the same way.
+    let by_name = cache.client().get(&db_url()).await.err().expect("refused by name");
+    assert!(matches!(by_name, ClientError::PermissionDenied { .. }), "{by_name}");
+    assert_eq!(h.count("GET", "/api/v4/secrets/DB_URL"), 1);
 }
 
 #[tokio::test]

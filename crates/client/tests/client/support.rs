@@ -27,6 +27,9 @@ pub(crate) fn seed_json() -> String {
             // Infisical's defaults: TTL = max TTL = 30 days, so every renewal is refused.
             {"id": "id-defaults", "name": "defaults", "clientId": "ua-default-ttl-id",
              "clientSecret": "ua-default-ttl-secret", "projects": [PROJECT]},
+            // May describe secrets but not read their values.
+            {"id": "id-describe", "name": "describer", "clientId": "ua-describe-id",
+             "clientSecret": "ua-describe-secret", "projects": [PROJECT], "describeOnly": true},
             {"id": "id-cloud", "name": "cloud", "projects": [PROJECT],
              "jwtAuth": {"hmacSecret": JWT_HMAC},
              "authMethods": ["aws-auth", "azure-auth", "gcp-auth"]}

@@ -53,6 +53,8 @@ pub(crate) enum Caller {
         identity_id: String,
         name: String,
         projects: Vec<String>,
+        /// Lists and describes secrets without reading their values.
+        describe_only: bool,
     },
     /// A seeded user token (`users` in the seed): a member of its projects, like an identity,
     /// and the only caller the 2024 server lets manage webhooks.
@@ -94,6 +96,11 @@ impl Caller {
 
     pub(crate) fn is_service_token(&self) -> bool {
         matches!(self, Caller::ServiceToken { .. })
+    }
+
+    /// May read secret values (not a describe-only identity).
+    pub(crate) fn reads_values(&self) -> bool {
+        !matches!(self, Caller::Identity { describe_only: true, .. })
     }
 }
 
@@ -165,6 +172,7 @@ impl FromRequestParts<Arc<App>> for Caller {
             identity_id: i.id.clone(),
             name: i.name.clone(),
             projects: i.projects.clone(),
+            describe_only: i.describe_only,
         }) else {
             return Err(ApiError::bad_request("Identity does not belong to this organization"));
         };

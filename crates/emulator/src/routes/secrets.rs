@@ -338,7 +338,7 @@ pub(crate) async fn list(
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw.as_deref());
     let status = vstatus(&app, generation);
-    let view = q.strict_bool("viewSecretValue", true, status)?;
+    let view = q.strict_bool("viewSecretValue", true, status)? && caller.reads_values();
     let expand_refs = q.strict_bool("expandSecretReferences", false, status)?;
     let recursive = q.strict_bool("recursive", false, status)?;
     let snake = q.strict_bool("include_imports", false, status)?;
@@ -507,7 +507,7 @@ pub(crate) async fn get_one(
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw.as_deref());
     let status = vstatus(&app, generation);
-    let view = q.strict_bool("viewSecretValue", true, status)?;
+    let view = q.strict_bool("viewSecretValue", true, status)? && caller.reads_values();
     let expand_refs = q.strict_bool("expandSecretReferences", false, status)?;
     let include_imports = q.strict_bool("include_imports", false, status)?;
     let kind = secret_kind(&app, q.get("type"))?;
