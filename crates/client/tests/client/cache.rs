@@ -137,7 +137,7 @@ async fn a_value_hidden_from_the_identity_is_refused_from_a_fresh_listing_never_
     // A get from that fresh listing (twice: the second finds it in L1): a permission error
     // naming the secret, never the mask as a value, and no request beyond the listing.
     for _ in 0..2 {
-        let refused = cache.get(&db_url()).await.err().expect("a hidden value is refused");
+        let refused = cache.get(&db_url()).await.expect_err("a hidden value is refused");
         assert!(
             matches!(&refused, ClientError::PermissionDenied { secret: Some(k), .. } if k == "DB_URL"),
             "{refused}"
@@ -147,7 +147,7 @@ async fn a_value_hidden_from_the_identity_is_refused_from_a_fresh_listing_never_
     assert!(cache.handle(&db_url()).await.is_err(), "no live handle on a hidden value");
     assert_eq!(h.count("GET", "/api/v4/secrets"), 1);
     // The uncached read by name is masked and refused the same way.
-    let by_name = cache.client().get(&db_url()).await.err().expect("refused by name");
+    let by_name = cache.client().get(&db_url()).await.expect_err("refused by name");
     assert!(matches!(by_name, ClientError::PermissionDenied { .. }), "{by_name}");
     assert_eq!(h.count("GET", "/api/v4/secrets/DB_URL"), 1);
 }
