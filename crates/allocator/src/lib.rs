@@ -51,15 +51,10 @@ pub fn bound_retention() -> Applied {
     applied
 }
 
-/// Bytes the allocator currently holds in separately mapped blocks (0 where unknown).
-pub fn mapped_bytes() -> usize {
-    sys::mapped_bytes()
-}
-
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod sys {
     // SAFETY (both calls): `mallopt` takes plain integers and only changes glibc's malloc
-    // parameters, which glibc guards with its own lock; `mallinfo2` returns a struct by value.
+    // parameters, which glibc guards with its own lock.
     #[allow(unsafe_code)]
     pub(crate) fn set_arena_max(n: i32) -> bool {
         unsafe { libc::mallopt(libc::M_ARENA_MAX, n) == 1 }
@@ -68,11 +63,6 @@ mod sys {
     #[allow(unsafe_code)]
     pub(crate) fn set_mmap_threshold(bytes: i32) -> bool {
         unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) == 1 }
-    }
-
-    #[allow(unsafe_code)]
-    pub(crate) fn mapped_bytes() -> usize {
-        unsafe { libc::mallinfo2() }.hblkhd
     }
 }
 
@@ -85,15 +75,18 @@ mod sys {
     pub(crate) fn set_mmap_threshold(_: i32) -> bool {
         false
     }
-
-    pub(crate) fn mapped_bytes() -> usize {
-        0
-    }
 }
 
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]
 mod tests {
     use super::*;
+
+    /// Bytes glibc currently holds in separately mapped blocks.
+    // SAFETY: `mallinfo2` takes nothing and returns a struct by value.
+    #[allow(unsafe_code)]
+    fn mapped_bytes() -> usize {
+        unsafe { libc::mallinfo2() }.hblkhd
+    }
 
     /// A block of `bytes`, written so it is really allocated, and how many bytes the
     /// allocator had mapped while it lived (beyond those mapped before).

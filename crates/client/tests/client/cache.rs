@@ -30,6 +30,19 @@ fn db_url() -> SecretRef {
     SecretRef::parse(PROJECT, "dev", "/app/DB_URL").unwrap()
 }
 
+/// The change event for `/app/DB_URL` updated to `version`.
+fn db_url_updated(version: u64, event_id: &str) -> SecretChangeEvent {
+    SecretChangeEvent {
+        project: PROJECT.into(),
+        environment: "dev".into(),
+        folder: "/app".into(),
+        key: "DB_URL".into(),
+        kind: ChangeKind::Updated,
+        version: Some(version),
+        event_id: event_id.into(),
+    }
+}
+
 fn app() -> FolderQuery {
     FolderQuery::new(PROJECT, "dev", "/app")
 }
@@ -169,17 +182,7 @@ async fn a_live_handle_follows_change_events_and_the_fetcher() {
     let update = ikit_client::SecretUpdate::value("DB_URL", "v2");
     h.client(ua()).update_secret(&scope, &update).await.unwrap();
     let clone = handle.clone();
-    cache
-        .deliver(&SecretChangeEvent {
-            project: PROJECT.into(),
-            environment: "dev".into(),
-            folder: "/app".into(),
-            key: "DB_URL".into(),
-            kind: ChangeKind::Updated,
-            version: Some(2),
-            event_id: "h1".into(),
-        })
-        .await;
+    cache.deliver(&db_url_updated(2, "h1")).await;
     assert!(clone.fresh().is_none(), "the event cleared the slot");
     let served = handle.value().await.unwrap();
     assert_eq!((served.source, served.value.value.expose()), (Source::Network, "v2"));
@@ -250,17 +253,7 @@ async fn a_thread_copy_never_serves_an_invalidated_listing() {
     assert_eq!(read(true), (Some((Source::Network, v2.clone())), Some(v2.clone())));
     assert_eq!(read(true), hit(&v2));
     // Dropped by a change event, not refilled: neither copy serves the listing.
-    cache
-        .deliver(&SecretChangeEvent {
-            project: PROJECT.into(),
-            environment: "dev".into(),
-            folder: "/app".into(),
-            key: "DB_URL".into(),
-            kind: ChangeKind::Updated,
-            version: Some(3),
-            event_id: "copies".into(),
-        })
-        .await;
+    cache.deliver(&db_url_updated(3, "copies")).await;
     assert!(!cache.is_cached(&app()).await);
     assert_eq!(read(false), (None, None));
     assert_eq!(read(true), (Some((Source::Network, v2.clone())), Some(v2)));
@@ -854,15 +847,7 @@ async fn a_panicking_subscriber_does_not_stop_the_listener() {
     });
     let mut applied = b.invalidations();
     let mut conn = redis.connection().await.unwrap();
-    let event = SecretChangeEvent {
-        project: PROJECT.into(),
-        environment: "dev".into(),
-        folder: "/app".into(),
-        key: "DB_URL".into(),
-        kind: ChangeKind::Updated,
-        version: Some(9),
-        event_id: "boom".into(),
-    };
+    let event = db_url_updated(9, "boom");
     redis::cmd("PUBLISH")
         .arg(events_channel(redis.prefix()))
         .arg(serde_json::to_string(&event).unwrap())
